@@ -1,0 +1,30 @@
+//! Kernel programs of the job monitor. One module per hook; every counter is
+//! keyed by the cgroup v2 id of the task it belongs to.
+//!
+//! Hot-path rule: no helper-based map updates and no locks on sched_switch
+//! and sched_wakeup. Entries are created on cold paths (cgroup creation,
+//! fork, first switch-out) and then only looked up and written through.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod config;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod probes;
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
+
+/// The host build of this crate is a shim; the real object is built for bpfel.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

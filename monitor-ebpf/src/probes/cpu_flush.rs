@@ -1,0 +1,32 @@
+//! A per-CPU software timer (perf cpu-clock) that credits the running task's
+//! time since its switch-in. Without it a compute-bound task that never
+//! leaves its CPU would show no CPU time until it stops.
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+    macros::perf_event,
+    programs::PerfEventContext,
+};
+
+use crate::maps::{CPU_STATE, counters_of};
+
+#[perf_event]
+pub fn cpu_flush(_ctx: PerfEventContext) -> u32 {
+    let Some(cpu) = CPU_STATE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot; sched_switch runs with interrupts off, so the
+    // timer cannot interleave with it.
+    let cpu = unsafe { &mut *cpu };
+    if cpu.last_switch_ns == 0 {
+        return 0;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now <= cpu.last_switch_ns {
+        return 0;
+    }
+    if let Some(counters) = counters_of(unsafe { bpf_get_current_cgroup_id() }) {
+        counters.cpu_ns += now - cpu.last_switch_ns;
+    }
+    cpu.last_switch_ns = now;
+    0
+}

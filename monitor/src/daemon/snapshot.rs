@@ -1,0 +1,65 @@
+//! What one sample saw, shared read-only with the HTTP side. The scrape
+//! encodes the latest snapshot; it never touches the kernel or the disk.
+use std::{
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use monitor_common::{CgroupCounters, DROP_REASONS};
+
+use crate::kernel::program_stats::ProgramStats;
+
+#[derive(Debug, Clone)]
+pub struct JobView {
+    pub jobid: String,
+    pub user: String,
+    pub uid: u32,
+    pub cgroup: String,
+    pub counters: CgroupCounters,
+    pub tasks: u64,
+    pub start: SystemTime,
+    pub end: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MapFill {
+    pub name: &'static str,
+    pub entries: u64,
+    pub capacity: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub programs: Vec<ProgramStats>,
+    pub bpf_stats_enabled: bool,
+    pub maps: Vec<MapFill>,
+    pub drops: [u64; DROP_REASONS],
+    pub sample_duration: Duration,
+    pub sample_success: bool,
+    pub samples: u64,
+    pub sample_errors: u64,
+    pub cgroup_events: u64,
+    pub rescans: u64,
+    pub orphaned_cgroups: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub jobs: Vec<JobView>,
+    pub health: Health,
+}
+
+/// The latest snapshot, swapped whole after each sample.
+#[derive(Debug, Default)]
+pub struct SharedSnapshot(RwLock<Arc<Snapshot>>);
+
+impl SharedSnapshot {
+    pub fn latest(&self) -> Arc<Snapshot> {
+        // A panic elsewhere while holding the lock leaves a usable value.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn publish(&self, snapshot: Snapshot) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    }
+}

@@ -1,0 +1,173 @@
+//! Tracepoint field offsets for the programs, from tracefs format files.
+use std::path::Path;
+
+use monitor_common::{FieldOffsets, TRACEPOINT_RECORD_LEN};
+use thiserror::Error;
+
+use crate::system::tracefs::{self, Format, TracefsError};
+
+#[derive(Debug, Error)]
+pub enum OffsetError {
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("{tracepoint}.{field} is {actual} bytes, the programs expect {expected}")]
+    Size {
+        tracepoint: String,
+        field: &'static str,
+        expected: usize,
+        actual: usize,
+    },
+    #[error(
+        "{tracepoint}.{field} ends at byte {end}, past the {TRACEPOINT_RECORD_LEN} bytes the programs copy"
+    )]
+    TooFar {
+        tracepoint: String,
+        field: &'static str,
+        end: usize,
+    },
+}
+
+/// The offset of `field` in `format`, checked for size and reach.
+fn offset(format: &Format, field: &'static str, size: usize) -> Result<u32, OffsetError> {
+    let found = format.field(field)?;
+    if found.size != size {
+        return Err(OffsetError::Size {
+            tracepoint: format.tracepoint.clone(),
+            field,
+            expected: size,
+            actual: found.size,
+        });
+    }
+    let end = found.offset + found.size;
+    if end > TRACEPOINT_RECORD_LEN {
+        return Err(OffsetError::TooFar {
+            tracepoint: format.tracepoint.clone(),
+            field,
+            end,
+        });
+    }
+    // Bounded by TRACEPOINT_RECORD_LEN just above.
+    Ok(found.offset as u32)
+}
+
+/// All the offsets, from the format files under `tracefs`.
+pub fn from_tracefs(tracefs: &Path) -> Result<FieldOffsets, OffsetError> {
+    let read = |category, name| tracefs::read_format(tracefs, category, name);
+    from_formats(&Formats {
+        sched_switch: read("sched", "sched_switch")?,
+        sched_wakeup: read("sched", "sched_wakeup")?,
+        sched_wakeup_new: read("sched", "sched_wakeup_new")?,
+        task_newtask: read("task", "task_newtask")?,
+        sched_process_exit: read("sched", "sched_process_exit")?,
+        cgroup_mkdir: read("cgroup", "cgroup_mkdir")?,
+        cgroup_rmdir: read("cgroup", "cgroup_rmdir")?,
+    })
+}
+
+pub struct Formats {
+    pub sched_switch: Format,
+    pub sched_wakeup: Format,
+    pub sched_wakeup_new: Format,
+    pub task_newtask: Format,
+    pub sched_process_exit: Format,
+    pub cgroup_mkdir: Format,
+    pub cgroup_rmdir: Format,
+}
+
+pub fn from_formats(f: &Formats) -> Result<FieldOffsets, OffsetError> {
+    let mkdir = cgroup_offsets(&f.cgroup_mkdir)?;
+    // One program body serves both cgroup events: their layouts must agree.
+    let rmdir = cgroup_offsets(&f.cgroup_rmdir)?;
+    if mkdir != rmdir {
+        return Err(OffsetError::Size {
+            tracepoint: "cgroup/cgroup_rmdir".into(),
+            field: "layout (differs from cgroup_mkdir)",
+            expected: 0,
+            actual: 0,
+        });
+    }
+    Ok(FieldOffsets {
+        switch_prev_pid: offset(&f.sched_switch, "prev_pid", 4)?,
+        switch_prev_state: offset(&f.sched_switch, "prev_state", 8)?,
+        switch_next_pid: offset(&f.sched_switch, "next_pid", 4)?,
+        wakeup_pid: offset(&f.sched_wakeup, "pid", 4)?,
+        wakeup_new_pid: offset(&f.sched_wakeup_new, "pid", 4)?,
+        newtask_pid: offset(&f.task_newtask, "pid", 4)?,
+        newtask_clone_flags: offset(&f.task_newtask, "clone_flags", 8)?,
+        exit_pid: offset(&f.sched_process_exit, "pid", 4)?,
+        exit_group_dead: offset(&f.sched_process_exit, "group_dead", 1)?,
+        cgroup_root: mkdir[0],
+        cgroup_level: mkdir[1],
+        cgroup_id: mkdir[2],
+        cgroup_path: mkdir[3],
+        _pad: 0,
+    })
+}
+
+fn cgroup_offsets(format: &Format) -> Result<[u32; 4], OffsetError> {
+    Ok([
+        offset(format, "root", 4)?,
+        offset(format, "level", 4)?,
+        offset(format, "id", 8)?,
+        offset(format, "path", 4)?,
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::tracefs::parse_format;
+
+    fn format(name: &str, fields: &[(&str, usize, usize)]) -> Format {
+        let text: String = fields
+            .iter()
+            .map(|(n, o, s)| format!("\tfield:int {n};\toffset:{o};\tsize:{s};\tsigned:1;\n"))
+            .collect();
+        parse_format(name, &text).unwrap()
+    }
+
+    fn linux_6_18() -> Formats {
+        let cgroup = [("root", 8, 4), ("level", 12, 4), ("id", 16, 8), ("path", 24, 4)];
+        Formats {
+            sched_switch: format("sched/sched_switch", &[("prev_pid", 24, 4), ("prev_state", 32, 8), ("next_pid", 56, 4)]),
+            sched_wakeup: format("sched/sched_wakeup", &[("pid", 24, 4)]),
+            sched_wakeup_new: format("sched/sched_wakeup_new", &[("pid", 24, 4)]),
+            task_newtask: format("task/task_newtask", &[("pid", 8, 4), ("clone_flags", 32, 8)]),
+            sched_process_exit: format("sched/sched_process_exit", &[("pid", 24, 4), ("group_dead", 32, 1)]),
+            cgroup_mkdir: format("cgroup/cgroup_mkdir", &cgroup),
+            cgroup_rmdir: format("cgroup/cgroup_rmdir", &cgroup),
+        }
+    }
+
+    #[test]
+    fn offsets_come_from_the_formats() {
+        let offsets = from_formats(&linux_6_18()).unwrap();
+        assert_eq!(offsets.switch_prev_state, 32);
+        assert_eq!(offsets.switch_next_pid, 56);
+        assert_eq!(offsets.newtask_clone_flags, 32);
+        assert_eq!(offsets.exit_group_dead, 32);
+        assert_eq!(offsets.cgroup_path, 24);
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_size_is_refused() {
+        let mut formats = linux_6_18();
+        formats.sched_switch = format("sched/sched_switch", &[("prev_pid", 24, 4), ("prev_state", 32, 4), ("next_pid", 56, 4)]);
+        let err = from_formats(&formats).unwrap_err().to_string();
+        assert!(err.contains("prev_state"), "{err}");
+    }
+
+    #[test]
+    fn a_field_past_the_copied_record_is_refused() {
+        let mut formats = linux_6_18();
+        formats.sched_wakeup = format("sched/sched_wakeup", &[("pid", 64, 4)]);
+        assert!(matches!(from_formats(&formats), Err(OffsetError::TooFar { .. })));
+    }
+
+    #[test]
+    fn a_missing_field_is_refused() {
+        let mut formats = linux_6_18();
+        formats.sched_process_exit = format("sched/sched_process_exit", &[("pid", 24, 4)]);
+        assert!(matches!(from_formats(&formats), Err(OffsetError::Tracefs(_))));
+    }
+}

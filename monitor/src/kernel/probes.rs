@@ -1,0 +1,234 @@
+//! Loading the kernel programs, attaching them, and handing out their maps.
+//! Dropping [`Probes`] detaches everything.
+use std::time::Duration;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+    programs::{
+        PerfEvent, TracePoint,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+    util::{nr_cpus, online_cpus},
+};
+use monitor_common::{CgroupCounters, FieldOffsets, ROOT_PREFIX_MAX, RootPrefix};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error(
+        "the daemon was built without its kernel programs (the eBPF toolchain was missing). \
+         Rebuild with `cargo xtask build-ebpf` (or `cargo xtask run`)"
+    )]
+    EmptyObject,
+    #[error("the monitored cgroup root's path is longer than {ROOT_PREFIX_MAX} bytes: {0}")]
+    RootTooLong(String),
+    #[error("loading the kernel programs: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("kernel program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    #[error("map {0} is missing from the object")]
+    MissingMap(&'static str),
+    #[error("loading program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("listing online CPUs: {0}")]
+    OnlineCpus(#[source] std::io::Error),
+}
+
+/// Tracepoints and the program attached to each.
+const TRACEPOINTS: [(&str, &str, &str); 8] = [
+    // Cgroup events first, so a cgroup made while the daemon starts is seen.
+    ("cgroup_mkdir", "cgroup", "cgroup_mkdir"),
+    ("cgroup_rmdir", "cgroup", "cgroup_rmdir"),
+    ("sched_switch", "sched", "sched_switch"),
+    ("sched_wakeup", "sched", "sched_wakeup"),
+    ("sched_wakeup_new", "sched", "sched_wakeup_new"),
+    ("task_newtask", "task", "task_newtask"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+];
+/// Create only (bpf_map_update_elem flag).
+const BPF_NOEXIST: u64 = 1;
+const CPU_FLUSH: &str = "cpu_flush";
+
+/// Every program name, for per-program metrics.
+pub fn program_names() -> impl Iterator<Item = &'static str> {
+    TRACEPOINTS.iter().map(|(program, _, _)| *program).chain([CPU_FLUSH])
+}
+
+/// Map sizes, from the daemon's flags.
+#[derive(Debug, Clone, Copy)]
+pub struct MapSizes {
+    pub cgroups: u32,
+    pub tasks: u32,
+}
+
+pub struct Probes {
+    ebpf: Ebpf,
+    pub counters: PerCpuHashMap<MapData, u64, CgroupCounters>,
+    pub tasks: HashMap<MapData, u32, u64>,
+    pub events: RingBuf<MapData>,
+    pub drops: PerCpuArray<MapData, u64>,
+    pub sizes: MapSizes,
+}
+
+impl Probes {
+    /// Loads the object with the offsets and monitored root baked in.
+    /// `root_in_hierarchy` is e.g. `/monitor.slice`.
+    pub fn load(object: &[u8], offsets: &FieldOffsets, root_in_hierarchy: &str, sizes: MapSizes) -> Result<Self, ProbeError> {
+        if object.is_empty() {
+            return Err(ProbeError::EmptyObject);
+        }
+        let prefix = root_prefix(root_in_hierarchy)?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("FIELD_OFFSETS", offsets, true)
+            .override_global("ROOT_PREFIX", &prefix, true)
+            .map_max_entries("CGROUP_COUNTERS", sizes.cgroups)
+            .map_max_entries("TASK_RUNNABLE_SINCE", sizes.tasks)
+            .load(object)
+            .map_err(ProbeError::Load)?;
+        let counters = take_map(&mut ebpf, "CGROUP_COUNTERS")?;
+        let tasks = take_map(&mut ebpf, "TASK_RUNNABLE_SINCE")?;
+        let events = take_map(&mut ebpf, "CGROUP_EVENTS")?;
+        let drops = take_map(&mut ebpf, "DROPS")?;
+        Ok(Self {
+            ebpf,
+            counters,
+            tasks,
+            events,
+            drops,
+            sizes,
+        })
+    }
+
+    /// Attaches the cgroup event programs only: call [`Self::attach_rest`]
+    /// after the initial walk of the monitored root.
+    pub fn attach_cgroup_events(&mut self) -> Result<(), ProbeError> {
+        for (program, category, name) in &TRACEPOINTS[..2] {
+            self.attach_tracepoint(program, category, name)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the scheduler and process programs, and the per-CPU timer
+    /// that credits running tasks every `flush_period`.
+    pub fn attach_rest(&mut self, flush_period: Duration) -> Result<(), ProbeError> {
+        for (program, category, name) in &TRACEPOINTS[2..] {
+            self.attach_tracepoint(program, category, name)?;
+        }
+        let program: &mut PerfEvent = self
+            .ebpf
+            .program_mut(CPU_FLUSH)
+            .ok_or(ProbeError::MissingProgram(CPU_FLUSH))?
+            .try_into()
+            .map_err(|source| ProbeError::Program { name: CPU_FLUSH, source })?;
+        program.load().map_err(|source| ProbeError::Program { name: CPU_FLUSH, source })?;
+        let cpus = online_cpus().map_err(|(_, e)| ProbeError::OnlineCpus(e))?;
+        let period_ns = u64::try_from(flush_period.as_nanos()).unwrap_or(u64::MAX).max(1_000_000);
+        for cpu in cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Period(period_ns),
+                    false,
+                )
+                .map_err(|source| ProbeError::Program { name: CPU_FLUSH, source })?;
+        }
+        Ok(())
+    }
+
+    fn attach_tracepoint(&mut self, program: &'static str, category: &str, name: &str) -> Result<(), ProbeError> {
+        let tracepoint: &mut TracePoint = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(ProbeError::MissingProgram(program))?
+            .try_into()
+            .map_err(|source| ProbeError::Program { name: program, source })?;
+        tracepoint.load().map_err(|source| ProbeError::Program { name: program, source })?;
+        tracepoint
+            .attach(category, name)
+            .map_err(|source| ProbeError::Program { name: program, source })?;
+        log::debug!("attached {program} to {category}/{name}");
+        Ok(())
+    }
+
+    /// Starts counting a cgroup that existed before the daemon (entries of
+    /// new cgroups are made by the kernel side).
+    pub fn track_cgroup(&mut self, id: u64) -> Result<(), ProbeError> {
+        let cpus = nr_cpus().map_err(|(_, e)| ProbeError::OnlineCpus(e))?;
+        let zeros = PerCpuValues::try_from(vec![CgroupCounters::default(); cpus])
+            .map_err(|e| ProbeError::Map {
+                name: "CGROUP_COUNTERS",
+                source: aya::maps::MapError::IoError(e),
+            })?;
+        match self.counters.insert(id, zeros, BPF_NOEXIST) {
+            Ok(()) => Ok(()),
+            // Made by the kernel side in the meantime: nothing to do.
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Err(source) => Err(ProbeError::Map { name: "CGROUP_COUNTERS", source }),
+        }
+    }
+
+    pub fn program(&self, name: &str) -> Option<&aya::programs::Program> {
+        self.ebpf.program(name)
+    }
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| ProbeError::Map { name, source })
+}
+
+/// `/monitor.slice` -> `/monitor.slice/`: only strict descendants match.
+fn root_prefix(root_in_hierarchy: &str) -> Result<RootPrefix, ProbeError> {
+    let mut text = root_in_hierarchy.trim_end_matches('/').to_string();
+    text.push('/');
+    if text.len() > ROOT_PREFIX_MAX {
+        return Err(ProbeError::RootTooLong(root_in_hierarchy.to_string()));
+    }
+    let mut prefix = RootPrefix::EMPTY;
+    prefix.bytes[..text.len()].copy_from_slice(text.as_bytes());
+    prefix.len = text.len() as u32;
+    Ok(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends_with_one_slash() {
+        let p = root_prefix("/monitor.slice").unwrap();
+        assert_eq!(&p.bytes[..p.len as usize], b"/monitor.slice/");
+        let p = root_prefix("/").unwrap();
+        assert_eq!(&p.bytes[..p.len as usize], b"/");
+    }
+
+    #[test]
+    fn overlong_root_is_refused() {
+        assert!(root_prefix(&"/x".repeat(200)).is_err());
+    }
+
+    #[test]
+    fn empty_object_is_refused_with_a_hint() {
+        let err = Probes::load(&[], &FieldOffsets::default(), "/m", MapSizes { cgroups: 1, tasks: 1 })
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("cargo xtask build-ebpf"), "{err}");
+    }
+}

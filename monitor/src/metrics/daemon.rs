@@ -1,0 +1,73 @@
+//! The daemon's own health: sampling, job counts, cgroup bookkeeping, build.
+use std::sync::Arc;
+
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Unit};
+
+use super::encode::family;
+use crate::daemon::snapshot::SharedSnapshot;
+
+#[derive(Debug)]
+pub struct DaemonCollector(pub Arc<SharedSnapshot>);
+
+impl Collector for DaemonCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = self.0.latest();
+        let health = &snapshot.health;
+
+        let f = family(
+            &mut encoder,
+            "monitor_sample_duration",
+            "How long the last sample of the kernel maps took.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        f.single_gauge(health.sample_duration.as_secs_f64())?;
+        let f = family(&mut encoder, "monitor_sample_success", "1 if the last sample succeeded.", None, MetricType::Gauge)?;
+        f.single_gauge_i64(i64::from(health.sample_success))?;
+        let f = family(&mut encoder, "monitor_samples", "Samples taken.", None, MetricType::Counter)?;
+        f.single_counter(health.samples)?;
+        let f = family(&mut encoder, "monitor_sample_errors", "Samples that failed.", None, MetricType::Counter)?;
+        f.single_counter(health.sample_errors)?;
+
+        let running = snapshot.jobs.iter().filter(|j| j.end.is_none()).count();
+        let finished = snapshot.jobs.len() - running;
+        let mut f = family(&mut encoder, "monitor_jobs", "Jobs known to the daemon, by state.", None, MetricType::Gauge)?;
+        f.gauge_i64(&[("state", "running")], running as i64)?;
+        f.gauge_i64(&[("state", "finished")], finished as i64)?;
+
+        let f = family(
+            &mut encoder,
+            "monitor_cgroup_events",
+            "Cgroup creations and removals under the monitored root received from the kernel.",
+            None,
+            MetricType::Counter,
+        )?;
+        f.single_counter(health.cgroup_events)?;
+        let f = family(
+            &mut encoder,
+            "monitor_cgroup_rescans",
+            "Walks of the monitored root (at start, and after lost events).",
+            None,
+            MetricType::Counter,
+        )?;
+        f.single_counter(health.rescans)?;
+        let f = family(
+            &mut encoder,
+            "monitor_orphaned_cgroups",
+            "Counted cgroups that matched no job when read (made and removed while events were lost).",
+            None,
+            MetricType::Counter,
+        )?;
+        f.single_counter(health.orphaned_cgroups)?;
+
+        let mut f = family(&mut encoder, "monitor_build_info", "Build of the running daemon; always 1.", None, MetricType::Gauge)?;
+        f.gauge_i64(
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", env!("MONITOR_GIT_REVISION")),
+            ],
+            1,
+        )?;
+        Ok(())
+    }
+}

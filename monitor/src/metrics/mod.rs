@@ -1,0 +1,28 @@
+//! `/metrics`: collectors that encode the latest snapshot, one per concern
+//! (jobs, kernel programs, the daemon itself), node_exporter style.
+mod daemon;
+mod encode;
+mod jobs;
+mod kernel;
+
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+
+use crate::daemon::snapshot::SharedSnapshot;
+
+/// The registry served at the telemetry path.
+pub fn registry(shared: Arc<SharedSnapshot>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(jobs::JobCollector(shared.clone())));
+    registry.register_collector(Box::new(kernel::KernelCollector(shared.clone())));
+    registry.register_collector(Box::new(daemon::DaemonCollector(shared)));
+    registry
+}
+
+/// Encodes `registry` as OpenMetrics text.
+pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut out = String::with_capacity(64 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}
