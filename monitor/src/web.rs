@@ -5,13 +5,13 @@ use anyhow::Context as _;
 use axum::{
     Router,
     extract::State,
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
 use prometheus_client::registry::Registry;
 
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+use crate::metrics::exposition;
 
 pub async fn serve(
     address: SocketAddr,
@@ -35,9 +35,17 @@ pub async fn serve(
         .context("HTTP server")
 }
 
-async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
+async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     match crate::metrics::render(&registry) {
-        Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
+        Ok(body) if exposition::wants_openmetrics(accept) => {
+            ([(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)], body).into_response()
+        }
+        Ok(body) => (
+            [(header::CONTENT_TYPE, exposition::PROMETHEUS_CONTENT_TYPE)],
+            exposition::to_prometheus_text(&body),
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}")).into_response(),
     }
 }

@@ -1,1 +1,19 @@
+//! Harness for the privileged end-to-end tests: start the real daemon on its
+//! own cgroup root and port, run workloads inside job cgroups, read
+//! `/metrics`, and compare with the kernel's own accounting.
+//!
+//! Every test owns its daemon and its cgroup root, so tests run in parallel;
+//! the timing-sensitive ones take [`cpu_exclusive`] to have the machine to
+//! themselves.
+pub mod cgroup;
+pub mod daemon;
+pub mod http;
+pub mod openmetrics;
+pub mod policy;
+pub mod process;
 
+pub use cgroup::JobCgroup;
+pub use daemon::Daemon;
+pub use openmetrics::Metrics;
+pub use policy::{cpu_exclusive, cpu_shared, require_root_or_skip, skip_or_fail};
+pub use process::ChildGuard;

@@ -1,5 +1,5 @@
 //! Building the kernel programs and the daemon.
-use std::path::PathBuf;
+use std::{path::PathBuf, process::Command};
 
 use anyhow::Context as _;
 
@@ -13,8 +13,11 @@ pub fn build_ebpf() -> anyhow::Result<PathBuf> {
     toolchain::ensure()?;
     let target_dir = workspace_root().join("target/ebpf");
     let rustflags = ["--cfg=bpf_target_arch=\"x86_64\"", "-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f");
-    run(cargo()
-        .env("RUSTUP_TOOLCHAIN", "nightly")
+    // `rustup run nightly cargo`, not $CARGO: under `cargo xtask` that is the
+    // stable cargo binary itself, which ignores RUSTUP_TOOLCHAIN.
+    let mut nightly_cargo = Command::new("rustup");
+    nightly_cargo.current_dir(workspace_root()).args(["run", "nightly", "cargo"]);
+    run(nightly_cargo
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
         .env_remove("RUSTC")
         .args(["build", "--package", "monitor-ebpf", "--bins", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core"])

@@ -1,6 +1,7 @@
 //! One module per kernel hook.
 mod cgroup_events;
 mod cpu_flush;
+mod floor;
 mod process_exec;
 mod process_exit;
 mod sched_switch;

@@ -59,6 +59,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         root_dir,
         interval: args.sample_interval,
         retention: args.job_retention,
+        bpf_stats_held: args.bpf_stats,
     };
     let mut sampler = Sampler::new(probes, &root_in_hierarchy, config, shared.clone());
     // Watch for new cgroups before walking the existing ones, so none falls between.

@@ -36,6 +36,9 @@ pub struct SamplerConfig {
     pub root_dir: PathBuf,
     pub interval: Duration,
     pub retention: Duration,
+    /// The daemon holds a BPF_ENABLE_STATS fd (`--bpf.stats`); the sysctl
+    /// file does not show that.
+    pub bpf_stats_held: bool,
 }
 
 pub struct Sampler {
@@ -187,7 +190,7 @@ impl Sampler {
                 capacity: u64::from(self.probes.sizes.tasks),
             },
         ];
-        self.health.bpf_stats_enabled = program_stats::enabled();
+        self.health.bpf_stats_enabled = self.config.bpf_stats_held || program_stats::enabled();
         self.health.programs = program_stats::read(&self.probes);
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! directory; its descendants roll up into it. A removed cgroup keeps its
 //! entry until its final values are read (see [`JobTable::finalizable`]).
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
@@ -195,11 +195,12 @@ impl JobTable {
         }
         // Removed cgroups whose map entry was never there (map full, or a
         // job made before the daemon that the walk raced): drop them too.
+        let read: HashSet<u64> = readings.iter().map(|(id, _)| *id).collect();
         let stale: Vec<u64> = self
             .cgroups
-            .iter()
-            .filter(|(id, _)| self.finalizable(**id, now) && !readings.iter().any(|(r, _)| r == *id))
-            .map(|(id, _)| *id)
+            .keys()
+            .filter(|id| self.finalizable(**id, now) && !read.contains(id))
+            .copied()
             .collect();
         for id in stale {
             self.retire(id, wall_now);

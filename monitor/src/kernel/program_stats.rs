@@ -21,7 +21,8 @@ pub fn enable() -> Result<StatsGuard, aya::sys::SyscallError> {
     aya::sys::enable_stats(aya::sys::Stats::RunTime).map(StatsGuard)
 }
 
-/// Whether the kernel is counting now (by sysctl or by someone's fd).
+/// Whether the sysctl kernel.bpf_stats_enabled is on (an fd held by some
+/// process also makes the kernel count, but does not show here).
 pub fn enabled() -> bool {
     fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
 }

@@ -2,6 +2,7 @@
 //! (jobs, kernel programs, the daemon itself), node_exporter style.
 mod daemon;
 mod encode;
+pub mod exposition;
 mod jobs;
 mod kernel;
 

@@ -1,0 +1,256 @@
+//! The daemon under test: started on a free loopback port with its own
+//! cgroup root, stopped and cleaned up on drop.
+use std::{
+    io::Read as _,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+use crate::{cgroup, cgroup::JobCgroup, http, openmetrics::Metrics};
+
+/// Short, so a test waits little for the daemon to read the kernel maps.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+const SAMPLE_INTERVAL_FLAG: &str = "200ms";
+const TELEMETRY_PATH: &str = "/metrics";
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The daemon binary: `MONITOR_BIN`, else the workspace's release build.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os("MONITOR_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/monitor"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no daemon binary at {} (set MONITOR_BIN, or run `cargo xtask test`, which builds it with the kernel programs embedded)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A free port on loopback, picked by the kernel.
+fn free_port() -> anyhow::Result<u16> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
+    Ok(listener
+        .local_addr()
+        .context("reading the bound address")?
+        .port())
+}
+
+/// A cgroup root no other test (or run) uses.
+fn unique_root() -> anyhow::Result<PathBuf> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Ok(cgroup::v2_mount()?.join(format!("monitor-test-{}-{n}.slice", std::process::id())))
+}
+
+pub struct Daemon {
+    child: Child,
+    address: SocketAddr,
+    root: PathBuf,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Daemon {
+    /// Starts the daemon and waits until it has taken a sample and serves it.
+    pub fn start() -> anyhow::Result<Self> {
+        let binary = binary()?;
+        let root = unique_root()?;
+        // A leftover of a crashed run with the same pid: not ours to keep.
+        cgroup::remove_tree(&root)?;
+        let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut child = Command::new(&binary)
+            .arg("daemon")
+            .args(["--web.listen-address", &address.to_string()])
+            .args(["--web.telemetry-path", TELEMETRY_PATH])
+            .args(["--sample.interval", SAMPLE_INTERVAL_FLAG])
+            .arg("--cgroup.root")
+            .arg(&root)
+            .args(["--log.level", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        collect_stderr(&mut child, stderr.clone());
+        let mut daemon = Self {
+            child,
+            address,
+            root,
+            stderr,
+        };
+        daemon.wait_until_ready()?;
+        Ok(daemon)
+    }
+
+    fn wait_until_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(metrics) = self.metrics()
+                && metrics
+                    .find("monitor_samples_total", &[])?
+                    .is_some_and(|n| n >= 1.0)
+            {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait().context("checking the daemon")? {
+                bail!(
+                    "the daemon exited during start-up ({status}); its stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the daemon did not serve {TELEMETRY_PATH} on {} within {START_TIMEOUT:?}; its stderr:\n{}",
+                    self.address,
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's stderr so far.
+    pub fn stderr(&self) -> String {
+        let bytes = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The cgroup directory whose children are jobs.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Makes a job cgroup (after the daemon is up, so it sees the mkdir).
+    pub fn create_job(&self, name: &str) -> anyhow::Result<JobCgroup> {
+        JobCgroup::create(&self.root, name)
+    }
+
+    /// One scrape of the telemetry path, parsed.
+    pub fn metrics(&self) -> anyhow::Result<Metrics> {
+        let text = http::get(self.address, TELEMETRY_PATH)
+            .with_context(|| format!("scraping the daemon; its stderr:\n{}", self.stderr()))?;
+        Metrics::parse(&text).context("parsing /metrics")
+    }
+
+    /// A scrape taken after the daemon completed `samples` more samples
+    /// (so everything that happened before this call has been read).
+    pub fn metrics_after_samples(&self, samples: u32) -> anyhow::Result<Metrics> {
+        let (_, metrics) = self.wait_for(samples, |_| false)?;
+        Ok(metrics)
+    }
+
+    /// Scrapes until `done` holds, for at most `samples` more samples; the
+    /// last scrape either way (a stuck sampler is an error).
+    pub fn wait_for(
+        &self,
+        samples: u32,
+        mut done: impl FnMut(&Metrics) -> bool,
+    ) -> anyhow::Result<(bool, Metrics)> {
+        let target = self.samples_taken()? + f64::from(samples);
+        let deadline = Instant::now() + SAMPLE_INTERVAL * (samples * 5) + Duration::from_secs(5);
+        loop {
+            let metrics = self.metrics()?;
+            if done(&metrics) {
+                return Ok((true, metrics));
+            }
+            if metrics.value("monitor_samples_total", &[])? >= target {
+                return Ok((false, metrics));
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the daemon took fewer than {samples} samples by the deadline; its stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            thread::sleep(SAMPLE_INTERVAL / 4);
+        }
+    }
+
+    fn samples_taken(&self) -> anyhow::Result<f64> {
+        self.metrics()?.value("monitor_samples_total", &[])
+    }
+}
+
+/// Copies the daemon's stderr into `sink` on a thread until the pipe closes.
+fn collect_stderr(child: &mut Child, sink: Arc<Mutex<Vec<u8>>>) {
+    let Some(mut pipe) = child.stderr.take() else {
+        return;
+    };
+    thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(&chunk[..n]);
+        }
+    });
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("stopping the daemon: {e:#}");
+        }
+        if let Err(e) = cgroup::remove_tree(&self.root) {
+            eprintln!("cleaning up {}: {e:#}", self.root.display());
+        }
+        if thread::panicking() {
+            eprintln!(
+                "--- daemon stderr ---\n{}--- end of daemon stderr ---",
+                self.stderr()
+            );
+        }
+    }
+}
+
+impl Daemon {
+    /// SIGTERM, then wait; SIGKILL if it does not go within STOP_TIMEOUT.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).context("pid out of range")?);
+        if self
+            .child
+            .try_wait()
+            .context("checking the daemon")?
+            .is_some()
+        {
+            return Ok(());
+        }
+        kill(pid, Signal::SIGTERM).context("sending SIGTERM to the daemon")?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if self
+                .child
+                .try_wait()
+                .context("waiting for the daemon")?
+                .is_some()
+            {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.child.kill().context("killing the daemon")?;
+        self.child.wait().context("reaping the daemon")?;
+        bail!("the daemon ignored SIGTERM for {STOP_TIMEOUT:?} and was killed")
+    }
+}

@@ -1,0 +1,53 @@
+//! The floor: the empty `bench_floor` program from the daemon's own object,
+//! attached to sched/sched_switch next to the daemon's programs, so the
+//! hook's fixed price is measured in the same run. Dropping it detaches it.
+use std::{os::fd::OwnedFd, path::Path};
+
+use anyhow::Context as _;
+use aya::{Ebpf, EbpfLoader, programs::TracePoint};
+
+use super::bpf_stats::RunStats;
+
+const PROGRAM: &str = "bench_floor";
+pub const HOOK: (&str, &str) = ("sched", "sched_switch");
+
+pub struct Floor {
+    ebpf: Ebpf,
+    // Keeps bpf_stats counting for as long as the floor is measured, whatever
+    // the daemon does with its own switch.
+    _stats: OwnedFd,
+}
+
+impl Floor {
+    pub fn attach(object: &Path) -> anyhow::Result<Self> {
+        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling bpf_stats")?;
+        // The object's globals keep their placeholder values: the floor reads none.
+        let mut ebpf = EbpfLoader::new()
+            .load_file(object)
+            .with_context(|| format!("loading {}", object.display()))?;
+        let program: &mut TracePoint = ebpf
+            .program_mut(PROGRAM)
+            .with_context(|| format!("{PROGRAM} missing from {}", object.display()))?
+            .try_into()
+            .with_context(|| format!("{PROGRAM} is not a tracepoint program"))?;
+        program.load().with_context(|| format!("loading {PROGRAM}"))?;
+        let (category, name) = HOOK;
+        program
+            .attach(category, name)
+            .with_context(|| format!("attaching {PROGRAM} to {category}/{name}"))?;
+        Ok(Self { ebpf, _stats: stats })
+    }
+
+    pub fn stats(&self) -> anyhow::Result<RunStats> {
+        let info = self
+            .ebpf
+            .program(PROGRAM)
+            .with_context(|| format!("{PROGRAM} vanished"))?
+            .info()
+            .with_context(|| format!("reading the stats of {PROGRAM}"))?;
+        Ok(RunStats {
+            run_time_ns: info.run_time().as_nanos() as f64,
+            run_count: info.run_count() as f64,
+        })
+    }
+}
