@@ -81,6 +81,27 @@ pub struct CgroupEvent {
 }
 const _: () = assert!(size_of::<CgroupEvent>() == 16 + CGROUP_PATH_MAX);
 
+/// When a task became runnable (woken or preempted), in a direct-mapped
+/// slot chosen by hashing its task pointer: an inlined array access instead
+/// of a hash map lookup on the hottest path. A slot holds one task; a second
+/// waiting task that hashes to it replaces the first (counted as a drop).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskSlot {
+    /// The task_struct pointer, used only as an identity.
+    pub task: u64,
+    /// bpf_ktime_get_ns when it became runnable; 0 while it runs or sleeps.
+    pub runnable_since: u64,
+}
+const _: () = assert!(size_of::<TaskSlot>() == 16);
+
+/// The slot of a task: a multiplicative hash of its pointer, masked to the
+/// (power-of-two) number of slots.
+#[inline(always)]
+pub fn task_slot_index(task: u64, mask: u32) -> u32 {
+    ((task.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32) & mask
+}
+
 /// Why the kernel side dropped something; index into the `DROPS` array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,8 +110,9 @@ pub enum DropReason {
     RingBufferFull = 0,
     /// No room left in the per-cgroup counter map.
     CgroupMapFull = 1,
-    /// No room left in the per-task wakeup map.
-    TaskMapFull = 2,
+    /// A waiting task's slot was taken by another waiting task: one
+    /// run-queue wait lost.
+    TaskSlotCollision = 2,
 }
 pub const DROP_REASONS: usize = 3;
 
@@ -98,41 +120,36 @@ impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
         DropReason::RingBufferFull,
         DropReason::CgroupMapFull,
-        DropReason::TaskMapFull,
+        DropReason::TaskSlotCollision,
     ];
 
     pub const fn label(self) -> &'static str {
         match self {
             DropReason::RingBufferFull => "cgroup_event_ring_full",
             DropReason::CgroupMapFull => "cgroup_map_full",
-            DropReason::TaskMapFull => "task_map_full",
+            DropReason::TaskSlotCollision => "task_slot_collision",
         }
     }
 }
 
-/// Offsets of the tracepoint fields the programs read, taken from
+/// Load-time constants: offsets of the tracepoint fields the programs read, taken from
 /// `/sys/kernel/tracing/events/<cat>/<name>/format` at load time and handed
 /// to the programs as a read-only global (the verifier sees them as constants).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FieldOffsets {
-    pub switch_prev_pid: u32,
-    pub switch_prev_state: u32,
-    pub switch_next_pid: u32,
-    pub wakeup_pid: u32,
-    pub wakeup_new_pid: u32,
-    pub newtask_pid: u32,
     pub newtask_clone_flags: u32,
-    pub exit_pid: u32,
     pub exit_group_dead: u32,
     pub cgroup_root: u32,
     pub cgroup_level: u32,
     pub cgroup_id: u32,
     pub cgroup_path: u32,
+    /// Number of task slots minus one (a power of two minus one).
+    pub task_slot_mask: u32,
     /// Keeps the size a multiple of 8.
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<FieldOffsets>() == 56);
+const _: () = assert!(size_of::<FieldOffsets>() == 32);
 
 /// Which cgroups the programs count: strict descendants of the monitored
 /// root, matched by path prefix (`/monitor.slice/`) when they are created.
@@ -159,12 +176,8 @@ mod pod {
     // (the size assertions above pin the layouts).
     unsafe impl aya::Pod for super::CgroupCounters {}
     unsafe impl aya::Pod for super::CpuState {}
+    unsafe impl aya::Pod for super::TaskSlot {}
     unsafe impl aya::Pod for super::CgroupEvent {}
     unsafe impl aya::Pod for super::FieldOffsets {}
     unsafe impl aya::Pod for super::RootPrefix {}
 }
-
-/// How many bytes of a tracepoint record the programs copy in one read
-/// (one helper call instead of one per field). Every field the programs use
-/// must end within this length; the daemon checks that at load time.
-pub const TRACEPOINT_RECORD_LEN: usize = 64;

@@ -4,19 +4,13 @@ use monitor_common::{FieldOffsets, RootPrefix};
 
 #[unsafe(no_mangle)]
 pub(crate) static FIELD_OFFSETS: FieldOffsets = FieldOffsets {
-    switch_prev_pid: 0,
-    switch_prev_state: 0,
-    switch_next_pid: 0,
-    wakeup_pid: 0,
-    wakeup_new_pid: 0,
-    newtask_pid: 0,
     newtask_clone_flags: 0,
-    exit_pid: 0,
     exit_group_dead: 0,
     cgroup_root: 0,
     cgroup_level: 0,
     cgroup_id: 0,
     cgroup_path: 0,
+    task_slot_mask: 0,
     _pad: 0,
 };
 
@@ -33,10 +27,10 @@ macro_rules! offset {
 pub(crate) use offset;
 
 pub(crate) fn root_prefix() -> &'static RootPrefix {
-    // SAFETY: a static; the volatile read of `len` below keeps the value live.
     &ROOT_PREFIX
 }
 
 pub(crate) fn root_prefix_len() -> usize {
+    // SAFETY: a static; volatile for the same reason as `offset!`.
     unsafe { core::ptr::read_volatile(&raw const ROOT_PREFIX.len) as usize }
 }

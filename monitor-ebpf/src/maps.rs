@@ -2,23 +2,22 @@
 //! them at load time from its flags.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use monitor_common::{CgroupCounters, CpuState, DROP_REASONS, DropReason};
+use monitor_common::{CgroupCounters, CpuState, DROP_REASONS, DropReason, TaskSlot, task_slot_index};
+
+use crate::config::offset;
 
 /// Counters per monitored cgroup id. Entries are created when a cgroup under
 /// the monitored root is made (or by the daemon at start), so the hot path
 /// only looks up: a miss means "not a job", at the cost of one lookup.
 #[map]
-pub static CGROUP_COUNTERS: PerCpuHashMap<u64, CgroupCounters> =
-    PerCpuHashMap::with_max_entries(16384, 0);
+pub static CGROUP_COUNTERS: PerCpuHashMap<u64, CgroupCounters> = PerCpuHashMap::with_max_entries(16384, 0);
 
-/// When a task of a monitored cgroup became runnable (wakeup or preemption),
-/// keyed by its pid (thread id); 0 while it runs or sleeps. Only tasks that
-/// have run in a monitored cgroup have an entry, so wakeups of other tasks
-/// cost one failed lookup.
+/// Since when each task has been runnable, in direct-mapped slots (see
+/// [`TaskSlot`]). Shared by all CPUs: a task is woken on one and runs on another.
 #[map]
-pub static TASK_RUNNABLE_SINCE: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
+pub static TASK_SLOTS: Array<TaskSlot> = Array::with_max_entries(65536, 0);
 
 /// Per-CPU scheduler state: when the current task came on, and its pending wait.
 #[map]
@@ -47,10 +46,24 @@ pub fn counters_of(cgroup_id: u64) -> Option<&'static mut CgroupCounters> {
     CGROUP_COUNTERS.get_ptr_mut(cgroup_id).map(|p| unsafe { &mut *p })
 }
 
-/// Make sure `pid` has a wakeup slot (cold path: fork, first switch-out).
 #[inline(always)]
-pub fn track_task(pid: u32, runnable_since: u64) {
-    if TASK_RUNNABLE_SINCE.insert(pid, runnable_since, 0).is_err() {
-        count_drop(DropReason::TaskMapFull);
+pub fn task_slot(task: u64) -> Option<&'static mut TaskSlot> {
+    let mask = offset!(task_slot_mask) as u32;
+    let index = task_slot_index(task, mask);
+    // SAFETY: array slots always exist; concurrent writers of one slot can
+    // at worst mix two tasks' values, which the reader bounds-checks.
+    TASK_SLOTS.get_ptr_mut(index).map(|p| unsafe { &mut *p })
+}
+
+/// Records that `task` became runnable at `now`.
+#[inline(always)]
+pub fn mark_runnable(task: u64, now: u64) {
+    let Some(slot) = task_slot(task) else {
+        return;
+    };
+    if slot.task != task && slot.runnable_since != 0 {
+        count_drop(DropReason::TaskSlotCollision);
     }
+    slot.task = task;
+    slot.runnable_since = now;
 }

@@ -63,9 +63,11 @@ pub struct DaemonArgs {
     #[arg(long = "bpf.max-cgroups", value_name = "N", default_value_t = 16384)]
     pub max_cgroups: u32,
 
-    /// Most tasks whose run-queue wait the kernel side tracks at once.
-    #[arg(long = "bpf.max-tasks", value_name = "N", default_value_t = 65536)]
-    pub max_tasks: u32,
+    /// Slots for tasks waiting to run (a power of two; 16 bytes each). Two
+    /// waiting tasks in one slot lose one wait, counted in
+    /// monitor_bpf_lost_events_total{reason="task_slot_collision"}.
+    #[arg(long = "bpf.task-slots", value_name = "N", default_value_t = 65536, value_parser = parse_power_of_two)]
+    pub task_slots: u32,
 }
 
 fn parse_listen_address(value: &str) -> Result<SocketAddr, String> {
@@ -79,6 +81,15 @@ fn parse_telemetry_path(value: &str) -> Result<String, String> {
         Ok(value.to_string())
     } else {
         Err("must start with / and not be / itself (the landing page is there)".into())
+    }
+}
+
+fn parse_power_of_two(value: &str) -> Result<u32, String> {
+    let n: u32 = value.parse().map_err(|e| format!("{e}"))?;
+    if n.is_power_of_two() && n >= 1024 {
+        Ok(n)
+    } else {
+        Err("must be a power of two, at least 1024".into())
     }
 }
 
@@ -117,6 +128,7 @@ mod tests {
             vec!["monitor", "daemon", "--sample.interval", "0s"],
             vec!["monitor", "daemon", "--web.listen-address", "nonsense"],
             vec!["monitor", "daemon", "--web.telemetry-path", "metrics"],
+            vec!["monitor", "daemon", "--bpf.task-slots", "1000"],
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
         }

@@ -15,7 +15,6 @@ use monitor_common::{
     CGROUP_PATH_MAX, CgroupCounters, CgroupEvent, CgroupEventKind, DropReason, ROOT_PREFIX_MAX,
 };
 
-use super::tracepoint_record::Record;
 use crate::{
     config::{offset, root_prefix, root_prefix_len},
     maps::{CGROUP_COUNTERS, CGROUP_EVENTS, count_drop},
@@ -43,10 +42,12 @@ pub fn cgroup_rmdir(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_cgroup_event(ctx: &TracePointContext, kind: CgroupEventKind) {
-    let Some(record) = Record::read(ctx) else {
-        return;
-    };
-    if record.i32_at(offset!(cgroup_root)) != DEFAULT_HIERARCHY {
+    let root = offset!(cgroup_root);
+    let level = offset!(cgroup_level);
+    let id = offset!(cgroup_id);
+    let path = offset!(cgroup_path);
+    // SAFETY (all reads): offsets from the tracepoint's format file.
+    if unsafe { ctx.read_at::<i32>(root) } != Ok(DEFAULT_HIERARCHY) {
         return;
     }
     let Some(event) = EVENT_SCRATCH.get_ptr_mut(0) else {
@@ -54,11 +55,14 @@ fn on_cgroup_event(ctx: &TracePointContext, kind: CgroupEventKind) {
     };
     // SAFETY: this CPU's scratch slot.
     let event = unsafe { &mut *event };
+    let fields = unsafe { (ctx.read_at::<u32>(level), ctx.read_at::<u64>(id), ctx.read_at::<u32>(path)) };
+    let (Ok(level), Ok(id), Ok(data_loc)) = fields else {
+        return;
+    };
     event.kind = kind as u32;
-    event.level = record.u32_at(offset!(cgroup_level));
-    event.id = record.u64_at(offset!(cgroup_id));
+    event.level = level;
+    event.id = id;
     // A __data_loc field: low 16 bits offset into the record, high 16 length.
-    let data_loc = record.u32_at(offset!(cgroup_path));
     let path_offset = (data_loc & 0xffff) as usize;
     // SAFETY: the kernel put the string at that offset of this record.
     let src = unsafe { (ctx.as_ptr() as *const u8).add(path_offset) };

@@ -1,6 +1,7 @@
 //! A per-CPU software timer (perf cpu-clock) that credits the running task's
-//! time since its switch-in. Without it a compute-bound task that never
-//! leaves its CPU would show no CPU time until it stops.
+//! time since its switch-in, and the run-queue wait that preceded it.
+//! Without it a compute-bound task that never leaves its CPU would show no
+//! CPU time until it stops.
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
     macros::perf_event,
@@ -26,6 +27,8 @@ pub fn cpu_flush(_ctx: PerfEventContext) -> u32 {
     }
     if let Some(counters) = counters_of(unsafe { bpf_get_current_cgroup_id() }) {
         counters.cpu_ns += now - cpu.last_switch_ns;
+        counters.runqueue_wait_ns += cpu.pending_wait_ns;
+        cpu.pending_wait_ns = 0;
     }
     cpu.last_switch_ns = now;
     0

@@ -7,4 +7,3 @@ mod process_exit;
 mod sched_switch;
 mod sched_wakeup;
 mod task_newtask;
-mod tracepoint_record;

@@ -1,41 +1,35 @@
-//! sched/sched_switch: on-CPU time, context switches and run-queue wait.
+//! sched_switch (raw tracepoint): on-CPU time, context switches and
+//! run-queue wait.
 //!
-//! `current` is still the outgoing task here, so its cgroup comes from
-//! `bpf_get_current_cgroup_id`. The incoming task's wait is measured now but
-//! credited at its own switch-out, when it is `current` and its cgroup is
-//! known without reading kernel structs.
+//! A raw tracepoint gets the kernel's TP_PROTO arguments (preempt, prev,
+//! next, prev_state) without the perf record a classic tracepoint fills, and
+//! without a helper call to read it: this is the hottest hook of all.
+//! `current` is still the outgoing task, so its cgroup comes from
+//! `bpf_get_current_cgroup_id`. The incoming task's wait is measured now and
+//! credited at its own switch-out (or by the per-CPU timer), when it is
+//! `current` and its cgroup is known without reading kernel structs.
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 
-use super::tracepoint_record::Record;
-use crate::{
-    config::offset,
-    maps::{CPU_STATE, TASK_RUNNABLE_SINCE, counters_of, track_task},
-};
+use crate::maps::{CPU_STATE, counters_of, mark_runnable, task_slot};
 
-/// `prev_state` the kernel reports for a preempted task (TASK_REPORT_MAX,
-/// stable since Linux 4.14).
-const PREEMPTED: i64 = 0x100;
+/// TASK_RUNNING: a task switched out in this state is still runnable.
+const TASK_RUNNING: u32 = 0;
 
-#[tracepoint]
-pub fn sched_switch(ctx: TracePointContext) -> u32 {
-    on_switch(&ctx);
-    0
-}
-
-#[inline(always)]
-fn on_switch(ctx: &TracePointContext) {
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state)
+    let preempt: u64 = ctx.arg(0);
+    let next: u64 = ctx.arg(2);
+    let prev_state: u64 = ctx.arg(3);
     let Some(cpu) = CPU_STATE.get_ptr_mut(0) else {
-        return;
+        return 0;
     };
     // SAFETY: this CPU's slot; sched_switch runs with interrupts off.
     let cpu = unsafe { &mut *cpu };
-    let Some(record) = Record::read(ctx) else {
-        return;
-    };
     let now = unsafe { bpf_ktime_get_ns() };
     let ran_ns = if cpu.last_switch_ns != 0 && now > cpu.last_switch_ns {
         now - cpu.last_switch_ns
@@ -46,36 +40,28 @@ fn on_switch(ctx: &TracePointContext) {
     cpu.last_switch_ns = now;
     cpu.pending_wait_ns = 0;
 
-    let prev_pid = record.u32_at(offset!(switch_prev_pid));
-    if prev_pid != 0
-        && let Some(counters) = counters_of(unsafe { bpf_get_current_cgroup_id() })
-    {
+    // The idle task's cgroup is the root, never a job: no special case needed.
+    if let Some(counters) = counters_of(unsafe { bpf_get_current_cgroup_id() }) {
         counters.cpu_ns += ran_ns;
         counters.runqueue_wait_ns += waited_ns;
-        let state = record.i64_at(offset!(switch_prev_state));
-        let still_runnable = state == 0 || state & PREEMPTED != 0;
-        if still_runnable {
+        // Preempted, or yielded while runnable: the kernel's nivcsw.
+        if preempt & 0xff != 0 || prev_state as u32 == TASK_RUNNING {
             counters.involuntary_switches += 1;
+            let prev: u64 = ctx.arg(1);
+            mark_runnable(prev, now);
         } else {
             counters.voluntary_switches += 1;
         }
-        let runnable_since = if still_runnable { now } else { 0 };
-        match TASK_RUNNABLE_SINCE.get_ptr_mut(prev_pid) {
-            // SAFETY: entries are only removed when their task exits.
-            Some(since) => unsafe { *since = runnable_since },
-            None => track_task(prev_pid, runnable_since),
-        }
     }
 
-    let next_pid = record.u32_at(offset!(switch_next_pid));
-    if next_pid != 0
-        && let Some(since) = TASK_RUNNABLE_SINCE.get_ptr_mut(next_pid)
+    if let Some(slot) = task_slot(next)
+        && slot.task == next
+        && slot.runnable_since != 0
     {
-        // SAFETY: as above.
-        let since = unsafe { &mut *since };
-        if *since != 0 && now > *since {
-            cpu.pending_wait_ns = now - *since;
+        if now > slot.runnable_since {
+            cpu.pending_wait_ns = now - slot.runnable_since;
         }
-        *since = 0;
+        slot.runnable_since = 0;
     }
+    0
 }

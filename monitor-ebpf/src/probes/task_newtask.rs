@@ -5,11 +5,7 @@
 //! alike and would count every OpenMP thread as a process.
 use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::tracepoint, programs::TracePointContext};
 
-use super::tracepoint_record::Record;
-use crate::{
-    config::offset,
-    maps::{counters_of, track_task},
-};
+use crate::{config::offset, maps::counters_of};
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 
@@ -20,15 +16,15 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let Some(counters) = counters_of(unsafe { bpf_get_current_cgroup_id() }) else {
         return 0;
     };
-    let Some(record) = Record::read(&ctx) else {
+    // SAFETY: the offset comes from the tracepoint's format file.
+    let offset = offset!(newtask_clone_flags);
+    let Ok(clone_flags) = (unsafe { ctx.read_at::<u64>(offset) }) else {
         return 0;
     };
-    if record.u64_at(offset!(newtask_clone_flags)) & CLONE_THREAD != 0 {
+    if clone_flags & CLONE_THREAD != 0 {
         counters.threads_started += 1;
     } else {
         counters.processes_started += 1;
     }
-    // Give the child a wakeup slot so its first run-queue wait is measured.
-    track_task(record.u32_at(offset!(newtask_pid)), 0);
     0
 }

@@ -44,7 +44,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let offsets = kernel::offsets::from_tracefs(&tracefs)?;
     let sizes = MapSizes {
         cgroups: args.max_cgroups,
-        tasks: args.max_tasks,
+        task_slots: args.task_slots,
     };
     let probes = Probes::load(EBPF_OBJECT, &offsets, &root_in_hierarchy, sizes)?;
     let _stats = if args.bpf_stats {

@@ -184,10 +184,11 @@ impl Sampler {
                 entries: (readings.len() - freed.len()) as u64,
                 capacity: u64::from(self.probes.sizes.cgroups),
             },
+            // An array: always "full"; collisions are counted as drops instead.
             MapFill {
-                name: "TASK_RUNNABLE_SINCE",
-                entries: self.probes.tasks.keys().filter(Result::is_ok).count() as u64,
-                capacity: u64::from(self.probes.sizes.tasks),
+                name: "TASK_SLOTS",
+                entries: u64::from(self.probes.sizes.task_slots),
+                capacity: u64::from(self.probes.sizes.task_slots),
             },
         ];
         self.health.bpf_stats_enabled = self.config.bpf_stats_held || program_stats::enabled();

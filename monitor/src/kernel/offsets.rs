@@ -1,7 +1,7 @@
 //! Tracepoint field offsets for the programs, from tracefs format files.
 use std::path::Path;
 
-use monitor_common::{FieldOffsets, TRACEPOINT_RECORD_LEN};
+use monitor_common::FieldOffsets;
 use thiserror::Error;
 
 use crate::system::tracefs::{self, Format, TracefsError};
@@ -17,14 +17,8 @@ pub enum OffsetError {
         expected: usize,
         actual: usize,
     },
-    #[error(
-        "{tracepoint}.{field} ends at byte {end}, past the {TRACEPOINT_RECORD_LEN} bytes the programs copy"
-    )]
-    TooFar {
-        tracepoint: String,
-        field: &'static str,
-        end: usize,
-    },
+    #[error("cgroup/cgroup_mkdir and cgroup/cgroup_rmdir have different layouts; one program serves both")]
+    CgroupLayoutMismatch,
 }
 
 /// The offset of `field` in `format`, checked for size and reach.
@@ -38,25 +32,15 @@ fn offset(format: &Format, field: &'static str, size: usize) -> Result<u32, Offs
             actual: found.size,
         });
     }
-    let end = found.offset + found.size;
-    if end > TRACEPOINT_RECORD_LEN {
-        return Err(OffsetError::TooFar {
-            tracepoint: format.tracepoint.clone(),
-            field,
-            end,
-        });
-    }
-    // Bounded by TRACEPOINT_RECORD_LEN just above.
+    // Format-file offsets are within a trace record, far below 4 GiB.
     Ok(found.offset as u32)
 }
 
-/// All the offsets, from the format files under `tracefs`.
+/// All the offsets, from the format files under `tracefs`. (The scheduler
+/// hooks are raw tracepoints: they take the kernel's arguments, no offsets.)
 pub fn from_tracefs(tracefs: &Path) -> Result<FieldOffsets, OffsetError> {
     let read = |category, name| tracefs::read_format(tracefs, category, name);
     from_formats(&Formats {
-        sched_switch: read("sched", "sched_switch")?,
-        sched_wakeup: read("sched", "sched_wakeup")?,
-        sched_wakeup_new: read("sched", "sched_wakeup_new")?,
         task_newtask: read("task", "task_newtask")?,
         sched_process_exit: read("sched", "sched_process_exit")?,
         cgroup_mkdir: read("cgroup", "cgroup_mkdir")?,
@@ -65,9 +49,6 @@ pub fn from_tracefs(tracefs: &Path) -> Result<FieldOffsets, OffsetError> {
 }
 
 pub struct Formats {
-    pub sched_switch: Format,
-    pub sched_wakeup: Format,
-    pub sched_wakeup_new: Format,
     pub task_newtask: Format,
     pub sched_process_exit: Format,
     pub cgroup_mkdir: Format,
@@ -79,27 +60,17 @@ pub fn from_formats(f: &Formats) -> Result<FieldOffsets, OffsetError> {
     // One program body serves both cgroup events: their layouts must agree.
     let rmdir = cgroup_offsets(&f.cgroup_rmdir)?;
     if mkdir != rmdir {
-        return Err(OffsetError::Size {
-            tracepoint: "cgroup/cgroup_rmdir".into(),
-            field: "layout (differs from cgroup_mkdir)",
-            expected: 0,
-            actual: 0,
-        });
+        return Err(OffsetError::CgroupLayoutMismatch);
     }
     Ok(FieldOffsets {
-        switch_prev_pid: offset(&f.sched_switch, "prev_pid", 4)?,
-        switch_prev_state: offset(&f.sched_switch, "prev_state", 8)?,
-        switch_next_pid: offset(&f.sched_switch, "next_pid", 4)?,
-        wakeup_pid: offset(&f.sched_wakeup, "pid", 4)?,
-        wakeup_new_pid: offset(&f.sched_wakeup_new, "pid", 4)?,
-        newtask_pid: offset(&f.task_newtask, "pid", 4)?,
         newtask_clone_flags: offset(&f.task_newtask, "clone_flags", 8)?,
-        exit_pid: offset(&f.sched_process_exit, "pid", 4)?,
         exit_group_dead: offset(&f.sched_process_exit, "group_dead", 1)?,
         cgroup_root: mkdir[0],
         cgroup_level: mkdir[1],
         cgroup_id: mkdir[2],
         cgroup_path: mkdir[3],
+        // Set by the loader from the map size.
+        task_slot_mask: 0,
         _pad: 0,
     })
 }
@@ -129,9 +100,6 @@ mod tests {
     fn linux_6_18() -> Formats {
         let cgroup = [("root", 8, 4), ("level", 12, 4), ("id", 16, 8), ("path", 24, 4)];
         Formats {
-            sched_switch: format("sched/sched_switch", &[("prev_pid", 24, 4), ("prev_state", 32, 8), ("next_pid", 56, 4)]),
-            sched_wakeup: format("sched/sched_wakeup", &[("pid", 24, 4)]),
-            sched_wakeup_new: format("sched/sched_wakeup_new", &[("pid", 24, 4)]),
             task_newtask: format("task/task_newtask", &[("pid", 8, 4), ("clone_flags", 32, 8)]),
             sched_process_exit: format("sched/sched_process_exit", &[("pid", 24, 4), ("group_dead", 32, 1)]),
             cgroup_mkdir: format("cgroup/cgroup_mkdir", &cgroup),
@@ -142,26 +110,24 @@ mod tests {
     #[test]
     fn offsets_come_from_the_formats() {
         let offsets = from_formats(&linux_6_18()).unwrap();
-        assert_eq!(offsets.switch_prev_state, 32);
-        assert_eq!(offsets.switch_next_pid, 56);
         assert_eq!(offsets.newtask_clone_flags, 32);
         assert_eq!(offsets.exit_group_dead, 32);
-        assert_eq!(offsets.cgroup_path, 24);
+        assert_eq!((offsets.cgroup_root, offsets.cgroup_id, offsets.cgroup_path), (8, 16, 24));
     }
 
     #[test]
     fn a_field_of_the_wrong_size_is_refused() {
         let mut formats = linux_6_18();
-        formats.sched_switch = format("sched/sched_switch", &[("prev_pid", 24, 4), ("prev_state", 32, 4), ("next_pid", 56, 4)]);
+        formats.task_newtask = format("task/task_newtask", &[("pid", 8, 4), ("clone_flags", 32, 4)]);
         let err = from_formats(&formats).unwrap_err().to_string();
-        assert!(err.contains("prev_state"), "{err}");
+        assert!(err.contains("clone_flags"), "{err}");
     }
 
     #[test]
-    fn a_field_past_the_copied_record_is_refused() {
+    fn cgroup_events_must_share_a_layout() {
         let mut formats = linux_6_18();
-        formats.sched_wakeup = format("sched/sched_wakeup", &[("pid", 64, 4)]);
-        assert!(matches!(from_formats(&formats), Err(OffsetError::TooFar { .. })));
+        formats.cgroup_rmdir = format("cgroup/cgroup_rmdir", &[("root", 8, 4), ("level", 12, 4), ("id", 24, 8), ("path", 16, 4)]);
+        assert!(matches!(from_formats(&formats), Err(OffsetError::CgroupLayoutMismatch)));
     }
 
     #[test]

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
     programs::{
-        PerfEvent, TracePoint,
+        PerfEvent, RawTracePoint, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
     util::{nr_cpus, online_cpus},
@@ -41,42 +41,58 @@ pub enum ProbeError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("the number of task slots must be a power of two, not {0}")]
+    TaskSlots(u32),
+    #[error(
+        "attaching {program} to the raw tracepoint {tracepoint}: {source} \
+         (the scheduler programs need Linux 5.18 or newer)"
+    )]
+    RawTracepoint {
+        program: &'static str,
+        tracepoint: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("listing online CPUs: {0}")]
     OnlineCpus(#[source] std::io::Error),
 }
 
-/// Tracepoints and the program attached to each.
-const TRACEPOINTS: [(&str, &str, &str); 8] = [
+/// Classic tracepoints (fields at format-file offsets) and their programs.
+const TRACEPOINTS: [(&str, &str, &str); 5] = [
     // Cgroup events first, so a cgroup made while the daemon starts is seen.
     ("cgroup_mkdir", "cgroup", "cgroup_mkdir"),
     ("cgroup_rmdir", "cgroup", "cgroup_rmdir"),
-    ("sched_switch", "sched", "sched_switch"),
-    ("sched_wakeup", "sched", "sched_wakeup"),
-    ("sched_wakeup_new", "sched", "sched_wakeup_new"),
     ("task_newtask", "task", "task_newtask"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
 ];
+/// Raw tracepoints (the kernel's TP_PROTO arguments) for the hottest hooks;
+/// the program is named after its tracepoint.
+const RAW_TRACEPOINTS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
 /// Create only (bpf_map_update_elem flag).
 const BPF_NOEXIST: u64 = 1;
 const CPU_FLUSH: &str = "cpu_flush";
 
 /// Every program name, for per-program metrics.
 pub fn program_names() -> impl Iterator<Item = &'static str> {
-    TRACEPOINTS.iter().map(|(program, _, _)| *program).chain([CPU_FLUSH])
+    TRACEPOINTS
+        .iter()
+        .map(|(program, _, _)| *program)
+        .chain(RAW_TRACEPOINTS)
+        .chain([CPU_FLUSH])
 }
 
 /// Map sizes, from the daemon's flags.
 #[derive(Debug, Clone, Copy)]
 pub struct MapSizes {
     pub cgroups: u32,
-    pub tasks: u32,
+    /// Task slots; a power of two.
+    pub task_slots: u32,
 }
 
 pub struct Probes {
     ebpf: Ebpf,
     pub counters: PerCpuHashMap<MapData, u64, CgroupCounters>,
-    pub tasks: HashMap<MapData, u32, u64>,
     pub events: RingBuf<MapData>,
     pub drops: PerCpuArray<MapData, u64>,
     pub sizes: MapSizes,
@@ -89,22 +105,27 @@ impl Probes {
         if object.is_empty() {
             return Err(ProbeError::EmptyObject);
         }
+        if !sizes.task_slots.is_power_of_two() {
+            return Err(ProbeError::TaskSlots(sizes.task_slots));
+        }
         let prefix = root_prefix(root_in_hierarchy)?;
+        let constants = FieldOffsets {
+            task_slot_mask: sizes.task_slots - 1,
+            ..*offsets
+        };
         let mut ebpf = EbpfLoader::new()
-            .override_global("FIELD_OFFSETS", offsets, true)
+            .override_global("FIELD_OFFSETS", &constants, true)
             .override_global("ROOT_PREFIX", &prefix, true)
             .map_max_entries("CGROUP_COUNTERS", sizes.cgroups)
-            .map_max_entries("TASK_RUNNABLE_SINCE", sizes.tasks)
+            .map_max_entries("TASK_SLOTS", sizes.task_slots)
             .load(object)
             .map_err(ProbeError::Load)?;
         let counters = take_map(&mut ebpf, "CGROUP_COUNTERS")?;
-        let tasks = take_map(&mut ebpf, "TASK_RUNNABLE_SINCE")?;
         let events = take_map(&mut ebpf, "CGROUP_EVENTS")?;
         let drops = take_map(&mut ebpf, "DROPS")?;
         Ok(Self {
             ebpf,
             counters,
-            tasks,
             events,
             drops,
             sizes,
@@ -125,6 +146,9 @@ impl Probes {
     pub fn attach_rest(&mut self, flush_period: Duration) -> Result<(), ProbeError> {
         for (program, category, name) in &TRACEPOINTS[2..] {
             self.attach_tracepoint(program, category, name)?;
+        }
+        for name in RAW_TRACEPOINTS {
+            self.attach_raw_tracepoint(name)?;
         }
         let program: &mut PerfEvent = self
             .ebpf
@@ -160,6 +184,23 @@ impl Probes {
             .attach(category, name)
             .map_err(|source| ProbeError::Program { name: program, source })?;
         log::debug!("attached {program} to {category}/{name}");
+        Ok(())
+    }
+
+    fn attach_raw_tracepoint(&mut self, name: &'static str) -> Result<(), ProbeError> {
+        let program: &mut RawTracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| ProbeError::Program { name, source })?;
+        program.load().map_err(|source| ProbeError::Program { name, source })?;
+        program.attach(name).map_err(|source| ProbeError::RawTracepoint {
+            program: name,
+            tracepoint: name,
+            source,
+        })?;
+        log::debug!("attached {name} to raw tracepoint {name}");
         Ok(())
     }
 
@@ -225,7 +266,7 @@ mod tests {
 
     #[test]
     fn empty_object_is_refused_with_a_hint() {
-        let err = Probes::load(&[], &FieldOffsets::default(), "/m", MapSizes { cgroups: 1, tasks: 1 })
+        let err = Probes::load(&[], &FieldOffsets::default(), "/m", MapSizes { cgroups: 1, task_slots: 1 })
             .err()
             .unwrap()
             .to_string();

@@ -1,15 +1,16 @@
 //! The floor: the empty `bench_floor` program from the daemon's own object,
-//! attached to sched/sched_switch next to the daemon's programs, so the
-//! hook's fixed price is measured in the same run. Dropping it detaches it.
+//! attached to the sched_switch raw tracepoint (the kind of hook the daemon's
+//! scheduler programs use) next to the daemon's programs, so the hook's fixed
+//! price is measured in the same run. Dropping it detaches it.
 use std::{os::fd::OwnedFd, path::Path};
 
 use anyhow::Context as _;
-use aya::{Ebpf, EbpfLoader, programs::TracePoint};
+use aya::{Ebpf, EbpfLoader, programs::RawTracePoint};
 
 use super::bpf_stats::RunStats;
 
 const PROGRAM: &str = "bench_floor";
-pub const HOOK: (&str, &str) = ("sched", "sched_switch");
+pub const HOOK: &str = "sched_switch";
 
 pub struct Floor {
     ebpf: Ebpf,
@@ -25,16 +26,15 @@ impl Floor {
         let mut ebpf = EbpfLoader::new()
             .load_file(object)
             .with_context(|| format!("loading {}", object.display()))?;
-        let program: &mut TracePoint = ebpf
+        let program: &mut RawTracePoint = ebpf
             .program_mut(PROGRAM)
             .with_context(|| format!("{PROGRAM} missing from {}", object.display()))?
             .try_into()
-            .with_context(|| format!("{PROGRAM} is not a tracepoint program"))?;
+            .with_context(|| format!("{PROGRAM} is not a raw tracepoint program"))?;
         program.load().with_context(|| format!("loading {PROGRAM}"))?;
-        let (category, name) = HOOK;
         program
-            .attach(category, name)
-            .with_context(|| format!("attaching {PROGRAM} to {category}/{name}"))?;
+            .attach(HOOK)
+            .with_context(|| format!("attaching {PROGRAM} to the raw tracepoint {HOOK}"))?;
         Ok(Self { ebpf, _stats: stats })
     }
 
