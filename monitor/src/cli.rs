@@ -21,6 +21,51 @@ pub struct Cli {
 pub enum Command {
     /// Run the node daemon (root): load the kernel programs, watch job cgroups, serve /metrics.
     Daemon(DaemonArgs),
+    /// Register with the daemon as a job, then run CMD in it (the job's process is CMD itself).
+    Run(RunArgs),
+}
+
+/// Where client commands find the daemon.
+pub const DEFAULT_SOCKET: &str = "/run/monitor/monitor.sock";
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The job id defaults from SLURM_JOB_ID, PBS_JOBID, LSB_JOBID or FLUX_JOB_ID, else a \
+generated one. If the daemon cannot be reached, CMD runs anyway (with a warning) \
+unless --require is given. Example:
+  monitor run --job-id 42 --name lammps --label partition=gpu -- mpirun -n 4 ./lmp -in in.lj")]
+pub struct RunArgs {
+    /// The job's id (jobs are per user: your 42 is not another user's 42).
+    #[arg(long = "job-id", value_name = "ID")]
+    pub job_id: Option<String>,
+
+    /// A human-readable name, shown on monitor_job_info.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// A label for monitor_job_info (repeatable): --label partition=gpu.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+
+    /// Fail (exit 75) instead of running CMD unmonitored when the daemon cannot register the job.
+    #[arg(long)]
+    pub require: bool,
+
+    /// The daemon's launcher socket.
+    #[arg(long = "socket.path", value_name = "PATH", env = "MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket_path: PathBuf,
+
+    /// The command to run, after `--`.
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+fn parse_label(value: &str) -> Result<(String, String), String> {
+    let (key, value) = value.split_once('=').ok_or("expected KEY=VALUE")?;
+    if key.is_empty() {
+        return Err("empty label name".into());
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +103,34 @@ pub struct DaemonArgs {
     /// daemon runs (costs two clock reads per program run).
     #[arg(long = "bpf.stats")]
     pub bpf_stats: bool,
+
+    /// The launcher socket (every user may connect; each connection is checked).
+    #[arg(long = "socket.path", value_name = "PATH", env = "MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket_path: PathBuf,
+
+    /// An executable allowed to register jobs (repeatable, or one `;`-separated list).
+    /// Matched exactly against the peer's /proc/PID/exe. For Apptainer:
+    /// --trust.path '/usr/libexec/apptainer/bin/starter;/usr/libexec/apptainer/bin/starter-suid'
+    #[arg(long = "trust.path", value_name = "PATH")]
+    pub trust_paths: Vec<String>,
+
+    /// Trust the daemon's own binary (for `monitor run`).
+    #[arg(long = "trust.self", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub trust_self: bool,
+
+    /// A regex over a launcher's cgroup v2 path: matching launchers are adopted
+    /// where they are (their resource manager's limits stay) instead of moved
+    /// (repeatable; the default matches Slurm's job_N/step_N layout).
+    #[arg(long = "adopt.cgroup", value_name = "REGEX", default_values_t = [crate::launcher::adopt::SLURM_DEFAULT.to_string()])]
+    pub adopt_cgroups: Vec<String>,
+
+    /// Live jobs a non-root user may have at once (stops cgroup floods).
+    #[arg(long = "jobs.max-per-user", value_name = "N", default_value_t = 256)]
+    pub max_jobs_per_user: usize,
+
+    /// How long a launcher has to send its hello line before it counts as silent.
+    #[arg(long = "socket.hello-timeout", value_name = "DURATION", default_value = "2s", value_parser = parse_positive_duration)]
+    pub hello_timeout: Duration,
 
     /// Most cgroups the kernel side counts at once.
     #[arg(long = "bpf.max-cgroups", value_name = "N", default_value_t = 16384)]
@@ -115,11 +188,28 @@ mod tests {
     #[test]
     fn defaults_are_sane() {
         let cli = Cli::parse_from(["monitor", "daemon"]);
-        let Command::Daemon(args) = cli.command;
+        let Command::Daemon(args) = cli.command else {
+            panic!("not the daemon");
+        };
+        assert_eq!(args.socket_path, PathBuf::from(DEFAULT_SOCKET));
+        assert!(args.trust_self);
         assert_eq!(args.listen_address, "0.0.0.0:9959".parse().unwrap());
         assert_eq!(args.telemetry_path, "/metrics");
         assert_eq!(args.sample_interval, Duration::from_secs(1));
         assert_eq!(args.job_retention, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn run_takes_labels_and_a_command() {
+        let cli = Cli::parse_from(["monitor", "run", "--job-id", "7", "--label", "a=b=c", "--", "sleep", "--help"]);
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(args.job_id.as_deref(), Some("7"));
+        assert_eq!(args.labels, vec![("a".to_string(), "b=c".to_string())]);
+        assert_eq!(args.command, vec!["sleep", "--help"]);
+        assert!(Cli::try_parse_from(["monitor", "run"]).is_err());
+        assert!(Cli::try_parse_from(["monitor", "run", "--label", "x", "--", "true"]).is_err());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `monitor`: the node daemon and its command-line clients.
 mod cli;
+mod client;
 mod daemon;
 mod jobs;
 mod kernel;
+mod launcher;
 mod metrics;
 mod system;
 mod web;
@@ -15,6 +17,10 @@ fn main() -> std::process::ExitCode {
         cli::Command::Daemon(args) => {
             init_logging(args.log_level);
             daemon::run(args)
+        }
+        cli::Command::Run(args) => {
+            init_logging(log::LevelFilter::Warn);
+            return client::run::run(args);
         }
     };
     match result {

@@ -64,6 +64,7 @@ pub struct Daemon {
     child: Child,
     address: SocketAddr,
     root: PathBuf,
+    socket: PathBuf,
     stderr: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -75,6 +76,8 @@ impl Daemon {
         // A leftover of a crashed run with the same pid: not ours to keep.
         cgroup::remove_tree(&root)?;
         let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        // Named after the root, so parallel daemons never share a socket.
+        let socket = std::env::temp_dir().join(root.with_extension("sock").file_name().context("root has a name")?);
         let mut child = Command::new(&binary)
             .arg("daemon")
             .args(["--web.listen-address", &address.to_string()])
@@ -82,6 +85,8 @@ impl Daemon {
             .args(["--sample.interval", SAMPLE_INTERVAL_FLAG])
             .arg("--cgroup.root")
             .arg(&root)
+            .arg("--socket.path")
+            .arg(&socket)
             .args(["--log.level", "info"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -94,6 +99,7 @@ impl Daemon {
             child,
             address,
             root,
+            socket,
             stderr,
         };
         daemon.wait_until_ready()?;
@@ -131,6 +137,11 @@ impl Daemon {
     pub fn stderr(&self) -> String {
         let bytes = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The daemon's launcher socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     /// The cgroup directory whose children are jobs.

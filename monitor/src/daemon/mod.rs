@@ -2,9 +2,10 @@
 pub mod sampler;
 pub mod snapshot;
 mod users;
+pub mod wake;
 
 use std::{
-    sync::{Arc, atomic::AtomicBool},
+    sync::{Arc, Mutex, atomic::AtomicBool},
     thread,
 };
 
@@ -13,9 +14,17 @@ use anyhow::Context as _;
 use self::{
     sampler::{Sampler, SamplerConfig},
     snapshot::SharedSnapshot,
+    wake::Wake,
 };
 use crate::{
     cli::DaemonArgs,
+    jobs::JobTable,
+    launcher::{
+        adopt::AdoptRules,
+        server::{LauncherConfig, Registrar},
+        stats::RegistrationStats,
+        trust::TrustList,
+    },
     kernel::{
         self, EBPF_OBJECT,
         probes::{MapSizes, Probes},
@@ -53,7 +62,25 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         None
     };
 
+    let adopt = AdoptRules::new(&args.adopt_cgroups).context("--adopt.cgroup")?;
+    let trust = TrustList::new(&args.trust_paths, args.trust_self);
+    for path in trust.paths() {
+        log::info!("trusted launcher: {}", path.display());
+    }
+
     let shared = Arc::new(SharedSnapshot::default());
+    let table = Arc::new(Mutex::new(JobTable::new(&root_in_hierarchy)));
+    let wake = Arc::new(Wake::new().context("making the sampler's wake-up pipe")?);
+    let registrations = Arc::new(RegistrationStats::default());
+    let launcher_config = LauncherConfig {
+        trust,
+        adopt,
+        max_jobs_per_user: args.max_jobs_per_user,
+        hello_timeout: args.hello_timeout,
+        mount: mount.clone(),
+        root_dir: root_dir.clone(),
+        root_in_hierarchy: root_in_hierarchy.clone(),
+    };
     let config = SamplerConfig {
         mount,
         root_dir,
@@ -61,7 +88,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         retention: args.job_retention,
         bpf_stats_held: args.bpf_stats,
     };
-    let mut sampler = Sampler::new(probes, &root_in_hierarchy, config, shared.clone());
+    let mut sampler = Sampler::new(probes, table.clone(), wake.clone(), config, shared.clone());
     // Watch for new cgroups before walking the existing ones, so none falls between.
     sampler.probes_mut().attach_cgroup_events()?;
     sampler.reconcile().context("walking the monitored cgroup root")?;
@@ -82,13 +109,17 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let registry = crate::metrics::registry(shared);
-    let served = runtime.block_on(crate::web::serve(
-        args.listen_address,
-        &args.telemetry_path,
-        registry,
-        shutdown_signal(),
-    ));
+    let registry = crate::metrics::registry(shared, registrations.clone());
+    let registrar = Arc::new(Registrar::new(launcher_config, table, registrations, wake));
+    let served = runtime.block_on(async {
+        let listener = crate::launcher::socket::bind(&args.socket_path)?;
+        log::info!("launcher socket at {}", args.socket_path.display());
+        let launchers = tokio::spawn(crate::launcher::server::serve(listener, registrar));
+        let served = crate::web::serve(args.listen_address, &args.telemetry_path, registry, shutdown_signal()).await;
+        launchers.abort();
+        let _ = std::fs::remove_file(&args.socket_path);
+        served
+    });
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if sampler_thread.join().is_err() {

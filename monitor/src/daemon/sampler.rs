@@ -1,13 +1,15 @@
 //! The sample loop: drains cgroup events as they come, and every
-//! `--sample.interval` reads the kernel maps, rolls cgroups up into jobs and
-//! publishes a snapshot for `/metrics`. One thread owns the maps; the HTTP
-//! side only ever reads the published snapshot.
+//! `--sample.interval` reads the kernel maps, rolls cgroups up into jobs,
+//! ends registered jobs that have no task left, and publishes a snapshot for
+//! `/metrics`. One thread owns the maps; the launcher side shares the job
+//! table (under a mutex held only for table operations, never for I/O) and
+//! wakes this thread when an adopted cgroup needs counting.
 use std::{
     collections::HashMap,
     os::fd::AsFd,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
-        Arc,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant, SystemTime},
@@ -21,9 +23,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::{
     snapshot::{Health, JobView, MapFill, SharedSnapshot, Snapshot},
     users::UserNames,
+    wake::Wake,
 };
 use crate::{
-    jobs::{Job, JobTable},
+    jobs::{JobKey, JobTable, table::EmptyJob},
     kernel::{events, probes::Probes, program_stats},
     system::cgroupfs,
 };
@@ -43,7 +46,8 @@ pub struct SamplerConfig {
 
 pub struct Sampler {
     probes: Probes,
-    table: JobTable,
+    table: Arc<Mutex<JobTable>>,
+    wake: Arc<Wake>,
     config: SamplerConfig,
     shared: Arc<SharedSnapshot>,
     users: UserNames,
@@ -51,10 +55,17 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(probes: Probes, root_in_hierarchy: &str, config: SamplerConfig, shared: Arc<SharedSnapshot>) -> Self {
+    pub fn new(
+        probes: Probes,
+        table: Arc<Mutex<JobTable>>,
+        wake: Arc<Wake>,
+        config: SamplerConfig,
+        shared: Arc<SharedSnapshot>,
+    ) -> Self {
         Self {
             probes,
-            table: JobTable::new(root_in_hierarchy),
+            table,
+            wake,
             config,
             shared,
             users: UserNames::default(),
@@ -66,22 +77,27 @@ impl Sampler {
         &mut self.probes
     }
 
+    fn table(&self) -> MutexGuard<'_, JobTable> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Brings the table in line with the directories under the root: new
     /// ones are tracked, vanished ones marked removed.
     pub fn reconcile(&mut self) -> anyhow::Result<()> {
         self.health.rescans += 1;
         for dir in cgroupfs::walk(&self.config.root_dir)? {
-            if self.table.knows(dir.id) {
+            if self.table().knows(dir.id) {
                 continue;
             }
             let path = cgroupfs::path_in_hierarchy(&self.config.mount, &dir.path)?;
             self.probes.track_cgroup(dir.id)?;
-            self.table.add_cgroup(dir.id, &path, dir.uid, dir.created);
+            self.table().add_cgroup(dir.id, &path, dir.uid, dir.created);
         }
         let mount = self.config.mount.clone();
         let now = Instant::now();
-        for id in self.table.vanished(|path| JobTable::dir(&mount, path).is_dir()) {
-            self.table.remove_cgroup(id, now);
+        let mut table = self.table();
+        for id in table.vanished(|path| JobTable::dir(&mount, path).is_dir()) {
+            table.remove_cgroup(id, now);
         }
         Ok(())
     }
@@ -100,14 +116,29 @@ impl Sampler {
             let wait = next_sample.saturating_duration_since(Instant::now()).min(MAX_POLL);
             self.wait_for_events(wait);
             self.drain_events();
+            self.track_adopted();
         }
     }
 
     fn wait_for_events(&self, wait: Duration) {
         let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::NONE);
-        let mut fds = [PollFd::new(self.probes.events.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(self.probes.events.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.wake.fd(), PollFlags::POLLIN),
+        ];
         // EINTR and friends: the loop simply comes round again.
         let _ = poll(&mut fds, timeout);
+        self.wake.drain();
+    }
+
+    /// Starts counting cgroups the launcher side adopted.
+    fn track_adopted(&mut self) {
+        let ids = self.table().take_untracked();
+        for id in ids {
+            if let Err(e) = self.probes.track_cgroup(id) {
+                log::warn!("counting adopted cgroup {id}: {e}");
+            }
+        }
     }
 
     fn drain_events(&mut self) {
@@ -117,15 +148,26 @@ impl Sampler {
                 changes.push(change);
             }
         }
-        for change in changes {
-            self.health.cgroup_events += 1;
+        if changes.is_empty() {
+            return;
+        }
+        self.health.cgroup_events += changes.len() as u64;
+        let owners: Vec<u32> = changes
+            .iter()
+            .map(|c| match c.kind {
+                CgroupEventKind::Mkdir => owner(&JobTable::dir(&self.config.mount, &c.path)),
+                CgroupEventKind::Rmdir => 0,
+            })
+            .collect();
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let mut table = self.table();
+        for (change, uid) in changes.iter().zip(owners) {
             match change.kind {
                 CgroupEventKind::Mkdir => {
-                    let dir = JobTable::dir(&self.config.mount, &change.path);
-                    let uid = owner(&dir);
-                    self.table.add_cgroup(change.id, &change.path, uid, SystemTime::now());
+                    table.add_cgroup(change.id, &change.path, uid, wall_now);
                 }
-                CgroupEventKind::Rmdir => self.table.remove_cgroup(change.id, Instant::now()),
+                CgroupEventKind::Rmdir => table.remove_cgroup(change.id, now),
             }
         }
     }
@@ -145,6 +187,7 @@ impl Sampler {
 
     fn sample_once(&mut self) -> anyhow::Result<()> {
         self.drain_events();
+        self.track_adopted();
         let drops = self.read_drops()?;
         if drops[DropReason::RingBufferFull as usize] > self.health.drops[DropReason::RingBufferFull as usize] {
             // Events were lost: the directories are the truth.
@@ -157,7 +200,7 @@ impl Sampler {
             self.drain_events();
             self.reconcile()?;
             for (id, counters) in unknown {
-                if self.table.knows(id) {
+                if self.table().knows(id) {
                     readings.push((id, counters));
                 } else {
                     // Outside the root, or made and removed unseen: nothing to credit.
@@ -170,13 +213,18 @@ impl Sampler {
         let tasks = self.count_tasks();
         let now = Instant::now();
         let wall_now = SystemTime::now();
-        let freed = self.table.apply_sample(&readings, &tasks, now, wall_now);
+        let (freed, empty) = {
+            let mut table = self.table();
+            let freed = table.apply_sample(&readings, &tasks, now, wall_now);
+            table.expire(self.config.retention, wall_now);
+            (freed, table.empty_jobs())
+        };
         for id in &freed {
             if let Err(e) = self.probes.counters.remove(id) {
                 log::debug!("freeing counters of cgroup {id}: {e}");
             }
         }
-        self.table.expire(self.config.retention, wall_now);
+        self.end_jobs(empty);
 
         self.health.maps = vec![
             MapFill {
@@ -196,6 +244,31 @@ impl Sampler {
         Ok(())
     }
 
+    /// Ends registered jobs with no task left: removes the cgroups the
+    /// daemon made (their final values are read after the grace) and stops
+    /// counting adopted ones, which stay where their manager put them.
+    fn end_jobs(&mut self, empty: Vec<EmptyJob>) {
+        let now = Instant::now();
+        for job in empty {
+            let mut removed = Vec::new();
+            for (id, path) in &job.owned {
+                let dir = JobTable::dir(&self.config.mount, path);
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => removed.push(*id),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => removed.push(*id),
+                    // A task arrived since the count: the job lives on.
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                    Err(e) => log::warn!("removing {}: {e}", dir.display()),
+                }
+            }
+            let mut table = self.table();
+            for id in removed.iter().chain(&job.adopted) {
+                table.remove_cgroup(*id, now);
+            }
+            log::debug!("job {} of uid {} has no task left: ending it", job.key.jobid, job.key.uid);
+        }
+    }
+
     /// Summed counters of every cgroup in the map, split into known and unknown.
     #[allow(clippy::type_complexity)]
     fn read_counters(&self) -> anyhow::Result<(Vec<(u64, CgroupCounters)>, Vec<(u64, CgroupCounters)>)> {
@@ -205,8 +278,7 @@ impl Sampler {
             .keys()
             .collect::<Result<_, _>>()
             .context("listing cgroup counters")?;
-        let mut known = Vec::with_capacity(ids.len());
-        let mut unknown = Vec::new();
+        let mut values = Vec::with_capacity(ids.len());
         for id in ids {
             let per_cpu = match self.probes.counters.get(&id, 0) {
                 Ok(values) => values,
@@ -217,13 +289,10 @@ impl Sampler {
             for value in per_cpu.iter() {
                 sum.add(value);
             }
-            if self.table.knows(id) {
-                known.push((id, sum));
-            } else {
-                unknown.push((id, sum));
-            }
+            values.push((id, sum));
         }
-        Ok((known, unknown))
+        let table = self.table();
+        Ok(values.into_iter().partition(|(id, _)| table.knows(*id)))
     }
 
     fn read_drops(&self) -> anyhow::Result<[u64; DROP_REASONS]> {
@@ -236,31 +305,48 @@ impl Sampler {
     }
 
     /// Threads per job, from cgroup.threads of each live cgroup.
-    fn count_tasks(&self) -> HashMap<String, u64> {
-        let mut tasks: HashMap<String, u64> = HashMap::new();
-        for (_, path, job) in self.table.live_cgroups() {
+    fn count_tasks(&self) -> HashMap<JobKey, u64> {
+        let cgroups: Vec<(String, JobKey)> = self
+            .table()
+            .live_cgroups()
+            .map(|(_, path, job)| (path.to_string(), job.clone()))
+            .collect();
+        let mut tasks: HashMap<JobKey, u64> = HashMap::new();
+        for (path, job) in cgroups {
             // A cgroup removed since the last event drain counts nothing.
-            let count = cgroupfs::thread_count(&JobTable::dir(&self.config.mount, path)).unwrap_or(0);
-            *tasks.entry(job.to_string()).or_default() += count;
+            let count = cgroupfs::thread_count(&JobTable::dir(&self.config.mount, &path)).unwrap_or(0);
+            *tasks.entry(job).or_default() += count;
         }
         tasks
     }
 
     fn publish(&mut self) {
-        let live: Vec<Job> = self.table.live_jobs().cloned().collect();
-        let finished: Vec<Job> = self.table.finished_jobs().cloned().collect();
-        let jobs = live
-            .iter()
-            .chain(&finished)
-            .map(|job| JobView {
-                jobid: job.name.clone(),
-                user: self.users.name(job.uid).to_string(),
-                uid: job.uid,
-                cgroup: job.cgroup.clone(),
-                counters: job.totals(),
-                tasks: job.tasks,
-                start: job.start,
-                end: job.end,
+        let jobs: Vec<_> = {
+            let table = self.table();
+            table
+                .live_jobs()
+                .chain(table.finished_jobs())
+                .filter(|job| job.visible)
+                .cloned()
+                .collect()
+        };
+        let jobs = jobs
+            .into_iter()
+            .map(|job| {
+                let user = job.meta.user.clone().unwrap_or_else(|| self.users.name(job.key.uid).to_string());
+                JobView {
+                    counters: job.totals(),
+                    jobid: job.key.jobid,
+                    uid: job.key.uid,
+                    user,
+                    name: job.meta.name,
+                    launcher: job.meta.launcher,
+                    labels: job.meta.labels,
+                    cgroup: job.cgroup,
+                    tasks: job.tasks,
+                    start: job.start,
+                    end: job.end,
+                }
             })
             .collect();
         self.shared.publish(Snapshot {
@@ -270,7 +356,7 @@ impl Sampler {
     }
 }
 
-fn owner(dir: &Path) -> u32 {
+fn owner(dir: &std::path::Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(dir).map(|m| m.uid()).unwrap_or(0)
 }

@@ -1,4 +1,4 @@
 //! Jobs: which cgroups make up which job, and each job's totals.
 pub mod table;
 
-pub use table::{Job, JobTable};
+pub use table::{JobKey, JobMeta, JobTable};

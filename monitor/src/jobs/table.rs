@@ -1,12 +1,16 @@
 //! The job table: cgroup ids to jobs, live and finished jobs, and how
 //! per-cgroup counters roll up into a job.
 //!
-//! For now a job is a direct child cgroup of the monitored root, named by its
-//! directory; its descendants roll up into it. A removed cgroup keeps its
-//! entry until its final values are read (see [`JobTable::finalizable`]).
+//! A job is either registered by a launcher over the socket (identified by
+//! the peer's uid and the job id it claims, one cgroup per registering task,
+//! or the resource manager's cgroup it was adopted in), or a directory made
+//! by hand directly under the monitored root (named by the directory, owned
+//! by the directory's owner). Cgroups below a known cgroup join its job.
+//! A removed cgroup keeps its entry until its final values are read (see
+//! [`JobTable::finalizable`]); a job is finished when its last cgroup is.
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -18,23 +22,56 @@ use crate::system::cgroupfs::job_of;
 /// time: the last task's final switch-out can come just after the rmdir.
 pub const FINAL_READ_GRACE: Duration = Duration::from_millis(50);
 
+/// Jobs are per uid: two users' job "42" are two jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobKey {
+    pub uid: u32,
+    pub jobid: String,
+}
+
+/// What a launcher said about its job (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobMeta {
+    pub name: String,
+    /// The user name, when a root launcher set it.
+    pub user: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Basename of the executable that registered the job.
+    pub launcher: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A directory made under the monitored root by someone else.
+    Directory,
+    /// Registered over the launcher socket.
+    Registered,
+}
+
 #[derive(Debug, Clone)]
 struct CgroupEntry {
-    job: String,
-    /// Path in the hierarchy, e.g. `/monitor.slice/job42/step0`.
+    job: JobKey,
+    /// Path in the hierarchy, e.g. `/monitor.slice/task-42`.
     path: String,
     removed_at: Option<Instant>,
+    /// False while the registrar is still moving tasks in: an empty cgroup
+    /// then does not end its job.
+    armed: bool,
+    /// Made by the daemon, so removed by it when the job ends.
+    owned: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct Job {
-    pub name: String,
-    pub top_cgroup: u64,
-    /// Path of the job's cgroup in the hierarchy.
+    pub key: JobKey,
+    pub meta: JobMeta,
+    pub origin: Origin,
+    /// Path of the job's first cgroup.
     pub cgroup: String,
-    pub uid: u32,
     pub start: SystemTime,
     pub end: Option<SystemTime>,
+    /// Shown in /metrics: a registration is hidden until its id is settled.
+    pub visible: bool,
     /// Final values of the job's cgroups already removed.
     retired: CgroupCounters,
     /// Latest values of the job's live cgroups.
@@ -43,19 +80,26 @@ pub struct Job {
 }
 
 impl Job {
+    fn new(key: JobKey, origin: Origin, cgroup: &str, start: SystemTime) -> Self {
+        Self {
+            key,
+            meta: JobMeta::default(),
+            origin,
+            cgroup: cgroup.to_string(),
+            start,
+            end: None,
+            visible: origin == Origin::Directory,
+            retired: CgroupCounters::default(),
+            live: CgroupCounters::default(),
+            tasks: 0,
+        }
+    }
+
     pub fn totals(&self) -> CgroupCounters {
         let mut total = self.retired;
         total.add(&self.live);
         total
     }
-}
-
-#[derive(Debug)]
-pub struct JobTable {
-    root: String,
-    cgroups: HashMap<u64, CgroupEntry>,
-    live: BTreeMap<String, Job>,
-    finished: BTreeMap<String, Job>,
 }
 
 /// What [`JobTable::add_cgroup`] made of a cgroup.
@@ -67,64 +111,209 @@ pub enum Added {
     NotAJob,
 }
 
+/// A job the sampler found empty: what to remove to end it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EmptyJob {
+    pub key: JobKey,
+    /// Cgroups the daemon made (to rmdir), deepest first.
+    pub owned: Vec<(u64, String)>,
+    /// Adopted cgroups (left in place; only their counting ends).
+    pub adopted: Vec<u64>,
+}
+
+#[derive(Debug)]
+pub struct JobTable {
+    root: String,
+    cgroups: HashMap<u64, CgroupEntry>,
+    paths: HashMap<String, u64>,
+    /// Paths the registrar is about to make, and the job each is for.
+    expected: HashMap<String, JobKey>,
+    live: BTreeMap<JobKey, Job>,
+    finished: BTreeMap<JobKey, Job>,
+    /// Adopted cgroups the kernel side does not count yet (the sampler,
+    /// which owns the maps, starts counting them).
+    untracked: Vec<u64>,
+}
+
 impl JobTable {
     /// `root` is the monitored root in hierarchy form (`/monitor.slice`).
     pub fn new(root: &str) -> Self {
         Self {
             root: root.trim_end_matches('/').to_string(),
             cgroups: HashMap::new(),
+            paths: HashMap::new(),
+            expected: HashMap::new(),
             live: BTreeMap::new(),
             finished: BTreeMap::new(),
+            untracked: Vec::new(),
         }
+    }
+
+    /// Adopted cgroups to start counting (emptied by the call).
+    pub fn take_untracked(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.untracked)
     }
 
     pub fn knows(&self, id: u64) -> bool {
         self.cgroups.contains_key(&id)
     }
 
-    /// Records a cgroup below the root; creates its job if it is a job's top.
+    /// Records a cgroup seen under the root (event or walk).
     pub fn add_cgroup(&mut self, id: u64, path: &str, uid: u32, created: SystemTime) -> Added {
         if self.cgroups.contains_key(&id) {
             return Added::AlreadyKnown;
         }
-        let Some(job) = job_of(&self.root, path) else {
+        if let Some(key) = self.expected.remove(path) {
+            self.insert_cgroup(id, path, key, false, true);
+            return Added::JoinedJob;
+        }
+        // Below a known cgroup: the same job.
+        if let Some(parent) = path.rsplit_once('/').map(|(parent, _)| parent)
+            && let Some(key) = self.paths.get(parent).and_then(|p| self.cgroups.get(p)).map(|e| e.job.clone())
+        {
+            self.insert_cgroup(id, path, key, true, false);
+            return Added::JoinedJob;
+        }
+        let Some(dir) = job_of(&self.root, path) else {
             return Added::NotAJob;
         };
-        let job = job.to_string();
-        let is_top = path.rsplit_once('/').is_some_and(|(parent, _)| parent == self.root || (parent.is_empty() && self.root == "/"));
-        let mut added = Added::JoinedJob;
-        if is_top {
-            // A job of the same name in retention leaves: one series per jobid.
-            self.finished.remove(&job);
-            self.live.insert(
-                job.clone(),
-                Job {
-                    name: job.clone(),
-                    top_cgroup: id,
-                    cgroup: path.to_string(),
-                    uid,
-                    start: created,
-                    end: None,
-                    retired: CgroupCounters::default(),
-                    live: CgroupCounters::default(),
-                    tasks: 0,
-                },
-            );
-            added = Added::NewJob;
-        } else if !self.live.contains_key(&job) {
-            // A child seen before its job's top (events out of order): the
-            // top will come; keep the cgroup so its counters are not lost.
-            log::debug!("cgroup {path} seen before its job {job}");
+        let is_top = path.rsplit_once('/').is_some_and(|(parent, _)| parent == self.root);
+        if !is_top {
+            // A child seen before its parent (a walk of a half-made tree):
+            // its parent's job will be made; count it there if we can.
+            log::debug!("cgroup {path} seen before its parent");
+            return Added::NotAJob;
         }
+        let key = JobKey {
+            uid,
+            jobid: dir.to_string(),
+        };
+        // A job of the same key in retention leaves: one series per job.
+        self.finished.remove(&key);
+        self.live
+            .insert(key.clone(), Job::new(key.clone(), Origin::Directory, path, created));
+        self.insert_cgroup(id, path, key, true, false);
+        Added::NewJob
+    }
+
+    fn insert_cgroup(&mut self, id: u64, path: &str, job: JobKey, armed: bool, owned: bool) {
+        if let Some(live) = self.live.get_mut(&job)
+            && live.cgroup.is_empty()
+        {
+            live.cgroup = path.to_string();
+        }
+        self.paths.insert(path.to_string(), id);
         self.cgroups.insert(
             id,
             CgroupEntry {
                 job,
                 path: path.to_string(),
                 removed_at: None,
+                armed,
+                owned,
             },
         );
-        added
+    }
+
+    /// Starts a registered job (or returns false when it is live already).
+    pub fn register_job(&mut self, key: &JobKey, meta: JobMeta, cgroup: &str, start: SystemTime) -> bool {
+        if self.live.contains_key(key) {
+            return false;
+        }
+        self.finished.remove(key);
+        let mut job = Job::new(key.clone(), Origin::Registered, cgroup, start);
+        job.meta = meta;
+        self.live.insert(key.clone(), job);
+        true
+    }
+
+    /// The registrar is about to make `path` for `key`'s job.
+    pub fn expect_cgroup(&mut self, path: &str, key: &JobKey) {
+        self.expected.insert(path.to_string(), key.clone());
+    }
+
+    /// The registrar made `path` (id `id`), or gave up on it (`None`).
+    pub fn made_cgroup(&mut self, path: &str, id: Option<u64>) {
+        let Some(key) = self.expected.remove(path) else {
+            return;
+        };
+        if let Some(id) = id
+            && !self.cgroups.contains_key(&id)
+        {
+            self.insert_cgroup(id, path, key, false, true);
+        }
+    }
+
+    /// Counts a resource manager's cgroup for `key` without moving anything.
+    pub fn adopt_cgroup(&mut self, id: u64, path: &str, key: &JobKey) {
+        match self.cgroups.get_mut(&id) {
+            // Adopted again by a later task of the same job: nothing to do.
+            Some(entry) if entry.job == *key && entry.removed_at.is_none() => {}
+            _ => {
+                self.insert_cgroup(id, path, key.clone(), true, false);
+                self.untracked.push(id);
+            }
+        }
+    }
+
+    /// The registrar finished moving tasks into cgroup `id`.
+    pub fn arm(&mut self, id: u64) {
+        if let Some(entry) = self.cgroups.get_mut(&id) {
+            entry.armed = true;
+        }
+    }
+
+    /// Settles the id of the job that cgroup `id` was provisionally given:
+    /// the cgroup joins `key`'s job (made if needed, with `meta`), and the
+    /// provisional job goes if that was its only cgroup. Returns false when
+    /// the cgroup is unknown.
+    pub fn settle(&mut self, id: u64, key: &JobKey, meta: JobMeta) -> bool {
+        let Some(entry) = self.cgroups.get_mut(&id) else {
+            return false;
+        };
+        let provisional = std::mem::replace(&mut entry.job, key.clone());
+        if provisional != *key {
+            let still_used = self.cgroups.values().any(|e| e.job == provisional);
+            let old = if still_used { None } else { self.live.remove(&provisional) };
+            match self.live.get_mut(key) {
+                Some(job) => {
+                    if let Some(old) = old {
+                        job.retired.add(&old.retired);
+                        job.start = job.start.min(old.start);
+                    }
+                }
+                None => {
+                    self.finished.remove(key);
+                    let mut job = old.unwrap_or_else(|| {
+                        let path = self.cgroups.get(&id).map(|e| e.path.clone()).unwrap_or_default();
+                        Job::new(key.clone(), Origin::Registered, &path, SystemTime::now())
+                    });
+                    job.key = key.clone();
+                    job.meta = meta.clone();
+                    self.live.insert(key.clone(), job);
+                }
+            }
+        }
+        if let Some(job) = self.live.get_mut(key) {
+            if job.meta.name.is_empty() && job.meta.labels.is_empty() {
+                job.meta = meta;
+            }
+            job.visible = true;
+        }
+        true
+    }
+
+    /// Drops a registered job that never got a cgroup (its registration failed).
+    pub fn abandon(&mut self, key: &JobKey) {
+        let used = self.cgroups.values().any(|e| e.job == *key) || self.expected.values().any(|k| k == key);
+        if !used {
+            self.live.remove(key);
+        }
+    }
+
+    /// Live jobs of a uid (for the per-user cap).
+    pub fn live_jobs_of(&self, uid: u32) -> usize {
+        self.live.keys().filter(|k| k.uid == uid).count()
     }
 
     /// Marks a cgroup removed; its final values are read after the grace.
@@ -134,12 +323,12 @@ impl JobTable {
         }
     }
 
-    /// Ids of live cgroups, with their paths, for task counting.
-    pub fn live_cgroups(&self) -> impl Iterator<Item = (u64, &str, &str)> {
+    /// Ids of live cgroups, with their paths and jobs, for task counting.
+    pub fn live_cgroups(&self) -> impl Iterator<Item = (u64, &str, &JobKey)> {
         self.cgroups
             .iter()
             .filter(|(_, e)| e.removed_at.is_none())
-            .map(|(id, e)| (*id, e.path.as_str(), e.job.as_str()))
+            .map(|(id, e)| (*id, e.path.as_str(), &e.job))
     }
 
     /// Known cgroups whose directories no longer exist, per `exists`.
@@ -166,13 +355,13 @@ impl JobTable {
     pub fn apply_sample(
         &mut self,
         readings: &[(u64, CgroupCounters)],
-        tasks: &HashMap<String, u64>,
+        tasks: &HashMap<JobKey, u64>,
         now: Instant,
         wall_now: SystemTime,
     ) -> Vec<u64> {
         for job in self.live.values_mut() {
             job.live = CgroupCounters::default();
-            job.tasks = tasks.get(&job.name).copied().unwrap_or(0);
+            job.tasks = tasks.get(&job.key).copied().unwrap_or(0);
         }
         let mut finalized = Vec::new();
         for (id, counters) in readings {
@@ -194,7 +383,7 @@ impl JobTable {
             self.retire(*id, wall_now);
         }
         // Removed cgroups whose map entry was never there (map full, or a
-        // job made before the daemon that the walk raced): drop them too.
+        // cgroup the walk raced): drop them too.
         let read: HashSet<u64> = readings.iter().map(|(id, _)| *id).collect();
         let stale: Vec<u64> = self
             .cgroups
@@ -212,12 +401,65 @@ impl JobTable {
         let Some(entry) = self.cgroups.remove(&id) else {
             return;
         };
-        let is_top = self.live.get(&entry.job).is_some_and(|job| job.top_cgroup == id);
-        if is_top && let Some(mut job) = self.live.remove(&entry.job) {
+        if self.paths.get(&entry.path) == Some(&id) {
+            self.paths.remove(&entry.path);
+        }
+        let last = !self.cgroups.values().any(|e| e.job == entry.job)
+            && !self.expected.values().any(|k| *k == entry.job);
+        if last && let Some(mut job) = self.live.remove(&entry.job) {
             job.end = Some(wall_now);
             job.tasks = 0;
-            self.finished.insert(job.name.clone(), job);
+            if job.visible {
+                self.finished.insert(job.key.clone(), job);
+            }
         }
+    }
+
+    /// Registered jobs with no task left in any of their (armed) cgroups,
+    /// after [`Self::apply_sample`]: the caller ends them.
+    pub fn empty_jobs(&self) -> Vec<EmptyJob> {
+        let mut empty: BTreeMap<&JobKey, EmptyJob> = self
+            .live
+            .values()
+            // Unsettled registrations wait for their id (hello, silence or EOF).
+            .filter(|job| job.origin == Origin::Registered && job.visible && job.tasks == 0)
+            .filter(|job| !self.expected.values().any(|k| *k == job.key))
+            .map(|job| {
+                (
+                    &job.key,
+                    EmptyJob {
+                        key: job.key.clone(),
+                        owned: Vec::new(),
+                        adopted: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        let mut unarmed = HashSet::new();
+        for (id, entry) in &self.cgroups {
+            let Some(job) = empty.get_mut(&entry.job) else {
+                continue;
+            };
+            if !entry.armed {
+                unarmed.insert(entry.job.clone());
+            } else if entry.removed_at.is_some() {
+                // Already on its way out.
+            } else if entry.owned {
+                job.owned.push((*id, entry.path.clone()));
+            } else {
+                job.adopted.push(*id);
+            }
+        }
+        let mut result: Vec<EmptyJob> = empty
+            .into_values()
+            .filter(|job| !unarmed.contains(&job.key))
+            .filter(|job| !job.owned.is_empty() || !job.adopted.is_empty())
+            .collect();
+        for job in &mut result {
+            // Children before parents.
+            job.owned.sort_by_key(|(_, p)| std::cmp::Reverse(p.matches('/').count()));
+        }
+        result
     }
 
     /// Forgets finished jobs that ended more than `retention` ago.
@@ -238,7 +480,7 @@ impl JobTable {
     }
 
     /// The directory of a cgroup path under `mount`.
-    pub fn dir(mount: &std::path::Path, path: &str) -> PathBuf {
+    pub fn dir(mount: &Path, path: &str) -> PathBuf {
         mount.join(path.trim_start_matches('/'))
     }
 }
@@ -255,23 +497,30 @@ mod tests {
         }
     }
 
+    fn key(uid: u32, jobid: &str) -> JobKey {
+        JobKey {
+            uid,
+            jobid: jobid.into(),
+        }
+    }
+
+    const T: SystemTime = SystemTime::UNIX_EPOCH;
+
     #[test]
     fn descendants_roll_up_into_their_job() {
         let mut table = JobTable::new("/monitor.slice");
-        let t = SystemTime::UNIX_EPOCH;
-        assert_eq!(table.add_cgroup(10, "/monitor.slice/a", 0, t), Added::NewJob);
-        assert_eq!(table.add_cgroup(11, "/monitor.slice/a/step0", 0, t), Added::JoinedJob);
-        assert_eq!(table.add_cgroup(12, "/monitor.slice/b", 0, t), Added::NewJob);
-        assert_eq!(table.add_cgroup(13, "/system.slice/x", 0, t), Added::NotAJob);
-        assert_eq!(table.add_cgroup(10, "/monitor.slice/a", 0, t), Added::AlreadyKnown);
-        let now = Instant::now();
+        assert_eq!(table.add_cgroup(10, "/monitor.slice/a", 0, T), Added::NewJob);
+        assert_eq!(table.add_cgroup(11, "/monitor.slice/a/step0", 0, T), Added::JoinedJob);
+        assert_eq!(table.add_cgroup(12, "/monitor.slice/b", 0, T), Added::NewJob);
+        assert_eq!(table.add_cgroup(13, "/system.slice/x", 0, T), Added::NotAJob);
+        assert_eq!(table.add_cgroup(10, "/monitor.slice/a", 0, T), Added::AlreadyKnown);
         table.apply_sample(
             &[(10, counters(5, 1)), (11, counters(7, 2)), (12, counters(1, 0))],
-            &HashMap::from([("a".to_string(), 3)]),
-            now,
-            t,
+            &HashMap::from([(key(0, "a"), 3)]),
+            Instant::now(),
+            T,
         );
-        let a = table.live_jobs().find(|j| j.name == "a").unwrap();
+        let a = table.live_jobs().find(|j| j.key.jobid == "a").unwrap();
         assert_eq!(a.totals(), counters(12, 3));
         assert_eq!(a.tasks, 3);
     }
@@ -279,27 +528,25 @@ mod tests {
     #[test]
     fn removed_cgroups_keep_their_final_values() {
         let mut table = JobTable::new("/monitor.slice");
-        let t = SystemTime::UNIX_EPOCH;
-        table.add_cgroup(10, "/monitor.slice/a", 0, t);
-        table.add_cgroup(11, "/monitor.slice/a/step0", 0, t);
+        table.add_cgroup(10, "/monitor.slice/a", 0, T);
+        table.add_cgroup(11, "/monitor.slice/a/step0", 0, T);
         let start = Instant::now();
         table.remove_cgroup(11, start);
         // Within the grace the removed cgroup still counts as live.
-        let freed = table.apply_sample(&[(10, counters(1, 0)), (11, counters(9, 1))], &HashMap::new(), start, t);
+        let freed = table.apply_sample(&[(10, counters(1, 0)), (11, counters(9, 1))], &HashMap::new(), start, T);
         assert!(freed.is_empty());
         let later = start + FINAL_READ_GRACE;
-        let freed = table.apply_sample(&[(10, counters(2, 0)), (11, counters(10, 1))], &HashMap::new(), later, t);
+        let freed = table.apply_sample(&[(10, counters(2, 0)), (11, counters(10, 1))], &HashMap::new(), later, T);
         assert_eq!(freed, vec![11]);
-        // Its entry is gone from the map now; the job keeps its final values.
-        table.apply_sample(&[(10, counters(3, 0))], &HashMap::new(), later, t);
+        table.apply_sample(&[(10, counters(3, 0))], &HashMap::new(), later, T);
         let a = table.live_jobs().next().unwrap();
         assert_eq!(a.totals(), counters(13, 1));
     }
 
     #[test]
-    fn a_job_ends_when_its_top_cgroup_goes_and_expires_after_retention() {
+    fn a_job_ends_with_its_last_cgroup_and_expires_after_retention() {
         let mut table = JobTable::new("/monitor.slice");
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let t0 = T + Duration::from_secs(1000);
         table.add_cgroup(10, "/monitor.slice/a", 0, t0);
         let now = Instant::now();
         table.remove_cgroup(10, now);
@@ -314,15 +561,88 @@ mod tests {
     }
 
     #[test]
-    fn a_new_job_replaces_a_finished_one_of_the_same_name() {
+    fn a_new_job_replaces_a_finished_one_of_the_same_key() {
         let mut table = JobTable::new("/monitor.slice");
-        let t = SystemTime::UNIX_EPOCH;
-        table.add_cgroup(10, "/monitor.slice/a", 0, t);
+        table.add_cgroup(10, "/monitor.slice/a", 0, T);
         let now = Instant::now();
         table.remove_cgroup(10, now);
-        table.apply_sample(&[], &HashMap::new(), now + FINAL_READ_GRACE, t);
+        table.apply_sample(&[], &HashMap::new(), now + FINAL_READ_GRACE, T);
         assert_eq!(table.finished_jobs().count(), 1);
-        table.add_cgroup(20, "/monitor.slice/a", 0, t);
+        table.add_cgroup(20, "/monitor.slice/a", 0, T);
         assert_eq!((table.finished_jobs().count(), table.live_jobs().count()), (0, 1));
+    }
+
+    /// Registers a provisional job with one made cgroup, as the registrar does.
+    fn register(table: &mut JobTable, id: u64, path: &str, provisional: &JobKey) {
+        assert!(table.register_job(provisional, JobMeta::default(), path, T));
+        table.expect_cgroup(path, provisional);
+        table.made_cgroup(path, Some(id));
+        // The mkdir event arrives after: already known.
+        assert_eq!(table.add_cgroup(id, path, 0, T), Added::AlreadyKnown);
+        table.arm(id);
+    }
+
+    #[test]
+    fn tasks_of_one_user_and_job_id_join_one_job_and_users_are_apart() {
+        let mut table = JobTable::new("/monitor.slice");
+        register(&mut table, 1, "/monitor.slice/task-1", &key(1000, "run_1"));
+        register(&mut table, 2, "/monitor.slice/task-2", &key(1000, "run_2"));
+        register(&mut table, 3, "/monitor.slice/task-3", &key(2000, "run_3"));
+        assert!(table.settle(1, &key(1000, "42"), JobMeta::default()));
+        assert!(table.settle(2, &key(1000, "42"), JobMeta::default()));
+        assert!(table.settle(3, &key(2000, "42"), JobMeta::default()));
+        let keys: Vec<&JobKey> = table.live_jobs().map(|j| &j.key).collect();
+        assert_eq!(keys, vec![&key(1000, "42"), &key(2000, "42")]);
+        table.apply_sample(&[(1, counters(1, 1)), (2, counters(2, 1)), (3, counters(4, 1))], &HashMap::new(), Instant::now(), T);
+        let totals: Vec<u64> = table.live_jobs().map(|j| j.totals().cpu_ns).collect();
+        assert_eq!(totals, vec![3, 4]);
+    }
+
+    #[test]
+    fn registrations_are_hidden_until_settled() {
+        let mut table = JobTable::new("/monitor.slice");
+        register(&mut table, 1, "/monitor.slice/task-1", &key(0, "starter_1"));
+        assert!(!table.live_jobs().next().unwrap().visible);
+        table.settle(1, &key(0, "starter_1"), JobMeta::default());
+        assert!(table.live_jobs().next().unwrap().visible);
+    }
+
+    #[test]
+    fn empty_registered_jobs_are_ended_but_not_while_moving_tasks() {
+        let mut table = JobTable::new("/monitor.slice");
+        let job = key(1000, "42");
+        assert!(table.register_job(&job, JobMeta::default(), "/monitor.slice/task-1", T));
+        table.expect_cgroup("/monitor.slice/task-1", &job);
+        table.made_cgroup("/monitor.slice/task-1", Some(1));
+        table.settle(1, &job, JobMeta::default());
+        table.adopt_cgroup(7, "/system.slice/slurmstepd.scope/job_42/step_0", &job);
+        let now = Instant::now();
+        table.apply_sample(&[], &HashMap::new(), now, T);
+        assert!(table.empty_jobs().is_empty(), "task-1 is not armed yet");
+        table.arm(1);
+        table.apply_sample(&[], &HashMap::from([(job.clone(), 2)]), now, T);
+        assert!(table.empty_jobs().is_empty(), "tasks are running");
+        table.apply_sample(&[], &HashMap::new(), now, T);
+        assert_eq!(
+            table.empty_jobs(),
+            vec![EmptyJob {
+                key: job.clone(),
+                owned: vec![(1, "/monitor.slice/task-1".into())],
+                adopted: vec![7],
+            }]
+        );
+        table.remove_cgroup(1, now);
+        table.remove_cgroup(7, now);
+        table.apply_sample(&[(1, counters(5, 1)), (7, counters(6, 0))], &HashMap::new(), now + FINAL_READ_GRACE, T);
+        let done = table.finished_jobs().next().unwrap();
+        assert_eq!(done.totals(), counters(11, 1));
+    }
+
+    #[test]
+    fn directory_jobs_are_not_ended_by_the_daemon() {
+        let mut table = JobTable::new("/monitor.slice");
+        table.add_cgroup(10, "/monitor.slice/a", 0, T);
+        table.apply_sample(&[], &HashMap::new(), Instant::now(), T);
+        assert!(table.empty_jobs().is_empty());
     }
 }

@@ -93,12 +93,29 @@ impl Collector for JobCollector {
                 f.gauge(&labels(job), unix_seconds(end))?;
             }
         }
-        let mut f = family(&mut encoder, "monitor_job_info", "Metadata of a job; always 1.", None, MetricType::Gauge)?;
+        let mut f = family(
+            &mut encoder,
+            "monitor_job_info",
+            "Metadata of a job; always 1. A launcher's labels appear as label_<name>.",
+            None,
+            MetricType::Gauge,
+        )?;
         for job in jobs {
             let uid = job.uid.to_string();
             let state = if job.end.is_some() { "finished" } else { "running" };
+            let label_names: Vec<String> = job.labels.keys().map(|k| format!("label_{k}")).collect();
             let [jobid, user] = labels(job);
-            f.gauge_i64(&[jobid, user, ("uid", uid.as_str()), ("cgroup", job.cgroup.as_str()), ("state", state)], 1)?;
+            let mut set: Vec<(&str, &str)> = vec![
+                jobid,
+                user,
+                ("uid", uid.as_str()),
+                ("name", job.name.as_str()),
+                ("launcher", job.launcher.as_str()),
+                ("cgroup", job.cgroup.as_str()),
+                ("state", state),
+            ];
+            set.extend(label_names.iter().map(String::as_str).zip(job.labels.values().map(String::as_str)));
+            f.gauge_i64(&set, 1)?;
         }
         Ok(())
     }

@@ -5,16 +5,18 @@ mod encode;
 pub mod exposition;
 mod jobs;
 mod kernel;
+mod launcher;
 
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 
-use crate::daemon::snapshot::SharedSnapshot;
+use crate::{daemon::snapshot::SharedSnapshot, launcher::stats::RegistrationStats};
 
 /// The registry served at the telemetry path.
-pub fn registry(shared: Arc<SharedSnapshot>) -> Registry {
+pub fn registry(shared: Arc<SharedSnapshot>, registrations: Arc<RegistrationStats>) -> Registry {
     let mut registry = Registry::default();
+    registry.register_collector(Box::new(launcher::LauncherCollector(registrations)));
     registry.register_collector(Box::new(jobs::JobCollector(shared.clone())));
     registry.register_collector(Box::new(kernel::KernelCollector(shared.clone())));
     registry.register_collector(Box::new(daemon::DaemonCollector(shared)));

@@ -1,0 +1,2 @@
+//! Client commands: they talk to the daemon over its launcher socket.
+pub mod run;

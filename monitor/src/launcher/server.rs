@@ -1,0 +1,373 @@
+//! Serving the launcher socket: identify, check trust, place the peer at
+//! accept (before it can fork unseen), then settle the job's id from an
+//! optional hello.
+use std::{
+    os::{fd::AsFd, unix::fs::MetadataExt},
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use thiserror::Error;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{UnixListener, UnixStream},
+    sync::Semaphore,
+};
+
+use super::{
+    adopt::AdoptRules,
+    hello::{Hello, MAX_HELLO, Reply},
+    peer::{Peer, PeerError},
+    placement,
+    stats::{Outcome, RegistrationStats},
+    trust::TrustList,
+};
+use crate::{
+    daemon::wake::Wake,
+    jobs::{JobKey, JobMeta, JobTable},
+};
+
+/// Connections handled at once; more are answered "busy" and closed.
+const MAX_CONNECTIONS: usize = 4096;
+
+pub struct LauncherConfig {
+    pub trust: TrustList,
+    pub adopt: AdoptRules,
+    pub max_jobs_per_user: usize,
+    pub hello_timeout: Duration,
+    pub mount: PathBuf,
+    pub root_dir: PathBuf,
+    pub root_in_hierarchy: String,
+}
+
+pub struct Registrar {
+    config: LauncherConfig,
+    table: Arc<Mutex<JobTable>>,
+    stats: Arc<RegistrationStats>,
+    wake: Arc<Wake>,
+    sequence: AtomicU64,
+}
+
+#[derive(Debug, Error)]
+enum PlaceError {
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    #[error("uid {uid} has {limit} live jobs already (--jobs.max-per-user)")]
+    OverLimit { uid: u32, limit: usize },
+    #[error("making the job cgroup {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where a peer was put.
+struct Placed {
+    cgroup_id: u64,
+    path: String,
+}
+
+impl Registrar {
+    pub fn new(config: LauncherConfig, table: Arc<Mutex<JobTable>>, stats: Arc<RegistrationStats>, wake: Arc<Wake>) -> Self {
+        let start = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Self {
+            config,
+            table,
+            stats,
+            wake,
+            // Unique task directory names across daemon restarts.
+            sequence: AtomicU64::new(start),
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, JobTable> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts the peer in a new task cgroup of a provisional job (or adopts
+    /// its resource manager's cgroup). Blocking: cgroupfs and /proc work.
+    fn place(&self, peer: &Peer, provisional: &JobKey, meta: JobMeta) -> Result<Placed, PlaceError> {
+        let current = peer.cgroup()?;
+        if self.config.adopt.adopts(&current) {
+            let dir = JobTable::dir(&self.config.mount, &current);
+            let id = std::fs::metadata(&dir)
+                .map_err(|source| PlaceError::Cgroup { path: dir, source })?
+                .ino();
+            let mut table = self.table();
+            table.register_job(provisional, meta, &current, SystemTime::now());
+            table.adopt_cgroup(id, &current, provisional);
+            drop(table);
+            self.wake.wake();
+            return Ok(Placed { cgroup_id: id, path: current });
+        }
+        {
+            let mut table = self.table();
+            let limit = self.config.max_jobs_per_user;
+            if peer.uid != 0 && table.live_jobs_of(peer.uid) >= limit {
+                return Err(PlaceError::OverLimit { uid: peer.uid, limit });
+            }
+            table.register_job(provisional, meta, "", SystemTime::now());
+        }
+        let (id, path, dir) = match self.make_task_cgroup(peer, provisional) {
+            Ok(made) => made,
+            Err(e) => {
+                self.table().abandon(provisional);
+                return Err(e);
+            }
+        };
+        let source = JobTable::dir(&self.config.mount, &current);
+        let moved = placement::move_tree(peer.pid, &source, &dir);
+        // Armed whatever happened: an empty task cgroup then ends its job.
+        self.table().arm(id);
+        match moved {
+            Ok(count) => log::debug!("moved {count} processes of pid {} into {path}", peer.pid),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(PeerError::Gone.into()),
+            Err(source) => return Err(PlaceError::Cgroup { path: dir, source }),
+        }
+        Ok(Placed { cgroup_id: id, path })
+    }
+
+    fn make_task_cgroup(&self, peer: &Peer, key: &JobKey) -> Result<(u64, String, PathBuf), PlaceError> {
+        loop {
+            let name = format!("task-{}-{}", peer.pid, self.sequence.fetch_add(1, Ordering::Relaxed));
+            let path = format!("{}/{name}", self.config.root_in_hierarchy.trim_end_matches('/'));
+            let dir = self.config.root_dir.join(&name);
+            self.table().expect_cgroup(&path, key);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    self.table().made_cgroup(&path, None);
+                    continue;
+                }
+                Err(source) => {
+                    self.table().made_cgroup(&path, None);
+                    return Err(PlaceError::Cgroup { path: dir, source });
+                }
+            }
+            let id = match std::fs::metadata(&dir) {
+                Ok(metadata) => metadata.ino(),
+                Err(source) => {
+                    self.table().made_cgroup(&path, None);
+                    let _ = std::fs::remove_dir(&dir);
+                    return Err(PlaceError::Cgroup { path: dir, source });
+                }
+            };
+            self.table().made_cgroup(&path, Some(id));
+            return Ok((id, path, dir));
+        }
+    }
+
+    /// Settles the job's id and metadata from a hello (or silence).
+    fn settle(&self, peer: &Peer, placed: &Placed, hello: Option<&Hello>) -> Result<JobKey, String> {
+        let launcher = peer.exe_name();
+        let silent_id = format!("{launcher}_{}", peer.pid);
+        let Some(hello) = hello else {
+            let key = JobKey {
+                uid: peer.uid,
+                jobid: silent_id,
+            };
+            let meta = JobMeta {
+                launcher,
+                ..Default::default()
+            };
+            self.table().settle(placed.cgroup_id, &key, meta);
+            return Ok(key);
+        };
+        let uid = match &hello.user {
+            Some(user) => uid_of(user).ok_or_else(|| format!("unknown user {user:?}"))?,
+            None => peer.uid,
+        };
+        let key = JobKey {
+            uid,
+            jobid: hello.job_id.clone().unwrap_or(silent_id),
+        };
+        let meta = JobMeta {
+            name: hello.name.clone().unwrap_or_default(),
+            user: hello.user.clone(),
+            labels: hello.labels.clone(),
+            launcher,
+        };
+        self.table().settle(placed.cgroup_id, &key, meta);
+        Ok(key)
+    }
+}
+
+fn uid_of(user: &str) -> Option<u32> {
+    nix::unistd::User::from_name(user).ok().flatten().map(|u| u.uid.as_raw())
+}
+
+/// Accepts launcher connections until the runtime shuts down.
+pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::warn!("accepting a launcher connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = stream.write_all(Reply::error("daemon busy: too many launcher connections").line().as_bytes()).await;
+            });
+            continue;
+        };
+        let registrar = registrar.clone();
+        tokio::spawn(async move {
+            handle(stream, &registrar).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(mut stream: UnixStream, registrar: &Arc<Registrar>) {
+    let outcome = register(&mut stream, registrar).await;
+    registrar.stats.count(outcome);
+}
+
+async fn register(stream: &mut UnixStream, registrar: &Arc<Registrar>) -> Outcome {
+    let peer = match Peer::identify(stream.as_fd()) {
+        Ok(peer) => peer,
+        Err(PeerError::Gone) => return Outcome::Exited,
+        Err(e) => {
+            log::warn!("launcher connection: {e}");
+            reply(stream, &Reply::error(&e)).await;
+            return Outcome::Error;
+        }
+    };
+    if !registrar.config.trust.is_trusted(&peer.exe) {
+        log::warn!(
+            "untrusted launcher refused: pid {} uid {} gid {} exe {}",
+            peer.pid,
+            peer.uid,
+            peer.gid,
+            peer.exe.display()
+        );
+        reply(stream, &Reply::error(format!("untrusted launcher: {} is not on the trust list", peer.exe.display()))).await;
+        return Outcome::Untrusted;
+    }
+    let provisional = JobKey {
+        uid: peer.uid,
+        jobid: format!("{}_{}", peer.exe_name(), peer.pid),
+    };
+    let meta = JobMeta {
+        launcher: peer.exe_name(),
+        ..Default::default()
+    };
+    let (peer, placed) = {
+        let registrar = registrar.clone();
+        match tokio::task::spawn_blocking(move || {
+            let placed = registrar.place(&peer, &provisional, meta);
+            (peer, placed)
+        })
+        .await
+        {
+            Ok((peer, Ok(placed))) => (peer, placed),
+            Ok((_, Err(PlaceError::Peer(PeerError::Gone)))) => return Outcome::Exited,
+            Ok((_, Err(e))) => {
+                log::warn!("registering a launcher: {e}");
+                let outcome = if matches!(e, PlaceError::OverLimit { .. }) { Outcome::OverLimit } else { Outcome::Error };
+                reply(stream, &Reply::error(&e)).await;
+                return outcome;
+            }
+            Err(e) => {
+                log::error!("registration task failed: {e}");
+                return Outcome::Error;
+            }
+        }
+    };
+
+    match read_hello(stream, registrar.config.hello_timeout).await {
+        HelloRead::Line(line) => match Hello::parse(&line, peer.uid == 0) {
+            Ok(hello) => match registrar.settle(&peer, &placed, Some(&hello)) {
+                Ok(key) => {
+                    reply(stream, &Reply::ok(&key.jobid, &placed.path)).await;
+                    Outcome::Ok
+                }
+                Err(message) => {
+                    let _ = registrar.settle(&peer, &placed, None);
+                    reply(stream, &Reply::error(message)).await;
+                    Outcome::Invalid
+                }
+            },
+            Err(e) => {
+                // Still measured, under its silent id: nothing is lost.
+                let _ = registrar.settle(&peer, &placed, None);
+                reply(stream, &Reply::error(e)).await;
+                Outcome::Invalid
+            }
+        },
+        HelloRead::TooLong => {
+            let _ = registrar.settle(&peer, &placed, None);
+            reply(stream, &Reply::error(format!("hello longer than {MAX_HELLO} bytes"))).await;
+            Outcome::Invalid
+        }
+        HelloRead::Silent => {
+            let _ = registrar.settle(&peer, &placed, None);
+            // Apptainer keeps the connection open while its container runs.
+            wait_for_close(stream).await;
+            Outcome::Silent
+        }
+        HelloRead::Closed => {
+            let _ = registrar.settle(&peer, &placed, None);
+            Outcome::Silent
+        }
+    }
+}
+
+enum HelloRead {
+    Line(Vec<u8>),
+    TooLong,
+    /// Nothing within the deadline.
+    Silent,
+    /// Closed without a complete line.
+    Closed,
+}
+
+async fn read_hello(stream: &mut UnixStream, timeout: Duration) -> HelloRead {
+    let mut line = Vec::with_capacity(256);
+    let read = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                // A last line without its newline still counts.
+                Ok(0) if !line.is_empty() => return HelloRead::Line(std::mem::take(&mut line)),
+                Ok(0) | Err(_) => return HelloRead::Closed,
+                Ok(n) => {
+                    let chunk = &buf[..n];
+                    if let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+                        line.extend_from_slice(&chunk[..end]);
+                        return if line.len() < MAX_HELLO { HelloRead::Line(std::mem::take(&mut line)) } else { HelloRead::TooLong };
+                    }
+                    line.extend_from_slice(chunk);
+                    if line.len() >= MAX_HELLO {
+                        return HelloRead::TooLong;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read).await.unwrap_or(HelloRead::Silent)
+}
+
+async fn wait_for_close(stream: &mut UnixStream) {
+    let mut buf = [0u8; 256];
+    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+}
+
+async fn reply(stream: &mut UnixStream, reply: &Reply) {
+    // The peer may be gone already: nothing to do about it.
+    let _ = stream.write_all(reply.line().as_bytes()).await;
+}

@@ -1,0 +1,59 @@
+//! Registration outcomes, for `monitor_registrations_total{result}`.
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Registered with a hello.
+    Ok,
+    /// Registered without a hello (silent peer, e.g. Apptainer's starter).
+    Silent,
+    /// The peer's executable is not trusted.
+    Untrusted,
+    /// The hello was malformed, oversize, or claimed what it may not.
+    Invalid,
+    /// The peer was gone before it could be placed.
+    Exited,
+    /// The per-user cap of live jobs was reached.
+    OverLimit,
+    /// The daemon failed (cgroup or kernel error).
+    Error,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Ok,
+        Outcome::Silent,
+        Outcome::Untrusted,
+        Outcome::Invalid,
+        Outcome::Exited,
+        Outcome::OverLimit,
+        Outcome::Error,
+    ];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Silent => "silent",
+            Outcome::Untrusted => "untrusted",
+            Outcome::Invalid => "invalid",
+            Outcome::Exited => "exited",
+            Outcome::OverLimit => "over_limit",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RegistrationStats {
+    counts: [AtomicU64; 7],
+}
+
+impl RegistrationStats {
+    pub fn count(&self, outcome: Outcome) {
+        self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, outcome: Outcome) -> u64 {
+        self.counts[outcome as usize].load(Ordering::Relaxed)
+    }
+}
