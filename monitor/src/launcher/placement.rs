@@ -6,22 +6,23 @@ use std::{
     path::Path,
 };
 
-/// Moves `peer` and its descendants that share its cgroup `source` into
-/// `target` (directories of cgroups). Children forked while we move land in
-/// the source if their parent had not moved yet, so this repeats until a
-/// pass finds nothing left. Descendants in other cgroups are left where they
-/// are (another manager put them there). Returns how many processes moved.
-pub fn move_tree(peer: i32, source: &Path, target: &Path) -> io::Result<usize> {
+/// Moves `peer` and its descendants that share its cgroup into `target`.
+/// `source` is the peer's cgroup (its path in the hierarchy, and its
+/// directory). Children forked while we move land in the source if their
+/// parent had not moved yet, so this repeats until a pass finds nothing
+/// left. Descendants in other cgroups are left where they are (another
+/// manager put them there). Returns how many processes moved.
+pub fn move_tree(peer: i32, source: (&str, &Path), target: &Path) -> io::Result<usize> {
     const MAX_PASSES: usize = 16;
     let procs = target.join("cgroup.procs");
     let mut roots: HashSet<i32> = HashSet::from([peer]);
-    let mut moved = 0;
     write_pid(&procs, peer)?;
-    moved += 1;
+    let mut moved = 1;
     for _ in 0..MAX_PASSES {
-        let remaining = pids_in(source)?;
-        let parents: HashMap<i32, i32> = remaining.iter().filter_map(|&pid| Some((pid, parent_of(pid)?))).collect();
-        let to_move = descendants_of(&roots, &parents);
+        let to_move = match children_files_descendants(&roots) {
+            Some(descendants) => descendants.into_iter().filter(|&pid| cgroup_of(pid).as_deref() == Some(source.0)).collect(),
+            None => descendants_in_cgroup(&roots, source.1)?,
+        };
         if to_move.is_empty() {
             break;
         }
@@ -36,6 +37,47 @@ pub fn move_tree(peer: i32, source: &Path, target: &Path) -> io::Result<usize> {
         }
     }
     Ok(moved)
+}
+
+/// Descendants of `roots` (not themselves) from /proc/PID/task/TID/children,
+/// or None where the kernel lacks them (CONFIG_PROC_CHILDREN).
+fn children_files_descendants(roots: &HashSet<i32>) -> Option<Vec<i32>> {
+    let mut found = Vec::new();
+    let mut pending: Vec<i32> = roots.iter().copied().collect();
+    let mut seen: HashSet<i32> = roots.clone();
+    while let Some(pid) = pending.pop() {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let text = match fs::read_to_string(task.path().join("children")) {
+                Ok(text) => text,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && task.path().exists() => return None,
+                Err(_) => continue,
+            };
+            for child in text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+                if seen.insert(child) {
+                    found.push(child);
+                    pending.push(child);
+                }
+            }
+        }
+    }
+    Some(found)
+}
+
+/// Descendants of `roots` among the processes of cgroup directory `dir`, by
+/// reading each one's parent: the fallback without children files.
+fn descendants_in_cgroup(roots: &HashSet<i32>, dir: &Path) -> io::Result<Vec<i32>> {
+    let remaining = pids_in(dir)?;
+    let parents: HashMap<i32, i32> = remaining.iter().filter_map(|&pid| Some((pid, parent_of(pid)?))).collect();
+    Ok(descendants_of(roots, &parents))
+}
+
+/// The cgroup v2 path of a process.
+fn cgroup_of(pid: i32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
 }
 
 /// Pids in `parents` whose chain of parents reaches one of `roots`.

@@ -124,7 +124,7 @@ impl Registrar {
             }
         };
         let source = JobTable::dir(&self.config.mount, &current);
-        let moved = placement::move_tree(peer.pid, &source, &dir);
+        let moved = placement::move_tree(peer.pid, (&current, &source), &dir);
         // Armed whatever happened: an empty task cgroup then ends its job.
         self.table().arm(id);
         match moved {
