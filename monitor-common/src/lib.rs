@@ -77,9 +77,13 @@ pub struct CgroupEvent {
     pub level: u32,
     /// The v2 cgroup id (inode number of the cgroup directory).
     pub id: u64,
+    /// Mkdir: the counter slot the kernel gave the cgroup, so the daemon
+    /// reads only known slots; [`NO_SLOT`] when none was free (or on rmdir).
+    pub slot: u32,
+    pub _pad: u32,
     pub path: [u8; CGROUP_PATH_MAX],
 }
-const _: () = assert!(size_of::<CgroupEvent>() == 16 + CGROUP_PATH_MAX);
+const _: () = assert!(size_of::<CgroupEvent>() == 24 + CGROUP_PATH_MAX);
 
 /// When a task became runnable (woken or preempted), in a direct-mapped
 /// slot chosen by hashing its task pointer: an inlined array access instead
@@ -114,6 +118,8 @@ pub fn task_slot_index(task: u64, mask: u32) -> u32 {
 pub const CGROUP_PROBES: u32 = 8;
 /// `CGROUP_INDEX` value of a free slot (no cgroup has id 0; the root is 1).
 pub const FREE_SLOT: u64 = 0;
+/// [`CgroupEvent::slot`] when the cgroup got no slot.
+pub const NO_SLOT: u32 = u32::MAX;
 
 /// The `probe`-th slot of a cgroup: a multiplicative hash of its id (ids are
 /// inode numbers, often consecutive), plus `probe`, masked to the length.
@@ -177,7 +183,7 @@ pub fn claimable_cgroup_slot<E>(id: u64, mask: u32, mut id_at: impl FnMut(u32) -
 pub enum DropReason {
     /// The cgroup event ring buffer was full.
     RingBufferFull = 0,
-    /// No room left in the per-cgroup counter map.
+    /// No free cgroup counter slot among the probed ones.
     CgroupMapFull = 1,
     /// A waiting task's slot was taken by another waiting task: one
     /// run-queue wait lost.
@@ -215,8 +221,8 @@ pub struct FieldOffsets {
     pub cgroup_path: u32,
     /// Number of task slots minus one (a power of two minus one).
     pub task_slot_mask: u32,
-    /// Keeps the size a multiple of 8.
-    pub _pad: u32,
+    /// Number of cgroup counter slots minus one (a power of two minus one).
+    pub cgroup_slot_mask: u32,
 }
 const _: () = assert!(size_of::<FieldOffsets>() == 32);
 

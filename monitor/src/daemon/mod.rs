@@ -62,9 +62,14 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         bpf_stats_held: args.bpf_stats,
     };
     let mut sampler = Sampler::new(probes, &root_in_hierarchy, config, shared.clone());
-    // Watch for new cgroups before walking the existing ones, so none falls between.
+    // Counter slots of the cgroups already there are claimed here before the
+    // cgroup_mkdir program, which claims them for new ones, is attached: the
+    // two never claim at once. The second walk catches cgroups made during
+    // the attach (see kernel/counters.rs); after it only the kernel claims.
+    sampler.reconcile().context("walking the monitored cgroup root")?;
     sampler.probes_mut().attach_cgroup_events()?;
     sampler.reconcile().context("walking the monitored cgroup root")?;
+    sampler.probes_mut().counters.stop_claiming();
     sampler.probes_mut().attach_rest(args.sample_interval)?;
     log::info!("kernel programs attached");
 

@@ -14,7 +14,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::MapError;
 use monitor_common::{CgroupCounters, CgroupEventKind, DROP_REASONS, DropReason};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -75,7 +74,7 @@ impl Sampler {
                 continue;
             }
             let path = cgroupfs::path_in_hierarchy(&self.config.mount, &dir.path)?;
-            self.probes.track_cgroup(dir.id)?;
+            self.probes.counters.track(dir.id)?;
             self.table.add_cgroup(dir.id, &path, dir.uid, dir.created);
         }
         let mount = self.config.mount.clone();
@@ -123,6 +122,9 @@ impl Sampler {
                 CgroupEventKind::Mkdir => {
                     let dir = JobTable::dir(&self.config.mount, &change.path);
                     let uid = owner(&dir);
+                    if let Err(e) = self.probes.counters.adopt(change.id, change.slot) {
+                        log::warn!("cgroup {}: {e}", change.path);
+                    }
                     self.table.add_cgroup(change.id, &change.path, uid, SystemTime::now());
                 }
                 CgroupEventKind::Rmdir => self.table.remove_cgroup(change.id, Instant::now()),
@@ -147,7 +149,8 @@ impl Sampler {
         self.drain_events();
         let drops = self.read_drops()?;
         if drops[DropReason::RingBufferFull as usize] > self.health.drops[DropReason::RingBufferFull as usize] {
-            // Events were lost: the directories are the truth.
+            // Events were lost: the directories and the slot index are the truth.
+            self.probes.counters.resync().context("rereading the cgroup slot index")?;
             self.reconcile()?;
         }
         self.health.drops = drops;
@@ -162,7 +165,9 @@ impl Sampler {
                 } else {
                     // Outside the root, or made and removed unseen: nothing to credit.
                     self.health.orphaned_cgroups += 1;
-                    let _ = self.probes.counters.remove(&id);
+                    if let Err(e) = self.probes.counters.release(id) {
+                        log::debug!("freeing counters of orphaned cgroup {id}: {e}");
+                    }
                 }
             }
         }
@@ -172,7 +177,7 @@ impl Sampler {
         let wall_now = SystemTime::now();
         let freed = self.table.apply_sample(&readings, &tasks, now, wall_now);
         for id in &freed {
-            if let Err(e) = self.probes.counters.remove(id) {
+            if let Err(e) = self.probes.counters.release(*id) {
                 log::debug!("freeing counters of cgroup {id}: {e}");
             }
         }
@@ -181,8 +186,8 @@ impl Sampler {
         self.health.maps = vec![
             MapFill {
                 name: "CGROUP_COUNTERS",
-                entries: (readings.len() - freed.len()) as u64,
-                capacity: u64::from(self.probes.sizes.cgroups),
+                entries: self.probes.counters.occupied() as u64,
+                capacity: u64::from(self.probes.counters.capacity()),
             },
             // An array: always "full"; collisions are counted as drops instead.
             MapFill {
@@ -196,27 +201,17 @@ impl Sampler {
         Ok(())
     }
 
-    /// Summed counters of every cgroup in the map, split into known and unknown.
+    /// Summed counters of every cgroup with a known slot, split into known
+    /// and unknown to the job table.
     #[allow(clippy::type_complexity)]
     fn read_counters(&self) -> anyhow::Result<(Vec<(u64, CgroupCounters)>, Vec<(u64, CgroupCounters)>)> {
-        let ids: Vec<u64> = self
-            .probes
-            .counters
-            .keys()
-            .collect::<Result<_, _>>()
-            .context("listing cgroup counters")?;
+        let ids = self.probes.counters.ids();
         let mut known = Vec::with_capacity(ids.len());
         let mut unknown = Vec::new();
         for id in ids {
-            let per_cpu = match self.probes.counters.get(&id, 0) {
-                Ok(values) => values,
-                Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(e).context("reading cgroup counters"),
+            let Some(sum) = self.probes.counters.read(id).context("reading cgroup counters")? else {
+                continue;
             };
-            let mut sum = CgroupCounters::default();
-            for value in per_cpu.iter() {
-                sum.add(value);
-            }
             if self.table.knows(id) {
                 known.push((id, sum));
             } else {
@@ -232,6 +227,7 @@ impl Sampler {
             let per_cpu = self.probes.drops.get(&(reason as u32), 0).context("reading drop counters")?;
             drops[reason as usize] = per_cpu.iter().sum();
         }
+        drops[DropReason::CgroupMapFull as usize] += self.probes.counters.refused();
         Ok(drops)
     }
 
