@@ -1,7 +1,7 @@
 //! `#[repr(C)]` types shared by the kernel programs (`monitor-ebpf`) and the
 //! daemon (`monitor`). Every type has a size assertion: both sides must agree
 //! byte for byte, and a silent layout change would corrupt every reading.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 use core::mem::size_of;
 
@@ -77,9 +77,13 @@ pub struct CgroupEvent {
     pub level: u32,
     /// The v2 cgroup id (inode number of the cgroup directory).
     pub id: u64,
+    /// Mkdir: the counter slot the kernel gave the cgroup, so the daemon
+    /// reads only known slots; [`NO_SLOT`] when none was free (or on rmdir).
+    pub slot: u32,
+    pub _pad: u32,
     pub path: [u8; CGROUP_PATH_MAX],
 }
-const _: () = assert!(size_of::<CgroupEvent>() == 16 + CGROUP_PATH_MAX);
+const _: () = assert!(size_of::<CgroupEvent>() == 24 + CGROUP_PATH_MAX);
 
 /// When a task became runnable (woken or preempted), in a direct-mapped
 /// slot chosen by hashing its task pointer: an inlined array access instead
@@ -102,13 +106,84 @@ pub fn task_slot_index(task: u64, mask: u32) -> u32 {
     ((task.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32) & mask
 }
 
+/// Counter slots of cgroups: open addressing over two arrays of the same
+/// (power-of-two) length, `CGROUP_INDEX` (slot -> cgroup id, shared) and
+/// `CGROUP_COUNTERS` (slot -> per-CPU [`CgroupCounters`]). Array lookups are
+/// inlined by the verifier; a hash map lookup on sched_switch cost ~35-40 ns.
+///
+/// A cgroup lives in one of the [`CGROUP_PROBES`] consecutive slots (mod the
+/// length) that follow its home slot, [`cgroup_slot_index`]. Slots are freed
+/// in the middle of chains, so a lookup never stops at a free slot: it
+/// compares every probed slot, and is always right without tombstones.
+pub const CGROUP_PROBES: u32 = 8;
+/// `CGROUP_INDEX` value of a free slot (no cgroup has id 0; the root is 1).
+pub const FREE_SLOT: u64 = 0;
+/// [`CgroupEvent::slot`] when the cgroup got no slot.
+pub const NO_SLOT: u32 = u32::MAX;
+
+/// The `probe`-th slot of a cgroup: a multiplicative hash of its id (ids are
+/// inode numbers, often consecutive), plus `probe`, masked to the length.
+#[inline(always)]
+pub fn cgroup_slot_index(id: u64, probe: u32, mask: u32) -> u32 {
+    task_slot_index(id, mask).wrapping_add(probe) & mask
+}
+
+/// The slot holding cgroup `id`, if any. `id_at(slot)` reads
+/// `CGROUP_INDEX[slot]` (an inlined array access in the kernel, a syscall in
+/// the daemon, hence the error type).
+#[inline(always)]
+pub fn find_cgroup_slot<E>(id: u64, mask: u32, mut id_at: impl FnMut(u32) -> Result<u64, E>) -> Result<Option<u32>, E> {
+    if id == FREE_SLOT {
+        return Ok(None);
+    }
+    for probe in 0..CGROUP_PROBES {
+        let slot = cgroup_slot_index(id, probe, mask);
+        if id_at(slot)? == id {
+            return Ok(Some(slot));
+        }
+    }
+    Ok(None)
+}
+
+/// Where a cgroup goes, found by [`claimable_cgroup_slot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The cgroup already has this slot.
+    Held(u32),
+    /// The first free probed slot: write the id there to claim it.
+    Free(u32),
+    /// Every probed slot is taken by other cgroups.
+    Full,
+}
+
+/// The slot already holding `id`, else the first free probed one. The whole
+/// window is searched first: the id may sit after a freed slot.
+#[inline(always)]
+pub fn claimable_cgroup_slot<E>(id: u64, mask: u32, mut id_at: impl FnMut(u32) -> Result<u64, E>) -> Result<Claim, E> {
+    if id == FREE_SLOT {
+        return Ok(Claim::Full);
+    }
+    let mut free = None;
+    for probe in 0..CGROUP_PROBES {
+        let slot = cgroup_slot_index(id, probe, mask);
+        let held_by = id_at(slot)?;
+        if held_by == id {
+            return Ok(Claim::Held(slot));
+        }
+        if held_by == FREE_SLOT && free.is_none() {
+            free = Some(slot);
+        }
+    }
+    Ok(free.map_or(Claim::Full, Claim::Free))
+}
+
 /// Why the kernel side dropped something; index into the `DROPS` array.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
     /// The cgroup event ring buffer was full.
     RingBufferFull = 0,
-    /// No room left in the per-cgroup counter map.
+    /// No free cgroup counter slot among the probed ones.
     CgroupMapFull = 1,
     /// A waiting task's slot was taken by another waiting task: one
     /// run-queue wait lost.
@@ -146,8 +221,8 @@ pub struct FieldOffsets {
     pub cgroup_path: u32,
     /// Number of task slots minus one (a power of two minus one).
     pub task_slot_mask: u32,
-    /// Keeps the size a multiple of 8.
-    pub _pad: u32,
+    /// Number of cgroup counter slots minus one (a power of two minus one).
+    pub cgroup_slot_mask: u32,
 }
 const _: () = assert!(size_of::<FieldOffsets>() == 32);
 
@@ -180,4 +255,122 @@ mod pod {
     unsafe impl aya::Pod for super::CgroupEvent {}
     unsafe impl aya::Pod for super::FieldOffsets {}
     unsafe impl aya::Pod for super::RootPrefix {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, convert::Infallible};
+
+    use super::*;
+
+    /// CGROUP_INDEX in memory, driven by the shared functions like the
+    /// kernel (claims) and the daemon (claims at start, frees) drive it.
+    struct Index {
+        ids: Vec<u64>,
+        mask: u32,
+    }
+
+    impl Index {
+        fn new(len: u32) -> Self {
+            Self {
+                ids: vec![FREE_SLOT; len as usize],
+                mask: len - 1,
+            }
+        }
+        fn find(&self, id: u64) -> Option<u32> {
+            find_cgroup_slot(id, self.mask, |s| Ok::<_, Infallible>(self.ids[s as usize])).unwrap()
+        }
+        fn claim(&mut self, id: u64) -> Option<u32> {
+            match claimable_cgroup_slot(id, self.mask, |s| Ok::<_, Infallible>(self.ids[s as usize])).unwrap() {
+                Claim::Held(slot) => Some(slot),
+                Claim::Free(slot) => {
+                    self.ids[slot as usize] = id;
+                    Some(slot)
+                }
+                Claim::Full => None,
+            }
+        }
+        fn free(&mut self, id: u64) {
+            let slot = self.find(id).unwrap();
+            self.ids[slot as usize] = FREE_SLOT;
+        }
+    }
+
+    #[test]
+    fn probes_stay_in_range_and_are_consecutive() {
+        let mask = 1023;
+        for id in [1, 2, 4026531835, u64::MAX] {
+            let home = cgroup_slot_index(id, 0, mask);
+            for probe in 0..CGROUP_PROBES {
+                assert_eq!(cgroup_slot_index(id, probe, mask), (home + probe) & mask);
+            }
+        }
+        // Wraps around the end of the array.
+        let id = (1..).find(|&id| cgroup_slot_index(id, 0, mask) == mask).unwrap();
+        assert_eq!(cgroup_slot_index(id, 1, mask), 0);
+    }
+
+    #[test]
+    fn consecutive_ids_spread_over_the_slots() {
+        let mask = 16383;
+        let mut per_slot: HashMap<u32, u32> = HashMap::new();
+        for id in 10_000..14_096u64 {
+            *per_slot.entry(cgroup_slot_index(id, 0, mask)).or_default() += 1;
+        }
+        assert!(per_slot.values().all(|&n| n <= 4), "{:?}", per_slot.values().max());
+    }
+
+    #[test]
+    fn claim_find_and_free_through_chains() {
+        let mut index = Index::new(64);
+        // Ids sharing one home slot form a chain of consecutive slots.
+        let home = cgroup_slot_index(1, 0, index.mask);
+        let same_home: Vec<u64> = (1..).filter(|&id| cgroup_slot_index(id, 0, index.mask) == home).take(CGROUP_PROBES as usize + 1).collect();
+        let mut slots = Vec::new();
+        for &id in &same_home[..CGROUP_PROBES as usize] {
+            slots.push(index.claim(id).unwrap());
+        }
+        let expected: Vec<u32> = (0..CGROUP_PROBES).map(|p| (home + p) & index.mask).collect();
+        assert_eq!(slots, expected);
+        // The window is full: the next one is refused, not put further away.
+        let extra = same_home[CGROUP_PROBES as usize];
+        assert_eq!(index.claim(extra), None);
+        assert_eq!(index.find(extra), None);
+        // Claiming again returns the slot held.
+        assert_eq!(index.claim(same_home[3]), Some(slots[3]));
+        // A slot freed in the middle of the chain does not hide what follows.
+        index.free(same_home[1]);
+        for (i, &id) in same_home[..CGROUP_PROBES as usize].iter().enumerate() {
+            assert_eq!(index.find(id), (i != 1).then_some(slots[i]), "id {id}");
+        }
+        // And the freed slot is reused.
+        assert_eq!(index.claim(extra), Some(slots[1]));
+        assert_eq!(index.find(extra), Some(slots[1]));
+    }
+
+    #[test]
+    fn a_held_slot_after_a_free_one_is_found_not_duplicated() {
+        let mut index = Index::new(64);
+        let home = cgroup_slot_index(7, 0, index.mask);
+        let others: Vec<u64> = (8..).filter(|&id| cgroup_slot_index(id, 0, index.mask) == home).take(1).collect();
+        let first = index.claim(others[0]).unwrap();
+        let second = index.claim(7).unwrap();
+        index.free(others[0]);
+        assert_eq!(index.claim(7), Some(second));
+        assert_eq!(index.ids.iter().filter(|&&id| id == 7).count(), 1);
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn id_zero_is_never_found_nor_claimed() {
+        let mut index = Index::new(64);
+        assert_eq!(index.find(FREE_SLOT), None);
+        assert_eq!(index.claim(FREE_SLOT), None);
+    }
+
+    #[test]
+    fn read_errors_propagate() {
+        assert_eq!(find_cgroup_slot(5, 63, |_| Err("eio")), Err("eio"));
+        assert_eq!(claimable_cgroup_slot(5, 63, |_| Err("eio")), Err("eio"));
+    }
 }

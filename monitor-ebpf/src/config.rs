@@ -11,7 +11,7 @@ pub(crate) static FIELD_OFFSETS: FieldOffsets = FieldOffsets {
     cgroup_id: 0,
     cgroup_path: 0,
     task_slot_mask: 0,
-    _pad: 0,
+    cgroup_slot_mask: 0,
 };
 
 #[unsafe(no_mangle)]

@@ -1,18 +1,27 @@
 //! Maps shared by the programs. Sizes here are defaults; the daemon resizes
 //! them at load time from its flags.
+use core::convert::Infallible;
+
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
-use monitor_common::{CgroupCounters, CpuState, DROP_REASONS, DropReason, TaskSlot, task_slot_index};
+use monitor_common::{
+    CgroupCounters, CpuState, DROP_REASONS, DropReason, FREE_SLOT, TaskSlot, find_cgroup_slot, task_slot_index,
+};
 
 use crate::config::offset;
 
-/// Counters per monitored cgroup id. Entries are created when a cgroup under
-/// the monitored root is made (or by the daemon at start), so the hot path
-/// only looks up: a miss means "not a job", at the cost of one lookup.
+/// Which cgroup holds each counter slot (0: free); see
+/// [`monitor_common::CGROUP_PROBES`]. Slots are claimed when a cgroup under
+/// the monitored root is made (or by the daemon at start) and freed by the
+/// daemon, so the hot path only reads: a miss means "not a job".
 #[map]
-pub static CGROUP_COUNTERS: PerCpuHashMap<u64, CgroupCounters> = PerCpuHashMap::with_max_entries(16384, 0);
+pub static CGROUP_INDEX: Array<u64> = Array::with_max_entries(16384, 0);
+
+/// Counters of the cgroup in the same slot of [`CGROUP_INDEX`], per CPU.
+#[map]
+pub static CGROUP_COUNTERS: PerCpuArray<CgroupCounters> = PerCpuArray::with_max_entries(16384, 0);
 
 /// Since when each task has been runnable, in direct-mapped slots (see
 /// [`TaskSlot`]). Shared by all CPUs: a task is woken on one and runs on another.
@@ -39,11 +48,21 @@ pub fn count_drop(reason: DropReason) {
     }
 }
 
+/// `CGROUP_INDEX[slot]`, for the shared probe functions. An out-of-range
+/// slot (impossible: the mask is the length minus one) reads as free, and
+/// writing it fails in turn.
+#[inline(always)]
+pub fn cgroup_at(slot: u32) -> Result<u64, Infallible> {
+    Ok(CGROUP_INDEX.get(slot).copied().unwrap_or(FREE_SLOT))
+}
+
 #[inline(always)]
 pub fn counters_of(cgroup_id: u64) -> Option<&'static mut CgroupCounters> {
-    // SAFETY: per-CPU value of a map entry that is never deleted while the
-    // cgroup lives; only this CPU writes it.
-    CGROUP_COUNTERS.get_ptr_mut(cgroup_id).map(|p| unsafe { &mut *p })
+    let mask = offset!(cgroup_slot_mask) as u32;
+    let Ok(slot) = find_cgroup_slot(cgroup_id, mask, cgroup_at);
+    // SAFETY: this CPU's copy of the slot; only this CPU writes it, and the
+    // daemon zeroes it only after the cgroup is gone.
+    CGROUP_COUNTERS.get_ptr_mut(slot?).map(|p| unsafe { &mut *p })
 }
 
 #[inline(always)]

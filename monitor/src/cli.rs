@@ -132,8 +132,12 @@ pub struct DaemonArgs {
     #[arg(long = "socket.hello-timeout", value_name = "DURATION", default_value = "2s", value_parser = parse_positive_duration)]
     pub hello_timeout: Duration,
 
-    /// Most cgroups the kernel side counts at once.
-    #[arg(long = "bpf.max-cgroups", value_name = "N", default_value_t = 16384)]
+    /// Counter slots for cgroups (a power of two; 64 bytes per CPU each). A
+    /// cgroup gets one of a few slots chosen by hashing its id, so keep it
+    /// well above the cgroups counted at once (4x leaves room to spare); a
+    /// cgroup finding them all taken is not counted, and is counted in
+    /// monitor_bpf_lost_events_total{reason="cgroup_map_full"}.
+    #[arg(long = "bpf.max-cgroups", value_name = "N", default_value_t = 16384, value_parser = parse_cgroup_slots)]
     pub max_cgroups: u32,
 
     /// Slots for tasks waiting to run (a power of two; 16 bytes each). Two
@@ -158,11 +162,19 @@ fn parse_telemetry_path(value: &str) -> Result<String, String> {
 }
 
 fn parse_power_of_two(value: &str) -> Result<u32, String> {
+    power_of_two_at_least(value, 1024)
+}
+
+fn parse_cgroup_slots(value: &str) -> Result<u32, String> {
+    power_of_two_at_least(value, 64)
+}
+
+fn power_of_two_at_least(value: &str, min: u32) -> Result<u32, String> {
     let n: u32 = value.parse().map_err(|e| format!("{e}"))?;
-    if n.is_power_of_two() && n >= 1024 {
+    if n.is_power_of_two() && n >= min {
         Ok(n)
     } else {
-        Err("must be a power of two, at least 1024".into())
+        Err(format!("must be a power of two, at least {min}"))
     }
 }
 
@@ -197,6 +209,7 @@ mod tests {
         assert_eq!(args.telemetry_path, "/metrics");
         assert_eq!(args.sample_interval, Duration::from_secs(1));
         assert_eq!(args.job_retention, Duration::from_secs(300));
+        assert_eq!(args.max_cgroups, 16384);
     }
 
     #[test]
@@ -219,6 +232,8 @@ mod tests {
             vec!["monitor", "daemon", "--web.listen-address", "nonsense"],
             vec!["monitor", "daemon", "--web.telemetry-path", "metrics"],
             vec!["monitor", "daemon", "--bpf.task-slots", "1000"],
+            vec!["monitor", "daemon", "--bpf.max-cgroups", "10000"],
+            vec!["monitor", "daemon", "--bpf.max-cgroups", "32"],
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
         }

@@ -1,28 +1,27 @@
 //! cgroup/cgroup_mkdir and cgroup_rmdir on the v2 hierarchy.
 //!
-//! A new cgroup under the monitored root gets its counter entry right here,
+//! A new cgroup under the monitored root gets its counter slot right here,
 //! in the kernel, so a job that lives 5 ms is counted from its first
-//! instruction; the daemon hears of it through the ring buffer afterwards.
+//! instruction; the daemon hears of it (and of its slot) through the ring
+//! buffer afterwards.
 use aya_ebpf::{
     EbpfContext,
-    bindings::BPF_NOEXIST,
     helpers::bpf_probe_read_kernel_str_bytes,
     macros::{map, tracepoint},
     maps::PerCpuArray,
     programs::TracePointContext,
 };
 use monitor_common::{
-    CGROUP_PATH_MAX, CgroupCounters, CgroupEvent, CgroupEventKind, DropReason, ROOT_PREFIX_MAX,
+    CGROUP_PATH_MAX, CgroupEvent, CgroupEventKind, Claim, DropReason, NO_SLOT, ROOT_PREFIX_MAX, claimable_cgroup_slot,
 };
 
 use crate::{
     config::{offset, root_prefix, root_prefix_len},
-    maps::{CGROUP_COUNTERS, CGROUP_EVENTS, count_drop},
+    maps::{CGROUP_EVENTS, CGROUP_INDEX, cgroup_at, count_drop},
 };
 
 /// The cgroup v2 hierarchy id, as in the `0::/path` line of /proc/PID/cgroup.
 const DEFAULT_HIERARCHY: i32 = 0;
-const EEXIST: i32 = 17;
 
 /// Scratch space for building an event (too big for the 512-byte stack).
 #[map]
@@ -62,6 +61,7 @@ fn on_cgroup_event(ctx: &TracePointContext, kind: CgroupEventKind) {
     event.kind = kind as u32;
     event.level = level;
     event.id = id;
+    event.slot = NO_SLOT;
     // A __data_loc field: low 16 bits offset into the record, high 16 length.
     let path_offset = (data_loc & 0xffff) as usize;
     // SAFETY: the kernel put the string at that offset of this record.
@@ -72,14 +72,36 @@ fn on_cgroup_event(ctx: &TracePointContext, kind: CgroupEventKind) {
     if !under_monitored_root(&event.path) {
         return;
     }
-    if kind == CgroupEventKind::Mkdir
-        && let Err(err) = CGROUP_COUNTERS.insert(event.id, CgroupCounters::default(), BPF_NOEXIST as u64)
-        && err != -EEXIST
-    {
-        count_drop(DropReason::CgroupMapFull);
+    if kind == CgroupEventKind::Mkdir {
+        match claim_slot(event.id) {
+            Some(slot) => event.slot = slot,
+            None => count_drop(DropReason::CgroupMapFull),
+        }
     }
     if CGROUP_EVENTS.output::<CgroupEvent>(event, 0).is_err() {
         count_drop(DropReason::RingBufferFull);
+    }
+}
+
+/// Gives cgroup `id` a counter slot: the first free one it probes. No atomics
+/// needed: the kernel runs cgroup_mkdir under cgroup_mutex, so two of these
+/// never race, and the daemon claims slots itself only before this program
+/// is attached (and for the few cgroups made while it was being attached;
+/// see `monitor/src/kernel/counters.rs`). A free slot's per-CPU counters are
+/// zero: the daemon zeroes them before it frees the slot.
+#[inline(always)]
+fn claim_slot(id: u64) -> Option<u32> {
+    let mask = offset!(cgroup_slot_mask) as u32;
+    let Ok(claim) = claimable_cgroup_slot(id, mask, cgroup_at);
+    match claim {
+        Claim::Held(slot) => Some(slot),
+        Claim::Free(slot) => {
+            let entry = CGROUP_INDEX.get_ptr_mut(slot)?;
+            // SAFETY: an array slot; writers are serialized as said above.
+            unsafe { *entry = id };
+            Some(slot)
+        }
+        Claim::Full => None,
     }
 }
 

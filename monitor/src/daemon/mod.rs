@@ -89,9 +89,15 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         bpf_stats_held: args.bpf_stats,
     };
     let mut sampler = Sampler::new(probes, table.clone(), wake.clone(), config, shared.clone());
-    // Watch for new cgroups before walking the existing ones, so none falls between.
+    // Counter slots of the cgroups already there are claimed here before the
+    // cgroup_mkdir program, which claims them for new ones, is attached: the
+    // two never claim at once. The second walk catches cgroups made during
+    // the attach (see kernel/counters.rs); after it only the kernel claims
+    // (and the launcher side, for the rare adopted cgroup).
+    sampler.reconcile().context("walking the monitored cgroup root")?;
     sampler.probes_mut().attach_cgroup_events()?;
     sampler.reconcile().context("walking the monitored cgroup root")?;
+    sampler.probes_mut().counters.stop_claiming();
     sampler.probes_mut().attach_rest(args.sample_interval)?;
     log::info!("kernel programs attached");
 

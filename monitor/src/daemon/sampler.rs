@@ -16,7 +16,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use aya::maps::MapError;
 use monitor_common::{CgroupCounters, CgroupEventKind, DROP_REASONS, DropReason};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -90,7 +89,7 @@ impl Sampler {
                 continue;
             }
             let path = cgroupfs::path_in_hierarchy(&self.config.mount, &dir.path)?;
-            self.probes.track_cgroup(dir.id)?;
+            self.probes.counters.track(dir.id)?;
             self.table().add_cgroup(dir.id, &path, dir.uid, dir.created);
         }
         let mount = self.config.mount.clone();
@@ -135,7 +134,7 @@ impl Sampler {
     fn track_adopted(&mut self) {
         let ids = self.table().take_untracked();
         for id in ids {
-            if let Err(e) = self.probes.track_cgroup(id) {
+            if let Err(e) = self.probes.counters.claim(id) {
                 log::warn!("counting adopted cgroup {id}: {e}");
             }
         }
@@ -159,9 +158,14 @@ impl Sampler {
                 CgroupEventKind::Rmdir => 0,
             })
             .collect();
+        for change in changes.iter().filter(|c| c.kind == CgroupEventKind::Mkdir) {
+            if let Err(e) = self.probes.counters.adopt(change.id, change.slot) {
+                log::warn!("cgroup {}: {e}", change.path);
+            }
+        }
         let now = Instant::now();
         let wall_now = SystemTime::now();
-        let mut table = self.table();
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         for (change, uid) in changes.iter().zip(owners) {
             match change.kind {
                 CgroupEventKind::Mkdir => {
@@ -190,7 +194,8 @@ impl Sampler {
         self.track_adopted();
         let drops = self.read_drops()?;
         if drops[DropReason::RingBufferFull as usize] > self.health.drops[DropReason::RingBufferFull as usize] {
-            // Events were lost: the directories are the truth.
+            // Events were lost: the directories and the slot index are the truth.
+            self.probes.counters.resync().context("rereading the cgroup slot index")?;
             self.reconcile()?;
         }
         self.health.drops = drops;
@@ -205,7 +210,9 @@ impl Sampler {
                 } else {
                     // Outside the root, or made and removed unseen: nothing to credit.
                     self.health.orphaned_cgroups += 1;
-                    let _ = self.probes.counters.remove(&id);
+                    if let Err(e) = self.probes.counters.release(id) {
+                        log::debug!("freeing counters of orphaned cgroup {id}: {e}");
+                    }
                 }
             }
         }
@@ -220,7 +227,7 @@ impl Sampler {
             (freed, table.empty_jobs())
         };
         for id in &freed {
-            if let Err(e) = self.probes.counters.remove(id) {
+            if let Err(e) = self.probes.counters.release(*id) {
                 log::debug!("freeing counters of cgroup {id}: {e}");
             }
         }
@@ -229,8 +236,8 @@ impl Sampler {
         self.health.maps = vec![
             MapFill {
                 name: "CGROUP_COUNTERS",
-                entries: (readings.len() - freed.len()) as u64,
-                capacity: u64::from(self.probes.sizes.cgroups),
+                entries: self.probes.counters.occupied() as u64,
+                capacity: u64::from(self.probes.counters.capacity()),
             },
             // An array: always "full"; collisions are counted as drops instead.
             MapFill {
@@ -269,26 +276,16 @@ impl Sampler {
         }
     }
 
-    /// Summed counters of every cgroup in the map, split into known and unknown.
+    /// Summed counters of every cgroup with a known slot, split into known
+    /// and unknown to the job table.
     #[allow(clippy::type_complexity)]
     fn read_counters(&self) -> anyhow::Result<(Vec<(u64, CgroupCounters)>, Vec<(u64, CgroupCounters)>)> {
-        let ids: Vec<u64> = self
-            .probes
-            .counters
-            .keys()
-            .collect::<Result<_, _>>()
-            .context("listing cgroup counters")?;
+        let ids = self.probes.counters.ids();
         let mut values = Vec::with_capacity(ids.len());
         for id in ids {
-            let per_cpu = match self.probes.counters.get(&id, 0) {
-                Ok(values) => values,
-                Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(e).context("reading cgroup counters"),
+            let Some(sum) = self.probes.counters.read(id).context("reading cgroup counters")? else {
+                continue;
             };
-            let mut sum = CgroupCounters::default();
-            for value in per_cpu.iter() {
-                sum.add(value);
-            }
             values.push((id, sum));
         }
         let table = self.table();
@@ -301,6 +298,7 @@ impl Sampler {
             let per_cpu = self.probes.drops.get(&(reason as u32), 0).context("reading drop counters")?;
             drops[reason as usize] = per_cpu.iter().sum();
         }
+        drops[DropReason::CgroupMapFull as usize] += self.probes.counters.refused();
         Ok(drops)
     }
 

@@ -1,13 +1,15 @@
 //! Decoding cgroup events from the ring buffer.
 use std::mem::size_of;
 
-use monitor_common::{CgroupEvent, CgroupEventKind};
+use monitor_common::{CgroupEvent, CgroupEventKind, NO_SLOT};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupChange {
     pub kind: CgroupEventKind,
     pub id: u64,
     pub level: u32,
+    /// Mkdir: the counter slot the kernel gave it; None when it had none.
+    pub slot: Option<u32>,
     /// Path in the hierarchy, e.g. `/monitor.slice/job42`.
     pub path: String,
 }
@@ -29,6 +31,7 @@ pub fn decode(bytes: &[u8]) -> Option<CgroupChange> {
         kind,
         id: event.id,
         level: event.level,
+        slot: (event.slot != NO_SLOT).then_some(event.slot),
         path: String::from_utf8_lossy(&event.path[..end]).into_owned(),
     })
 }
@@ -40,10 +43,16 @@ mod tests {
     use super::*;
 
     fn encode(kind: u32, id: u64, path: &str) -> Vec<u8> {
+        encode_with_slot(kind, id, 5, path)
+    }
+
+    fn encode_with_slot(kind: u32, id: u64, slot: u32, path: &str) -> Vec<u8> {
         let mut event = CgroupEvent {
             kind,
             level: 2,
             id,
+            slot,
+            _pad: 0,
             path: [0; CGROUP_PATH_MAX],
         };
         event.path[..path.len()].copy_from_slice(path.as_bytes());
@@ -60,10 +69,17 @@ mod tests {
                 kind: CgroupEventKind::Mkdir,
                 id: 42,
                 level: 2,
+                slot: Some(5),
                 path: "/monitor.slice/job".into()
             }
         );
         assert_eq!(decode(&encode(2, 7, "/x")).unwrap().kind, CgroupEventKind::Rmdir);
+    }
+
+    #[test]
+    fn no_slot_decodes_as_none() {
+        assert_eq!(decode(&encode_with_slot(1, 42, NO_SLOT, "/m/j")).unwrap().slot, None);
+        assert_eq!(decode(&encode_with_slot(1, 42, 0, "/m/j")).unwrap().slot, Some(0));
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub fn from_formats(f: &Formats) -> Result<FieldOffsets, OffsetError> {
         cgroup_path: mkdir[3],
         // Set by the loader from the map size.
         task_slot_mask: 0,
-        _pad: 0,
+        cgroup_slot_mask: 0,
     })
 }
 

@@ -4,15 +4,17 @@ use std::time::Duration;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+    maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         PerfEvent, RawTracePoint, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
-    util::{nr_cpus, online_cpus},
+    util::online_cpus,
 };
-use monitor_common::{CgroupCounters, FieldOffsets, ROOT_PREFIX_MAX, RootPrefix};
+use monitor_common::{CGROUP_PROBES, FieldOffsets, ROOT_PREFIX_MAX, RootPrefix};
 use thiserror::Error;
+
+use super::counters::{CounterSlots, CountersError, KernelMaps};
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -43,6 +45,10 @@ pub enum ProbeError {
     },
     #[error("the number of task slots must be a power of two, not {0}")]
     TaskSlots(u32),
+    #[error("the number of cgroup slots must be a power of two, at least {CGROUP_PROBES}, not {0}")]
+    CgroupSlots(u32),
+    #[error(transparent)]
+    Counters(#[from] CountersError),
     #[error(
         "attaching {program} to the raw tracepoint {tracepoint}: {source} \
          (the scheduler programs need Linux 5.18 or newer)"
@@ -69,8 +75,6 @@ const TRACEPOINTS: [(&str, &str, &str); 5] = [
 /// Raw tracepoints (the kernel's TP_PROTO arguments) for the hottest hooks;
 /// the program is named after its tracepoint.
 const RAW_TRACEPOINTS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
-/// Create only (bpf_map_update_elem flag).
-const BPF_NOEXIST: u64 = 1;
 const CPU_FLUSH: &str = "cpu_flush";
 
 /// Every program name, for per-program metrics.
@@ -85,6 +89,7 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
 /// Map sizes, from the daemon's flags.
 #[derive(Debug, Clone, Copy)]
 pub struct MapSizes {
+    /// Cgroup counter slots; a power of two.
     pub cgroups: u32,
     /// Task slots; a power of two.
     pub task_slots: u32,
@@ -92,7 +97,7 @@ pub struct MapSizes {
 
 pub struct Probes {
     ebpf: Ebpf,
-    pub counters: PerCpuHashMap<MapData, u64, CgroupCounters>,
+    pub counters: CounterSlots,
     pub events: RingBuf<MapData>,
     pub drops: PerCpuArray<MapData, u64>,
     pub sizes: MapSizes,
@@ -108,19 +113,25 @@ impl Probes {
         if !sizes.task_slots.is_power_of_two() {
             return Err(ProbeError::TaskSlots(sizes.task_slots));
         }
+        if !sizes.cgroups.is_power_of_two() || sizes.cgroups < CGROUP_PROBES {
+            return Err(ProbeError::CgroupSlots(sizes.cgroups));
+        }
         let prefix = root_prefix(root_in_hierarchy)?;
         let constants = FieldOffsets {
             task_slot_mask: sizes.task_slots - 1,
+            cgroup_slot_mask: sizes.cgroups - 1,
             ..*offsets
         };
         let mut ebpf = EbpfLoader::new()
             .override_global("FIELD_OFFSETS", &constants, true)
             .override_global("ROOT_PREFIX", &prefix, true)
+            .map_max_entries("CGROUP_INDEX", sizes.cgroups)
             .map_max_entries("CGROUP_COUNTERS", sizes.cgroups)
             .map_max_entries("TASK_SLOTS", sizes.task_slots)
             .load(object)
             .map_err(ProbeError::Load)?;
-        let counters = take_map(&mut ebpf, "CGROUP_COUNTERS")?;
+        let maps = KernelMaps::new(take_map(&mut ebpf, "CGROUP_INDEX")?, take_map(&mut ebpf, "CGROUP_COUNTERS")?)?;
+        let counters = CounterSlots::new(maps)?;
         let events = take_map(&mut ebpf, "CGROUP_EVENTS")?;
         let drops = take_map(&mut ebpf, "DROPS")?;
         Ok(Self {
@@ -204,23 +215,6 @@ impl Probes {
         Ok(())
     }
 
-    /// Starts counting a cgroup that existed before the daemon (entries of
-    /// new cgroups are made by the kernel side).
-    pub fn track_cgroup(&mut self, id: u64) -> Result<(), ProbeError> {
-        let cpus = nr_cpus().map_err(|(_, e)| ProbeError::OnlineCpus(e))?;
-        let zeros = PerCpuValues::try_from(vec![CgroupCounters::default(); cpus])
-            .map_err(|e| ProbeError::Map {
-                name: "CGROUP_COUNTERS",
-                source: aya::maps::MapError::IoError(e),
-            })?;
-        match self.counters.insert(id, zeros, BPF_NOEXIST) {
-            Ok(()) => Ok(()),
-            // Made by the kernel side in the meantime: nothing to do.
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-            Err(source) => Err(ProbeError::Map { name: "CGROUP_COUNTERS", source }),
-        }
-    }
-
     pub fn program(&self, name: &str) -> Option<&aya::programs::Program> {
         self.ebpf.program(name)
     }
@@ -266,7 +260,7 @@ mod tests {
 
     #[test]
     fn empty_object_is_refused_with_a_hint() {
-        let err = Probes::load(&[], &FieldOffsets::default(), "/m", MapSizes { cgroups: 1, task_slots: 1 })
+        let err = Probes::load(&[], &FieldOffsets::default(), "/m", MapSizes { cgroups: 1024, task_slots: 1 })
             .err()
             .unwrap()
             .to_string();
