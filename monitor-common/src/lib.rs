@@ -30,12 +30,54 @@ pub struct CgroupCounters {
     pub execs: u64,
     /// Whole processes that exited (last thread of the group).
     pub process_exits: u64,
+    /// User-space page faults (minor and major).
+    pub page_faults: u64,
+    /// Tasks killed by the OOM killer.
+    pub oom_kills: u64,
+    /// Bytes read and written through read/write-family calls: what
+    /// /proc/PID/io calls rchar and wchar.
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
+    /// Read and write calls (syscr and syscw).
+    pub io_read_calls: u64,
+    pub io_write_calls: u64,
+    /// Bytes submitted to block devices by the job's own tasks (buffered
+    /// writes are submitted later by the kernel's flusher, not counted here).
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
+    /// Network bytes and packets of the job's sockets (IP headers included).
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+    pub net_rx_packets: u64,
+    pub net_tx_packets: u64,
+    /// Change of resident memory (file + anon + shmem pages of the job's
+    /// processes) seen on this CPU: the sum over CPUs is the current RSS.
+    pub rss_delta_bytes: i64,
+    /// Highest RSS of the cgroup when an event on this CPU changed it: the
+    /// maximum over CPUs is the peak, at event granularity.
+    pub rss_peak_bytes: u64,
 }
-const _: () = assert!(size_of::<CgroupCounters>() == 64);
+const _: () = assert!(size_of::<CgroupCounters>() == 176);
 
 impl CgroupCounters {
-    /// Field-wise sum, used to fold per-CPU copies and child cgroups.
+    /// Folds per-CPU copies and child cgroups: sums, but the peak is a
+    /// maximum (for several cgroups of one job a lower bound of the job's
+    /// peak: their peaks need not coincide).
     pub fn add(&mut self, other: &Self) {
+        self.page_faults += other.page_faults;
+        self.oom_kills += other.oom_kills;
+        self.io_read_bytes += other.io_read_bytes;
+        self.io_write_bytes += other.io_write_bytes;
+        self.io_read_calls += other.io_read_calls;
+        self.io_write_calls += other.io_write_calls;
+        self.block_read_bytes += other.block_read_bytes;
+        self.block_write_bytes += other.block_write_bytes;
+        self.net_rx_bytes += other.net_rx_bytes;
+        self.net_tx_bytes += other.net_tx_bytes;
+        self.net_rx_packets += other.net_rx_packets;
+        self.net_tx_packets += other.net_tx_packets;
+        self.rss_delta_bytes += other.rss_delta_bytes;
+        self.rss_peak_bytes = self.rss_peak_bytes.max(other.rss_peak_bytes);
         self.cpu_ns += other.cpu_ns;
         self.runqueue_wait_ns += other.runqueue_wait_ns;
         self.voluntary_switches += other.voluntary_switches;
@@ -84,6 +126,18 @@ pub struct CgroupEvent {
     pub path: [u8; CGROUP_PATH_MAX],
 }
 const _: () = assert!(size_of::<CgroupEvent>() == 24 + CGROUP_PATH_MAX);
+
+/// The resident memory of one mm (address space) as kmem/rss_stat last
+/// reported it, and the cgroup it is counted in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MmState {
+    pub cgroup: u64,
+    /// Bytes by mm counter: MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS (not
+    /// resident, kept at 0), MM_SHMEMPAGES.
+    pub bytes: [i64; 4],
+}
+const _: () = assert!(size_of::<MmState>() == 40);
 
 /// When a task became runnable (woken or preempted), in a direct-mapped
 /// slot chosen by hashing its task pointer: an inlined array access instead
@@ -188,14 +242,18 @@ pub enum DropReason {
     /// A waiting task's slot was taken by another waiting task: one
     /// run-queue wait lost.
     TaskSlotCollision = 2,
+    /// No room left for an address space in the memory map: its RSS is
+    /// not counted.
+    MmMapFull = 3,
 }
-pub const DROP_REASONS: usize = 3;
+pub const DROP_REASONS: usize = 4;
 
 impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
         DropReason::RingBufferFull,
         DropReason::CgroupMapFull,
         DropReason::TaskSlotCollision,
+        DropReason::MmMapFull,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -203,6 +261,7 @@ impl DropReason {
             DropReason::RingBufferFull => "cgroup_event_ring_full",
             DropReason::CgroupMapFull => "cgroup_map_full",
             DropReason::TaskSlotCollision => "task_slot_collision",
+            DropReason::MmMapFull => "mm_map_full",
         }
     }
 }
@@ -223,8 +282,21 @@ pub struct FieldOffsets {
     pub task_slot_mask: u32,
     /// Number of cgroup counter slots minus one (a power of two minus one).
     pub cgroup_slot_mask: u32,
+    pub rss_mm_id: u32,
+    pub rss_curr: u32,
+    pub rss_member: u32,
+    pub rss_size: u32,
+    pub oom_victim_pid: u32,
+    pub bio_nr_sector: u32,
+    pub bio_rwbs: u32,
+    /// `ret` of the syscalls/sys_exit_* tracepoints (the same in all).
+    pub syscall_ret: u32,
 }
-const _: () = assert!(size_of::<FieldOffsets>() == 32);
+const _: () = assert!(size_of::<FieldOffsets>() == 64);
+
+/// How many bytes of a tracepoint record [`FieldOffsets`] fields may reach
+/// into: programs that read several fields copy this much in one read.
+pub const TRACEPOINT_HEAD_LEN: usize = 64;
 
 /// Which cgroups the programs count: strict descendants of the monitored
 /// root, matched by path prefix (`/monitor.slice/`) when they are created.
@@ -252,6 +324,7 @@ mod pod {
     unsafe impl aya::Pod for super::CgroupCounters {}
     unsafe impl aya::Pod for super::CpuState {}
     unsafe impl aya::Pod for super::TaskSlot {}
+    unsafe impl aya::Pod for super::MmState {}
     unsafe impl aya::Pod for super::CgroupEvent {}
     unsafe impl aya::Pod for super::FieldOffsets {}
     unsafe impl aya::Pod for super::RootPrefix {}

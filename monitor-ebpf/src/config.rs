@@ -12,6 +12,14 @@ pub(crate) static FIELD_OFFSETS: FieldOffsets = FieldOffsets {
     cgroup_path: 0,
     task_slot_mask: 0,
     cgroup_slot_mask: 0,
+    rss_mm_id: 0,
+    rss_curr: 0,
+    rss_member: 0,
+    rss_size: 0,
+    oom_victim_pid: 0,
+    bio_nr_sector: 0,
+    bio_rwbs: 0,
+    syscall_ret: 0,
 };
 
 #[unsafe(no_mangle)]

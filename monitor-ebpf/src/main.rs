@@ -6,6 +6,9 @@
 //! fork, first switch-out) and then only looked up and written through.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// Atomic adds: core's atomic types have no read-modify-write ops on bpf.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod config;

@@ -4,10 +4,11 @@ use core::convert::Infallible;
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    CgroupCounters, CpuState, DROP_REASONS, DropReason, FREE_SLOT, TaskSlot, find_cgroup_slot, task_slot_index,
+    CgroupCounters, CpuState, DROP_REASONS, DropReason, FREE_SLOT, MmState, TaskSlot, find_cgroup_slot,
+    task_slot_index,
 };
 
 use crate::config::offset;
@@ -22,6 +23,26 @@ pub static CGROUP_INDEX: Array<u64> = Array::with_max_entries(16384, 0);
 /// Counters of the cgroup in the same slot of [`CGROUP_INDEX`], per CPU.
 #[map]
 pub static CGROUP_COUNTERS: PerCpuArray<CgroupCounters> = PerCpuArray::with_max_entries(16384, 0);
+
+/// Current RSS of the cgroup in the same slot of [`CGROUP_INDEX`], shared by
+/// all CPUs (atomic adds): the peak needs the total at the moment of each
+/// change, which per-CPU copies cannot give.
+#[map]
+pub static CGROUP_RSS: Array<i64> = Array::with_max_entries(16384, 0);
+
+/// Resident memory per address space (kmem/rss_stat's mm_id) of the jobs'
+/// processes, so a change reported from another task's context (curr=0:
+/// reclaim, exit) still reaches the right job.
+#[map]
+pub static MM_STATE: HashMap<u32, MmState> = HashMap::with_max_entries(65536, 0);
+
+/// Tasks the OOM killer chose and that have not exited yet (pid -> 0).
+#[map]
+pub static OOM_VICTIMS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
+/// How many entries OOM_VICTIMS has, so exits skip the lookup when none.
+#[map]
+pub static OOM_PENDING: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Since when each task has been runnable, in direct-mapped slots (see
 /// [`TaskSlot`]). Shared by all CPUs: a task is woken on one and runs on another.
@@ -56,13 +77,37 @@ pub fn cgroup_at(slot: u32) -> Result<u64, Infallible> {
     Ok(CGROUP_INDEX.get(slot).copied().unwrap_or(FREE_SLOT))
 }
 
+/// The counter slot of a cgroup, if it is counted.
 #[inline(always)]
-pub fn counters_of(cgroup_id: u64) -> Option<&'static mut CgroupCounters> {
+pub fn slot_of(cgroup_id: u64) -> Option<u32> {
     let mask = offset!(cgroup_slot_mask) as u32;
     let Ok(slot) = find_cgroup_slot(cgroup_id, mask, cgroup_at);
-    // SAFETY: this CPU's copy of the slot; only this CPU writes it, and the
-    // daemon zeroes it only after the cgroup is gone.
-    CGROUP_COUNTERS.get_ptr_mut(slot?).map(|p| unsafe { &mut *p })
+    slot
+}
+
+/// This CPU's counters in `slot`.
+#[inline(always)]
+pub fn counters_at(slot: u32) -> Option<&'static mut CgroupCounters> {
+    // SAFETY: this CPU's copy of the slot; the daemon zeroes it only after
+    // the cgroup is gone. Fields that programs in interrupt context also
+    // write (network) are updated atomically.
+    CGROUP_COUNTERS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+pub fn counters_of(cgroup_id: u64) -> Option<&'static mut CgroupCounters> {
+    counters_at(slot_of(cgroup_id)?)
+}
+
+/// Adds to a counter that another program may be adding to at the same
+/// time (a plain `+=` could lose one of the two). The result is unused so
+/// that it compiles to the plain BPF atomic add every kernel has.
+#[inline(always)]
+pub fn atomic_add<T: Copy>(counter: *mut T, value: T) {
+    // SAFETY: an aligned integer inside a map value.
+    unsafe {
+        core::intrinsics::atomic_xadd::<T, T, { core::intrinsics::AtomicOrdering::Relaxed }>(counter, value);
+    }
 }
 
 #[inline(always)]

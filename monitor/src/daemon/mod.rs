@@ -41,6 +41,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     let tracefs = tracefs::ensure_mounted()?;
     let mount = cgroupfs::find_v2_mount()?;
+    let v2_mount = mount.clone();
     let root_dir = args.cgroup_root.clone().unwrap_or_else(|| mount.join("monitor.slice"));
     cgroupfs::ensure_dir(&root_dir)?;
     let root_in_hierarchy = cgroupfs::path_in_hierarchy(&mount, &root_dir)?;
@@ -98,7 +99,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     sampler.probes_mut().attach_cgroup_events()?;
     sampler.reconcile().context("walking the monitored cgroup root")?;
     sampler.probes_mut().counters.stop_claiming();
-    sampler.probes_mut().attach_rest(args.sample_interval)?;
+    sampler.probes_mut().attach_rest(args.sample_interval, &v2_mount)?;
     log::info!("kernel programs attached");
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -20,7 +20,7 @@ use monitor_common::{CgroupCounters, CgroupEventKind, DROP_REASONS, DropReason};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::{
-    snapshot::{Health, JobView, MapFill, SharedSnapshot, Snapshot},
+    snapshot::{CgroupFileStats, Health, JobView, MapFill, SharedSnapshot, Snapshot},
     users::UserNames,
     wake::Wake,
 };
@@ -51,6 +51,8 @@ pub struct Sampler {
     shared: Arc<SharedSnapshot>,
     users: UserNames,
     health: Health,
+    /// Cgroup-file cross-checks per job, from the last sample.
+    files: HashMap<JobKey, CgroupFileStats>,
 }
 
 impl Sampler {
@@ -69,6 +71,7 @@ impl Sampler {
             shared,
             users: UserNames::default(),
             health: Health::default(),
+            files: HashMap::new(),
         }
     }
 
@@ -217,7 +220,7 @@ impl Sampler {
             }
         }
 
-        let tasks = self.count_tasks();
+        let tasks = self.read_cgroup_files();
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let (freed, empty) = {
@@ -302,19 +305,31 @@ impl Sampler {
         Ok(drops)
     }
 
-    /// Threads per job, from cgroup.threads of each live cgroup.
-    fn count_tasks(&self) -> HashMap<JobKey, u64> {
+    /// Threads per job from cgroup.threads of each live cgroup, and the
+    /// cgroup files that cross-check the kernel programs where they exist.
+    fn read_cgroup_files(&mut self) -> HashMap<JobKey, u64> {
         let cgroups: Vec<(String, JobKey)> = self
             .table()
             .live_cgroups()
             .map(|(_, path, job)| (path.to_string(), job.clone()))
             .collect();
         let mut tasks: HashMap<JobKey, u64> = HashMap::new();
+        let mut files: HashMap<JobKey, CgroupFileStats> = HashMap::new();
         for (path, job) in cgroups {
+            let dir = JobTable::dir(&self.config.mount, &path);
             // A cgroup removed since the last event drain counts nothing.
-            let count = cgroupfs::thread_count(&JobTable::dir(&self.config.mount, &path)).unwrap_or(0);
-            *tasks.entry(job).or_default() += count;
+            *tasks.entry(job.clone()).or_default() += cgroupfs::thread_count(&dir).unwrap_or(0);
+            let stats = files.entry(job).or_default();
+            add(&mut stats.memory_current, cgroupfs::read_number(&dir, "memory.current"));
+            if let Some(peak) = cgroupfs::read_number(&dir, "memory.peak") {
+                stats.memory_peak = Some(stats.memory_peak.unwrap_or(0).max(peak));
+            }
+            if let Some((read, written)) = cgroupfs::read_io_stat(&dir) {
+                add(&mut stats.io_read_bytes, Some(read));
+                add(&mut stats.io_write_bytes, Some(written));
+            }
         }
+        self.files = files;
         tasks
     }
 
@@ -334,6 +349,7 @@ impl Sampler {
                 let user = job.meta.user.clone().unwrap_or_else(|| self.users.name(job.key.uid).to_string());
                 JobView {
                     counters: job.totals(),
+                    files: self.files.get(&job.key).cloned().unwrap_or_default(),
                     jobid: job.key.jobid,
                     uid: job.key.uid,
                     user,
@@ -351,6 +367,13 @@ impl Sampler {
             jobs,
             health: self.health.clone(),
         });
+    }
+}
+
+/// Adds an optional reading to an optional total (absent stays absent).
+fn add(total: &mut Option<u64>, value: Option<u64>) {
+    if let Some(value) = value {
+        *total = Some(total.unwrap_or(0) + value);
     }
 }
 

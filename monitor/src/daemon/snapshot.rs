@@ -19,9 +19,23 @@ pub struct JobView {
     pub labels: std::collections::BTreeMap<String, String>,
     pub cgroup: String,
     pub counters: CgroupCounters,
+    /// What the job's cgroup files say, where the host has them.
+    pub files: CgroupFileStats,
     pub tasks: u64,
     pub start: SystemTime,
     pub end: Option<SystemTime>,
+}
+
+/// The kernel's own per-cgroup accounting files, summed over a job's live
+/// cgroups: cross-checks of the eBPF figures where the controllers are
+/// enabled (pure cgroup v2 hosts); None where the files are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupFileStats {
+    pub memory_current: Option<u64>,
+    /// The highest memory.peak among the job's cgroups.
+    pub memory_peak: Option<u64>,
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]

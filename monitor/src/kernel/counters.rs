@@ -55,6 +55,7 @@ pub enum CountersError {
 
 const INDEX: &str = "CGROUP_INDEX";
 const COUNTERS: &str = "CGROUP_COUNTERS";
+const RSS: &str = "CGROUP_RSS";
 
 /// The two arrays, behind a seam so the bookkeeping is testable without
 /// loading anything into the kernel.
@@ -73,20 +74,31 @@ pub trait SlotMaps {
 pub struct KernelMaps {
     index: Array<MapData, u64>,
     counters: PerCpuArray<MapData, CgroupCounters>,
+    /// The shared running RSS total per slot (for the kernel's peak).
+    rss: Array<MapData, i64>,
     /// Possible CPUs: one counter copy each.
     cpus: usize,
 }
 
 impl KernelMaps {
-    pub fn new(index: Array<MapData, u64>, counters: PerCpuArray<MapData, CgroupCounters>) -> Result<Self, CountersError> {
-        if index.len() != counters.len() {
+    pub fn new(
+        index: Array<MapData, u64>,
+        counters: PerCpuArray<MapData, CgroupCounters>,
+        rss: Array<MapData, i64>,
+    ) -> Result<Self, CountersError> {
+        if index.len() != counters.len() || index.len() != rss.len() {
             return Err(CountersError::Sizes {
                 index: index.len(),
                 counters: counters.len(),
             });
         }
         let cpus = nr_cpus().map_err(|(_, e)| CountersError::Cpus(e))?;
-        Ok(Self { index, counters, cpus })
+        Ok(Self {
+            index,
+            counters,
+            rss,
+            cpus,
+        })
     }
 }
 
@@ -116,7 +128,8 @@ impl SlotMaps for KernelMaps {
         let zeros = PerCpuValues::try_from(vec![CgroupCounters::default(); self.cpus]).map_err(CountersError::Cpus)?;
         self.counters
             .set(slot, zeros, 0)
-            .map_err(|source| map_error(COUNTERS, slot, source))
+            .map_err(|source| map_error(COUNTERS, slot, source))?;
+        self.rss.set(slot, 0, 0).map_err(|source| map_error(RSS, slot, source))
     }
 }
 

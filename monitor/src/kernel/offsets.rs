@@ -1,7 +1,7 @@
 //! Tracepoint field offsets for the programs, from tracefs format files.
 use std::path::Path;
 
-use monitor_common::FieldOffsets;
+use monitor_common::{FieldOffsets, TRACEPOINT_HEAD_LEN};
 use thiserror::Error;
 
 use crate::system::tracefs::{self, Format, TracefsError};
@@ -17,8 +17,30 @@ pub enum OffsetError {
         expected: usize,
         actual: usize,
     },
+    #[error("{tracepoint}.{field} ends at byte {end}, past the {TRACEPOINT_HEAD_LEN} bytes the programs copy")]
+    TooFar {
+        tracepoint: String,
+        field: &'static str,
+        end: usize,
+    },
+    #[error("the syscalls/sys_exit_* tracepoints disagree on where `ret` is; one program serves them all")]
+    SyscallRetMismatch,
     #[error("cgroup/cgroup_mkdir and cgroup/cgroup_rmdir have different layouts; one program serves both")]
     CgroupLayoutMismatch,
+}
+
+/// The offset of a field read from the copied head of the record.
+fn head_offset(format: &Format, field: &'static str, size: usize) -> Result<u32, OffsetError> {
+    let at = offset(format, field, size)?;
+    let end = at as usize + size;
+    if end > TRACEPOINT_HEAD_LEN {
+        return Err(OffsetError::TooFar {
+            tracepoint: format.tracepoint.clone(),
+            field,
+            end,
+        });
+    }
+    Ok(at)
 }
 
 /// The offset of `field` in `format`, checked for size and reach.
@@ -45,6 +67,13 @@ pub fn from_tracefs(tracefs: &Path) -> Result<FieldOffsets, OffsetError> {
         sched_process_exit: read("sched", "sched_process_exit")?,
         cgroup_mkdir: read("cgroup", "cgroup_mkdir")?,
         cgroup_rmdir: read("cgroup", "cgroup_rmdir")?,
+        rss_stat: read("kmem", "rss_stat")?,
+        mark_victim: read("oom", "mark_victim")?,
+        block_bio_queue: read("block", "block_bio_queue")?,
+        syscall_exits: SYSCALL_EXITS
+            .iter()
+            .map(|name| read("syscalls", name))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -53,6 +82,38 @@ pub struct Formats {
     pub sched_process_exit: Format,
     pub cgroup_mkdir: Format,
     pub cgroup_rmdir: Format,
+    pub rss_stat: Format,
+    pub mark_victim: Format,
+    pub block_bio_queue: Format,
+    pub syscall_exits: Vec<Format>,
+}
+
+/// The read/write-family syscall exits the IO programs attach to.
+pub const SYSCALL_EXITS: [&str; 12] = [
+    "sys_exit_read",
+    "sys_exit_readv",
+    "sys_exit_pread64",
+    "sys_exit_preadv",
+    "sys_exit_preadv2",
+    "sys_exit_write",
+    "sys_exit_writev",
+    "sys_exit_pwrite64",
+    "sys_exit_pwritev",
+    "sys_exit_pwritev2",
+    "sys_exit_sendfile64",
+    "sys_exit_copy_file_range",
+];
+
+/// One program reads `ret` of every syscall exit: it must be at one offset.
+fn syscall_ret(formats: &[Format]) -> Result<u32, OffsetError> {
+    let mut offsets = formats.iter().map(|f| offset(f, "ret", 8));
+    let first = offsets.next().ok_or(OffsetError::SyscallRetMismatch)??;
+    for other in offsets {
+        if other? != first {
+            return Err(OffsetError::SyscallRetMismatch);
+        }
+    }
+    Ok(first)
 }
 
 pub fn from_formats(f: &Formats) -> Result<FieldOffsets, OffsetError> {
@@ -69,7 +130,15 @@ pub fn from_formats(f: &Formats) -> Result<FieldOffsets, OffsetError> {
         cgroup_level: mkdir[1],
         cgroup_id: mkdir[2],
         cgroup_path: mkdir[3],
-        // Set by the loader from the map size.
+        rss_mm_id: head_offset(&f.rss_stat, "mm_id", 4)?,
+        rss_curr: head_offset(&f.rss_stat, "curr", 4)?,
+        rss_member: head_offset(&f.rss_stat, "member", 4)?,
+        rss_size: head_offset(&f.rss_stat, "size", 8)?,
+        oom_victim_pid: offset(&f.mark_victim, "pid", 4)?,
+        bio_nr_sector: head_offset(&f.block_bio_queue, "nr_sector", 4)?,
+        bio_rwbs: head_offset(&f.block_bio_queue, "rwbs", 10)?,
+        syscall_ret: syscall_ret(&f.syscall_exits)?,
+        // Set by the loader from the map sizes.
         task_slot_mask: 0,
         cgroup_slot_mask: 0,
     })
@@ -104,6 +173,10 @@ mod tests {
             sched_process_exit: format("sched/sched_process_exit", &[("pid", 24, 4), ("group_dead", 32, 1)]),
             cgroup_mkdir: format("cgroup/cgroup_mkdir", &cgroup),
             cgroup_rmdir: format("cgroup/cgroup_rmdir", &cgroup),
+            rss_stat: format("kmem/rss_stat", &[("mm_id", 8, 4), ("curr", 12, 4), ("member", 16, 4), ("size", 24, 8)]),
+            mark_victim: format("oom/mark_victim", &[("pid", 8, 4)]),
+            block_bio_queue: format("block/block_bio_queue", &[("nr_sector", 24, 4), ("rwbs", 28, 10)]),
+            syscall_exits: SYSCALL_EXITS.iter().map(|name| format(name, &[("ret", 16, 8)])).collect(),
         }
     }
 
@@ -121,6 +194,21 @@ mod tests {
         formats.task_newtask = format("task/task_newtask", &[("pid", 8, 4), ("clone_flags", 32, 4)]);
         let err = from_formats(&formats).unwrap_err().to_string();
         assert!(err.contains("clone_flags"), "{err}");
+    }
+
+    #[test]
+    fn a_field_past_the_copied_head_is_refused() {
+        let mut formats = linux_6_18();
+        formats.rss_stat = format("kmem/rss_stat", &[("mm_id", 8, 4), ("curr", 12, 4), ("member", 16, 4), ("size", 60, 8)]);
+        assert!(matches!(from_formats(&formats), Err(OffsetError::TooFar { .. })));
+    }
+
+    #[test]
+    fn syscall_exits_must_agree_on_ret() {
+        let mut formats = linux_6_18();
+        assert_eq!(from_formats(&formats).unwrap().syscall_ret, 16);
+        formats.syscall_exits[3] = format("sys_exit_preadv", &[("ret", 24, 8)]);
+        assert!(matches!(from_formats(&formats), Err(OffsetError::SyscallRetMismatch)));
     }
 
     #[test]

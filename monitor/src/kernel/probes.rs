@@ -1,12 +1,12 @@
 //! Loading the kernel programs, attaching them, and handing out their maps.
 //! Dropping [`Probes`] detaches everything.
-use std::time::Duration;
+use std::{fs::File, path::Path, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
-        PerfEvent, RawTracePoint, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, PerfEvent, RawTracePoint, TracePoint,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
     util::online_cpus,
@@ -59,19 +59,44 @@ pub enum ProbeError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("opening the cgroup v2 root {path} for the network programs: {source}")]
+    CgroupRoot {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("listing online CPUs: {0}")]
     OnlineCpus(#[source] std::io::Error),
 }
 
 /// Classic tracepoints (fields at format-file offsets) and their programs.
-const TRACEPOINTS: [(&str, &str, &str); 5] = [
+const TRACEPOINTS: [(&str, &str, &str); 9] = [
     // Cgroup events first, so a cgroup made while the daemon starts is seen.
     ("cgroup_mkdir", "cgroup", "cgroup_mkdir"),
     ("cgroup_rmdir", "cgroup", "cgroup_rmdir"),
     ("task_newtask", "task", "task_newtask"),
     ("sched_process_exec", "sched", "sched_process_exec"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+    ("rss_stat", "kmem", "rss_stat"),
+    ("page_fault_user", "exceptions", "page_fault_user"),
+    ("oom_mark_victim", "oom", "mark_victim"),
+    ("block_bio_queue", "block", "block_bio_queue"),
 ];
+/// The IO programs and the syscall exits each serves (see monitor-ebpf's vfs_io.rs).
+const SYSCALL_PROGRAMS: [(&str, &[&str]); 3] = [
+    (
+        "sys_exit_read_family",
+        &["sys_exit_read", "sys_exit_readv", "sys_exit_pread64", "sys_exit_preadv", "sys_exit_preadv2"],
+    ),
+    (
+        "sys_exit_write_family",
+        &["sys_exit_write", "sys_exit_writev", "sys_exit_pwrite64", "sys_exit_pwritev", "sys_exit_pwritev2"],
+    ),
+    ("sys_exit_copy_family", &["sys_exit_sendfile64", "sys_exit_copy_file_range"]),
+];
+/// cgroup_skb programs, attached to the cgroup v2 root.
+const CGROUP_SKBS: [(&str, CgroupSkbAttachType); 2] =
+    [("net_ingress", CgroupSkbAttachType::Ingress), ("net_egress", CgroupSkbAttachType::Egress)];
 /// Raw tracepoints (the kernel's TP_PROTO arguments) for the hottest hooks;
 /// the program is named after its tracepoint.
 const RAW_TRACEPOINTS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
@@ -83,6 +108,8 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
         .iter()
         .map(|(program, _, _)| *program)
         .chain(RAW_TRACEPOINTS)
+        .chain(SYSCALL_PROGRAMS.iter().map(|(program, _)| *program))
+        .chain(CGROUP_SKBS.iter().map(|(program, _)| *program))
         .chain([CPU_FLUSH])
 }
 
@@ -127,10 +154,15 @@ impl Probes {
             .override_global("ROOT_PREFIX", &prefix, true)
             .map_max_entries("CGROUP_INDEX", sizes.cgroups)
             .map_max_entries("CGROUP_COUNTERS", sizes.cgroups)
+            .map_max_entries("CGROUP_RSS", sizes.cgroups)
             .map_max_entries("TASK_SLOTS", sizes.task_slots)
             .load(object)
             .map_err(ProbeError::Load)?;
-        let maps = KernelMaps::new(take_map(&mut ebpf, "CGROUP_INDEX")?, take_map(&mut ebpf, "CGROUP_COUNTERS")?)?;
+        let maps = KernelMaps::new(
+            take_map(&mut ebpf, "CGROUP_INDEX")?,
+            take_map(&mut ebpf, "CGROUP_COUNTERS")?,
+            take_map(&mut ebpf, "CGROUP_RSS")?,
+        )?;
         let counters = CounterSlots::new(maps)?;
         let events = take_map(&mut ebpf, "CGROUP_EVENTS")?;
         let drops = take_map(&mut ebpf, "DROPS")?;
@@ -152,11 +184,22 @@ impl Probes {
         Ok(())
     }
 
-    /// Attaches the scheduler and process programs, and the per-CPU timer
-    /// that credits running tasks every `flush_period`.
-    pub fn attach_rest(&mut self, flush_period: Duration) -> Result<(), ProbeError> {
+    /// Attaches the scheduler, process, memory, IO and network programs, and
+    /// the per-CPU timer that credits running tasks every `flush_period`.
+    /// `cgroup_v2_root` is the mount point of the v2 hierarchy.
+    pub fn attach_rest(&mut self, flush_period: Duration, cgroup_v2_root: &Path) -> Result<(), ProbeError> {
         for (program, category, name) in &TRACEPOINTS[2..] {
             self.attach_tracepoint(program, category, name)?;
+        }
+        for (program, tracepoints) in SYSCALL_PROGRAMS {
+            self.attach_tracepoints(program, "syscalls", tracepoints)?;
+        }
+        let root = File::open(cgroup_v2_root).map_err(|source| ProbeError::CgroupRoot {
+            path: cgroup_v2_root.to_path_buf(),
+            source,
+        })?;
+        for (program, attach_type) in CGROUP_SKBS {
+            self.attach_cgroup_skb(program, attach_type, &root)?;
         }
         for name in RAW_TRACEPOINTS {
             self.attach_raw_tracepoint(name)?;
@@ -195,6 +238,41 @@ impl Probes {
             .attach(category, name)
             .map_err(|source| ProbeError::Program { name: program, source })?;
         log::debug!("attached {program} to {category}/{name}");
+        Ok(())
+    }
+
+    /// One program on several tracepoints of a category.
+    fn attach_tracepoints(&mut self, program: &'static str, category: &str, names: &[&str]) -> Result<(), ProbeError> {
+        let tracepoint: &mut TracePoint = self
+            .ebpf
+            .program_mut(program)
+            .ok_or(ProbeError::MissingProgram(program))?
+            .try_into()
+            .map_err(|source| ProbeError::Program { name: program, source })?;
+        tracepoint.load().map_err(|source| ProbeError::Program { name: program, source })?;
+        for name in names {
+            tracepoint
+                .attach(category, name)
+                .map_err(|source| ProbeError::Program { name: program, source })?;
+        }
+        log::debug!("attached {program} to {} {category} tracepoints", names.len());
+        Ok(())
+    }
+
+    fn attach_cgroup_skb(&mut self, name: &'static str, attach_type: CgroupSkbAttachType, root: &File) -> Result<(), ProbeError> {
+        let program: &mut CgroupSkb = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| ProbeError::Program { name, source })?;
+        program.load().map_err(|source| ProbeError::Program { name, source })?;
+        // A BPF link in single mode: the mode this kernel accepts for the
+        // root (see TOOLCHAIN notes); dropped with the daemon.
+        program
+            .attach(root, attach_type, CgroupAttachMode::Single)
+            .map_err(|source| ProbeError::Program { name, source })?;
+        log::debug!("attached {name} to the cgroup v2 root");
         Ok(())
     }
 

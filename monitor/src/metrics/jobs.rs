@@ -16,11 +16,11 @@ use crate::daemon::snapshot::{JobView, SharedSnapshot};
 #[derive(Debug)]
 pub struct JobCollector(pub Arc<SharedSnapshot>);
 
-fn labels(job: &JobView) -> [(&'static str, &str); 2] {
+pub(super) fn labels(job: &JobView) -> [(&'static str, &str); 2] {
     [("jobid", job.jobid.as_str()), ("user", job.user.as_str())]
 }
 
-type Counter = (&'static str, &'static str, fn(&CgroupCounters) -> u64);
+pub(super) type Counter = (&'static str, &'static str, fn(&CgroupCounters) -> u64);
 
 /// Plain per-job counters: name (without `_total`), help, field.
 const COUNTS: [Counter; 4] = [

@@ -156,6 +156,31 @@ pub fn thread_count(cgroup: &Path) -> io::Result<u64> {
     Ok(text.iter().filter(|&&b| b == b'\n').count() as u64)
 }
 
+/// A file holding one number (memory.current, memory.peak); None if absent
+/// (the controller is not enabled for this cgroup) or unreadable.
+pub fn read_number(cgroup: &Path, file: &str) -> Option<u64> {
+    fs::read_to_string(cgroup.join(file)).ok()?.trim().parse().ok()
+}
+
+/// Read and written bytes summed over devices from io.stat; None if absent.
+pub fn read_io_stat(cgroup: &Path) -> Option<(u64, u64)> {
+    fs::read_to_string(cgroup.join("io.stat")).ok().map(|text| parse_io_stat(&text))
+}
+
+/// `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0`, a line per device.
+pub fn parse_io_stat(text: &str) -> (u64, u64) {
+    let mut read = 0;
+    let mut written = 0;
+    for field in text.split_whitespace() {
+        if let Some(v) = field.strip_prefix("rbytes=") {
+            read += v.parse::<u64>().unwrap_or(0);
+        } else if let Some(v) = field.strip_prefix("wbytes=") {
+            written += v.parse::<u64>().unwrap_or(0);
+        }
+    }
+    (read, written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +213,13 @@ mod tests {
         assert_eq!(path_in_hierarchy(mount, Path::new("/sys/fs/cgroup/unified/monitor.slice")).unwrap(), "/monitor.slice");
         assert_eq!(path_in_hierarchy(mount, mount).unwrap(), "/");
         assert!(path_in_hierarchy(mount, Path::new("/tmp/x")).is_err());
+    }
+
+    #[test]
+    fn io_stat_sums_devices() {
+        let text = "8:0 rbytes=100 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n259:0 rbytes=5 wbytes=7 rios=1 wios=1 dbytes=0 dios=0\n";
+        assert_eq!(parse_io_stat(text), (105, 27));
+        assert_eq!(parse_io_stat(""), (0, 0));
     }
 
     #[test]
