@@ -129,7 +129,7 @@ impl Collector for JobResourceCollector {
             if !jobs.iter().any(|job| field(&job.files).is_some()) {
                 continue;
             }
-            let mut f = family(&mut encoder, name, help, None, metric_type.clone())?;
+            let mut f = family(&mut encoder, name, help, None, *metric_type)?;
             for job in jobs {
                 let Some(value) = field(&job.files) else {
                     continue;
