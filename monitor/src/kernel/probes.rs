@@ -179,7 +179,7 @@ impl Probes {
     /// after the initial walk of the monitored root.
     pub fn attach_cgroup_events(&mut self) -> Result<(), ProbeError> {
         for (program, category, name) in &TRACEPOINTS[..2] {
-            self.attach_tracepoint(program, category, name)?;
+            self.attach_tracepoints(program, category, &[name])?;
         }
         Ok(())
     }
@@ -189,7 +189,7 @@ impl Probes {
     /// `cgroup_v2_root` is the mount point of the v2 hierarchy.
     pub fn attach_rest(&mut self, flush_period: Duration, cgroup_v2_root: &Path) -> Result<(), ProbeError> {
         for (program, category, name) in &TRACEPOINTS[2..] {
-            self.attach_tracepoint(program, category, name)?;
+            self.attach_tracepoints(program, category, &[name])?;
         }
         for (program, tracepoints) in SYSCALL_PROGRAMS {
             self.attach_tracepoints(program, "syscalls", tracepoints)?;
@@ -204,12 +204,7 @@ impl Probes {
         for name in RAW_TRACEPOINTS {
             self.attach_raw_tracepoint(name)?;
         }
-        let program: &mut PerfEvent = self
-            .ebpf
-            .program_mut(CPU_FLUSH)
-            .ok_or(ProbeError::MissingProgram(CPU_FLUSH))?
-            .try_into()
-            .map_err(|source| ProbeError::Program { name: CPU_FLUSH, source })?;
+        let program: &mut PerfEvent = self.program_of(CPU_FLUSH)?;
         program.load().map_err(|source| ProbeError::Program { name: CPU_FLUSH, source })?;
         let cpus = online_cpus().map_err(|(_, e)| ProbeError::OnlineCpus(e))?;
         let period_ns = u64::try_from(flush_period.as_nanos()).unwrap_or(u64::MAX).max(1_000_000);
@@ -226,29 +221,21 @@ impl Probes {
         Ok(())
     }
 
-    fn attach_tracepoint(&mut self, program: &'static str, category: &str, name: &str) -> Result<(), ProbeError> {
-        let tracepoint: &mut TracePoint = self
-            .ebpf
-            .program_mut(program)
-            .ok_or(ProbeError::MissingProgram(program))?
+    /// The program `name` of the object, as its aya type.
+    fn program_of<P>(&mut self, name: &'static str) -> Result<&mut P, ProbeError>
+    where
+        for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name))?
             .try_into()
-            .map_err(|source| ProbeError::Program { name: program, source })?;
-        tracepoint.load().map_err(|source| ProbeError::Program { name: program, source })?;
-        tracepoint
-            .attach(category, name)
-            .map_err(|source| ProbeError::Program { name: program, source })?;
-        log::debug!("attached {program} to {category}/{name}");
-        Ok(())
+            .map_err(|source| ProbeError::Program { name, source })
     }
 
     /// One program on several tracepoints of a category.
     fn attach_tracepoints(&mut self, program: &'static str, category: &str, names: &[&str]) -> Result<(), ProbeError> {
-        let tracepoint: &mut TracePoint = self
-            .ebpf
-            .program_mut(program)
-            .ok_or(ProbeError::MissingProgram(program))?
-            .try_into()
-            .map_err(|source| ProbeError::Program { name: program, source })?;
+        let tracepoint: &mut TracePoint = self.program_of(program)?;
         tracepoint.load().map_err(|source| ProbeError::Program { name: program, source })?;
         for name in names {
             tracepoint
@@ -260,12 +247,7 @@ impl Probes {
     }
 
     fn attach_cgroup_skb(&mut self, name: &'static str, attach_type: CgroupSkbAttachType, root: &File) -> Result<(), ProbeError> {
-        let program: &mut CgroupSkb = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| ProbeError::Program { name, source })?;
+        let program: &mut CgroupSkb = self.program_of(name)?;
         program.load().map_err(|source| ProbeError::Program { name, source })?;
         // A BPF link in single mode: the mode this kernel accepts for the
         // root (see TOOLCHAIN notes); dropped with the daemon.
@@ -277,12 +259,7 @@ impl Probes {
     }
 
     fn attach_raw_tracepoint(&mut self, name: &'static str) -> Result<(), ProbeError> {
-        let program: &mut RawTracePoint = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| ProbeError::Program { name, source })?;
+        let program: &mut RawTracePoint = self.program_of(name)?;
         program.load().map_err(|source| ProbeError::Program { name, source })?;
         program.attach(name).map_err(|source| ProbeError::RawTracepoint {
             program: name,
