@@ -124,7 +124,8 @@ pub struct DaemonArgs {
     #[arg(long = "adopt.cgroup", value_name = "REGEX", default_values_t = [crate::launcher::adopt::SLURM_DEFAULT.to_string()])]
     pub adopt_cgroups: Vec<String>,
 
-    /// Live jobs a non-root user may have at once (stops cgroup floods).
+    /// Registered tasks (each has its own task cgroup) a non-root user may
+    /// have running at once: bounds the cgroups any user can make.
     #[arg(long = "jobs.max-per-user", value_name = "N", default_value_t = 256)]
     pub max_jobs_per_user: usize,
 

@@ -71,26 +71,59 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon and waits until it has taken a sample and serves it.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Daemon::start`], with more flags for `monitor daemon`. A
+    /// `--socket.path` among them replaces the default socket.
+    pub fn start_with(extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_configured(extra_args, |_| {})
+    }
+
+    /// Like [`Daemon::start_with`]; `configure` may change the command
+    /// further (limits, environment) before it is spawned.
+    pub fn start_configured(
+        extra_args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> anyhow::Result<Self> {
         let binary = binary()?;
         let root = unique_root()?;
         // A leftover of a crashed run with the same pid: not ours to keep.
         cgroup::remove_tree(&root)?;
         let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        // Named after the root, so parallel daemons never share a socket.
-        let socket = std::env::temp_dir().join(root.with_extension("sock").file_name().context("root has a name")?);
-        let mut child = Command::new(&binary)
+        let socket = match extra_args.iter().position(|a| *a == "--socket.path") {
+            Some(i) => PathBuf::from(
+                extra_args
+                    .get(i + 1)
+                    .context("--socket.path without a value")?,
+            ),
+            // Named after the root, so parallel daemons never share a socket.
+            None => std::env::temp_dir().join(
+                root.with_extension("sock")
+                    .file_name()
+                    .context("root has a name")?,
+            ),
+        };
+        let mut command = Command::new(&binary);
+        command
             .arg("daemon")
             .args(["--web.listen-address", &address.to_string()])
             .args(["--web.telemetry-path", TELEMETRY_PATH])
             .args(["--sample.interval", SAMPLE_INTERVAL_FLAG])
             .arg("--cgroup.root")
             .arg(&root)
-            .arg("--socket.path")
-            .arg(&socket)
-            .args(["--log.level", "info"])
+            .args(["--log.level", "info"]);
+        if !extra_args.contains(&"--socket.path") {
+            command.arg("--socket.path").arg(&socket);
+        }
+        command
+            .args(extra_args)
+            .env_remove("MONITOR_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -104,6 +137,16 @@ impl Daemon {
         };
         daemon.wait_until_ready()?;
         Ok(daemon)
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Is the daemon process still running (not exited)?
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     fn wait_until_ready(&mut self) -> anyhow::Result<()> {
@@ -193,6 +236,36 @@ impl Daemon {
             }
             thread::sleep(SAMPLE_INTERVAL / 4);
         }
+    }
+
+    /// Waits (at most `samples` more samples) for a series `name` with
+    /// `labels` to appear; fails with the last scrape if it does not.
+    pub fn wait_for_series(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        samples: u32,
+    ) -> anyhow::Result<Metrics> {
+        let (seen, metrics) =
+            self.wait_for(samples, |m| m.matching(name, labels).next().is_some())?;
+        if !seen {
+            bail!(
+                "no {name} {labels:?} in /metrics after {samples} samples:\n{}\n--- daemon stderr ---\n{}",
+                metrics.text,
+                self.stderr()
+            );
+        }
+        Ok(metrics)
+    }
+
+    /// The daemon still runs, still samples and still serves /metrics: a
+    /// scrape taken after one more sample.
+    pub fn still_serving(&mut self) -> anyhow::Result<Metrics> {
+        if let Some(status) = self.child.try_wait().context("checking the daemon")? {
+            bail!("the daemon died ({status}); its stderr:\n{}", self.stderr());
+        }
+        self.metrics_after_samples(1)
+            .context("the daemon stopped serving /metrics or sampling")
     }
 
     fn samples_taken(&self) -> anyhow::Result<f64> {

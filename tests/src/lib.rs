@@ -8,6 +8,7 @@
 pub mod cgroup;
 pub mod daemon;
 pub mod http;
+pub mod launcher;
 pub mod openmetrics;
 pub mod policy;
 pub mod process;

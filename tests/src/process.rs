@@ -1,9 +1,10 @@
 //! Workload processes: pinning, dropping privileges, and never leaving a
 //! busy loop behind when a test fails half-way.
 use std::{
-    io::{self, Read, Write as _},
+    io::{self, BufRead as _, BufReader, Read, Write as _},
     os::unix::process::CommandExt as _,
     process::{Child, Command, ExitStatus, Output},
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
@@ -72,6 +73,72 @@ impl ChildGuard {
             }
             thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+impl ChildGuard {
+    /// The child's (piped) stdout as lines, read on a thread, so a test can
+    /// wait for one with a timeout while the child runs on.
+    pub fn lines(&mut self) -> anyhow::Result<Lines> {
+        let stdout = self
+            .child
+            .stdout
+            .take()
+            .with_context(|| format!("{} has no piped stdout", self.what))?;
+        let (sender, receiver) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Lines {
+            receiver,
+            what: self.what.clone(),
+        })
+    }
+
+    /// Closes the child's (piped) stdin: EOF for the child.
+    pub fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+}
+
+/// Lines a child printed, as they come.
+pub struct Lines {
+    receiver: mpsc::Receiver<String>,
+    what: String,
+}
+
+impl Lines {
+    /// The next line, waiting at most `timeout`.
+    pub fn next(&self, timeout: Duration) -> anyhow::Result<String> {
+        self.receiver.recv_timeout(timeout).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => {
+                anyhow!("{} printed no line within {timeout:?}", self.what)
+            }
+            mpsc::RecvTimeoutError::Disconnected => {
+                anyhow!("{} closed its stdout without the line awaited", self.what)
+            }
+        })
+    }
+
+    /// The rest of the next line, which must be `prefix` alone or start
+    /// with `prefix` and a space.
+    pub fn expect(&self, prefix: &str, timeout: Duration) -> anyhow::Result<String> {
+        let line = self.next(timeout)?;
+        line.strip_prefix(prefix)
+            .and_then(|rest| {
+                if rest.is_empty() {
+                    Some(rest)
+                } else {
+                    rest.strip_prefix(' ')
+                }
+            })
+            .map(str::to_string)
+            .with_context(|| format!("{} printed {line:?}, expected `{prefix} ...`", self.what))
     }
 }
 

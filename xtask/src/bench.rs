@@ -12,6 +12,7 @@ mod http;
 mod metrics;
 mod pingpong;
 mod program_cost;
+mod registrations;
 mod report;
 mod scale;
 mod slowdown;
@@ -48,6 +49,49 @@ pub struct BenchArgs {
     /// GETs of /metrics timed with all those jobs present.
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(100..))]
     pub scrapes: u32,
+
+    /// Concurrent launcher processes for the registration benchmark.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub launchers: u32,
+
+    /// Registrations each launcher makes in a row, per round.
+    #[arg(long = "registrations-per-launcher", value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub registrations_per_launcher: u32,
+
+    /// Run only this benchmark and update its part of bench/RESULTS.md,
+    /// keeping the others' figures.
+    #[arg(long, value_name = "NAME", value_enum)]
+    pub only: Option<Benchmark>,
+
+    /// (Internal) Be one launcher of the registration benchmark: register
+    /// --registrations-per-launcher times on this socket.
+    #[arg(long, value_name = "SOCKET", hide = true)]
+    pub registration_launcher: Option<PathBuf>,
+
+    /// (Internal) The launcher's number, for its job ids.
+    #[arg(long, value_name = "N", hide = true, default_value_t = 0)]
+    pub launcher_index: u32,
+
+    /// (Internal) Microseconds between the launcher's registrations (0: back to back).
+    #[arg(long, value_name = "US", hide = true, default_value_t = 0)]
+    pub launcher_interval_us: u64,
+
+    /// (Internal) When the launcher's first paced registration is due, in microseconds after the start.
+    #[arg(long, value_name = "US", hide = true, default_value_t = 0)]
+    pub launcher_offset_us: u64,
+}
+
+/// The benchmarks, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Benchmark {
+    /// Cost per program run against an empty program (bpf_stats).
+    Cost,
+    /// Pipe ping-pong with and without the daemon.
+    Slowdown,
+    /// /metrics latency and daemon RSS with many jobs.
+    Scale,
+    /// Launcher registrations per second and their latency.
+    Registrations,
 }
 
 /// What every benchmark needs: the built artefacts and where to make cgroups.
@@ -59,6 +103,15 @@ pub struct Setup {
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(socket) = &args.registration_launcher {
+        return registrations::launcher_main(
+            socket,
+            args.launcher_index,
+            args.registrations_per_launcher,
+            args.launcher_interval_us,
+            args.launcher_offset_us,
+        );
+    }
     if !is_root() {
         bail!("the benchmarks load kernel programs and make cgroups: run them as root");
     }
@@ -70,18 +123,46 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let setup = prepare()?;
     let environment = system::Environment::probe(&setup.cgroup_mount)?;
+    let runs = |bench: Benchmark| args.only.is_none_or(|only| only == bench);
+    let total = [Benchmark::Cost, Benchmark::Slowdown, Benchmark::Scale, Benchmark::Registrations]
+        .into_iter()
+        .filter(|b| runs(*b))
+        .count();
+    let mut step = 0;
+    let mut announce = |what: &str| {
+        step += 1;
+        eprintln!("xtask: bench {step}/{total}: {what}");
+    };
 
     // Counted before, between and after the benchmarks, when none of ours runs.
     let mut foreign = vec![system::foreign_switch_programs()];
-    eprintln!("xtask: bench 1/3: cost per program run against an empty program");
-    let cost = program_cost::run(&setup, args)?;
-    foreign.push(system::foreign_switch_programs());
-    eprintln!("xtask: bench 2/3: pipe ping-pong with and without the daemon");
-    let slowdown = slowdown::run(&setup, args)?;
-    foreign.push(system::foreign_switch_programs());
-    eprintln!("xtask: bench 3/3: /metrics and RSS with {} jobs", args.jobs);
-    let scale = scale::run(&setup, args)?;
-    foreign.push(system::foreign_switch_programs());
+    let mut cost = None;
+    if runs(Benchmark::Cost) {
+        announce("cost per program run against an empty program");
+        cost = Some(program_cost::run(&setup, args)?);
+        foreign.push(system::foreign_switch_programs());
+    }
+    let mut slowdown = None;
+    if runs(Benchmark::Slowdown) {
+        announce("pipe ping-pong with and without the daemon");
+        slowdown = Some(slowdown::run(&setup, args)?);
+        foreign.push(system::foreign_switch_programs());
+    }
+    let mut scale = None;
+    if runs(Benchmark::Scale) {
+        announce(&format!("/metrics and RSS with {} jobs", args.jobs));
+        scale = Some(scale::run(&setup, args)?);
+        foreign.push(system::foreign_switch_programs());
+    }
+    let mut registrations = None;
+    if runs(Benchmark::Registrations) {
+        announce(&format!(
+            "registrations by {} concurrent launchers, {} each",
+            args.launchers, args.registrations_per_launcher
+        ));
+        registrations = Some(registrations::run(&setup, args)?);
+        foreign.push(system::foreign_switch_programs());
+    }
 
     let report = report::Report {
         environment,
@@ -91,9 +172,19 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         cost,
         slowdown,
         scale,
+        registrations,
     };
     let path = workspace_root().join("bench/RESULTS.md");
-    fs::write(&path, report.markdown()).with_context(|| format!("writing {}", path.display()))?;
+    let markdown = match args.only {
+        None => report.markdown(),
+        // Only one benchmark ran: its sections and goals replace theirs in
+        // the last full report; the rest stays as it was.
+        Some(_) => {
+            let existing = fs::read_to_string(&path).unwrap_or_default();
+            report::merge(&existing, &report)
+        }
+    };
+    fs::write(&path, markdown).with_context(|| format!("writing {}", path.display()))?;
     println!("{}", report.summary());
     println!("written to {}", path.display());
     Ok(())

@@ -59,9 +59,17 @@ fn register(args: &RunArgs, job_id: &str) -> anyhow::Result<Reply> {
     };
     let mut line = serde_json::to_string(&hello)?;
     line.push('\n');
-    stream.write_all(line.as_bytes()).context("sending the hello")?;
+    // A daemon that refuses us at once (untrusted, over the cap) answers and
+    // hangs up before reading the hello: the write then fails, but the
+    // answer saying why is waiting to be read.
+    let sent = stream.write_all(line.as_bytes());
     let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).context("reading the daemon's answer")?;
+    let read = BufReader::new(&stream).read_line(&mut answer);
+    if answer.trim().is_empty() {
+        sent.context("sending the hello")?;
+        read.context("reading the daemon's answer")?;
+        bail!("the daemon closed the connection without an answer");
+    }
     let reply: Reply = serde_json::from_str(answer.trim()).with_context(|| format!("unreadable answer {answer:?}"))?;
     if !reply.ok {
         bail!("the daemon refused: {}", reply.error.as_deref().unwrap_or("no reason given"));

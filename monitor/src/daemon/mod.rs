@@ -35,6 +35,7 @@ use crate::{
 
 pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     privileges::require_root()?;
+    raise_fd_limit();
     if EBPF_OBJECT.is_empty() {
         // Say so before touching the system.
         return Err(kernel::probes::ProbeError::EmptyObject.into());
@@ -135,6 +136,22 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     // Dropping the sampler dropped the programs and their links: detached.
     log::info!("kernel programs detached; bye");
     served
+}
+
+/// Every held launcher connection (a silent Apptainer starter keeps its
+/// open while its container runs) is a file descriptor: lift the soft limit
+/// to the hard one, as servers do, instead of failing at systemd's 1024.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("reading the open-file limit: {e}"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -25,7 +25,7 @@ use super::{
     wake::Wake,
 };
 use crate::{
-    jobs::{JobKey, JobTable, table::EmptyJob},
+    jobs::{JobKey, JobTable, table::EmptyCgroups},
     kernel::{events, probes::Probes, program_stats},
     system::cgroupfs,
 };
@@ -220,21 +220,21 @@ impl Sampler {
             }
         }
 
-        let tasks = self.read_cgroup_files();
+        let (tasks, cgroup_tasks) = self.read_cgroup_files();
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let (freed, empty) = {
             let mut table = self.table();
             let freed = table.apply_sample(&readings, &tasks, now, wall_now);
             table.expire(self.config.retention, wall_now);
-            (freed, table.empty_jobs())
+            (freed, table.empty_cgroups(&cgroup_tasks))
         };
         for id in &freed {
             if let Err(e) = self.probes.counters.release(*id) {
                 log::debug!("freeing counters of cgroup {id}: {e}");
             }
         }
-        self.end_jobs(empty);
+        self.end_empty(empty);
 
         self.health.maps = vec![
             MapFill {
@@ -254,28 +254,26 @@ impl Sampler {
         Ok(())
     }
 
-    /// Ends registered jobs with no task left: removes the cgroups the
-    /// daemon made (their final values are read after the grace) and stops
-    /// counting adopted ones, which stay where their manager put them.
-    fn end_jobs(&mut self, empty: Vec<EmptyJob>) {
+    /// Removes the empty cgroups the daemon made for registered jobs (their
+    /// final values are read after the grace) and stops counting empty
+    /// adopted ones, which stay where their manager put them. A job whose
+    /// last cgroup goes is finished.
+    fn end_empty(&mut self, empty: EmptyCgroups) {
+        let mut removed = Vec::new();
+        for (id, path) in &empty.owned {
+            let dir = JobTable::dir(&self.config.mount, path);
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => removed.push(*id),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => removed.push(*id),
+                // A task arrived since the count: it lives on.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => log::warn!("removing {}: {e}", dir.display()),
+            }
+        }
         let now = Instant::now();
-        for job in empty {
-            let mut removed = Vec::new();
-            for (id, path) in &job.owned {
-                let dir = JobTable::dir(&self.config.mount, path);
-                match std::fs::remove_dir(&dir) {
-                    Ok(()) => removed.push(*id),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => removed.push(*id),
-                    // A task arrived since the count: the job lives on.
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-                    Err(e) => log::warn!("removing {}: {e}", dir.display()),
-                }
-            }
-            let mut table = self.table();
-            for id in removed.iter().chain(&job.adopted) {
-                table.remove_cgroup(*id, now);
-            }
-            log::debug!("job {} of uid {} has no task left: ending it", job.key.jobid, job.key.uid);
+        let mut table = self.table();
+        for id in removed.iter().chain(&empty.adopted) {
+            table.remove_cgroup(*id, now);
         }
     }
 
@@ -305,20 +303,24 @@ impl Sampler {
         Ok(drops)
     }
 
-    /// Threads per job from cgroup.threads of each live cgroup, and the
-    /// cgroup files that cross-check the kernel programs where they exist.
-    fn read_cgroup_files(&mut self) -> HashMap<JobKey, u64> {
-        let cgroups: Vec<(String, JobKey)> = self
+    /// Threads per job and per cgroup from cgroup.threads of each live
+    /// cgroup, and the cgroup files that cross-check the kernel programs
+    /// where they exist.
+    fn read_cgroup_files(&mut self) -> (HashMap<JobKey, u64>, HashMap<u64, u64>) {
+        let cgroups: Vec<(u64, String, JobKey)> = self
             .table()
             .live_cgroups()
-            .map(|(_, path, job)| (path.to_string(), job.clone()))
+            .map(|(id, path, job)| (id, path.to_string(), job.clone()))
             .collect();
         let mut tasks: HashMap<JobKey, u64> = HashMap::new();
+        let mut cgroup_tasks: HashMap<u64, u64> = HashMap::new();
         let mut files: HashMap<JobKey, CgroupFileStats> = HashMap::new();
-        for (path, job) in cgroups {
+        for (id, path, job) in cgroups {
             let dir = JobTable::dir(&self.config.mount, &path);
             // A cgroup removed since the last event drain counts nothing.
-            *tasks.entry(job.clone()).or_default() += cgroupfs::thread_count(&dir).unwrap_or(0);
+            let threads = cgroupfs::thread_count(&dir).unwrap_or(0);
+            cgroup_tasks.insert(id, threads);
+            *tasks.entry(job.clone()).or_default() += threads;
             let stats = files.entry(job).or_default();
             add(&mut stats.memory_current, cgroupfs::read_number(&dir, "memory.current"));
             if let Some(peak) = cgroupfs::read_number(&dir, "memory.peak") {
@@ -330,7 +332,7 @@ impl Sampler {
             }
         }
         self.files = files;
-        tasks
+        (tasks, cgroup_tasks)
     }
 
     fn publish(&mut self) {

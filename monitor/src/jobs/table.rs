@@ -111,10 +111,9 @@ pub enum Added {
     NotAJob,
 }
 
-/// A job the sampler found empty: what to remove to end it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct EmptyJob {
-    pub key: JobKey,
+/// Cgroups of registered jobs the sampler found empty.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EmptyCgroups {
     /// Cgroups the daemon made (to rmdir), deepest first.
     pub owned: Vec<(u64, String)>,
     /// Adopted cgroups (left in place; only their counting ends).
@@ -311,9 +310,15 @@ impl JobTable {
         }
     }
 
-    /// Live jobs of a uid (for the per-user cap).
-    pub fn live_jobs_of(&self, uid: u32) -> usize {
-        self.live.keys().filter(|k| k.uid == uid).count()
+    /// Task cgroups of a uid the daemon made and has not removed, those
+    /// being made included: what the per-user cap bounds.
+    pub fn task_cgroups_of(&self, uid: u32) -> usize {
+        let made = self
+            .cgroups
+            .values()
+            .filter(|e| e.owned && e.removed_at.is_none() && e.job.uid == uid)
+            .count();
+        made + self.expected.values().filter(|k| k.uid == uid).count()
     }
 
     /// Marks a cgroup removed; its final values are read after the grace.
@@ -415,51 +420,31 @@ impl JobTable {
         }
     }
 
-    /// Registered jobs with no task left in any of their (armed) cgroups,
-    /// after [`Self::apply_sample`]: the caller ends them.
-    pub fn empty_jobs(&self) -> Vec<EmptyJob> {
-        let mut empty: BTreeMap<&JobKey, EmptyJob> = self
-            .live
-            .values()
-            // Unsettled registrations wait for their id (hello, silence or EOF).
-            .filter(|job| job.origin == Origin::Registered && job.visible && job.tasks == 0)
-            .filter(|job| !self.expected.values().any(|k| *k == job.key))
-            .map(|job| {
-                (
-                    &job.key,
-                    EmptyJob {
-                        key: job.key.clone(),
-                        owned: Vec::new(),
-                        adopted: Vec::new(),
-                    },
-                )
-            })
-            .collect();
-        let mut unarmed = HashSet::new();
+    /// Cgroups of registered jobs with no task left (per `tasks`, threads by
+    /// cgroup id): the caller removes the ones the daemon made and stops
+    /// counting adopted ones. A job ends when its last cgroup is gone, so
+    /// "no task in any of its cgroups" ends it; a task that re-registers
+    /// elsewhere leaves no empty cgroup behind. Cgroups still being filled
+    /// (unarmed) and jobs whose id is not settled yet are left alone.
+    pub fn empty_cgroups(&self, tasks: &HashMap<u64, u64>) -> EmptyCgroups {
+        let mut empty = EmptyCgroups::default();
         for (id, entry) in &self.cgroups {
-            let Some(job) = empty.get_mut(&entry.job) else {
+            let registered = self
+                .live
+                .get(&entry.job)
+                .is_some_and(|job| job.origin == Origin::Registered && job.visible);
+            if !registered || !entry.armed || entry.removed_at.is_some() || tasks.get(id).copied().unwrap_or(0) > 0 {
                 continue;
-            };
-            if !entry.armed {
-                unarmed.insert(entry.job.clone());
-            } else if entry.removed_at.is_some() {
-                // Already on its way out.
-            } else if entry.owned {
-                job.owned.push((*id, entry.path.clone()));
+            }
+            if entry.owned {
+                empty.owned.push((*id, entry.path.clone()));
             } else {
-                job.adopted.push(*id);
+                empty.adopted.push(*id);
             }
         }
-        let mut result: Vec<EmptyJob> = empty
-            .into_values()
-            .filter(|job| !unarmed.contains(&job.key))
-            .filter(|job| !job.owned.is_empty() || !job.adopted.is_empty())
-            .collect();
-        for job in &mut result {
-            // Children before parents.
-            job.owned.sort_by_key(|(_, p)| std::cmp::Reverse(p.matches('/').count()));
-        }
-        result
+        // Children before parents.
+        empty.owned.sort_by_key(|(_, p)| std::cmp::Reverse(p.matches('/').count()));
+        empty
     }
 
     /// Forgets finished jobs that ended more than `retention` ago.
@@ -608,28 +593,25 @@ mod tests {
     }
 
     #[test]
-    fn empty_registered_jobs_are_ended_but_not_while_moving_tasks() {
+    fn empty_cgroups_of_registered_jobs_go_but_not_while_moving_tasks() {
         let mut table = JobTable::new("/monitor.slice");
         let job = key(1000, "42");
         assert!(table.register_job(&job, JobMeta::default(), "/monitor.slice/task-1", T));
         table.expect_cgroup("/monitor.slice/task-1", &job);
+        assert_eq!(table.task_cgroups_of(1000), 1);
         table.made_cgroup("/monitor.slice/task-1", Some(1));
         table.settle(1, &job, JobMeta::default());
         table.adopt_cgroup(7, "/system.slice/slurmstepd.scope/job_42/step_0", &job);
+        assert_eq!(table.task_cgroups_of(1000), 1, "adopted cgroups are not the daemon's");
         let now = Instant::now();
-        table.apply_sample(&[], &HashMap::new(), now, T);
-        assert!(table.empty_jobs().is_empty(), "task-1 is not armed yet");
+        assert_eq!(table.empty_cgroups(&HashMap::new()), EmptyCgroups { owned: vec![], adopted: vec![7] }, "task-1 is not armed yet");
         table.arm(1);
-        table.apply_sample(&[], &HashMap::from([(job.clone(), 2)]), now, T);
-        assert!(table.empty_jobs().is_empty(), "tasks are running");
-        table.apply_sample(&[], &HashMap::new(), now, T);
+        let busy = HashMap::from([(1, 2), (7, 1)]);
+        assert_eq!(table.empty_cgroups(&busy), EmptyCgroups::default(), "tasks are running");
         assert_eq!(
-            table.empty_jobs(),
-            vec![EmptyJob {
-                key: job.clone(),
-                owned: vec![(1, "/monitor.slice/task-1".into())],
-                adopted: vec![7],
-            }]
+            table.empty_cgroups(&HashMap::from([(7, 1)])),
+            EmptyCgroups { owned: vec![(1, "/monitor.slice/task-1".into())], adopted: vec![] },
+            "one empty cgroup goes while the job lives on"
         );
         table.remove_cgroup(1, now);
         table.remove_cgroup(7, now);
@@ -643,6 +625,6 @@ mod tests {
         let mut table = JobTable::new("/monitor.slice");
         table.add_cgroup(10, "/monitor.slice/a", 0, T);
         table.apply_sample(&[], &HashMap::new(), Instant::now(), T);
-        assert!(table.empty_jobs().is_empty());
+        assert_eq!(table.empty_cgroups(&HashMap::new()), EmptyCgroups::default());
     }
 }

@@ -119,7 +119,11 @@ impl Peer {
 
     fn read(&self, name: &str) -> Result<String, PeerError> {
         let fd = openat(&self.proc_dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| self.proc_error(e))?;
-        let text = io::read_to_string(fs::File::from(fd)).map_err(|source| PeerError::Proc { pid: self.pid, source })?;
+        let text = io::read_to_string(fs::File::from(fd)).map_err(|source| match source.raw_os_error() {
+            // The process exited between open and read.
+            Some(libc::ESRCH) => PeerError::Gone,
+            _ => PeerError::Proc { pid: self.pid, source },
+        })?;
         // Read through the pinned directory: still ours if the peer lives.
         if self.alive() { Ok(text) } else { Err(PeerError::Gone) }
     }

@@ -56,7 +56,7 @@ pub struct Registrar {
 enum PlaceError {
     #[error(transparent)]
     Peer(#[from] PeerError),
-    #[error("uid {uid} has {limit} live jobs already (--jobs.max-per-user)")]
+    #[error("uid {uid} has {limit} registered tasks running already (--jobs.max-per-user)")]
     OverLimit { uid: u32, limit: usize },
     #[error("making the job cgroup {path}: {source}")]
     Cgroup {
@@ -111,7 +111,7 @@ impl Registrar {
         {
             let mut table = self.table();
             let limit = self.config.max_jobs_per_user;
-            if peer.uid != 0 && table.live_jobs_of(peer.uid) >= limit {
+            if peer.uid != 0 && table.task_cgroups_of(peer.uid) >= limit {
                 return Err(PlaceError::OverLimit { uid: peer.uid, limit });
             }
             table.register_job(provisional, meta, "", SystemTime::now());
@@ -125,12 +125,21 @@ impl Registrar {
         };
         let source = JobTable::dir(&self.config.mount, &current);
         let moved = placement::move_tree(peer.pid, (&current, &source), &dir);
-        // Armed whatever happened: an empty task cgroup then ends its job.
+        // Armed whatever happened: an empty task cgroup is removed at the
+        // next sample like any other.
         self.table().arm(id);
         match moved {
             Ok(count) => log::debug!("moved {count} processes of pid {} into {path}", peer.pid),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(PeerError::Gone.into()),
-            Err(source) => return Err(PlaceError::Cgroup { path: dir, source }),
+            Err(e) => {
+                // The job never got going (the peer exited, most likely):
+                // settle it under its silent id so it ends like any other,
+                // instead of lingering unseen.
+                let _ = self.settle(peer, &Placed { cgroup_id: id, path: path.clone() }, None);
+                if e.raw_os_error() == Some(libc::ESRCH) {
+                    return Err(PeerError::Gone.into());
+                }
+                return Err(PlaceError::Cgroup { path: dir, source: e });
+            }
         }
         Ok(Placed { cgroup_id: id, path })
     }
@@ -234,7 +243,14 @@ pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
 
 async fn handle(mut stream: UnixStream, registrar: &Arc<Registrar>) {
     let outcome = register(&mut stream, registrar).await;
+    // Counted when settled, not when the peer hangs up (which for a silent
+    // Apptainer starter is when its container ends).
     registrar.stats.count(outcome);
+    if outcome == Outcome::Silent {
+        // Apptainer keeps the connection open while its container runs; by
+        // now the peer's pidfd and /proc handle are closed: one fd each.
+        wait_for_close(&mut stream).await;
+    }
 }
 
 async fn register(stream: &mut UnixStream, registrar: &Arc<Registrar>) -> Outcome {
@@ -314,13 +330,7 @@ async fn register(stream: &mut UnixStream, registrar: &Arc<Registrar>) -> Outcom
             reply(stream, &Reply::error(format!("hello longer than {MAX_HELLO} bytes"))).await;
             Outcome::Invalid
         }
-        HelloRead::Silent => {
-            let _ = registrar.settle(&peer, &placed, None);
-            // Apptainer keeps the connection open while its container runs.
-            wait_for_close(stream).await;
-            Outcome::Silent
-        }
-        HelloRead::Closed => {
+        HelloRead::Silent | HelloRead::Closed => {
             let _ = registrar.settle(&peer, &placed, None);
             Outcome::Silent
         }

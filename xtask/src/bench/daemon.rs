@@ -30,7 +30,20 @@ impl Daemon {
     /// Starts the daemon and waits until it serves /metrics (its programs are
     /// attached by then). `bpf_stats` turns on the kernel's run time counting.
     pub fn start(setup: &Setup, cgroup_root: &Path, bpf_stats: bool, label: &str) -> anyhow::Result<Self> {
+        Self::start_with(setup, cgroup_root, bpf_stats, label, &[])
+    }
+
+    /// Like [`Daemon::start`], with more flags for `monitor daemon`.
+    pub fn start_with(
+        setup: &Setup,
+        cgroup_root: &Path,
+        bpf_stats: bool,
+        label: &str,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let addr = free_loopback_port()?;
+        // Its own launcher socket, never the system's /run/monitor one.
+        let socket = Self::socket_path(setup, label);
         let log = setup.logs.join(format!("daemon-{label}.log"));
         let log_file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let log_copy = log_file.try_clone().context("duplicating the daemon log fd")?;
@@ -41,6 +54,10 @@ impl Daemon {
             .arg("--cgroup.root")
             .arg(cgroup_root)
             .args(["--sample.interval", SAMPLE_INTERVAL])
+            .arg("--socket.path")
+            .arg(&socket)
+            .args(extra_args)
+            .env_remove("MONITOR_SOCKET")
             .stdin(Stdio::null())
             .stdout(log_copy)
             .stderr(log_file);
@@ -53,6 +70,11 @@ impl Daemon {
         let mut daemon = Self { child, addr, log };
         daemon.wait_ready()?;
         Ok(daemon)
+    }
+
+    /// The launcher socket of the daemon started with `label`.
+    pub fn socket_path(setup: &Setup, label: &str) -> PathBuf {
+        setup.logs.join(format!("daemon-{label}.sock"))
     }
 
     pub fn pid(&self) -> u32 {

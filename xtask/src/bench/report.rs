@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 
 use super::{
+    Benchmark,
     program_cost::CostResult,
+    registrations::{PACED_INTERVAL, PACED_REGISTRATIONS, RegistrationResult, SOLO_REGISTRATIONS},
     scale::{SETTLE_SAMPLES, ScaleResult},
     slowdown::SlowdownResult,
     system::Environment,
@@ -16,6 +18,8 @@ const MAX_SLOWDOWN: f64 = 0.05;
 const MAX_SCRAPE_MS: f64 = 20.0;
 /// Megabytes of 10^6 bytes.
 const MAX_RSS_MB: f64 = 20.0;
+const MIN_REGISTRATIONS_PER_S: f64 = 1000.0;
+const MAX_REGISTRATION_P99_MS: f64 = 10.0;
 
 pub struct Report {
     pub environment: Environment,
@@ -24,12 +28,15 @@ pub struct Report {
     pub trusted: bool,
     /// sched_switch programs of others, before each benchmark and after the last.
     pub foreign_switch_programs: Vec<usize>,
-    pub cost: CostResult,
-    pub slowdown: SlowdownResult,
-    pub scale: ScaleResult,
+    /// Each benchmark's result, `None` when it did not run (`--only`).
+    pub cost: Option<CostResult>,
+    pub slowdown: Option<SlowdownResult>,
+    pub scale: Option<ScaleResult>,
+    pub registrations: Option<RegistrationResult>,
 }
 
 struct Goal {
+    bench: Benchmark,
     what: String,
     measured: String,
     target: String,
@@ -45,6 +52,7 @@ impl Report {
         out += &self.cost_section();
         out += &self.slowdown_section();
         out += &self.scale_section();
+        out += &self.registrations_section();
         out += "## Goals\n\n";
         out += &self.goals_table();
         out
@@ -67,43 +75,70 @@ impl Report {
     }
 
     fn goals(&self) -> Vec<Goal> {
-        let switch = self.cost.program("sched_switch");
-        let ratio = switch.and_then(|p| p.ratio);
-        let slowdown = self.slowdown.slowdown();
-        let jobs = self.scale.jobs;
-        let rss_mb = mb(self.scale.rss_kib);
-        vec![
-            Goal {
+        let mut goals = Vec::new();
+        if let Some(cost) = &self.cost {
+            let ratio = cost.program("sched_switch").and_then(|p| p.ratio);
+            goals.push(Goal {
+                bench: Benchmark::Cost,
                 what: "sched_switch cost per run".into(),
                 measured: ratio.map_or_else(|| "never ran".into(), |r| format!("{r:.2}x the floor")),
                 target: format!("<= {SWITCH_MAX_RATIO}x the empty program"),
                 pass: ratio.is_some_and(|r| r <= SWITCH_MAX_RATIO),
-            },
-            Goal {
+            });
+        }
+        if let Some(slowdown) = &self.slowdown {
+            let slowdown = slowdown.slowdown();
+            goals.push(Goal {
+                bench: Benchmark::Slowdown,
                 what: "pipe ping-pong slowdown".into(),
                 measured: format!("{:+.1}%", slowdown * 100.0),
                 target: format!("<= {:.0}%", MAX_SLOWDOWN * 100.0),
                 pass: slowdown <= MAX_SLOWDOWN,
-            },
-            Goal {
+            });
+        }
+        if let Some(scale) = &self.scale {
+            let jobs = scale.jobs;
+            let rss_mb = mb(scale.rss_kib);
+            goals.push(Goal {
+                bench: Benchmark::Scale,
                 what: format!("/metrics median with {jobs} jobs"),
-                measured: format!("{:.2} ms", self.scale.median_ms()),
+                measured: format!("{:.2} ms", scale.median_ms()),
                 target: format!("<= {MAX_SCRAPE_MS} ms"),
-                pass: self.scale.median_ms() <= MAX_SCRAPE_MS,
-            },
-            Goal {
+                pass: scale.median_ms() <= MAX_SCRAPE_MS,
+            });
+            goals.push(Goal {
+                bench: Benchmark::Scale,
                 what: format!("/metrics p99 with {jobs} jobs"),
-                measured: format!("{:.2} ms", self.scale.p99_ms()),
+                measured: format!("{:.2} ms", scale.p99_ms()),
                 target: format!("<= {MAX_SCRAPE_MS} ms"),
-                pass: self.scale.p99_ms() <= MAX_SCRAPE_MS,
-            },
-            Goal {
+                pass: scale.p99_ms() <= MAX_SCRAPE_MS,
+            });
+            goals.push(Goal {
+                bench: Benchmark::Scale,
                 what: format!("daemon RSS with {jobs} jobs"),
                 measured: format!("{rss_mb:.1} MB"),
                 target: format!("<= {MAX_RSS_MB} MB"),
                 pass: rss_mb <= MAX_RSS_MB,
-            },
-        ]
+            });
+        }
+        if let Some(r) = &self.registrations {
+            let launchers = r.launchers;
+            goals.push(Goal {
+                bench: Benchmark::Registrations,
+                what: format!("registrations per second, {launchers} concurrent launchers"),
+                measured: format!("{:.0}/s", r.per_second()),
+                target: format!(">= {MIN_REGISTRATIONS_PER_S:.0}/s"),
+                pass: r.per_second() >= MIN_REGISTRATIONS_PER_S && r.failures() == 0,
+            });
+            goals.push(Goal {
+                bench: Benchmark::Registrations,
+                what: format!("registration latency p99, {launchers} concurrent launchers"),
+                measured: format!("{:.2} ms", r.p99_ms()),
+                target: format!("<= {MAX_REGISTRATION_P99_MS} ms"),
+                pass: r.p99_ms() <= MAX_REGISTRATION_P99_MS,
+            });
+        }
+        goals
     }
 
     fn verdict(&self, pass: bool) -> &'static str {
@@ -137,35 +172,59 @@ impl Report {
     }
 
     fn method_section(&self) -> String {
-        let rt = self.slowdown.round_trips;
-        let cpu = self.slowdown.cpu;
-        format!(
+        let mut out = String::from(
             "## Method\n\n\
              The machine is shared and noisy, so every figure is a median over rounds and every \
-             comparison is between figures taken in the same run.\n\n\
-             - **Cost per program run**: the daemon runs with `--bpf.stats`; the empty program \
-             `bench_floor` (the floor: the price of the hook and of bpf_stats' own clock reads) is \
-             attached to sched/sched_switch next to it. A window runs from a fresh daemon sample, through \
-             the workload, to the next fresh sample; the floor is read as each sample appears. Workload per window, inside a \
-             job cgroup: a pipe ping-pong of {rt} round trips pinned to CPU {cpu}, 200 fork+exec+exit of \
-             `/bin/true`, 20 nested cgroups made and removed. ns/run = delta run time / delta run count; \
-             the ratio is taken per window, then the median.\n\
-             - **Ping-pong slowdown**: two processes pinned to CPU {cpu} pass one byte over two pipes \
-             (two context switches per round trip), {rt} round trips timed after 10,000 of warm-up, \
-             inside a job cgroup. Runs without the daemon (stopped, nothing attached) and with it \
-             (no `--bpf.stats`) alternate, and which goes first flips every round. After each run with \
-             the daemon, the job's counted context switches are checked, so the programs took the job path.\n\
-             - **/metrics and RSS**: {} job cgroups, each with a `sleep` inside, made after the daemon is up; \
-             once all are running and {} more samples were taken, {} back-to-back GETs of /metrics over \
-             loopback (connect to last byte), then VmRSS and VmHWM from /proc/PID/status.\n\n",
-            self.scale.jobs,
-            SETTLE_SAMPLES,
-            self.scale.scrape_ms.len(),
-        )
+             comparison is between figures taken in the same run.\n\n",
+        );
+        if let Some(slowdown) = &self.slowdown {
+            let (rt, cpu) = (slowdown.round_trips, slowdown.cpu);
+            if self.cost.is_some() {
+                let _ = writeln!(
+                    out,
+                    "- **Cost per program run**: the daemon runs with `--bpf.stats`; the empty program \
+                     `bench_floor` (the floor: the price of the hook and of bpf_stats' own clock reads) is \
+                     attached to sched/sched_switch next to it. A window runs from a fresh daemon sample, through \
+                     the workload, to the next fresh sample; the floor is read as each sample appears. Workload per window, inside a \
+                     job cgroup: a pipe ping-pong of {rt} round trips pinned to CPU {cpu}, 200 fork+exec+exit of \
+                     `/bin/true`, 20 nested cgroups made and removed. ns/run = delta run time / delta run count; \
+                     the ratio is taken per window, then the median."
+                );
+            }
+            let _ = writeln!(
+                out,
+                "- **Ping-pong slowdown**: two processes pinned to CPU {cpu} pass one byte over two pipes \
+                 (two context switches per round trip), {rt} round trips timed after 10,000 of warm-up, \
+                 inside a job cgroup. Runs without the daemon (stopped, nothing attached) and with it \
+                 (no `--bpf.stats`) alternate, and which goes first flips every round. After each run with \
+                 the daemon, the job's counted context switches are checked, so the programs took the job path."
+            );
+        } else if self.cost.is_some() {
+            out += "- **Cost per program run**: the daemon runs with `--bpf.stats`; the empty program \
+                    `bench_floor` is attached to sched/sched_switch next to it (see the earlier full run for the workload).\n";
+        }
+        if let Some(scale) = &self.scale {
+            let _ = writeln!(
+                out,
+                "- **/metrics and RSS**: {} job cgroups, each with a `sleep` inside, made after the daemon is up; \
+                 once all are running and {} more samples were taken, {} back-to-back GETs of /metrics over \
+                 loopback (connect to last byte), then VmRSS and VmHWM from /proc/PID/status.",
+                scale.jobs,
+                SETTLE_SAMPLES,
+                scale.scrape_ms.len(),
+            );
+        }
+        if self.registrations.is_some() {
+            out += "- **Registrations**: see section 4.\n";
+        }
+        out += "\n";
+        out
     }
 
     fn cost_section(&self) -> String {
-        let cost = &self.cost;
+        let Some(cost) = &self.cost else {
+            return String::new();
+        };
         let mut rows = vec![row([
             "bench_floor (empty, on sched_switch)",
             &format!("{:.0}", cost.floor_runs),
@@ -208,7 +267,9 @@ impl Report {
     }
 
     fn slowdown_section(&self) -> String {
-        let s = &self.slowdown;
+        let Some(s) = &self.slowdown else {
+            return String::new();
+        };
         let mut rows: Vec<Vec<String>> = s
             .without_us
             .iter()
@@ -244,20 +305,27 @@ impl Report {
     /// A cross-check from benchmark 1: a round trip runs sched_switch and
     /// sched_wakeup twice each, so their cost per run predicts the slowdown.
     fn expected_slowdown(&self) -> String {
-        let ns = |name| self.cost.program(name).and_then(|p| p.ns_per_run);
-        let (Some(switch), Some(wakeup)) = (ns("sched_switch"), ns("sched_wakeup")) else {
+        let ns = |name| {
+            self.cost
+                .as_ref()
+                .and_then(|c| c.program(name))
+                .and_then(|p| p.ns_per_run)
+        };
+        let (Some(switch), Some(wakeup), Some(slowdown)) = (ns("sched_switch"), ns("sched_wakeup"), &self.slowdown) else {
             return String::new();
         };
         let per_round_trip_us = 2.0 * (switch + wakeup) / 1000.0;
         format!(
             "Cross-check from benchmark 1: 2 x sched_switch + 2 x sched_wakeup = {per_round_trip_us:.2} µs per \
              round trip, {:.0}% of the median without (an upper bound: bpf_stats' clock reads are included).\n\n",
-            per_round_trip_us / self.slowdown.median_without() * 100.0
+            per_round_trip_us / slowdown.median_without() * 100.0
         )
     }
 
     fn scale_section(&self) -> String {
-        let s = &self.scale;
+        let Some(s) = &self.scale else {
+            return String::new();
+        };
         let rss = mb(s.rss_kib);
         let rows = vec![
             row([
@@ -299,14 +367,200 @@ impl Report {
         )
     }
 
+    fn registrations_section(&self) -> String {
+        let Some(r) = &self.registrations else {
+            return String::new();
+        };
+        let mut rows: Vec<Vec<String>> = r
+            .rounds
+            .iter()
+            .enumerate()
+            .map(|(i, round)| {
+                row([
+                    &(i + 1).to_string(),
+                    &round.registrations.to_string(),
+                    &format!("{:.2}", round.wall_s),
+                    &format!("{:.0}", round.per_second()),
+                    &format!("{:.2}", round.p50_ms()),
+                    &format!("{:.2}", round.p99_ms()),
+                    &format!("{:.2}", round.max_ms()),
+                    &format!("{:.2}", round.solo_p50_ms()),
+                    &format!("{:.2}", round.solo_p99_ms()),
+                    &format!("{:.0}", round.paced_per_second),
+                    &format!("{:.2}", round.paced_p50_ms()),
+                    &format!("{:.2}", round.paced_p99_ms()),
+                    &round.failures.to_string(),
+                ])
+            })
+            .collect();
+        rows.push(row([
+            "**median**",
+            "",
+            "",
+            &format!("**{:.0}**", r.per_second()),
+            &format!("**{:.2}**", r.p50_ms()),
+            &format!("**{:.2}**", r.p99_ms()),
+            "",
+            &format!("**{:.2}**", r.solo_p50_ms()),
+            &format!("**{:.2}**", r.solo_p99_ms()),
+            &format!("**{:.0}**", r.paced_per_second()),
+            &format!("**{:.2}**", r.paced_p50_ms()),
+            &format!("**{:.2}**", r.paced_p99_ms()),
+            &r.failures().to_string(),
+        ]));
+        let launchers = r.launchers;
+        let little = f64::from(launchers) / (MAX_REGISTRATION_P99_MS / 1000.0);
+        let offered = f64::from(launchers) / PACED_INTERVAL.as_secs_f64();
+        let mut out = format!(
+            "## 4. Launcher registrations\n\n\
+             {launchers} launcher processes (`xtask bench` re-executed as a hidden worker, trusted with \
+             `--trust.path`) start together; each makes {} registrations in a row: connect, send \
+             `{{\"job_id\":\"bench-<launcher>-<n>\"}}`, read the answer (which must be ok), close. Every \
+             registration makes a task cgroup and moves the launcher into it (its previous job, now empty, \
+             ends at the next sample; `--job.retention 2s`). Latency: connect to answer received, every \
+             registration of the round. Per second: all registrations of the round over the time from the \
+             first launcher's start to the last one's end. Then one launcher alone makes {SOLO_REGISTRATIONS} registrations \
+             (\"alone\": the cost of one registration without queueing). Then \"paced\": the {launchers} \
+             launchers again, each registering once every {} ms (schedules spread evenly, so \
+             {offered:.0} registrations/s offered), {PACED_REGISTRATIONS} each; latency counts from when a registration was due. \
+             The daemon samples every 1 s.\n\n\
+             Back to back, the launchers never pause, so {launchers} registrations are always in flight: by \
+             Little's law the mean latency is {launchers} / throughput, and a p99 of {MAX_REGISTRATION_P99_MS} ms \
+             would need more than {little:.0} registrations/s. The goals are judged on the back-to-back run, as \
+             specified; the paced run shows the latency at the goal's rate.\n\n{}\n",
+            r.per_launcher,
+            PACED_INTERVAL.as_millis(),
+            table(
+                &[
+                    "Round",
+                    "Registrations",
+                    "Wall (s)",
+                    "Per second",
+                    "p50 (ms)",
+                    "p99 (ms)",
+                    "Max (ms)",
+                    "Alone p50 (ms)",
+                    "Alone p99 (ms)",
+                    "Paced: per second",
+                    "Paced p50 (ms)",
+                    "Paced p99 (ms)",
+                    "Failed",
+                ],
+                &rows
+            )
+        );
+        let _ = writeln!(
+            out,
+            "Goals: >= {MIN_REGISTRATIONS_PER_S:.0}/s: **{}**; p99 <= {MAX_REGISTRATION_P99_MS} ms: **{}**.\n",
+            self.verdict(r.per_second() >= MIN_REGISTRATIONS_PER_S && r.failures() == 0),
+            self.verdict(r.p99_ms() <= MAX_REGISTRATION_P99_MS)
+        );
+        if let Some(failure) = &r.first_failure {
+            let _ = writeln!(out, "A registration failed: `{failure}`\n");
+        }
+        out
+    }
+
+    /// The sections of the benchmarks that ran, keyed by their heading's
+    /// number (`## 4.`).
+    fn bench_sections(&self) -> Vec<(&'static str, String)> {
+        [
+            ("## 1.", self.cost_section()),
+            ("## 2.", self.slowdown_section()),
+            ("## 3.", self.scale_section()),
+            ("## 4.", self.registrations_section()),
+        ]
+        .into_iter()
+        .filter(|(_, text)| !text.is_empty())
+        .collect()
+    }
+
     fn goals_table(&self) -> String {
         let rows: Vec<Vec<String>> = self
             .goals()
             .into_iter()
             .map(|g| row([&g.what, &g.measured, &g.target, self.verdict(g.pass)]))
             .collect();
-        table(&["Goal", "Measured", "Target", "Result"], &rows)
+        table(&GOALS_HEADER, &rows)
     }
+}
+
+const GOALS_HEADER: [&str; 4] = ["Goal", "Measured", "Target", "Result"];
+
+/// Which benchmark a row of the goals table belongs to, by its first cell.
+fn goal_bench(what: &str) -> Option<Benchmark> {
+    if what.starts_with("sched_switch") {
+        Some(Benchmark::Cost)
+    } else if what.starts_with("pipe ping-pong") {
+        Some(Benchmark::Slowdown)
+    } else if what.starts_with("/metrics") || what.starts_with("daemon RSS") {
+        Some(Benchmark::Scale)
+    } else if what.starts_with("registration") {
+        Some(Benchmark::Registrations)
+    } else {
+        None
+    }
+}
+
+/// `existing` (the last RESULTS.md) with the sections and goals of the
+/// benchmarks in `report` (a `--only` run) put in place of theirs; a
+/// section not there yet goes before the goals.
+pub fn merge(existing: &str, report: &Report) -> String {
+    let Some(goals_at) = existing.find("\n## Goals") else {
+        return report.markdown();
+    };
+    let ran: Vec<Benchmark> = report.goals().iter().map(|g| g.bench).collect();
+    let stamp = format!(
+        "_This section: `cargo xtask bench --only`, {}, {} rounds; the rest of the file is from an earlier run._\n\n",
+        report.environment.date, report.rounds
+    );
+    let (body, goals) = existing.split_at(goals_at + 1);
+    let mut sections = split_sections(body);
+    for (key, text) in report.bench_sections() {
+        let text = match text.split_once("\n\n") {
+            Some((heading, rest)) => format!("{heading}\n\n{stamp}{rest}"),
+            None => text,
+        };
+        match sections.iter_mut().find(|s| s.starts_with(key)) {
+            Some(section) => *section = text,
+            None => sections.push(text),
+        }
+    }
+    // Old goal rows of the benchmarks that did not run, then the new ones.
+    let mut rows: Vec<Vec<String>> = goals
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with(&format!("| {} |", GOALS_HEADER[0])))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|cells| goal_bench(&cells[0]).is_none_or(|b| !ran.contains(&b)))
+        .collect();
+    rows.extend(
+        report
+            .goals()
+            .into_iter()
+            .map(|g| row([&g.what, &g.measured, &g.target, report.verdict(g.pass)])),
+    );
+    let mut out = sections.concat();
+    out += "## Goals\n\n";
+    out += &table(&GOALS_HEADER, &rows);
+    out
+}
+
+/// The text split before each `## ` heading (the part before the first
+/// heading, if any, comes first).
+fn split_sections(text: &str) -> Vec<String> {
+    let mut sections: Vec<String> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        match sections.last_mut() {
+            Some(last) if !line.starts_with("## ") => last.push_str(line),
+            _ => sections.push(line.to_string()),
+        }
+    }
+    sections
 }
 
 fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
@@ -328,4 +582,72 @@ fn opt(value: Option<f64>, decimals: usize) -> String {
 
 fn mb(kib: u64) -> f64 {
     kib as f64 * 1024.0 / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::bench::{registrations::RegistrationRound, system::Environment};
+
+    fn report() -> Report {
+        let round = RegistrationRound {
+            registrations: 5000,
+            failures: 0,
+            wall_s: 2.5,
+            latency_ms: vec![1.0, 2.0, 50.0],
+            solo_ms: vec![0.5, 0.6],
+            paced_ms: vec![0.7, 0.9],
+            paced_per_second: 999.0,
+        };
+        Report {
+            environment: Environment {
+                date: "2030-01-01 00:00 UTC".into(),
+                kernel: "6.18".into(),
+                cpu_model: "test".into(),
+                cpus: 2,
+                cgroup_mount: PathBuf::from("/sys/fs/cgroup"),
+            },
+            rounds: 1,
+            trusted: false,
+            foreign_switch_programs: vec![0, 0],
+            cost: None,
+            slowdown: None,
+            scale: None,
+            registrations: Some(RegistrationResult {
+                launchers: 100,
+                per_launcher: 50,
+                rounds: vec![round],
+                first_failure: None,
+            }),
+        }
+    }
+
+    const EXISTING: &str = "# Benchmark results\n\nintro\n\n## Machine\n\nm\n\n## 3. /metrics\n\nscale\n\n## Goals\n\n\
+| Goal | Measured | Target | Result |\n|---|---|---|---|\n\
+| pipe ping-pong slowdown | +14.0% | <= 5% | MISS |\n\
+| daemon RSS with 1000 jobs | 14.4 MB | <= 20 MB | PASS |\n";
+
+    #[test]
+    fn an_only_run_replaces_its_own_parts_and_keeps_the_rest() {
+        let merged = merge(EXISTING, &report());
+        assert!(merged.starts_with("# Benchmark results\n\nintro\n\n## Machine\n\nm\n\n## 3. /metrics\n\nscale\n\n## 4. Launcher registrations\n\n_This section"));
+        assert!(merged.contains("| pipe ping-pong slowdown | +14.0% | <= 5% | MISS |"));
+        assert!(merged.contains("| daemon RSS with 1000 jobs | 14.4 MB | <= 20 MB | PASS |"));
+        assert!(merged.contains("| registrations per second, 100 concurrent launchers | 2000/s | >= 1000/s |"));
+        // Again: replaced, not repeated.
+        let again = merge(&merged, &report());
+        assert_eq!(again.matches("## 4. Launcher registrations").count(), 1);
+        assert_eq!(again.matches("| registrations per second").count(), 1);
+        assert_eq!(again.matches("| registration latency p99").count(), 1);
+        assert_eq!(again.matches("| pipe ping-pong slowdown").count(), 1);
+    }
+
+    #[test]
+    fn without_an_earlier_report_the_partial_one_is_written_whole() {
+        let merged = merge("", &report());
+        assert!(merged.contains("## 4. Launcher registrations"));
+        assert!(merged.contains("## Goals"));
+    }
 }

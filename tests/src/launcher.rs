@@ -1,0 +1,338 @@
+//! The launcher socket from the outside: the daemon's one-line JSON
+//! answers, registration counts, task cgroups, and who may run what.
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    os::unix::{fs::PermissionsExt as _, net::UnixStream},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{cgroup, daemon, openmetrics::Metrics};
+
+/// Every `result` of `monitor_registrations_total`.
+pub const RESULTS: [&str; 7] = [
+    "ok",
+    "silent",
+    "untrusted",
+    "invalid",
+    "exited",
+    "over_limit",
+    "error",
+];
+
+/// One answer of the daemon: `{"ok":..,"job_id":..,"cgroup":..,"error":..}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub ok: bool,
+    pub job_id: Option<String>,
+    pub cgroup: Option<String>,
+    pub error: Option<String>,
+    /// The line as received.
+    pub line: String,
+}
+
+impl Reply {
+    /// Parses one answer line: a flat JSON object of booleans and strings.
+    pub fn parse(line: &str) -> anyhow::Result<Self> {
+        let fields = parse_flat_object(line.trim())
+            .with_context(|| format!("the daemon's answer {line:?} is not a flat JSON object"))?;
+        let get = |key: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let ok = match get("ok") {
+            Some(Value::Bool(ok)) => ok,
+            other => bail!("answer {line:?}: \"ok\" is {other:?}, not a boolean"),
+        };
+        let string = |key: &str| match get(key) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
+        Ok(Self {
+            ok,
+            job_id: string("job_id"),
+            cgroup: string("cgroup"),
+            error: string("error"),
+            line: line.to_string(),
+        })
+    }
+
+    /// The answer printed by `fake_starter send` (`reply LINE`); `closed`
+    /// and `error ...` are errors here.
+    pub fn from_output(output: &str) -> anyhow::Result<Self> {
+        let line = output
+            .lines()
+            .find_map(|l| l.strip_prefix("reply "))
+            .with_context(|| {
+                format!("no answer from the daemon; the launcher printed {output:?}")
+            })?;
+        Self::parse(line)
+    }
+
+    /// The error text of a refusal (fails for an `ok` answer).
+    pub fn refusal(&self) -> anyhow::Result<&str> {
+        if self.ok {
+            bail!("expected a refusal, the daemon accepted: {}", self.line);
+        }
+        self.error
+            .as_deref()
+            .with_context(|| format!("a refusal without an error text: {}", self.line))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Value {
+    Bool(bool),
+    String(String),
+    Null,
+}
+
+/// `{"k":"v","b":true,...}`: enough JSON for the daemon's answers.
+fn parse_flat_object(text: &str) -> anyhow::Result<Vec<(String, Value)>> {
+    let mut rest = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .context("not an object")?
+        .trim();
+    let mut fields = Vec::new();
+    while !rest.is_empty() {
+        let (key, after) = parse_string(rest.strip_prefix('"').context("key not a string")?)?;
+        rest = after
+            .trim_start()
+            .strip_prefix(':')
+            .context("no ':' after a key")?
+            .trim_start();
+        let value = if let Some(after) = rest.strip_prefix('"') {
+            let (value, after) = parse_string(after)?;
+            rest = after;
+            Value::String(value)
+        } else if let Some(after) = rest.strip_prefix("true") {
+            rest = after;
+            Value::Bool(true)
+        } else if let Some(after) = rest.strip_prefix("false") {
+            rest = after;
+            Value::Bool(false)
+        } else if let Some(after) = rest.strip_prefix("null") {
+            rest = after;
+            Value::Null
+        } else {
+            bail!("unexpected value at {rest:?}");
+        };
+        fields.push((key, value));
+        rest = rest.trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+    }
+    Ok(fields)
+}
+
+/// A JSON string body up to its closing quote; returns it and what follows.
+fn parse_string(text: &str) -> anyhow::Result<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = text.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Ok((out, &text[i + 1..])),
+            '\\' => match chars.next().map(|(_, c)| c) {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some('u') => {
+                    let hex: String = (0..4)
+                        .filter_map(|_| chars.next().map(|(_, c)| c))
+                        .collect();
+                    let code = u32::from_str_radix(&hex, 16).context("bad \\u escape")?;
+                    out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+                }
+                Some(other) => out.push(other),
+                None => break,
+            },
+            c => out.push(c),
+        }
+    }
+    bail!("unterminated string")
+}
+
+/// `monitor_registrations_total{result}` in one scrape.
+pub fn registrations(metrics: &Metrics, result: &str) -> anyhow::Result<f64> {
+    metrics.value("monitor_registrations_total", &[("result", result)])
+}
+
+/// Every result's count, in the order of [`RESULTS`].
+pub fn all_registrations(metrics: &Metrics) -> anyhow::Result<[f64; 7]> {
+    let mut counts = [0.0; 7];
+    for (count, result) in counts.iter_mut().zip(RESULTS) {
+        *count = registrations(metrics, result)?;
+    }
+    Ok(counts)
+}
+
+/// The task cgroups the daemon made under `root` (`task-<pid>-<n>`), sorted.
+pub fn task_cgroups(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = fs::read_dir(root)
+        .with_context(|| format!("listing {}", root.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| e.file_name().to_string_lossy().starts_with("task-"))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The cgroup v2 path of a process (`0::` line of /proc/PID/cgroup).
+pub fn cgroup_of(pid: u32) -> anyhow::Result<String> {
+    let path = format!("/proc/{pid}/cgroup");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
+        .with_context(|| format!("no cgroup v2 line in {path}: {text:?}"))
+}
+
+/// Open file descriptors of a process.
+pub fn open_fds(pid: u32) -> anyhow::Result<usize> {
+    let dir = format!("/proc/{pid}/fd");
+    Ok(fs::read_dir(&dir)
+        .with_context(|| format!("listing {dir}"))?
+        .count())
+}
+
+/// What each open file descriptor of a process points at, sorted.
+pub fn fd_targets(pid: u32) -> Vec<String> {
+    let mut targets: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .map(|t| t.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    targets.sort();
+    targets
+}
+
+/// Fails unless `uid` 65534 (others) may execute `binary`: every directory
+/// above it searchable, the file itself readable and executable by others.
+pub fn check_others_may_run(binary: &Path) -> anyhow::Result<()> {
+    let binary = binary
+        .canonicalize()
+        .with_context(|| format!("resolving {}", binary.display()))?;
+    let mode = |p: &Path| -> anyhow::Result<u32> {
+        Ok(fs::metadata(p)
+            .with_context(|| format!("stat {}", p.display()))?
+            .permissions()
+            .mode())
+    };
+    if mode(&binary)? & 0o005 != 0o005 {
+        bail!(
+            "{} is not readable and executable by other users (mode {:o}): \
+             the tests run it as nobody",
+            binary.display(),
+            mode(&binary)?
+        );
+    }
+    for dir in binary.ancestors().skip(1) {
+        if mode(dir)? & 0o001 == 0 {
+            bail!(
+                "{} is not searchable by other users (mode {:o}), so nobody cannot run {}",
+                dir.display(),
+                mode(dir)?,
+                binary.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A scratch directory under /tmp (`monitor-test-<pid>-<name>`), removed
+/// with everything in it when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("monitor-test-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Batch systems' job id variables, which `monitor run` reads.
+pub const JOB_ID_VARIABLES: [&str; 4] = ["SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "FLUX_JOB_ID"];
+
+/// `monitor run --socket.path SOCKET`, with no job id from the environment
+/// (the caller adds its flags, `--` and the command).
+pub fn monitor_run(socket: &Path) -> anyhow::Result<Command> {
+    Ok(monitor_run_of(&daemon::binary()?, socket))
+}
+
+/// Like [`monitor_run`], with another copy of the binary.
+pub fn monitor_run_of(program: &Path, socket: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .arg("run")
+        .arg("--socket.path")
+        .arg(socket)
+        .env_remove("MONITOR_SOCKET")
+        .stdin(Stdio::null());
+    for variable in JOB_ID_VARIABLES {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// The daemon's cgroup root as the kernel names it in /proc/PID/cgroup
+/// (`/monitor-test-...slice`).
+pub fn in_hierarchy(dir: &Path) -> anyhow::Result<String> {
+    let mount = cgroup::v2_mount()?;
+    let relative = dir
+        .strip_prefix(&mount)
+        .with_context(|| format!("{} is not below {}", dir.display(), mount.display()))?;
+    Ok(format!("/{}", relative.display()))
+}
+
+/// Connects to `socket` from this (untrusted) process and reads the one
+/// answer: the refusal of an untrusted launcher.
+pub fn untrusted_attempt(socket: &Path, timeout: Duration) -> anyhow::Result<Reply> {
+    let stream = UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .context("reading the daemon's answer")?;
+    Reply::parse(&line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_answers() {
+        let ok = Reply::parse(r#"{"ok":true,"job_id":"42","cgroup":"/m/task-1-2"}"#).unwrap();
+        assert!(ok.ok);
+        assert_eq!(ok.job_id.as_deref(), Some("42"));
+        assert_eq!(ok.cgroup.as_deref(), Some("/m/task-1-2"));
+        let refused = Reply::parse(r#"{"ok":false,"error":"a \"b\" \u00e9\n"}"#).unwrap();
+        assert_eq!(refused.refusal().unwrap(), "a \"b\" é\n");
+        assert!(ok.refusal().is_err());
+        assert!(Reply::parse("garbage").is_err());
+        assert!(Reply::parse(r#"{"job_id":"x"}"#).is_err());
+        let printed = Reply::from_output("reply {\"ok\":false,\"error\":\"no\"}\n").unwrap();
+        assert_eq!(printed.error.as_deref(), Some("no"));
+        assert!(Reply::from_output("closed\n").is_err());
+    }
+}
