@@ -150,8 +150,12 @@ pub struct TaskSlot {
     pub task: u64,
     /// bpf_ktime_get_ns when it became runnable; 0 while it runs or sleeps.
     pub runnable_since: u64,
+    /// The task's `se.sum_exec_runtime` when its CPU time was last
+    /// credited; 0 when not known yet.
+    pub last_runtime: u64,
+    pub _pad: u64,
 }
-const _: () = assert!(size_of::<TaskSlot>() == 16);
+const _: () = assert!(size_of::<TaskSlot>() == 32);
 
 /// The slot of a task: a multiplicative hash of its pointer, masked to the
 /// (power-of-two) number of slots.
@@ -291,8 +295,13 @@ pub struct FieldOffsets {
     pub bio_rwbs: u32,
     /// `ret` of the syscalls/sys_exit_* tracepoints (the same in all).
     pub syscall_ret: u32,
+    /// Byte offset of `se.sum_exec_runtime` in `struct task_struct`, from
+    /// the kernel's BTF; 0 when unknown (CPU time then comes from the clock).
+    pub task_sum_exec_runtime: u32,
+    /// Keeps the size a multiple of 8.
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<FieldOffsets>() == 64);
+const _: () = assert!(size_of::<FieldOffsets>() == 72);
 
 /// How many bytes of a tracepoint record [`FieldOffsets`] fields may reach
 /// into: programs that read several fields copy this much in one read.

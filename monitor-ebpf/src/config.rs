@@ -20,6 +20,8 @@ pub(crate) static FIELD_OFFSETS: FieldOffsets = FieldOffsets {
     bio_nr_sector: 0,
     bio_rwbs: 0,
     syscall_ret: 0,
+    task_sum_exec_runtime: 0,
+    _pad: 0,
 };
 
 #[unsafe(no_mangle)]

@@ -3,6 +3,7 @@
 use core::convert::Infallible;
 
 use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
@@ -125,9 +126,43 @@ pub fn mark_runnable(task: u64, now: u64) {
     let Some(slot) = task_slot(task) else {
         return;
     };
-    if slot.task != task && slot.runnable_since != 0 {
-        count_drop(DropReason::TaskSlotCollision);
+    if slot.task != task {
+        if slot.runnable_since != 0 {
+            count_drop(DropReason::TaskSlotCollision);
+        }
+        // Not this task's baseline.
+        slot.last_runtime = 0;
     }
     slot.task = task;
     slot.runnable_since = now;
+}
+
+/// CPU time `task` (about to stop running, or running now) used since it
+/// was last credited, by the kernel's own accounting: the delta of its
+/// `se.sum_exec_runtime`, the figure cgroup cpu.stat sums too (a clock
+/// would also count time stolen by the hypervisor and spent in
+/// interrupts). `fallback`, the clock's figure, serves for a task not seen
+/// before (its earlier runtime is not this job's) or without an offset.
+#[inline(always)]
+pub fn runtime_since_last(task: u64, fallback: u64) -> u64 {
+    let offset = offset!(task_sum_exec_runtime) as u64;
+    if offset == 0 {
+        return fallback;
+    }
+    // SAFETY: a task_struct pointer from the kernel and a BTF offset; the
+    // helper checks the read.
+    let Ok(now) = (unsafe { bpf_probe_read_kernel((task + offset) as *const u64) }) else {
+        return fallback;
+    };
+    let Some(slot) = task_slot(task) else {
+        return fallback;
+    };
+    let known = slot.task == task && slot.last_runtime != 0 && now >= slot.last_runtime;
+    let delta = if known { now - slot.last_runtime } else { fallback };
+    // Take the slot unless another task is waiting in it.
+    if slot.task == task || slot.runnable_since == 0 {
+        slot.task = task;
+        slot.last_runtime = now;
+    }
+    delta
 }

@@ -3,12 +3,12 @@
 //! Without it a compute-bound task that never leaves its CPU would show no
 //! CPU time until it stops.
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns},
     macros::perf_event,
     programs::PerfEventContext,
 };
 
-use crate::maps::{CPU_STATE, counters_of};
+use crate::maps::{CPU_STATE, counters_of, runtime_since_last};
 
 #[perf_event]
 pub fn cpu_flush(_ctx: PerfEventContext) -> u32 {
@@ -26,7 +26,8 @@ pub fn cpu_flush(_ctx: PerfEventContext) -> u32 {
         return 0;
     }
     if let Some(counters) = counters_of(unsafe { bpf_get_current_cgroup_id() }) {
-        counters.cpu_ns += now - cpu.last_switch_ns;
+        let task = unsafe { bpf_get_current_task() };
+        counters.cpu_ns += runtime_since_last(task, now - cpu.last_switch_ns);
         counters.runqueue_wait_ns += cpu.pending_wait_ns;
         cpu.pending_wait_ns = 0;
     }

@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 
-use crate::maps::{CPU_STATE, counters_of, mark_runnable, task_slot};
+use crate::maps::{CPU_STATE, counters_of, mark_runnable, runtime_since_last, task_slot};
 
 /// TASK_RUNNING: a task switched out in this state is still runnable.
 const TASK_RUNNING: u32 = 0;
@@ -42,12 +42,12 @@ pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
 
     // The idle task's cgroup is the root, never a job: no special case needed.
     if let Some(counters) = counters_of(unsafe { bpf_get_current_cgroup_id() }) {
-        counters.cpu_ns += ran_ns;
+        let prev: u64 = ctx.arg(1);
+        counters.cpu_ns += runtime_since_last(prev, ran_ns);
         counters.runqueue_wait_ns += waited_ns;
         // Preempted, or yielded while runnable: the kernel's nivcsw.
         if preempt & 0xff != 0 || prev_state as u32 == TASK_RUNNING {
             counters.involuntary_switches += 1;
-            let prev: u64 = ctx.arg(1);
             mark_runnable(prev, now);
         } else {
             counters.voluntary_switches += 1;

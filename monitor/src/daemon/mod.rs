@@ -52,7 +52,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         root_dir.display()
     );
 
-    let offsets = kernel::offsets::from_tracefs(&tracefs)?;
+    let offsets = monitor_common::FieldOffsets {
+        task_sum_exec_runtime: kernel::offsets::task_runtime_offset(),
+        ..kernel::offsets::from_tracefs(&tracefs)?
+    };
     let sizes = MapSizes {
         cgroups: args.max_cgroups,
         task_slots: args.task_slots,

@@ -1,6 +1,7 @@
 //! The kernel side as the daemon sees it: the embedded object, the field
 //! offsets it needs, loading and attaching, and reading its maps.
 pub mod counters;
+pub mod btf;
 pub mod events;
 pub mod offsets;
 pub mod probes;

@@ -4,6 +4,7 @@ use std::path::Path;
 use monitor_common::{FieldOffsets, TRACEPOINT_HEAD_LEN};
 use thiserror::Error;
 
+use super::btf::{self, Btf};
 use crate::system::tracefs::{self, Format, TracefsError};
 
 #[derive(Debug, Error)]
@@ -104,6 +105,21 @@ pub const SYSCALL_EXITS: [&str; 12] = [
     "sys_exit_copy_file_range",
 ];
 
+/// Where `se.sum_exec_runtime` is in `struct task_struct`, from the
+/// kernel's BTF; 0 (the programs then time CPU with the clock, which also
+/// counts hypervisor steal and interrupt time) when that cannot be read.
+pub fn task_runtime_offset() -> u32 {
+    let offset = Btf::from_file(Path::new(btf::VMLINUX))
+        .and_then(|btf| btf.member_offset("task_struct", &["se", "sum_exec_runtime"]));
+    match offset {
+        Ok(offset) => offset,
+        Err(e) => {
+            log::warn!("CPU time falls back to the clock (hypervisor steal time included): {e}");
+            0
+        }
+    }
+}
+
 /// One program reads `ret` of every syscall exit: it must be at one offset.
 fn syscall_ret(formats: &[Format]) -> Result<u32, OffsetError> {
     let mut offsets = formats.iter().map(|f| offset(f, "ret", 8));
@@ -138,6 +154,9 @@ pub fn from_formats(f: &Formats) -> Result<FieldOffsets, OffsetError> {
         bio_nr_sector: head_offset(&f.block_bio_queue, "nr_sector", 4)?,
         bio_rwbs: head_offset(&f.block_bio_queue, "rwbs", 10)?,
         syscall_ret: syscall_ret(&f.syscall_exits)?,
+        // From BTF, see [`task_runtime_offset`].
+        task_sum_exec_runtime: 0,
+        _pad: 0,
         // Set by the loader from the map sizes.
         task_slot_mask: 0,
         cgroup_slot_mask: 0,

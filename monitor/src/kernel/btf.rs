@@ -1,0 +1,217 @@
+//! Member offsets of kernel structs, from the kernel's BTF
+//! (/sys/kernel/btf/vmlinux). Rust eBPF has no CO-RE relocations: the
+//! daemon reads the few offsets it needs here and hands them to the
+//! programs as load-time constants, as it does with tracepoint formats.
+use std::{fs, io, path::Path};
+
+use thiserror::Error;
+
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+const MAGIC: u16 = 0xeb9f;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_TYPE_TAG: u32 = 18;
+
+#[derive(Debug, Error)]
+pub enum BtfError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("BTF is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("BTF struct {strukt} has no member {member}")]
+    NoMember { strukt: String, member: String },
+}
+
+struct Type {
+    name_off: u32,
+    kind: u32,
+    kind_flag: bool,
+    /// For typedef/const/...: the type referred to.
+    reference: u32,
+    /// For struct/union: (name_off, type, offset field) of each member.
+    members: Vec<(u32, u32, u32)>,
+}
+
+pub struct Btf {
+    types: Vec<Type>,
+    strings: Vec<u8>,
+}
+
+impl Btf {
+    pub fn from_file(path: &Path) -> Result<Btf, BtfError> {
+        let data = fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Btf::parse(&data)
+    }
+
+    pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
+        let u32_at = |at: usize| -> Result<u32, BtfError> {
+            data.get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or(BtfError::Malformed("truncated"))
+        };
+        if data.len() < 24 || u16::from_le_bytes([data[0], data[1]]) != MAGIC {
+            return Err(BtfError::Malformed("bad magic (not little-endian BTF)"));
+        }
+        let header_len = u32_at(4)? as usize;
+        let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
+        let (str_off, str_len) = (u32_at(16)? as usize, u32_at(20)? as usize);
+        let strings = data
+            .get(header_len + str_off..header_len + str_off + str_len)
+            .ok_or(BtfError::Malformed("string section out of bounds"))?
+            .to_vec();
+        // Type ids start at 1: a placeholder for "void".
+        let mut types = vec![Type {
+            name_off: 0,
+            kind: 0,
+            kind_flag: false,
+            reference: 0,
+            members: Vec::new(),
+        }];
+        let mut at = header_len + type_off;
+        let end = at + type_len;
+        while at < end {
+            let name_off = u32_at(at)?;
+            let info = u32_at(at + 4)?;
+            let size_or_type = u32_at(at + 8)?;
+            at += 12;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = (info & 0xffff) as usize;
+            let mut members = Vec::new();
+            let extra = match kind {
+                1 | 14 | 17 => 4,                // int, var, decl_tag
+                3 => 12,                         // array
+                KIND_STRUCT | KIND_UNION => {
+                    for m in 0..vlen {
+                        let base = at + m * 12;
+                        members.push((u32_at(base)?, u32_at(base + 4)?, u32_at(base + 8)?));
+                    }
+                    vlen * 12
+                }
+                6 | 13 => vlen * 8,              // enum, func_proto
+                15 | 19 => vlen * 12,            // datasec, enum64
+                _ => 0,                          // ptr, fwd, typedef, modifiers, func, float, type_tag
+            };
+            at += extra;
+            types.push(Type {
+                name_off,
+                kind,
+                kind_flag: info >> 31 == 1,
+                reference: size_or_type,
+                members,
+            });
+        }
+        Ok(Btf { types, strings })
+    }
+
+    fn name(&self, offset: u32) -> &[u8] {
+        let tail = self.strings.get(offset as usize..).unwrap_or_default();
+        &tail[..tail.iter().position(|&b| b == 0).unwrap_or(tail.len())]
+    }
+
+    /// Follows typedefs and qualifiers to the type they name.
+    fn resolve(&self, mut id: u32) -> u32 {
+        for _ in 0..32 {
+            match self.types.get(id as usize) {
+                Some(t) if matches!(t.kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) => {
+                    id = t.reference
+                }
+                _ => break,
+            }
+        }
+        id
+    }
+
+    /// Byte offset of a member path, e.g. `task_struct`, `["se", "sum_exec_runtime"]`.
+    pub fn member_offset(&self, strukt: &str, path: &[&str]) -> Result<u32, BtfError> {
+        let mut id = self
+            .types
+            .iter()
+            .position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == strukt.as_bytes())
+            .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))? as u32;
+        let mut bits = 0u32;
+        for member in path {
+            let t = &self.types[id as usize];
+            let (_, member_type, offset) = t
+                .members
+                .iter()
+                .find(|(name, _, _)| self.name(*name) == member.as_bytes())
+                .ok_or_else(|| BtfError::NoMember {
+                    strukt: strukt.to_string(),
+                    member: member.to_string(),
+                })?;
+            // With kind_flag the low 24 bits are the bit offset.
+            bits += if t.kind_flag { offset & 0x00ff_ffff } else { *offset };
+            id = self.resolve(*member_type);
+        }
+        Ok(bits / 8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny BTF blob: int (id 1); struct inner { u64 a; u64 b; } (id 2);
+    /// typedef inner_t (id 3); struct outer { int x; inner_t in; } (id 4).
+    fn blob() -> Vec<u8> {
+        let strings = b"\0int\0inner\0a\0b\0inner_t\0outer\0x\0in\0".to_vec();
+        let s = |name: &str| -> u32 {
+            let needle = [b"\0".as_slice(), name.as_bytes(), b"\0"].concat();
+            strings.windows(needle.len()).position(|w| w == needle.as_slice()).unwrap() as u32 + 1
+        };
+        let mut types = Vec::new();
+        let mut push = |words: &[u32]| types.extend(words.iter().flat_map(|w| w.to_le_bytes()));
+        push(&[s("int"), 1 << 24, 4, 64]);
+        push(&[s("inner"), (KIND_STRUCT << 24) | 2, 16, s("a"), 1, 0, s("b"), 1, 64]);
+        push(&[s("inner_t"), KIND_TYPEDEF << 24, 2]);
+        push(&[s("outer"), (KIND_STRUCT << 24) | 2, 24, s("x"), 1, 0, s("in"), 3, 64]);
+        let mut data = Vec::new();
+        data.extend(MAGIC.to_le_bytes());
+        data.extend([1u8, 0]);
+        for word in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+            data.extend(word.to_le_bytes());
+        }
+        data.extend(types);
+        data.extend(strings);
+        data
+    }
+
+    #[test]
+    fn finds_nested_member_offsets_through_typedefs() {
+        let btf = Btf::parse(&blob()).unwrap();
+        assert_eq!(btf.member_offset("outer", &["in", "b"]).unwrap(), 16);
+        assert_eq!(btf.member_offset("inner", &["a"]).unwrap(), 0);
+        assert!(matches!(btf.member_offset("outer", &["nope"]), Err(BtfError::NoMember { .. })));
+        assert!(matches!(btf.member_offset("missing", &["a"]), Err(BtfError::NoStruct(_))));
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        assert!(Btf::parse(b"not btf at all, not at all").is_err());
+    }
+
+    #[test]
+    fn reads_this_kernel_when_it_has_btf() {
+        // Unprivileged and read-only: checks the parser on a real kernel's BTF.
+        let Ok(btf) = Btf::from_file(Path::new(VMLINUX)) else {
+            eprintln!("skipped: this kernel has no {VMLINUX}");
+            return;
+        };
+        let offset = btf.member_offset("task_struct", &["se", "sum_exec_runtime"]).unwrap();
+        assert!(offset > 0 && offset < 16384, "{offset}");
+    }
+}
