@@ -63,6 +63,8 @@ fn unique_root() -> anyhow::Result<PathBuf> {
 pub struct Daemon {
     child: Child,
     address: SocketAddr,
+    /// Its `--sample.interval`: SAMPLE_INTERVAL unless the test gave one.
+    interval: Duration,
     root: PathBuf,
     socket: PathBuf,
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -75,7 +77,8 @@ impl Daemon {
     }
 
     /// Like [`Daemon::start`], with more flags for `monitor daemon`. A
-    /// `--socket.path` among them replaces the default socket.
+    /// `--socket.path` or `--sample.interval` (in `ms` or `s`) among them
+    /// replaces the default.
     pub fn start_with(extra_args: &[&str]) -> anyhow::Result<Self> {
         Self::start_configured(extra_args, |_| {})
     }
@@ -104,12 +107,23 @@ impl Daemon {
                     .context("root has a name")?,
             ),
         };
+        let interval = match extra_args.iter().position(|a| *a == "--sample.interval") {
+            Some(i) => parse_interval(
+                extra_args
+                    .get(i + 1)
+                    .context("--sample.interval without a value")?,
+            )?,
+            None => SAMPLE_INTERVAL,
+        };
         let mut command = Command::new(&binary);
         command
             .arg("daemon")
             .args(["--web.listen-address", &address.to_string()])
-            .args(["--web.telemetry-path", TELEMETRY_PATH])
-            .args(["--sample.interval", SAMPLE_INTERVAL_FLAG])
+            .args(["--web.telemetry-path", TELEMETRY_PATH]);
+        if !extra_args.contains(&"--sample.interval") {
+            command.args(["--sample.interval", SAMPLE_INTERVAL_FLAG]);
+        }
+        command
             .arg("--cgroup.root")
             .arg(&root)
             .args(["--log.level", "info"]);
@@ -131,12 +145,18 @@ impl Daemon {
         let mut daemon = Self {
             child,
             address,
+            interval,
             root,
             socket,
             stderr,
         };
         daemon.wait_until_ready()?;
         Ok(daemon)
+    }
+
+    /// How often the daemon samples the kernel maps.
+    pub fn sample_interval(&self) -> Duration {
+        self.interval
     }
 
     /// The daemon's process id.
@@ -219,7 +239,7 @@ impl Daemon {
         mut done: impl FnMut(&Metrics) -> bool,
     ) -> anyhow::Result<(bool, Metrics)> {
         let target = self.samples_taken()? + f64::from(samples);
-        let deadline = Instant::now() + SAMPLE_INTERVAL * (samples * 5) + Duration::from_secs(5);
+        let deadline = Instant::now() + self.interval * (samples * 5) + Duration::from_secs(5);
         loop {
             let metrics = self.metrics()?;
             if done(&metrics) {
@@ -234,7 +254,7 @@ impl Daemon {
                     self.stderr()
                 );
             }
-            thread::sleep(SAMPLE_INTERVAL / 4);
+            thread::sleep(SAMPLE_INTERVAL.min(self.interval) / 4);
         }
     }
 
@@ -270,6 +290,21 @@ impl Daemon {
 
     fn samples_taken(&self) -> anyhow::Result<f64> {
         self.metrics()?.value("monitor_samples_total", &[])
+    }
+}
+
+/// A `--sample.interval` value the tests use: `250ms`, `1s`.
+fn parse_interval(text: &str) -> anyhow::Result<Duration> {
+    let number = |digits: &str| {
+        digits
+            .parse::<u64>()
+            .with_context(|| format!("bad --sample.interval {text:?} (the tests give ms or s)"))
+    };
+    match text.strip_suffix("ms") {
+        Some(ms) => Ok(Duration::from_millis(number(ms)?)),
+        None => Ok(Duration::from_secs(number(
+            text.strip_suffix('s').unwrap_or(text),
+        )?)),
     }
 }
 

@@ -9,9 +9,11 @@ pub mod cgroup;
 pub mod daemon;
 pub mod http;
 pub mod launcher;
+pub mod memcg;
 pub mod openmetrics;
 pub mod policy;
 pub mod process;
+pub mod workload;
 
 pub use cgroup::JobCgroup;
 pub use daemon::Daemon;

@@ -47,6 +47,19 @@ impl ChildGuard {
             .with_context(|| format!("writing to the stdin of {}", self.what))
     }
 
+    /// Writes `bytes` to the child's (piped) stdin and keeps it open.
+    pub fn write_stdin(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .with_context(|| format!("{} has no piped stdin", self.what))?;
+        stdin
+            .write_all(bytes)
+            .and_then(|()| stdin.flush())
+            .with_context(|| format!("writing to the stdin of {}", self.what))
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(mut self) -> anyhow::Result<ExitStatus> {
         self.child

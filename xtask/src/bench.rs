@@ -9,11 +9,14 @@ mod cgroup;
 mod daemon;
 mod floor;
 mod http;
+mod job_slowdown;
+mod job_workloads;
 mod metrics;
 mod pingpong;
 mod program_cost;
 mod registrations;
 mod report;
+mod resource_cost;
 mod scale;
 mod slowdown;
 mod stats;
@@ -58,10 +61,23 @@ pub struct BenchArgs {
     #[arg(long = "registrations-per-launcher", value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub registrations_per_launcher: u32,
 
-    /// Run only this benchmark and update its part of bench/RESULTS.md,
-    /// keeping the others' figures.
-    #[arg(long, value_name = "NAME", value_enum)]
-    pub only: Option<Benchmark>,
+    /// Runs of the IO- and network-heavy workloads per side and round; the
+    /// round's figure is their median.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeats: u32,
+
+    /// 512-byte blocks dd copies per run of the IO-heavy job.
+    #[arg(long = "io-blocks", value_name = "N", default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1000..))]
+    pub io_blocks: u32,
+
+    /// Bytes sent per run of the network-heavy job (loopback TCP, 64 KiB writes).
+    #[arg(long = "net-bytes", value_name = "N", default_value_t = 200_000_000, value_parser = clap::value_parser!(u64).range(1_000_000..))]
+    pub net_bytes: u64,
+
+    /// Run only these benchmarks (repeat the flag, or separate with commas)
+    /// and update their parts of bench/RESULTS.md, keeping the others' figures.
+    #[arg(long, value_name = "NAME", value_enum, value_delimiter = ',')]
+    pub only: Vec<Benchmark>,
 
     /// (Internal) Be one launcher of the registration benchmark: register
     /// --registrations-per-launcher times on this socket.
@@ -92,6 +108,12 @@ pub enum Benchmark {
     Scale,
     /// Launcher registrations per second and their latency.
     Registrations,
+    /// Cost per run of the memory, IO and network programs (bpf_stats).
+    ResourceCost,
+    /// An IO-heavy job (dd, 512-byte blocks) with and without the daemon.
+    Io,
+    /// A network-heavy job (loopback TCP) with and without the daemon.
+    Network,
 }
 
 /// What every benchmark needs: the built artefacts and where to make cgroups.
@@ -123,11 +145,19 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let setup = prepare()?;
     let environment = system::Environment::probe(&setup.cgroup_mount)?;
-    let runs = |bench: Benchmark| args.only.is_none_or(|only| only == bench);
-    let total = [Benchmark::Cost, Benchmark::Slowdown, Benchmark::Scale, Benchmark::Registrations]
-        .into_iter()
-        .filter(|b| runs(*b))
-        .count();
+    let runs = |bench: Benchmark| args.only.is_empty() || args.only.contains(&bench);
+    let total = [
+        Benchmark::Cost,
+        Benchmark::Slowdown,
+        Benchmark::Scale,
+        Benchmark::Registrations,
+        Benchmark::ResourceCost,
+        Benchmark::Io,
+        Benchmark::Network,
+    ]
+    .into_iter()
+    .filter(|b| runs(*b))
+    .count();
     let mut step = 0;
     let mut announce = |what: &str| {
         step += 1;
@@ -163,6 +193,30 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         registrations = Some(registrations::run(&setup, args)?);
         foreign.push(system::foreign_switch_programs());
     }
+    let mut resource_cost = None;
+    if runs(Benchmark::ResourceCost) {
+        announce("cost per run of the memory, IO and network programs");
+        resource_cost = Some(resource_cost::run(&setup, args)?);
+        foreign.push(system::foreign_switch_programs());
+    }
+    let mut io = None;
+    if runs(Benchmark::Io) {
+        announce(&format!(
+            "IO-heavy job (dd, {} blocks of 512 bytes) with and without the daemon",
+            args.io_blocks
+        ));
+        io = Some(job_slowdown::run(&setup, args, job_slowdown::Kind::Io)?);
+        foreign.push(system::foreign_switch_programs());
+    }
+    let mut network = None;
+    if runs(Benchmark::Network) {
+        announce(&format!(
+            "network-heavy job (loopback TCP, {} bytes) with and without the daemon",
+            args.net_bytes
+        ));
+        network = Some(job_slowdown::run(&setup, args, job_slowdown::Kind::Network)?);
+        foreign.push(system::foreign_switch_programs());
+    }
 
     let report = report::Report {
         environment,
@@ -173,16 +227,18 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         slowdown,
         scale,
         registrations,
+        resource_cost,
+        io,
+        network,
     };
     let path = workspace_root().join("bench/RESULTS.md");
-    let markdown = match args.only {
-        None => report.markdown(),
-        // Only one benchmark ran: its sections and goals replace theirs in
-        // the last full report; the rest stays as it was.
-        Some(_) => {
-            let existing = fs::read_to_string(&path).unwrap_or_default();
-            report::merge(&existing, &report)
-        }
+    let markdown = if args.only.is_empty() {
+        report.markdown()
+    } else {
+        // Only some benchmarks ran: their sections and goals replace theirs
+        // in the last full report; the rest stays as it was.
+        let existing = fs::read_to_string(&path).unwrap_or_default();
+        report::merge(&existing, &report)
     };
     fs::write(&path, markdown).with_context(|| format!("writing {}", path.display()))?;
     println!("{}", report.summary());

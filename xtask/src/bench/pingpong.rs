@@ -148,13 +148,13 @@ fn close_all_but(all: &[RawFd], keep: &[RawFd]) {
     }
 }
 
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
+pub(super) struct Pipe {
+    pub(super) read: OwnedFd,
+    pub(super) write: OwnedFd,
 }
 
 impl Pipe {
-    fn new() -> anyhow::Result<Self> {
+    pub(super) fn new() -> anyhow::Result<Self> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 fills both slots on success.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -172,23 +172,23 @@ impl Pipe {
 
 /// A forked child running a closure. Dropping it unwaited kills it, so an
 /// error on one side never leaves the other spinning.
-struct Forked {
+pub(super) struct Forked {
     pid: libc::pid_t,
     reaped: bool,
 }
 
 impl Forked {
-    fn spawn(body: impl FnOnce() -> io::Result<()>) -> anyhow::Result<Self> {
+    pub(super) fn spawn(body: impl FnOnce() -> io::Result<()>) -> anyhow::Result<Self> {
         // SAFETY: xtask runs no other thread, so the child's copy of the
         // process is consistent; it leaves through _exit, so no destructor of
         // the parent's state (cgroups, daemon) ever runs in it.
         match unsafe { libc::fork() } {
-            -1 => Err(io::Error::last_os_error()).context("forking a ping-pong process"),
+            -1 => Err(io::Error::last_os_error()).context("forking a workload process"),
             0 => {
                 let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
                     Ok(Ok(())) => 0,
                     Ok(Err(e)) => {
-                        eprintln!("xtask: ping-pong process: {e}");
+                        eprintln!("xtask: workload process: {e}");
                         1
                     }
                     Err(_) => 2,
@@ -200,17 +200,25 @@ impl Forked {
         }
     }
 
-    fn wait(mut self) -> anyhow::Result<()> {
-        let mut status = 0;
-        // SAFETY: our own child, not reaped yet.
-        if unsafe { libc::waitpid(self.pid, &mut status, 0) } != self.pid {
-            return Err(io::Error::last_os_error()).context("waiting for a ping-pong process");
-        }
-        self.reaped = true;
+    pub(super) fn wait(self) -> anyhow::Result<()> {
+        let status = self.wait_status()?;
         if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
             bail!("exited with wait status {status:#x}");
         }
         Ok(())
+    }
+}
+
+impl Forked {
+    /// Waits for the child; its raw wait status.
+    pub(super) fn wait_status(mut self) -> anyhow::Result<i32> {
+        let mut status = 0;
+        // SAFETY: our own child, not reaped yet.
+        if unsafe { libc::waitpid(self.pid, &mut status, 0) } != self.pid {
+            return Err(io::Error::last_os_error()).context("waiting for a forked process");
+        }
+        self.reaped = true;
+        Ok(status)
     }
 }
 

@@ -4,8 +4,10 @@ use std::fmt::Write as _;
 
 use super::{
     Benchmark,
+    job_slowdown::{JobSlowdownResult, Kind},
     program_cost::CostResult,
     registrations::{PACED_INTERVAL, PACED_REGISTRATIONS, RegistrationResult, SOLO_REGISTRATIONS},
+    resource_cost::{DD_BLOCKS, DIRECT_MIB, ResourceCostResult, TCP_BYTES, TOUCH_MIB},
     scale::{SETTLE_SAMPLES, ScaleResult},
     slowdown::SlowdownResult,
     system::Environment,
@@ -13,7 +15,8 @@ use super::{
 
 /// sched_switch may cost at most this many times the empty program.
 const SWITCH_MAX_RATIO: f64 = 3.0;
-/// The ping-pong may run at most this much slower under the daemon.
+/// The ping-pong, and the IO- and network-heavy jobs, may run at most this
+/// much slower under the daemon.
 const MAX_SLOWDOWN: f64 = 0.05;
 const MAX_SCRAPE_MS: f64 = 20.0;
 /// Megabytes of 10^6 bytes.
@@ -33,6 +36,9 @@ pub struct Report {
     pub slowdown: Option<SlowdownResult>,
     pub scale: Option<ScaleResult>,
     pub registrations: Option<RegistrationResult>,
+    pub resource_cost: Option<ResourceCostResult>,
+    pub io: Option<JobSlowdownResult>,
+    pub network: Option<JobSlowdownResult>,
 }
 
 struct Goal {
@@ -53,6 +59,9 @@ impl Report {
         out += &self.slowdown_section();
         out += &self.scale_section();
         out += &self.registrations_section();
+        out += &self.resource_cost_section();
+        out += &self.job_slowdown_section(self.io.as_ref());
+        out += &self.job_slowdown_section(self.network.as_ref());
         out += "## Goals\n\n";
         out += &self.goals_table();
         out
@@ -136,6 +145,19 @@ impl Report {
                 measured: format!("{:.2} ms", r.p99_ms()),
                 target: format!("<= {MAX_REGISTRATION_P99_MS} ms"),
                 pass: r.p99_ms() <= MAX_REGISTRATION_P99_MS,
+            });
+        }
+        for result in [&self.io, &self.network].into_iter().flatten() {
+            let slowdown = result.slowdown();
+            goals.push(Goal {
+                bench: match result.kind {
+                    Kind::Io => Benchmark::Io,
+                    Kind::Network => Benchmark::Network,
+                },
+                what: slowdown_goal(result.kind).into(),
+                measured: format!("{:+.1}%", slowdown * 100.0),
+                target: format!("<= {:.0}%", MAX_SLOWDOWN * 100.0),
+                pass: slowdown <= MAX_SLOWDOWN,
             });
         }
         goals
@@ -461,6 +483,123 @@ impl Report {
         out
     }
 
+    fn resource_cost_section(&self) -> String {
+        let Some(cost) = &self.resource_cost else {
+            return String::new();
+        };
+        let mut rows = vec![row([
+            "bench_floor (empty, on sched_switch)",
+            "",
+            &format!("{:.0}", cost.floor_ns),
+            "1.00",
+        ])];
+        for program in &cost.programs {
+            rows.push(row([
+                &program.name,
+                &format!("{:.0}", program.runs),
+                &opt(program.ns_per_run, 0),
+                &opt(program.ratio, 2),
+            ]));
+        }
+        let counters = cost
+            .job_counters
+            .iter()
+            .map(|(what, value)| format!("{what} {value:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let oom = match &cost.no_oom {
+            None => "a process of a second job, limited to 32 MiB (a child v1 memory cgroup below xtask's \
+                     own on hybrid hosts, memory.max on cgroup v2), touching memory until the OOM killer ends it"
+                .to_string(),
+            Some(why) => format!("no OOM kill ({why})"),
+        };
+        format!(
+            "## 5. Cost per run of the memory, IO and network programs (bpf_stats)\n\n\
+             The daemon runs with `--bpf.stats`, the empty floor program on sched_switch next to it, as in \
+             benchmark 1. Workload per window, inside a job cgroup: {TOUCH_MIB} MiB mapped, touched (4 KiB \
+             pages) and unmapped; `dd if=/dev/zero bs=512 count={DD_BLOCKS}` to a file; {DIRECT_MIB} MiB \
+             written and read back in 4 KiB O_DIRECT calls, then copied with sendfile and with \
+             copy_file_range in 64 KiB calls; {TCP_BYTES} bytes over loopback TCP in 64 KiB writes; and {oom}. \
+             ns/run covers every run in the window, the job's and everyone else's (the cheap \
+             \"not a job\" exit); the ratio is to the floor, per window, then the median. The job's \
+             counters after the last window: {counters}.\n\n{}\n",
+            table(&["Program", "Runs per window", "ns/run", "x floor"], &rows)
+        )
+    }
+
+    fn job_slowdown_section(&self, result: Option<&JobSlowdownResult>) -> String {
+        let Some(s) = result else {
+            return String::new();
+        };
+        let mut rows: Vec<Vec<String>> = s
+            .without_s
+            .iter()
+            .zip(&s.with_s)
+            .enumerate()
+            .map(|(i, (without, with))| {
+                row([
+                    &(i + 1).to_string(),
+                    &format!("{without:.4}"),
+                    &format!("{with:.4}"),
+                    &format!("{:+.1}%", (with / without - 1.0) * 100.0),
+                ])
+            })
+            .collect();
+        rows.push(row([
+            "**median**",
+            &format!("**{:.4}**", s.median_without()),
+            &format!("**{:.4}**", s.median_with()),
+            &format!("**{:+.1}%**", s.slowdown() * 100.0),
+        ]));
+        let (heading, how, credited) = match s.kind {
+            Kind::Io => (
+                "## 6. IO-heavy job slowdown",
+                format!(
+                    "`dd if=/dev/zero of=<file> bs=512 count={}` ({} bytes in {} read and {} write calls) \
+                     inside a job cgroup, pinned to CPU {}, the file on the workspace's disk and removed after \
+                     each run. Time: dd's own figure for the copy (start-up excluded).",
+                    s.size,
+                    s.bytes(),
+                    s.size,
+                    s.size,
+                    s.cpus.0
+                ),
+                "bytes written",
+            ),
+            Kind::Network => (
+                "## 7. Network-heavy job slowdown",
+                format!(
+                    "{} bytes over loopback TCP in 64 KiB writes, between two threads of one process inside a \
+                     job cgroup (the listener made inside the job, so both sockets are the job's), {}. Time: \
+                     from the first write to the receiver's last byte.",
+                    s.bytes(),
+                    if s.cpus.0 == s.cpus.1 {
+                        format!("both pinned to CPU {}", s.cpus.0)
+                    } else {
+                        format!("the sender pinned to CPU {} and the receiver to CPU {}", s.cpus.0, s.cpus.1)
+                    }
+                ),
+                "bytes sent",
+            ),
+        };
+        format!(
+            "{heading}\n\n\
+             {how} Each round runs it {} times without the daemon (stopped, nothing attached) and {} times \
+             with it (no `--bpf.stats`), the median of each side being the round's figure; which side goes \
+             first flips every round. After each run with the daemon the job's counters are checked (last \
+             check: {:.0} {credited} for {} runs). Seconds per run; slowdown = median(with) / median(without) - 1 \
+             = {:+.1}%; goal <= {:.0}%: **{}**.\n\n{}\n",
+            s.repeats,
+            s.repeats,
+            s.credited,
+            s.repeats,
+            s.slowdown() * 100.0,
+            MAX_SLOWDOWN * 100.0,
+            self.verdict(s.slowdown() <= MAX_SLOWDOWN),
+            table(&["Round", "Without (s)", "With (s)", "Difference"], &rows)
+        )
+    }
+
     /// The sections of the benchmarks that ran, keyed by their heading's
     /// number (`## 4.`).
     fn bench_sections(&self) -> Vec<(&'static str, String)> {
@@ -469,6 +608,9 @@ impl Report {
             ("## 2.", self.slowdown_section()),
             ("## 3.", self.scale_section()),
             ("## 4.", self.registrations_section()),
+            ("## 5.", self.resource_cost_section()),
+            ("## 6.", self.job_slowdown_section(self.io.as_ref())),
+            ("## 7.", self.job_slowdown_section(self.network.as_ref())),
         ]
         .into_iter()
         .filter(|(_, text)| !text.is_empty())
@@ -497,8 +639,20 @@ fn goal_bench(what: &str) -> Option<Benchmark> {
         Some(Benchmark::Scale)
     } else if what.starts_with("registration") {
         Some(Benchmark::Registrations)
+    } else if what == slowdown_goal(Kind::Io) {
+        Some(Benchmark::Io)
+    } else if what == slowdown_goal(Kind::Network) {
+        Some(Benchmark::Network)
     } else {
         None
+    }
+}
+
+/// The goal row of an IO- or network-heavy job's slowdown.
+fn slowdown_goal(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Io => "IO-heavy job slowdown (dd, 512-byte blocks)",
+        Kind::Network => "network-heavy job slowdown (loopback TCP)",
     }
 }
 
@@ -621,6 +775,9 @@ mod tests {
                 rounds: vec![round],
                 first_failure: None,
             }),
+            resource_cost: None,
+            io: None,
+            network: None,
         }
     }
 
@@ -642,6 +799,35 @@ mod tests {
         assert_eq!(again.matches("| registrations per second").count(), 1);
         assert_eq!(again.matches("| registration latency p99").count(), 1);
         assert_eq!(again.matches("| pipe ping-pong slowdown").count(), 1);
+    }
+
+    #[test]
+    fn job_slowdowns_have_their_own_sections_and_goals() {
+        let slowdown = |kind, with: f64| JobSlowdownResult {
+            kind,
+            without_s: vec![1.0, 1.0],
+            with_s: vec![with, with],
+            repeats: 3,
+            size: 200_000,
+            cpus: (1, 1),
+            credited: 3.0 * 102_400_000.0,
+        };
+        let mut partial = report();
+        partial.registrations = None;
+        partial.io = Some(slowdown(Kind::Io, 1.2));
+        partial.network = Some(slowdown(Kind::Network, 1.01));
+        let merged = merge(EXISTING, &partial);
+        assert!(merged.contains("## 6. IO-heavy job slowdown\n\n_This section"));
+        assert!(merged.contains("## 7. Network-heavy job slowdown\n\n_This section"));
+        assert!(merged.contains("| IO-heavy job slowdown (dd, 512-byte blocks) | +20.0% | <= 5% |"));
+        assert!(merged.contains("| network-heavy job slowdown (loopback TCP) | +1.0% | <= 5% |"));
+        // The others' rows stay; a second run replaces its own.
+        assert!(merged.contains("| pipe ping-pong slowdown | +14.0% | <= 5% | MISS |"));
+        partial.network = None;
+        let again = merge(&merged, &partial);
+        assert_eq!(again.matches("| IO-heavy job slowdown").count(), 1);
+        assert_eq!(again.matches("| network-heavy job slowdown").count(), 1);
+        assert_eq!(again.matches("## 6. IO-heavy").count(), 1);
     }
 
     #[test]
