@@ -793,12 +793,12 @@ fn a_launcher_gone_before_accept() -> anyhow::Result<()> {
 }
 
 /// systemd gives a service a soft limit of 1,024 open files unless its unit
-/// says otherwise (DefaultLimitNOFILE=1024:524288), and
-/// packaging/systemd/monitor.service says nothing. A held launcher
-/// connection costs the daemon three fds (the socket, the peer's pidfd and
-/// its /proc directory), so 1,000 Apptainer-like launchers holding their
-/// connections must still all be registered (or told "busy"), not lost to
-/// EMFILE.
+/// says otherwise (DefaultLimitNOFILE=1024:524288). The daemon raises its
+/// soft limit to the hard one at start (and the shipped unit sets
+/// LimitNOFILE), and a held launcher connection keeps only its socket once
+/// settled, so 1,000 Apptainer-like launchers holding their connections must
+/// all be registered (or told "busy"), not lost to EMFILE. The test runs the
+/// daemon under a 1,024 soft limit to check exactly that.
 #[test]
 fn a_thousand_silent_connections_under_systemds_default_fd_limit() -> anyhow::Result<()> {
     if !require_root_or_skip() {
