@@ -1,4 +1,5 @@
 //! `monitor`: the node daemon and its command-line clients.
+mod api;
 mod cli;
 mod client;
 mod daemon;

@@ -1,4 +1,4 @@
-//! The HTTP side: the telemetry path and a landing page.
+//! The HTTP side: the telemetry path, the job API and a landing page.
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
@@ -11,12 +11,13 @@ use axum::{
 };
 use prometheus_client::registry::Registry;
 
-use crate::metrics::exposition;
+use crate::{daemon::snapshot::SharedSnapshot, metrics::exposition};
 
 pub async fn serve(
     address: SocketAddr,
     telemetry_path: &str,
     registry: Registry,
+    shared: Arc<SharedSnapshot>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
@@ -24,7 +25,8 @@ pub async fn serve(
     let app = Router::new()
         .route(telemetry_path, get(metrics))
         .route("/", get(move || async move { Html(landing) }))
-        .with_state(registry);
+        .with_state(registry)
+        .merge(crate::api::routes().with_state(shared));
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("listening on {address} (--web.listen-address)"))?;
@@ -54,6 +56,6 @@ fn landing_page(telemetry_path: &str) -> String {
     format!(
         "<!doctype html><html><head><title>Job monitor</title></head><body>\
          <h1>Job monitor</h1><p>Kernel-level per-job metrics.</p>\
-         <p><a href=\"{telemetry_path}\">Metrics</a></p></body></html>"
+         <p><a href=\"{telemetry_path}\">Metrics</a> &middot; <a href=\"/api/v1/jobs\">Jobs (JSON)</a></p></body></html>"
     )
 }

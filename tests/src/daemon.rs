@@ -202,6 +202,11 @@ impl Daemon {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// GETs `path` from the daemon's web port (the body of a 200 answer).
+    pub fn get(&self, path: &str) -> anyhow::Result<String> {
+        crate::http::get(self.address, path)
+    }
+
     /// The daemon's launcher socket.
     pub fn socket(&self) -> &Path {
         &self.socket

@@ -120,13 +120,13 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let registry = crate::metrics::registry(shared, registrations.clone());
+    let registry = crate::metrics::registry(shared.clone(), registrations.clone());
     let registrar = Arc::new(Registrar::new(launcher_config, table, registrations, wake));
     let served = runtime.block_on(async {
         let listener = crate::launcher::socket::bind(&args.socket_path)?;
         log::info!("launcher socket at {}", args.socket_path.display());
         let launchers = tokio::spawn(crate::launcher::server::serve(listener, registrar));
-        let served = crate::web::serve(args.listen_address, &args.telemetry_path, registry, shutdown_signal()).await;
+        let served = crate::web::serve(args.listen_address, &args.telemetry_path, registry, shared, shutdown_signal()).await;
         launchers.abort();
         let _ = std::fs::remove_file(&args.socket_path);
         served

@@ -1,7 +1,7 @@
 //! `/metrics`: collectors that encode the latest snapshot, one per concern
 //! (jobs, kernel programs, the daemon itself), node_exporter style.
 mod daemon;
-mod encode;
+pub mod encode;
 pub mod exposition;
 mod job_resources;
 mod jobs;
