@@ -64,14 +64,8 @@ impl JobCgroup {
     /// A command whose process joins this cgroup between fork and exec, so
     /// everything it execs runs in the job from its first instruction.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Command> {
-        let procs = CString::new(self.dir.join("cgroup.procs").as_os_str().as_bytes())
-            .context("cgroup path with a NUL byte")?;
         let mut command = Command::new(program);
-        // SAFETY: the hook only makes raw syscalls on memory prepared before
-        // the fork: no allocation, no locks (other test threads may hold them).
-        unsafe {
-            command.pre_exec(move || join_cgroup(&procs));
-        }
+        join_before_exec(&mut command, &self.dir)?;
         Ok(command)
     }
 
@@ -115,6 +109,19 @@ impl JobCgroup {
     pub fn remove(&self) -> anyhow::Result<()> {
         rmdir_when_empty(&self.dir)
     }
+}
+
+/// Makes `command`'s process join the cgroup directory `dir` (v1 or v2)
+/// between fork and exec.
+pub fn join_before_exec(command: &mut Command, dir: &Path) -> anyhow::Result<()> {
+    let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
+        .context("cgroup path with a NUL byte")?;
+    // SAFETY: the hook only makes raw syscalls on memory prepared before
+    // the fork: no allocation, no locks (other test threads may hold them).
+    unsafe {
+        command.pre_exec(move || join_cgroup(&procs));
+    }
+    Ok(())
 }
 
 /// In the child, after fork: write "0" (this process) to cgroup.procs.

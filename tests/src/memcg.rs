@@ -9,9 +9,7 @@
 //!   of the cgroup this process lives in; nothing ever leaves its v1 cgroup
 //!   for anything but a child of it.
 use std::{
-    ffi::CString,
     fs, io,
-    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicUsize, Ordering},
@@ -112,26 +110,7 @@ impl MemoryLimit {
         let Self::V1 { dir } = self else {
             return Ok(());
         };
-        let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
-            .context("cgroup path with a NUL byte")?;
-        // SAFETY: raw syscalls on memory prepared before the fork: no
-        // allocation, no locks.
-        unsafe {
-            command.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                let error = io::Error::last_os_error();
-                libc::close(fd);
-                if written != 1 {
-                    return Err(error);
-                }
-                Ok(())
-            });
-        }
-        Ok(())
+        crate::cgroup::join_before_exec(command, dir)
     }
 
     /// The kernel's own count of OOM kills in the limited cgroup:

@@ -14,6 +14,7 @@ use super::{
     floor::Floor,
     job_workloads::{self, MemoryLimit},
     metrics, pingpong,
+    program_cost::ProgramCost,
     stats::median,
 };
 
@@ -49,20 +50,9 @@ const JOB_COUNTERS: [(&str, &str); 7] = [
 ];
 
 #[derive(Debug)]
-pub struct ResourceProgramCost {
-    pub name: String,
-    /// Median runs per window.
-    pub runs: f64,
-    /// Median ns per run; `None` if it never ran in a window.
-    pub ns_per_run: Option<f64>,
-    /// Median of the per-window ratios to the floor.
-    pub ratio: Option<f64>,
-}
-
-#[derive(Debug)]
 pub struct ResourceCostResult {
     pub floor_ns: f64,
-    pub programs: Vec<ResourceProgramCost>,
+    pub programs: Vec<ProgramCost>,
     /// The job's counters at the end, by JOB_COUNTERS' names.
     pub job_counters: Vec<(String, f64)>,
     /// Why no OOM kill was part of the windows, if none was.
@@ -213,7 +203,7 @@ fn summarize(
                 .iter()
                 .filter_map(|w| Some(of_window(w)?.ns_per_run()? / w.floor.ns_per_run()?))
                 .collect();
-            ResourceProgramCost {
+            ProgramCost {
                 name: name.to_string(),
                 runs: median(&runs).unwrap_or(0.0),
                 ns_per_run: median(&ns),
