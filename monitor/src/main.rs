@@ -7,6 +7,8 @@ mod jobs;
 mod kernel;
 mod launcher;
 mod metrics;
+#[allow(dead_code)] // used by the daemon from the next commit
+mod store;
 mod system;
 mod web;
 
