@@ -15,6 +15,7 @@
 //! sample at most).
 mod query;
 mod schema;
+pub mod writer;
 
 use std::{
     fs::DirBuilder,
@@ -27,6 +28,9 @@ use std::{
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use thiserror::Error;
+
+#[allow(unused_imports)] // used by the daemon from the next commit
+pub use writer::{StoreHandle, WriterStats, spawn as spawn_writer};
 
 /// The database's file name in the state directory.
 pub const DB_FILE: &str = "jobs.db";
