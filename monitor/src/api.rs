@@ -1,11 +1,15 @@
-//! The job API, JSON over the web port, from the latest snapshot:
+//! The job API: JSON over the web port and over the API socket (where
+//! `monitor jobs` reads it). Running jobs come from the latest snapshot;
+//! finished ones from the snapshot (those still in `--job.retention`) and
+//! the state store (every profile it keeps):
 //!
-//! - `GET /api/v1/jobs?user=alice&state=running|finished&since=UNIXTIME`:
-//!   live jobs and finished ones still in retention, filtered (all filters
-//!   optional; `since` keeps jobs running at or ended after that time);
-//! - `GET /api/v1/jobs/{jobid}`: the jobs with that id (one per user that
-//!   has one), or 404.
-use std::{collections::BTreeMap, sync::Arc};
+//! - `GET /api/v1/jobs?user=alice&state=running|finished&since=UNIXTIME&limit=N`:
+//!   every filter optional; `since` keeps jobs running at or ended after
+//!   that time; `limit` caps the finished jobs listed, most recent first.
+//!   Running jobs come first, oldest first, then finished ones, most recent first;
+//! - `GET /api/v1/jobs/{jobid}`: the jobs with that id (one per user, and
+//!   per run when an id was reused), or 404.
+use std::{collections::HashSet, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -14,18 +18,22 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::{
     daemon::snapshot::{JobView, SharedSnapshot},
-    metrics::encode::{seconds, unix_seconds},
+    metrics::encode::unix_seconds,
+    profile::{JobJson, JobState, state_of},
+    store::{ProfileQuery, StoreReader},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Running,
-    Finished,
+/// What the API handlers read.
+#[derive(Clone)]
+pub struct ApiState {
+    pub shared: Arc<SharedSnapshot>,
+    /// The state store; None when it could not be opened (the API then
+    /// lists what the snapshot has, and says so in the log).
+    pub store: Option<Arc<StoreReader>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +43,8 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     /// Unix seconds.
     pub since: Option<f64>,
+    /// Finished jobs listed at most.
+    pub limit: Option<usize>,
 }
 
 impl JobFilter {
@@ -46,126 +56,110 @@ impl JobFilter {
                 .since
                 .is_none_or(|since| job.end.is_none_or(|end| unix_seconds(end) >= since))
     }
-}
 
-fn state_of(job: &JobView) -> JobState {
-    if job.end.is_some() { JobState::Finished } else { JobState::Running }
-}
-
-#[derive(Debug, Serialize)]
-pub struct Switches {
-    voluntary: u64,
-    involuntary: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Network {
-    rx_bytes: u64,
-    tx_bytes: u64,
-    rx_packets: u64,
-    tx_packets: u64,
-}
-
-/// One job as the API shows it; the same figures as /metrics.
-#[derive(Debug, Serialize)]
-pub struct JobJson {
-    jobid: String,
-    user: String,
-    uid: u32,
-    name: String,
-    launcher: String,
-    labels: BTreeMap<String, String>,
-    cgroup: String,
-    state: JobState,
-    start_time: f64,
-    end_time: Option<f64>,
-    tasks: u64,
-    cpu_seconds: f64,
-    runqueue_wait_seconds: f64,
-    context_switches: Switches,
-    processes_started: u64,
-    threads_started: u64,
-    execs: u64,
-    processes_exited: u64,
-    memory_rss_bytes: u64,
-    memory_rss_peak_bytes: u64,
-    page_faults: u64,
-    oom_kills: u64,
-    io_read_bytes: u64,
-    io_write_bytes: u64,
-    block_read_bytes: u64,
-    block_write_bytes: u64,
-    network: Network,
-}
-
-impl From<&JobView> for JobJson {
-    fn from(job: &JobView) -> Self {
-        let c = &job.counters;
-        let rss = c.rss_delta_bytes.max(0) as u64;
-        JobJson {
-            jobid: job.jobid.clone(),
-            user: job.user.clone(),
-            uid: job.uid,
-            name: job.name.clone(),
-            launcher: job.launcher.clone(),
-            labels: job.labels.clone(),
-            cgroup: job.cgroup.clone(),
-            state: state_of(job),
-            start_time: unix_seconds(job.start),
-            end_time: job.end.map(unix_seconds),
-            tasks: job.tasks,
-            cpu_seconds: seconds(c.cpu_ns),
-            runqueue_wait_seconds: seconds(c.runqueue_wait_ns),
-            context_switches: Switches {
-                voluntary: c.voluntary_switches,
-                involuntary: c.involuntary_switches,
-            },
-            processes_started: c.processes_started,
-            threads_started: c.threads_started,
-            execs: c.execs,
-            processes_exited: c.process_exits,
-            memory_rss_bytes: rss,
-            memory_rss_peak_bytes: c.rss_peak_bytes.max(rss),
-            page_faults: c.page_faults,
-            oom_kills: c.oom_kills,
-            io_read_bytes: c.io_read_bytes,
-            io_write_bytes: c.io_write_bytes,
-            block_read_bytes: c.block_read_bytes,
-            block_write_bytes: c.block_write_bytes,
-            network: Network {
-                rx_bytes: c.net_rx_bytes,
-                tx_bytes: c.net_tx_bytes,
-                rx_packets: c.net_rx_packets,
-                tx_packets: c.net_tx_packets,
-            },
-        }
+    fn wants_finished(&self) -> bool {
+        self.state.is_none_or(|s| s == JobState::Finished)
     }
 }
 
-pub fn routes() -> Router<Arc<SharedSnapshot>> {
+pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/jobs", get(list))
         .route("/api/v1/jobs/{jobid}", get(one))
 }
 
-async fn list(State(shared): State<Arc<SharedSnapshot>>, Query(filter): Query<JobFilter>) -> Json<Vec<JobJson>> {
-    let snapshot = shared.latest();
-    Json(snapshot.jobs.iter().filter(|job| filter.matches(job)).map(JobJson::from).collect())
+async fn list(State(state): State<ApiState>, Query(filter): Query<JobFilter>) -> Response {
+    let query = ProfileQuery {
+        user: filter.user.clone(),
+        jobid: None,
+        since: filter.since,
+        limit: filter.limit,
+    };
+    let stored = if filter.wants_finished() { stored(&state, query).await } else { Ok(Vec::new()) };
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(response) => return response,
+    };
+    let snapshot = state.shared.latest();
+    let jobs = merge(snapshot.jobs.iter().filter(|job| filter.matches(job)), stored, filter.limit);
+    Json(jobs).into_response()
 }
 
-async fn one(State(shared): State<Arc<SharedSnapshot>>, Path(jobid): Path<String>) -> Response {
-    let snapshot = shared.latest();
-    let jobs: Vec<JobJson> = snapshot.jobs.iter().filter(|job| job.jobid == jobid).map(JobJson::from).collect();
+async fn one(State(state): State<ApiState>, Path(jobid): Path<String>) -> Response {
+    let query = ProfileQuery {
+        jobid: Some(jobid.clone()),
+        ..Default::default()
+    };
+    let stored = match stored(&state, query).await {
+        Ok(stored) => stored,
+        Err(response) => return response,
+    };
+    let snapshot = state.shared.latest();
+    let jobs = merge(snapshot.jobs.iter().filter(|job| job.jobid == jobid), stored, None);
     if jobs.is_empty() {
-        let error = serde_json::json!({ "error": format!("no job {jobid:?} (running, or finished within --job.retention)") });
+        let error = serde_json::json!({ "error": format!("no job {jobid:?} (running, or finished and in the state store)") });
         return (StatusCode::NOT_FOUND, Json(error)).into_response();
     }
     Json(jobs).into_response()
 }
 
+/// Profiles from the store (none without one); a store that fails is a 500.
+async fn stored(state: &ApiState, query: ProfileQuery) -> Result<Vec<JobJson>, Response> {
+    let Some(store) = state.store.clone() else {
+        return Ok(Vec::new());
+    };
+    let read = tokio::task::spawn_blocking(move || store.profiles(&query)).await;
+    let texts = match read {
+        Ok(Ok(texts)) => texts,
+        Ok(Err(e)) => return Err(server_error(format!("reading the state store: {e}"))),
+        Err(e) => return Err(server_error(format!("reading the state store: {e}"))),
+    };
+    Ok(texts
+        .iter()
+        .filter_map(|text| match serde_json::from_str::<JobJson>(text) {
+            Ok(job) => Some(job),
+            Err(e) => {
+                log::warn!("a stored profile does not parse, skipped: {e}");
+                None
+            }
+        })
+        .collect())
+}
+
+fn server_error(message: String) -> Response {
+    log::warn!("{message}");
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// Snapshot jobs and stored profiles, one entry per job run (a profile
+/// also in the snapshot's retention is the same run), running jobs first.
+fn merge<'a>(snapshot: impl Iterator<Item = &'a JobView>, stored: Vec<JobJson>, limit: Option<usize>) -> Vec<JobJson> {
+    let mut running = Vec::new();
+    let mut finished = Vec::new();
+    for job in snapshot.map(JobJson::from) {
+        match job.state {
+            JobState::Running => running.push(job),
+            JobState::Finished => finished.push(job),
+        }
+    }
+    let key = |job: &JobJson| (job.uid, job.jobid.clone(), job.start_time.to_bits());
+    let mut seen: HashSet<_> = finished.iter().map(key).collect();
+    finished.extend(stored.into_iter().filter(|job| seen.insert(key(job))));
+    running.sort_by(|a, b| a.start_time.total_cmp(&b.start_time));
+    finished.sort_by(|a, b| b.end_time.unwrap_or(0.0).total_cmp(&a.end_time.unwrap_or(0.0)));
+    if let Some(limit) = limit {
+        finished.truncate(limit);
+    }
+    running.extend(finished);
+    running
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::{
+        collections::BTreeMap,
+        time::{Duration, SystemTime},
+    };
 
     use super::*;
 
@@ -209,8 +203,23 @@ mod tests {
     }
 
     #[test]
+    fn merging_keeps_one_entry_per_run_running_first() {
+        let running = job("1", "alice", None);
+        let in_retention = job("2", "alice", Some(100));
+        let stored_too = JobJson::from(&in_retention);
+        let older = JobJson::from(&job("3", "bob", Some(50)));
+        let merged = merge([&running, &in_retention].into_iter(), vec![stored_too, older], None);
+        let ids: Vec<&str> = merged.iter().map(|j| j.jobid.as_str()).collect();
+        assert_eq!(ids, vec!["1", "2", "3"]);
+        let limited = merge([&running].into_iter(), vec![JobJson::from(&job("3", "bob", Some(50)))], Some(0));
+        assert_eq!(limited.len(), 1, "the limit caps finished jobs only");
+    }
+
+    #[test]
     fn serializes_state_and_times() {
         let json = serde_json::to_value(JobJson::from(&job("7", "alice", Some(42)))).unwrap();
+        let back: JobJson = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, JobJson::from(&job("7", "alice", Some(42))), "a stored profile reads back");
         assert_eq!(json["state"], "finished");
         assert_eq!(json["end_time"], 42.0);
         assert_eq!(json["network"]["rx_bytes"], 0);

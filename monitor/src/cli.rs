@@ -23,10 +23,45 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Register with the daemon as a job, then run CMD in it (the job's process is CMD itself).
     Run(RunArgs),
+    /// List running and recently finished jobs (--all: every stored profile).
+    Jobs(JobsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads the daemon's job API on its API socket (next to the launcher socket: \
+monitor.sock -> monitor.api.sock). The same JSON is on the web port at /api/v1/jobs.")]
+pub struct JobsArgs {
+    /// Every finished job the state store keeps, not only recent ones.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print the jobs as JSON (the API's objects) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Only this user's jobs.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Finished jobs shown without --all: those that ended within this long.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub since: Duration,
+
+    /// The daemon's launcher socket (the API socket is found next to it).
+    #[arg(long = "socket.path", value_name = "PATH", env = "MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket_path: PathBuf,
 }
 
 /// Where client commands find the daemon.
 pub const DEFAULT_SOCKET: &str = "/run/monitor/monitor.sock";
+
+/// The job API socket, next to the launcher socket: `monitor.sock` ->
+/// `monitor.api.sock`. Queries never go through the launcher socket, which
+/// moves every peer into a job.
+pub fn api_socket(launcher_socket: &std::path::Path) -> PathBuf {
+    launcher_socket.with_extension("api.sock")
+}
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -146,7 +181,31 @@ pub struct DaemonArgs {
     /// monitor_bpf_lost_events_total{reason="task_slot_collision"}.
     #[arg(long = "bpf.task-slots", value_name = "N", default_value_t = 65536, value_parser = parse_power_of_two)]
     pub task_slots: u32,
+
+    /// Where the kernel programs, their links and maps are pinned (on bpffs),
+    /// so counting goes on while the daemon is stopped, restarted or
+    /// upgraded; a restarted daemon takes them up again. Empty: nothing is
+    /// pinned and the programs go with the daemon.
+    #[arg(long = "bpf.pin-path", value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+
+    /// Unload everything pinned under --bpf.pin-path (stopping all counting
+    /// while the daemon is down) and exit. Stop the daemon first.
+    #[arg(long)]
+    pub cleanup: bool,
+
+    /// Directory of the state store: every finished job's profile and the
+    /// registry of running jobs (an SQLite database, jobs.db).
+    #[arg(long = "state.dir", value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
+    /// How long finished jobs' profiles stay in the state store (0: for good).
+    #[arg(long = "state.retention", value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub state_retention: Duration,
 }
+
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/monitor";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/monitor";
 
 fn parse_listen_address(value: &str) -> Result<SocketAddr, String> {
     let full = if value.starts_with(':') { format!("0.0.0.0{value}") } else { value.to_string() };

@@ -7,7 +7,7 @@ mod jobs;
 mod kernel;
 mod launcher;
 mod metrics;
-#[allow(dead_code)] // used by the daemon from the next commit
+mod profile;
 mod store;
 mod system;
 mod web;
@@ -24,6 +24,10 @@ fn main() -> std::process::ExitCode {
         cli::Command::Run(args) => {
             init_logging(log::LevelFilter::Warn);
             return client::run::run(args);
+        }
+        cli::Command::Jobs(args) => {
+            init_logging(log::LevelFilter::Warn);
+            client::jobs::run(args)
         }
     };
     match result {

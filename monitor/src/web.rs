@@ -1,5 +1,6 @@
-//! The HTTP side: the telemetry path, the job API and a landing page.
-use std::{net::SocketAddr, sync::Arc};
+//! The HTTP side: the telemetry path, the job API and a landing page on
+//! the web port; the job API alone on the API socket.
+use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::Context as _;
 use axum::{
@@ -11,13 +12,13 @@ use axum::{
 };
 use prometheus_client::registry::Registry;
 
-use crate::{daemon::snapshot::SharedSnapshot, metrics::exposition};
+use crate::{api::ApiState, metrics::exposition};
 
 pub async fn serve(
     address: SocketAddr,
     telemetry_path: &str,
     registry: Registry,
-    shared: Arc<SharedSnapshot>,
+    api: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
@@ -26,7 +27,7 @@ pub async fn serve(
         .route(telemetry_path, get(metrics))
         .route("/", get(move || async move { Html(landing) }))
         .with_state(registry)
-        .merge(crate::api::routes().with_state(shared));
+        .merge(crate::api::routes().with_state(api));
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("listening on {address} (--web.listen-address)"))?;
@@ -35,6 +36,16 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server")
+}
+
+/// The job API on a Unix socket, for `monitor jobs` (read-only; every
+/// user may connect, as every user may read /metrics).
+pub async fn serve_api_socket(path: &Path, api: ApiState) -> anyhow::Result<()> {
+    let listener = crate::launcher::socket::bind(path)?;
+    log::info!("job API socket at {}", path.display());
+    axum::serve(listener, crate::api::routes().with_state(api))
+        .await
+        .context("job API socket")
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {

@@ -62,6 +62,11 @@ fn unique_root() -> anyhow::Result<PathBuf> {
 
 pub struct Daemon {
     child: Child,
+    /// Everything after `monitor`, to start it again the same way.
+    args: Vec<std::ffi::OsString>,
+    /// Its `--bpf.pin-path` and `--state.dir`, its own unless the test gave them.
+    pin_path: PathBuf,
+    state_dir: PathBuf,
     address: SocketAddr,
     /// Its `--sample.interval`: SAMPLE_INTERVAL unless the test gave one.
     interval: Duration,
@@ -115,35 +120,56 @@ impl Daemon {
             )?,
             None => SAMPLE_INTERVAL,
         };
-        let mut command = Command::new(&binary);
-        command
-            .arg("daemon")
-            .args(["--web.listen-address", &address.to_string()])
-            .args(["--web.telemetry-path", TELEMETRY_PATH]);
+        let name = root
+            .file_stem()
+            .context("root has a name")?
+            .to_string_lossy()
+            .into_owned();
+        let pin_path = match flag_value(extra_args, "--bpf.pin-path")? {
+            Some(path) => PathBuf::from(path),
+            // Per daemon: parallel daemons must never take up each other's programs.
+            None => Path::new("/sys/fs/bpf").join(&name),
+        };
+        let state_dir = match flag_value(extra_args, "--state.dir")? {
+            Some(path) => PathBuf::from(path),
+            None => std::env::temp_dir().join(format!("{name}.state")),
+        };
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "daemon".into(),
+            "--web.listen-address".into(),
+            address.to_string().into(),
+            "--web.telemetry-path".into(),
+            TELEMETRY_PATH.into(),
+        ];
         if !extra_args.contains(&"--sample.interval") {
-            command.args(["--sample.interval", SAMPLE_INTERVAL_FLAG]);
+            args.extend(["--sample.interval".into(), SAMPLE_INTERVAL_FLAG.into()]);
         }
-        command
-            .arg("--cgroup.root")
-            .arg(&root)
-            .args(["--log.level", "info"]);
+        args.extend([
+            "--cgroup.root".into(),
+            root.clone().into(),
+            "--log.level".into(),
+            "info".into(),
+        ]);
         if !extra_args.contains(&"--socket.path") {
-            command.arg("--socket.path").arg(&socket);
+            args.extend(["--socket.path".into(), socket.clone().into()]);
         }
-        command
-            .args(extra_args)
-            .env_remove("MONITOR_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        configure(&mut command);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+        if !extra_args.contains(&"--bpf.pin-path") {
+            args.extend(["--bpf.pin-path".into(), pin_path.clone().into()]);
+        }
+        if !extra_args.contains(&"--state.dir") {
+            args.extend(["--state.dir".into(), state_dir.clone().into()]);
+        }
+        args.extend(extra_args.iter().map(Into::into));
+        // Leftovers of a crashed run with the same pid: not ours to take up.
+        unload(&pin_path)?;
+        let _ = std::fs::remove_dir_all(&state_dir);
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        collect_stderr(&mut child, stderr.clone());
+        let child = spawn(&binary, &args, &stderr, configure)?;
         let mut daemon = Self {
             child,
+            args,
+            pin_path,
+            state_dir,
             address,
             interval,
             root,
@@ -152,6 +178,47 @@ impl Daemon {
         };
         daemon.wait_until_ready()?;
         Ok(daemon)
+    }
+
+    /// Kills the daemon with SIGKILL (no chance to tidy up), and reaps it.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("killing the daemon")?;
+        self.child.wait().context("reaping the daemon")?;
+        Ok(())
+    }
+
+    /// Stops the daemon with SIGTERM, as systemd does.
+    pub fn terminate(&mut self) -> anyhow::Result<()> {
+        self.stop()
+    }
+
+    /// Starts the (stopped or killed) daemon again with the same flags, and
+    /// waits until it serves.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if self.running() {
+            bail!("restart: the daemon is still running");
+        }
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(b"--- restarted ---\n");
+        self.child = spawn(&binary()?, &self.args, &self.stderr, |_| {})?;
+        self.wait_until_ready()
+    }
+
+    /// Its `--state.dir`.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Its `--bpf.pin-path`.
+    pub fn pin_path(&self) -> &Path {
+        &self.pin_path
+    }
+
+    /// The web port's address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 
     /// How often the daemon samples the kernel maps.
@@ -313,6 +380,36 @@ fn parse_interval(text: &str) -> anyhow::Result<Duration> {
     }
 }
 
+/// The value after `flag` among `args`, if the flag is there.
+fn flag_value<'a>(args: &[&'a str], flag: &str) -> anyhow::Result<Option<&'a str>> {
+    match args.iter().position(|a| *a == flag) {
+        Some(i) => Ok(Some(args.get(i + 1).with_context(|| format!("{flag} without a value"))?)),
+        None => Ok(None),
+    }
+}
+
+/// Starts `binary` with `args`, its stderr collected into `stderr`.
+fn spawn(
+    binary: &Path,
+    args: &[std::ffi::OsString],
+    stderr: &Arc<Mutex<Vec<u8>>>,
+    configure: impl FnOnce(&mut Command),
+) -> anyhow::Result<Child> {
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .env_remove("MONITOR_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    configure(&mut command);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    collect_stderr(&mut child, stderr.clone());
+    Ok(child)
+}
+
 /// Copies the daemon's stderr into `sink` on a thread until the pipe closes.
 fn collect_stderr(child: &mut Child, sink: Arc<Mutex<Vec<u8>>>) {
     let Some(mut pipe) = child.stderr.take() else {
@@ -336,6 +433,15 @@ impl Drop for Daemon {
         if let Err(e) = self.stop() {
             eprintln!("stopping the daemon: {e:#}");
         }
+        // The programs stay pinned after a stop: unload them, as an admin would.
+        if let Err(e) = unload(&self.pin_path) {
+            eprintln!("unloading the daemon's programs: {e:#}");
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.state_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("removing {}: {e}", self.state_dir.display());
+        }
         if let Err(e) = cgroup::remove_tree(&self.root) {
             eprintln!("cleaning up {}: {e:#}", self.root.display());
         }
@@ -346,6 +452,23 @@ impl Drop for Daemon {
             );
         }
     }
+}
+
+/// `monitor daemon --cleanup` for a pin path.
+pub fn unload(pin_path: &Path) -> anyhow::Result<()> {
+    let output = Command::new(binary()?)
+        .args(["daemon", "--cleanup", "--bpf.pin-path"])
+        .arg(pin_path)
+        .output()
+        .context("running monitor daemon --cleanup")?;
+    if !output.status.success() {
+        bail!(
+            "monitor daemon --cleanup failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
 }
 
 impl Daemon {

@@ -8,6 +8,7 @@
 pub mod cgroup;
 pub mod daemon;
 pub mod http;
+pub mod jobs_api;
 pub mod launcher;
 pub mod memcg;
 pub mod openmetrics;

@@ -15,11 +15,36 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
     }
     ensure_promtool()?;
     let binary = build::build_release()?;
-    run(cargo()
+    unload_test_pins(&binary);
+    let result = run(cargo()
         .env("MONITOR_BIN", &binary)
         .args(["test", "--release", "--workspace", "--exclude", "monitor-ebpf"])
         .args(args))
-    .context("tests failed")
+    .context("tests failed");
+    // Each test daemon unloads its own programs; a killed test run cannot,
+    // and pinned programs would go on running on every context switch.
+    unload_test_pins(&binary);
+    result
+}
+
+/// Unloads what test daemons pinned (`/sys/fs/bpf/monitor-test-*`).
+fn unload_test_pins(binary: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("monitor-test-") {
+            continue;
+        }
+        let status = Command::new(binary)
+            .args(["daemon", "--cleanup", "--bpf.pin-path"])
+            .arg(entry.path())
+            .stdout(std::process::Stdio::null())
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("xtask: could not unload {}", entry.path().display());
+        }
+    }
 }
 
 /// `promtool check metrics` is one of the tests: install Debian's prometheus

@@ -1,2 +1,4 @@
-//! Client commands: they talk to the daemon over its launcher socket.
+//! Client commands: `run` registers over the launcher socket, `jobs` reads
+//! the job API socket next to it.
+pub mod jobs;
 pub mod run;

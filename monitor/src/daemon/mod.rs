@@ -17,7 +17,10 @@ use self::{
     wake::Wake,
 };
 use crate::{
+    api::ApiState,
     cli::DaemonArgs,
+    jobs::registry::Registry,
+    store::{Store, StoreReader},
     jobs::JobTable,
     launcher::{
         adopt::AdoptRules,
@@ -27,14 +30,18 @@ use crate::{
     },
     kernel::{
         self, EBPF_OBJECT,
-        probes::{MapSizes, Probes},
+        pins::{self, PinDir, StampInputs},
+        probes::{self, MapSizes, Probes},
         program_stats,
     },
-    system::{cgroupfs, privileges, tracefs},
+    system::{bpffs, cgroupfs, privileges, tracefs},
 };
 
 pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     privileges::require_root()?;
+    if args.cleanup {
+        return cleanup(&args);
+    }
     raise_fd_limit();
     if EBPF_OBJECT.is_empty() {
         // Say so before touching the system.
@@ -60,7 +67,19 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         cgroups: args.max_cgroups,
         task_slots: args.task_slots,
     };
-    let probes = Probes::load(EBPF_OBJECT, &offsets, &root_in_hierarchy, sizes)?;
+    let constants = format!("{:?}", probes::constants(&offsets, sizes));
+    let stamp = StampInputs {
+        object: EBPF_OBJECT,
+        constants: constants.as_bytes(),
+        root: &root_in_hierarchy,
+        cgroup_slots: sizes.cgroups,
+        task_slots: sizes.task_slots,
+        flush_period_ns: u64::try_from(args.sample_interval.as_nanos()).unwrap_or(u64::MAX),
+        cgroup_v2_mount: &mount,
+    }
+    .stamp();
+    let probes = load_or_reattach(&args, &offsets, &root_in_hierarchy, sizes, &stamp)?;
+    let reattached = probes.reattached();
     let _stats = if args.bpf_stats {
         Some(program_stats::enable().context("enabling bpf_stats (--bpf.stats)")?)
     } else {
@@ -93,18 +112,42 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         retention: args.job_retention,
         bpf_stats_held: args.bpf_stats,
     };
-    let mut sampler = Sampler::new(probes, table.clone(), wake.clone(), config, shared.clone());
+    let store = Store::open(&args.state_dir).context("opening the state store (--state.dir)")?;
+    let registry = saved_registry(&store);
+    let reader = match StoreReader::open(&args.state_dir) {
+        Ok(reader) => Some(Arc::new(reader)),
+        Err(e) => {
+            log::error!("the job API cannot read the state store: {e}");
+            None
+        }
+    };
+    let retention = (!args.state_retention.is_zero()).then_some(args.state_retention);
+    let writer = crate::store::spawn_writer(store, retention).context("starting the state store writer")?;
+    log::info!("state store at {}", args.state_dir.join(crate::store::DB_FILE).display());
+    let mut sampler = Sampler::new(probes, table.clone(), wake.clone(), config, shared.clone()).with_store(writer);
+    if let Some(registry) = registry {
+        sampler.restore(registry).context("taking up the saved running jobs")?;
+    }
     // Counter slots of the cgroups already there are claimed here before the
     // cgroup_mkdir program, which claims them for new ones, is attached: the
     // two never claim at once. The second walk catches cgroups made during
     // the attach (see kernel/counters.rs); after it only the kernel claims
     // (and the launcher side, for the rare adopted cgroup).
-    sampler.reconcile().context("walking the monitored cgroup root")?;
-    sampler.probes_mut().attach_cgroup_events()?;
-    sampler.reconcile().context("walking the monitored cgroup root")?;
-    sampler.probes_mut().counters.stop_claiming();
-    sampler.probes_mut().attach_rest(args.sample_interval, &v2_mount)?;
-    log::info!("kernel programs attached");
+    if reattached {
+        // The programs never stopped: events queued while the daemon was
+        // away are drained, and the walk finds what the events missed.
+        sampler.catch_up().context("catching up with the pinned programs")?;
+    } else {
+        sampler.reconcile().context("walking the monitored cgroup root")?;
+        sampler.probes_mut().attach_cgroup_events()?;
+        sampler.reconcile().context("walking the monitored cgroup root")?;
+        sampler.probes_mut().counters.stop_claiming();
+        sampler.probes_mut().attach_rest(args.sample_interval, &v2_mount)?;
+        match sampler.probes_mut().commit_pins()? {
+            Some(dir) => log::info!("kernel programs attached and pinned at {}", dir.display()),
+            None => log::info!("kernel programs attached (not pinned: they stop with the daemon)"),
+        }
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let sampler_thread = {
@@ -121,14 +164,29 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let registry = crate::metrics::registry(shared.clone(), registrations.clone());
+    let api = ApiState {
+        shared: shared.clone(),
+        store: reader,
+    };
     let registrar = Arc::new(Registrar::new(launcher_config, table, registrations, wake));
     let served = runtime.block_on(async {
         let listener = crate::launcher::socket::bind(&args.socket_path)?;
         log::info!("launcher socket at {}", args.socket_path.display());
         let launchers = tokio::spawn(crate::launcher::server::serve(listener, registrar));
-        let served = crate::web::serve(args.listen_address, &args.telemetry_path, registry, shared, shutdown_signal()).await;
+        let api_socket = crate::cli::api_socket(&args.socket_path);
+        let api_server = {
+            let (api, path) = (api.clone(), api_socket.clone());
+            tokio::spawn(async move {
+                if let Err(e) = crate::web::serve_api_socket(&path, api).await {
+                    log::error!("{e:#} (`monitor jobs` cannot reach the daemon; the web port still serves the API)");
+                }
+            })
+        };
+        let served = crate::web::serve(args.listen_address, &args.telemetry_path, registry, api, shutdown_signal()).await;
         launchers.abort();
+        api_server.abort();
         let _ = std::fs::remove_file(&args.socket_path);
+        let _ = std::fs::remove_file(&api_socket);
         served
     });
 
@@ -136,9 +194,87 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     if sampler_thread.join().is_err() {
         log::error!("the sampler thread panicked");
     }
-    // Dropping the sampler dropped the programs and their links: detached.
-    log::info!("kernel programs detached; bye");
+    if args.pin_path.as_os_str().is_empty() {
+        // Dropping the sampler dropped the programs and their links: detached.
+        log::info!("kernel programs detached; bye");
+    } else {
+        log::info!(
+            "kernel programs stay pinned at {} and keep counting; `monitor daemon --cleanup` unloads them; bye",
+            args.pin_path.display()
+        );
+    }
     served
+}
+
+/// Takes up the programs an earlier run pinned with the same stamp, or
+/// loads them afresh (unloading any set pinned by another configuration).
+fn load_or_reattach(
+    args: &DaemonArgs,
+    offsets: &monitor_common::FieldOffsets,
+    root_in_hierarchy: &str,
+    sizes: MapSizes,
+    stamp: &str,
+) -> anyhow::Result<Probes> {
+    if args.pin_path.as_os_str().is_empty() {
+        return Ok(Probes::load(EBPF_OBJECT, offsets, root_in_hierarchy, sizes, None)?);
+    }
+    bpffs::ensure_parent_mounted(&args.pin_path)?;
+    let pins = PinDir::new(args.pin_path.clone());
+    if let Some(dir) = pins.existing(stamp)
+        && pins::link_count(&dir) > 0
+    {
+        match Probes::reattach(&dir, sizes) {
+            Ok(probes) => {
+                log::info!("reattached to the kernel programs pinned at {}: counting never stopped", dir.display());
+                return Ok(probes);
+            }
+            Err(e) => log::warn!("cannot reattach to {}: {e:#}; loading the programs afresh", dir.display()),
+        }
+    }
+    for old in pins.remove_all_but(None)? {
+        log::warn!(
+            "unloaded the kernel programs pinned at {} (another build or configuration); counting restarts now",
+            old.display()
+        );
+    }
+    let staging = pins.stage(stamp)?;
+    Ok(Probes::load(EBPF_OBJECT, offsets, root_in_hierarchy, sizes, Some(staging))?)
+}
+
+/// `monitor daemon --cleanup`: unpins everything (the programs go with
+/// their last reference, so once the daemon is stopped nothing is left).
+fn cleanup(args: &DaemonArgs) -> anyhow::Result<()> {
+    if args.pin_path.as_os_str().is_empty() {
+        anyhow::bail!("--cleanup needs --bpf.pin-path (the directory to unload)");
+    }
+    let pins = PinDir::new(args.pin_path.clone());
+    let removed = pins.remove()?;
+    if removed.is_empty() {
+        println!("nothing pinned under {}", args.pin_path.display());
+    }
+    for dir in removed {
+        println!("unloaded {}", dir.display());
+    }
+    Ok(())
+}
+
+/// The running jobs an earlier run saved; an unreadable registry is logged
+/// and skipped (its jobs come back as plain directories where they can).
+fn saved_registry(store: &Store) -> Option<Registry> {
+    let text = match store.registry() {
+        Ok(text) => text?,
+        Err(e) => {
+            log::error!("reading the saved job registry: {e}");
+            return None;
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(registry) => Some(registry),
+        Err(e) => {
+            log::error!("the saved job registry does not parse ({e}); running jobs are taken up from the cgroup tree only");
+            None
+        }
+    }
 }
 
 /// Every held launcher connection (a silent Apptainer starter keeps its

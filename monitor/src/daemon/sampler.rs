@@ -5,7 +5,7 @@
 //! table (under a mutex held only for table operations, never for I/O) and
 //! wakes this thread when an adopted cgroup needs counting.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::fd::AsFd,
     path::PathBuf,
     sync::{
@@ -25,8 +25,11 @@ use super::{
     wake::Wake,
 };
 use crate::{
-    jobs::{JobKey, JobTable, table::EmptyCgroups},
+    jobs::{JobKey, JobTable, registry::Registry, table::{EmptyCgroups, Job}},
     kernel::{events, probes::Probes, program_stats},
+    metrics::encode::unix_seconds,
+    profile::JobJson,
+    store::{Batch, Profile, StoreHandle},
     system::cgroupfs,
 };
 
@@ -53,6 +56,14 @@ pub struct Sampler {
     health: Health,
     /// Cgroup-file cross-checks per job, from the last sample.
     files: HashMap<JobKey, CgroupFileStats>,
+    /// The state store's writer; None runs without one (profiles are then
+    /// kept in memory for the retention only).
+    store: Option<StoreHandle>,
+    /// Cgroups read for the last time whose slots are freed once the
+    /// store has their job's profile (or registry) on disk.
+    pending_release: HashSet<u64>,
+    /// The registry as last handed to the store.
+    saved_registry: String,
 }
 
 impl Sampler {
@@ -72,7 +83,16 @@ impl Sampler {
             users: UserNames::default(),
             health: Health::default(),
             files: HashMap::new(),
+            store: None,
+            pending_release: HashSet::new(),
+            saved_registry: String::new(),
         }
+    }
+
+    /// Hands finished jobs' profiles and the registry to `store`'s writer.
+    pub fn with_store(mut self, store: StoreHandle) -> Self {
+        self.store = Some(store);
+        self
     }
 
     pub fn probes_mut(&mut self) -> &mut Probes {
@@ -81,6 +101,25 @@ impl Sampler {
 
     fn table(&self) -> MutexGuard<'_, JobTable> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes up the running jobs an earlier run saved: their cgroups keep
+    /// their jobs (and find their counter slots) before the root is walked.
+    pub fn restore(&mut self, registry: Registry) -> anyhow::Result<()> {
+        let jobs = registry.jobs.len();
+        let ids = self.table().import(registry);
+        for id in &ids {
+            self.probes.counters.track(*id).context("finding the counter slots of saved cgroups")?;
+        }
+        log::info!("took up {jobs} running jobs ({} cgroups) from the state store", ids.len());
+        Ok(())
+    }
+
+    /// After reattaching to pinned programs: the cgroup events they queued
+    /// while the daemon was away, then a walk for what the events missed.
+    pub fn catch_up(&mut self) -> anyhow::Result<()> {
+        self.drain_events();
+        self.reconcile()
     }
 
     /// Brings the table in line with the directories under the root: new
@@ -119,6 +158,27 @@ impl Sampler {
             self.wait_for_events(wait);
             self.drain_events();
             self.track_adopted();
+            self.release_stored();
+        }
+        if let Some(store) = self.store.take() {
+            // Profiles handed over are written before the daemon goes; the
+            // slots stay claimed and are found orphaned (and freed) at the next start.
+            if let Err(e) = store.shutdown() {
+                log::error!("state store: {e}");
+            }
+        }
+    }
+
+    /// Frees the counter slots of cgroups whose final values are on disk.
+    fn release_stored(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        for id in store.released() {
+            self.pending_release.remove(&id);
+            if let Err(e) = self.probes.counters.release(id) {
+                log::debug!("freeing counters of cgroup {id}: {e}");
+            }
         }
     }
 
@@ -223,17 +283,13 @@ impl Sampler {
         let (tasks, cgroup_tasks) = self.read_cgroup_files();
         let now = Instant::now();
         let wall_now = SystemTime::now();
-        let (freed, empty) = {
+        let (freed, empty, ended) = {
             let mut table = self.table();
             let freed = table.apply_sample(&readings, &tasks, now, wall_now);
             table.expire(self.config.retention, wall_now);
-            (freed, table.empty_cgroups(&cgroup_tasks))
+            (freed, table.empty_cgroups(&cgroup_tasks), table.take_ended())
         };
-        for id in &freed {
-            if let Err(e) = self.probes.counters.release(*id) {
-                log::debug!("freeing counters of cgroup {id}: {e}");
-            }
-        }
+        self.save(freed, &ended);
         self.end_empty(empty);
 
         self.health.maps = vec![
@@ -252,6 +308,75 @@ impl Sampler {
         self.health.bpf_stats_enabled = self.config.bpf_stats_held || program_stats::enabled();
         self.health.programs = program_stats::read(&self.probes);
         Ok(())
+    }
+
+    /// Hands the ended jobs' profiles and the registry (when it changed) to
+    /// the store, with the cgroups read for the last time: their slots are
+    /// freed once the batch is durable. Without a store they are freed now.
+    fn save(&mut self, freed: Vec<u64>, ended: &[Job]) {
+        if self.store.is_none() {
+            self.release(freed);
+            return;
+        }
+        let registry = match serde_json::to_string(&self.table().export()) {
+            Ok(text) => text,
+            Err(e) => {
+                log::error!("serializing the job registry: {e}");
+                self.saved_registry.clone()
+            }
+        };
+        let changed = registry != self.saved_registry;
+        if ended.is_empty() && freed.is_empty() && !changed {
+            return;
+        }
+        let profiles = ended.iter().filter_map(|job| self.profile(job)).collect();
+        let batch = Batch {
+            profiles,
+            registry: changed.then(|| registry.clone()),
+            release: freed.clone(),
+        };
+        let Some(store) = &self.store else {
+            return;
+        };
+        match store.send(batch) {
+            Ok(()) => {
+                self.saved_registry = registry;
+                self.pending_release.extend(freed);
+            }
+            Err(e) => {
+                log::error!("state store: {e}; finished jobs are kept in memory only");
+                self.store = None;
+                self.release(freed);
+            }
+        }
+    }
+
+    fn release(&mut self, ids: Vec<u64>) {
+        for id in ids {
+            if let Err(e) = self.probes.counters.release(id) {
+                log::debug!("freeing counters of cgroup {id}: {e}");
+            }
+        }
+    }
+
+    /// A finished job's frozen profile.
+    fn profile(&mut self, job: &Job) -> Option<Profile> {
+        let view = self.view(job.clone());
+        let json = match serde_json::to_string(&JobJson::from(&view)) {
+            Ok(json) => json,
+            Err(e) => {
+                log::error!("serializing the profile of job {}: {e}", view.jobid);
+                return None;
+            }
+        };
+        Some(Profile {
+            jobid: view.jobid,
+            uid: view.uid,
+            user: view.user,
+            start_time: unix_seconds(view.start),
+            end_time: unix_seconds(view.end.unwrap_or(view.start)),
+            json,
+        })
     }
 
     /// Removes the empty cgroups the daemon made for registered jobs (their
@@ -283,7 +408,8 @@ impl Sampler {
     fn read_counters(&self) -> anyhow::Result<(Vec<(u64, CgroupCounters)>, Vec<(u64, CgroupCounters)>)> {
         let ids = self.probes.counters.ids();
         let mut values = Vec::with_capacity(ids.len());
-        for id in ids {
+        // Read for the last time already; freed once their job is stored.
+        for id in ids.into_iter().filter(|id| !self.pending_release.contains(id)) {
             let Some(sum) = self.probes.counters.read(id).context("reading cgroup counters")? else {
                 continue;
             };
@@ -345,30 +471,32 @@ impl Sampler {
                 .cloned()
                 .collect()
         };
-        let jobs = jobs
-            .into_iter()
-            .map(|job| {
-                let user = job.meta.user.clone().unwrap_or_else(|| self.users.name(job.key.uid).to_string());
-                JobView {
-                    counters: job.totals(),
-                    files: self.files.get(&job.key).cloned().unwrap_or_default(),
-                    jobid: job.key.jobid,
-                    uid: job.key.uid,
-                    user,
-                    name: job.meta.name,
-                    launcher: job.meta.launcher,
-                    labels: job.meta.labels,
-                    cgroup: job.cgroup,
-                    tasks: job.tasks,
-                    start: job.start,
-                    end: job.end,
-                }
-            })
-            .collect();
+        let jobs = jobs.into_iter().map(|job| self.view(job)).collect();
+        if let Some(store) = &self.store {
+            self.health.store = Some(store.stats());
+        }
         self.shared.publish(Snapshot {
             jobs,
             health: self.health.clone(),
         });
+    }
+
+    fn view(&mut self, job: Job) -> JobView {
+        let user = job.meta.user.clone().unwrap_or_else(|| self.users.name(job.key.uid).to_string());
+        JobView {
+            counters: job.totals(),
+            files: self.files.get(&job.key).cloned().unwrap_or_default(),
+            jobid: job.key.jobid,
+            uid: job.key.uid,
+            user,
+            name: job.meta.name,
+            launcher: job.meta.launcher,
+            labels: job.meta.labels,
+            cgroup: job.cgroup,
+            tasks: job.tasks,
+            start: job.start,
+            end: job.end,
+        }
     }
 }
 

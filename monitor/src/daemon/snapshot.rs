@@ -58,6 +58,8 @@ pub struct Health {
     pub cgroup_events: u64,
     pub rescans: u64,
     pub orphaned_cgroups: u64,
+    /// The state store writer's counters (None: running without a store).
+    pub store: Option<Arc<crate::store::WriterStats>>,
 }
 
 #[derive(Debug, Clone, Default)]

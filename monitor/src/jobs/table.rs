@@ -16,7 +16,11 @@ use std::{
 
 use monitor_common::CgroupCounters;
 
-use crate::system::cgroupfs::job_of;
+use super::registry::{Registry, SavedCgroup, SavedCounters, SavedJob};
+use crate::{
+    metrics::encode::unix_seconds,
+    system::cgroupfs::job_of,
+};
 
 /// How long after a cgroup's removal its counters are read for the last
 /// time: the last task's final switch-out can come just after the rmdir.
@@ -132,6 +136,9 @@ pub struct JobTable {
     /// Adopted cgroups the kernel side does not count yet (the sampler,
     /// which owns the maps, starts counting them).
     untracked: Vec<u64>,
+    /// Jobs finished since [`JobTable::take_ended`] was last called: their
+    /// profiles are due.
+    ended: Vec<Job>,
 }
 
 impl JobTable {
@@ -145,7 +152,81 @@ impl JobTable {
             live: BTreeMap::new(),
             finished: BTreeMap::new(),
             untracked: Vec::new(),
+            ended: Vec::new(),
         }
+    }
+
+    /// Jobs finished since the last call, with their final values.
+    pub fn take_ended(&mut self) -> Vec<Job> {
+        std::mem::take(&mut self.ended)
+    }
+
+    /// The running jobs and their cgroups, for the state store.
+    pub fn export(&self) -> Registry {
+        let mut cgroups: HashMap<&JobKey, Vec<SavedCgroup>> = HashMap::new();
+        for (id, entry) in &self.cgroups {
+            cgroups.entry(&entry.job).or_default().push(SavedCgroup {
+                id: *id,
+                path: entry.path.clone(),
+                owned: entry.owned,
+            });
+        }
+        let jobs = self
+            .live
+            .values()
+            .map(|job| {
+                let mut cgroups = cgroups.remove(&job.key).unwrap_or_default();
+                cgroups.sort_by_key(|c| c.id);
+                SavedJob {
+                    uid: job.key.uid,
+                    jobid: job.key.jobid.clone(),
+                    name: job.meta.name.clone(),
+                    user: job.meta.user.clone(),
+                    labels: job.meta.labels.clone(),
+                    launcher: job.meta.launcher.clone(),
+                    registered: job.origin == Origin::Registered,
+                    cgroup: job.cgroup.clone(),
+                    start: unix_seconds(job.start),
+                    visible: job.visible,
+                    retired: SavedCounters::from(&job.retired),
+                    cgroups,
+                }
+            })
+            .collect();
+        Registry { jobs }
+    }
+
+    /// Takes up the running jobs an earlier run saved (before the walk of
+    /// the root, so their cgroups keep their jobs). Returns the cgroup ids,
+    /// for the caller to find their counter slots.
+    pub fn import(&mut self, registry: Registry) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for saved in registry.jobs {
+            let key = JobKey {
+                uid: saved.uid,
+                jobid: saved.jobid,
+            };
+            let origin = if saved.registered { Origin::Registered } else { Origin::Directory };
+            let start = SystemTime::UNIX_EPOCH + Duration::try_from_secs_f64(saved.start).unwrap_or_default();
+            let mut job = Job::new(key.clone(), origin, &saved.cgroup, start);
+            job.meta = JobMeta {
+                name: saved.name,
+                user: saved.user,
+                labels: saved.labels,
+                launcher: saved.launcher,
+            };
+            job.visible = saved.visible;
+            job.retired = CgroupCounters::from(&saved.retired);
+            self.live.insert(key.clone(), job);
+            for cgroup in saved.cgroups {
+                if self.cgroups.contains_key(&cgroup.id) {
+                    continue;
+                }
+                self.insert_cgroup(cgroup.id, &cgroup.path, key.clone(), true, cgroup.owned);
+                ids.push(cgroup.id);
+            }
+        }
+        ids
     }
 
     /// Adopted cgroups to start counting (emptied by the call).
@@ -414,7 +495,9 @@ impl JobTable {
         if last && let Some(mut job) = self.live.remove(&entry.job) {
             job.end = Some(wall_now);
             job.tasks = 0;
+            job.live = CgroupCounters::default();
             if job.visible {
+                self.ended.push(job.clone());
                 self.finished.insert(job.key.clone(), job);
             }
         }
@@ -618,6 +701,42 @@ mod tests {
         table.apply_sample(&[(1, counters(5, 1)), (7, counters(6, 0))], &HashMap::new(), now + FINAL_READ_GRACE, T);
         let done = table.finished_jobs().next().unwrap();
         assert_eq!(done.totals(), counters(11, 1));
+    }
+
+    #[test]
+    fn the_registry_round_trips_running_jobs_and_ended_jobs_are_reported_once() {
+        let mut table = JobTable::new("/monitor.slice");
+        register(&mut table, 1, "/monitor.slice/task-1", &key(1000, "run_1"));
+        let meta = JobMeta {
+            name: "lammps".into(),
+            ..Default::default()
+        };
+        table.settle(1, &key(1000, "42"), meta);
+        table.add_cgroup(2, "/monitor.slice/dir", 0, T);
+        let now = Instant::now();
+        table.add_cgroup(3, "/monitor.slice/dir/step", 0, T);
+        table.remove_cgroup(3, now);
+        table.apply_sample(&[(3, counters(7, 1))], &HashMap::new(), now + FINAL_READ_GRACE, T);
+        let saved = table.export();
+        let json = serde_json::to_string(&saved).unwrap();
+
+        let mut restarted = JobTable::new("/monitor.slice");
+        let mut ids = restarted.import(serde_json::from_str(&json).unwrap());
+        ids.sort();
+        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(restarted.export(), saved);
+        assert_eq!(restarted.add_cgroup(1, "/monitor.slice/task-1", 1000, T), Added::AlreadyKnown);
+        let dir = restarted.live_jobs().find(|j| j.key.jobid == "dir").unwrap();
+        assert_eq!(dir.totals(), counters(7, 1), "a removed cgroup's values survive the restart");
+        let job = restarted.live_jobs().find(|j| j.key.jobid == "42").unwrap();
+        assert_eq!((job.meta.name.as_str(), job.origin, job.visible), ("lammps", Origin::Registered, true));
+
+        restarted.remove_cgroup(1, now);
+        restarted.apply_sample(&[(1, counters(5, 1))], &HashMap::new(), now + FINAL_READ_GRACE, T);
+        let ended = restarted.take_ended();
+        assert_eq!(ended.len(), 1);
+        assert_eq!((ended[0].key.jobid.as_str(), ended[0].totals()), ("42", counters(5, 1)));
+        assert!(restarted.take_ended().is_empty());
     }
 
     #[test]

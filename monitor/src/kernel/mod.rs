@@ -4,6 +4,7 @@ pub mod counters;
 pub mod btf;
 pub mod events;
 pub mod offsets;
+pub mod pins;
 pub mod probes;
 pub mod program_stats;
 

@@ -1,12 +1,18 @@
-//! Loading the kernel programs, attaching them, and handing out their maps.
-//! Dropping [`Probes`] detaches everything.
-use std::{fs::File, path::Path, time::Duration};
+//! Loading the kernel programs, attaching them, and handing out their maps;
+//! or reattaching to a set pinned by an earlier run (see [`super::pins`]).
+//! Dropping [`Probes`] detaches what is not pinned.
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, PerfEvent, RawTracePoint, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, PerfEvent, ProgramInfo, RawTracePoint, TracePoint,
+        links::{FdLink, PinnedLink},
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
     util::online_cpus,
@@ -14,7 +20,10 @@ use aya::{
 use monitor_common::{CGROUP_PROBES, FieldOffsets, ROOT_PREFIX_MAX, RootPrefix};
 use thiserror::Error;
 
-use super::counters::{CounterSlots, CountersError, KernelMaps};
+use super::{
+    counters::{CounterSlots, CountersError, KernelMaps},
+    pins::{self, PinSet},
+};
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -67,6 +76,32 @@ pub enum ProbeError {
     },
     #[error("listing online CPUs: {0}")]
     OnlineCpus(#[source] std::io::Error),
+    #[error("pinning {what} at {path}")]
+    Pin {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error(
+        "the link of {program} cannot be pinned: this kernel has no BPF links for it \
+         (Linux 5.15 or newer has); run with --bpf.pin-path= to keep the programs in the daemon"
+    )]
+    Link {
+        program: &'static str,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("reattaching to the pinned map {path}")]
+    Reattach {
+        path: PathBuf,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error(transparent)]
+    Pins(#[from] pins::PinError),
+    #[error("the programs were reattached from pins: nothing is left to attach")]
+    NotLoaded,
 }
 
 /// Classic tracepoints (fields at format-file offsets) and their programs.
@@ -122,18 +157,72 @@ pub struct MapSizes {
     pub task_slots: u32,
 }
 
+/// The maps the daemon itself reads and writes; every other map lives on
+/// through the programs that use it.
+const DAEMON_MAPS: [&str; 5] = ["CGROUP_INDEX", "CGROUP_COUNTERS", "CGROUP_RSS", "CGROUP_EVENTS", "DROPS"];
+
 pub struct Probes {
-    ebpf: Ebpf,
+    /// The loaded object; None when reattached to pins.
+    ebpf: Option<Ebpf>,
+    pinning: Pinning,
     pub counters: CounterSlots,
     pub events: RingBuf<MapData>,
     pub drops: PerCpuArray<MapData, u64>,
     pub sizes: MapSizes,
 }
 
+/// Where this run's programs, links and maps are pinned, if anywhere.
+#[derive(Default)]
+struct Pinning {
+    /// The set being pinned by a fresh load, until [`Probes::commit_pins`].
+    staging: Option<PinSet>,
+    /// The committed set (reattached to, or committed by this run).
+    dir: Option<PathBuf>,
+    /// Pinned links: the pins keep them attached after the daemon exits.
+    links: Vec<PinnedLink>,
+}
+
+impl Pinning {
+    /// Pins `link` of `program` (when pinning; otherwise the program keeps it).
+    fn pin_link(&mut self, program: &'static str, link: FdLink) -> Result<(), ProbeError> {
+        let Some(set) = &self.staging else {
+            return Ok(());
+        };
+        let path = set.link_path(program, self.links.len());
+        let pinned = link.pin(&path).map_err(|source| ProbeError::Pin {
+            what: "link",
+            path,
+            source,
+        })?;
+        self.links.push(pinned);
+        Ok(())
+    }
+
+    fn pin_program(&self, name: &'static str, program: &mut aya::programs::Program) -> Result<(), ProbeError> {
+        let Some(set) = &self.staging else {
+            return Ok(());
+        };
+        let path = set.program_path(name);
+        program.pin(&path).map_err(|source| ProbeError::Pin {
+            what: "program",
+            path,
+            source,
+        })
+    }
+}
+
 impl Probes {
     /// Loads the object with the offsets and monitored root baked in.
     /// `root_in_hierarchy` is e.g. `/monitor.slice`.
-    pub fn load(object: &[u8], offsets: &FieldOffsets, root_in_hierarchy: &str, sizes: MapSizes) -> Result<Self, ProbeError> {
+    /// With `pins`, the daemon's maps are pinned there at once and every
+    /// program and link as it is attached; [`Self::commit_pins`] completes the set.
+    pub fn load(
+        object: &[u8],
+        offsets: &FieldOffsets,
+        root_in_hierarchy: &str,
+        sizes: MapSizes,
+        pins: Option<PinSet>,
+    ) -> Result<Self, ProbeError> {
         if object.is_empty() {
             return Err(ProbeError::EmptyObject);
         }
@@ -144,11 +233,7 @@ impl Probes {
             return Err(ProbeError::CgroupSlots(sizes.cgroups));
         }
         let prefix = root_prefix(root_in_hierarchy)?;
-        let constants = FieldOffsets {
-            task_slot_mask: sizes.task_slots - 1,
-            cgroup_slot_mask: sizes.cgroups - 1,
-            ..*offsets
-        };
+        let constants = constants(offsets, sizes);
         let mut ebpf = EbpfLoader::new()
             .override_global("FIELD_OFFSETS", &constants, true)
             .override_global("ROOT_PREFIX", &prefix, true)
@@ -158,21 +243,74 @@ impl Probes {
             .map_max_entries("TASK_SLOTS", sizes.task_slots)
             .load(object)
             .map_err(ProbeError::Load)?;
-        let maps = KernelMaps::new(
-            take_map(&mut ebpf, "CGROUP_INDEX")?,
-            take_map(&mut ebpf, "CGROUP_COUNTERS")?,
-            take_map(&mut ebpf, "CGROUP_RSS")?,
-        )?;
-        let counters = CounterSlots::new(maps)?;
-        let events = take_map(&mut ebpf, "CGROUP_EVENTS")?;
-        let drops = take_map(&mut ebpf, "DROPS")?;
+        let mut maps = Vec::with_capacity(DAEMON_MAPS.len());
+        for name in DAEMON_MAPS {
+            let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+            if let Some(set) = &pins {
+                let path = set.map_path(name);
+                map.pin(&path).map_err(|source| ProbeError::Pin { what: "map", path, source })?;
+            }
+            maps.push(map);
+        }
+        let pinning = Pinning {
+            staging: pins,
+            ..Default::default()
+        };
+        Self::from_maps(Some(ebpf), pinning, maps, sizes)
+    }
+
+    /// Takes up a set pinned by an earlier run: its programs are running
+    /// (they never stopped), so only the daemon's maps are opened.
+    pub fn reattach(dir: &Path, sizes: MapSizes) -> Result<Self, ProbeError> {
+        let mut maps = Vec::with_capacity(DAEMON_MAPS.len());
+        for name in DAEMON_MAPS {
+            let path = pins::map_path(dir, name);
+            let map = MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .map_err(|source| ProbeError::Reattach { path, source })?;
+            maps.push(map);
+        }
+        let pinning = Pinning {
+            dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        };
+        let mut probes = Self::from_maps(None, pinning, maps, sizes)?;
+        // The programs claim counter slots themselves; the daemon only finds them.
+        probes.counters.stop_claiming();
+        probes.counters.resync()?;
+        Ok(probes)
+    }
+
+    /// `maps` in [`DAEMON_MAPS`] order.
+    fn from_maps(ebpf: Option<Ebpf>, pinning: Pinning, maps: Vec<Map>, sizes: MapSizes) -> Result<Self, ProbeError> {
+        let mut maps = DAEMON_MAPS.into_iter().zip(maps);
+        let mut next = || maps.next().ok_or(ProbeError::MissingMap("(daemon map)"));
+        let kernel_maps = KernelMaps::new(typed(next()?)?, typed(next()?)?, typed(next()?)?)?;
+        let counters = CounterSlots::new(kernel_maps)?;
+        let events = typed(next()?)?;
+        let drops = typed(next()?)?;
         Ok(Self {
             ebpf,
+            pinning,
             counters,
             events,
             drops,
             sizes,
         })
+    }
+
+    /// Completes the pinned set (after every program is attached): from
+    /// here on the programs outlive the daemon. Returns its directory.
+    pub fn commit_pins(&mut self) -> Result<Option<PathBuf>, ProbeError> {
+        if let Some(set) = self.pinning.staging.take() {
+            self.pinning.dir = Some(set.commit()?);
+        }
+        Ok(self.pinning.dir.clone())
+    }
+
+    /// Whether the programs came from pins rather than this run's load.
+    pub fn reattached(&self) -> bool {
+        self.ebpf.is_none()
     }
 
     /// Attaches the cgroup event programs only: call [`Self::attach_rest`]
@@ -204,12 +342,81 @@ impl Probes {
         for name in RAW_TRACEPOINTS {
             self.attach_raw_tracepoint(name)?;
         }
-        let program: &mut PerfEvent = self.program_of(CPU_FLUSH)?;
-        program.load().map_err(|source| ProbeError::Program { name: CPU_FLUSH, source })?;
+        self.attach_cpu_flush(flush_period)
+    }
+
+    /// Loads program `name` (pinning it when pinning) and returns it with
+    /// the pinning state, as two borrows.
+    fn load_program<P>(&mut self, name: &'static str) -> Result<(&mut P, &mut Pinning), ProbeError>
+    where
+        P: Loadable,
+        for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
+        let program = ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?;
+        let typed: &mut P = program.try_into().map_err(|source| ProbeError::Program { name, source })?;
+        // Loading goes through the typed program; pinning through the enum.
+        load_typed(typed, name)?;
+        let program = ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?;
+        self.pinning.pin_program(name, program)?;
+        let typed: &mut P = program.try_into().map_err(|source| ProbeError::Program { name, source })?;
+        Ok((typed, &mut self.pinning))
+    }
+
+    /// One program on several tracepoints of a category.
+    fn attach_tracepoints(&mut self, program: &'static str, category: &str, names: &[&str]) -> Result<(), ProbeError> {
+        let (tracepoint, pinning) = self.load_program::<TracePoint>(program)?;
+        for name in names {
+            let id = tracepoint
+                .attach(category, name)
+                .map_err(|source| ProbeError::Program { name: program, source })?;
+            if pinning.staging.is_some() {
+                let link = tracepoint.take_link(id).map_err(|source| ProbeError::Program { name: program, source })?;
+                let link = FdLink::try_from(link).map_err(|source| ProbeError::Link { program, source })?;
+                pinning.pin_link(program, link)?;
+            }
+        }
+        log::debug!("attached {program} to {} {category} tracepoints", names.len());
+        Ok(())
+    }
+
+    fn attach_cgroup_skb(&mut self, name: &'static str, attach_type: CgroupSkbAttachType, root: &File) -> Result<(), ProbeError> {
+        let (program, pinning) = self.load_program::<CgroupSkb>(name)?;
+        // A BPF link in single mode: the mode this kernel accepts for the
+        // root (see TOOLCHAIN notes).
+        let id = program
+            .attach(root, attach_type, CgroupAttachMode::Single)
+            .map_err(|source| ProbeError::Program { name, source })?;
+        if pinning.staging.is_some() {
+            let link = program.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
+            let link = FdLink::try_from(link).map_err(|source| ProbeError::Link { program: name, source })?;
+            pinning.pin_link(name, link)?;
+        }
+        log::debug!("attached {name} to the cgroup v2 root");
+        Ok(())
+    }
+
+    fn attach_raw_tracepoint(&mut self, name: &'static str) -> Result<(), ProbeError> {
+        let (program, pinning) = self.load_program::<RawTracePoint>(name)?;
+        let id = program.attach(name).map_err(|source| ProbeError::RawTracepoint {
+            program: name,
+            tracepoint: name,
+            source,
+        })?;
+        if pinning.staging.is_some() {
+            let link = program.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
+            pinning.pin_link(name, FdLink::from(link))?;
+        }
+        log::debug!("attached {name} to raw tracepoint {name}");
+        Ok(())
+    }
+
+    fn attach_cpu_flush(&mut self, flush_period: Duration) -> Result<(), ProbeError> {
+        let (program, pinning) = self.load_program::<PerfEvent>(CPU_FLUSH)?;
         let cpus = online_cpus().map_err(|(_, e)| ProbeError::OnlineCpus(e))?;
         let period_ns = u64::try_from(flush_period.as_nanos()).unwrap_or(u64::MAX).max(1_000_000);
         for cpu in cpus {
-            program
+            let id = program
                 .attach(
                     PerfEventConfig::Software(SoftwareEvent::CpuClock),
                     PerfEventScope::AllProcessesOneCpu { cpu },
@@ -217,69 +424,59 @@ impl Probes {
                     false,
                 )
                 .map_err(|source| ProbeError::Program { name: CPU_FLUSH, source })?;
+            if pinning.staging.is_some() {
+                let link = program.take_link(id).map_err(|source| ProbeError::Program { name: CPU_FLUSH, source })?;
+                let link = FdLink::try_from(link).map_err(|source| ProbeError::Link { program: CPU_FLUSH, source })?;
+                pinning.pin_link(CPU_FLUSH, link)?;
+            }
         }
         Ok(())
     }
 
-    /// The program `name` of the object, as its aya type.
-    fn program_of<P>(&mut self, name: &'static str) -> Result<&mut P, ProbeError>
-    where
-        for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-    {
-        self.ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::MissingProgram(name))?
-            .try_into()
-            .map_err(|source| ProbeError::Program { name, source })
-    }
-
-    /// One program on several tracepoints of a category.
-    fn attach_tracepoints(&mut self, program: &'static str, category: &str, names: &[&str]) -> Result<(), ProbeError> {
-        let tracepoint: &mut TracePoint = self.program_of(program)?;
-        tracepoint.load().map_err(|source| ProbeError::Program { name: program, source })?;
-        for name in names {
-            tracepoint
-                .attach(category, name)
-                .map_err(|source| ProbeError::Program { name: program, source })?;
+    /// The kernel's information on program `name` (run time and count).
+    pub fn program_info(&self, name: &str) -> Option<ProgramInfo> {
+        match (&self.ebpf, &self.pinning.dir) {
+            (Some(ebpf), _) => ebpf.program(name)?.info().ok(),
+            (None, Some(dir)) => ProgramInfo::from_pin(pins::program_path(dir, name)).ok(),
+            (None, None) => None,
         }
-        log::debug!("attached {program} to {} {category} tracepoints", names.len());
-        Ok(())
-    }
-
-    fn attach_cgroup_skb(&mut self, name: &'static str, attach_type: CgroupSkbAttachType, root: &File) -> Result<(), ProbeError> {
-        let program: &mut CgroupSkb = self.program_of(name)?;
-        program.load().map_err(|source| ProbeError::Program { name, source })?;
-        // A BPF link in single mode: the mode this kernel accepts for the
-        // root (see TOOLCHAIN notes); dropped with the daemon.
-        program
-            .attach(root, attach_type, CgroupAttachMode::Single)
-            .map_err(|source| ProbeError::Program { name, source })?;
-        log::debug!("attached {name} to the cgroup v2 root");
-        Ok(())
-    }
-
-    fn attach_raw_tracepoint(&mut self, name: &'static str) -> Result<(), ProbeError> {
-        let program: &mut RawTracePoint = self.program_of(name)?;
-        program.load().map_err(|source| ProbeError::Program { name, source })?;
-        program.attach(name).map_err(|source| ProbeError::RawTracepoint {
-            program: name,
-            tracepoint: name,
-            source,
-        })?;
-        log::debug!("attached {name} to raw tracepoint {name}");
-        Ok(())
-    }
-
-    pub fn program(&self, name: &str) -> Option<&aya::programs::Program> {
-        self.ebpf.program(name)
     }
 }
 
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
+/// Loads a typed program into the kernel.
+fn load_typed<P: Loadable>(program: &mut P, name: &'static str) -> Result<(), ProbeError> {
+    program.load_into_kernel().map_err(|source| ProbeError::Program { name, source })
+}
+
+/// The program types the daemon loads (their `load` has no common trait in aya).
+trait Loadable {
+    fn load_into_kernel(&mut self) -> Result<(), aya::programs::ProgramError>;
+}
+
+macro_rules! loadable {
+    ($($ty:ty),*) => {$(
+        impl Loadable for $ty {
+            fn load_into_kernel(&mut self) -> Result<(), aya::programs::ProgramError> {
+                self.load()
+            }
+        }
+    )*};
+}
+loadable!(TracePoint, CgroupSkb, RawTracePoint, PerfEvent);
+
+/// The globals baked into the programs.
+pub fn constants(offsets: &FieldOffsets, sizes: MapSizes) -> FieldOffsets {
+    FieldOffsets {
+        task_slot_mask: sizes.task_slots - 1,
+        cgroup_slot_mask: sizes.cgroups - 1,
+        ..*offsets
+    }
+}
+
+fn typed<T>((name, map): (&'static str, Map)) -> Result<T, ProbeError>
 where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+    T: TryFrom<Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
     T::try_from(map).map_err(|source| ProbeError::Map { name, source })
 }
 
@@ -315,7 +512,7 @@ mod tests {
 
     #[test]
     fn empty_object_is_refused_with_a_hint() {
-        let err = Probes::load(&[], &FieldOffsets::default(), "/m", MapSizes { cgroups: 1024, task_slots: 1 })
+        let err = Probes::load(&[], &FieldOffsets::default(), "/m", MapSizes { cgroups: 1024, task_slots: 1 }, None)
             .err()
             .unwrap()
             .to_string();

@@ -30,7 +30,7 @@ pub fn enabled() -> bool {
 pub fn read(probes: &Probes) -> Vec<ProgramStats> {
     program_names()
         .filter_map(|name| {
-            let info = probes.program(name)?.info().ok()?;
+            let info = probes.program_info(name)?;
             Some(ProgramStats {
                 name,
                 run_time: info.run_time(),

@@ -60,6 +60,51 @@ impl Collector for DaemonCollector {
         )?;
         f.single_counter(health.orphaned_cgroups)?;
 
+        if let Some(store) = &health.store {
+            let f = family(
+                &mut encoder,
+                "monitor_state_profiles_written",
+                "Finished jobs' profiles written to the state store.",
+                None,
+                MetricType::Counter,
+            )?;
+            f.single_counter(store.profiles_written())?;
+            let f = family(
+                &mut encoder,
+                "monitor_state_profiles_pending",
+                "Profiles handed to the state store and not yet on disk.",
+                None,
+                MetricType::Gauge,
+            )?;
+            f.single_gauge_i64(i64::try_from(store.profiles_pending()).unwrap_or(i64::MAX))?;
+            let f = family(
+                &mut encoder,
+                "monitor_state_commit_errors",
+                "Failed state store commits (retried; nothing is dropped).",
+                None,
+                MetricType::Counter,
+            )?;
+            f.single_counter(store.commit_errors())?;
+            let f = family(&mut encoder, "monitor_state_commits", "State store commits.", None, MetricType::Counter)?;
+            f.single_counter(store.commits())?;
+            let f = family(
+                &mut encoder,
+                "monitor_state_profiles_pruned",
+                "Profiles deleted from the state store for being older than --state.retention.",
+                None,
+                MetricType::Counter,
+            )?;
+            f.single_counter(store.profiles_pruned())?;
+            let f = family(
+                &mut encoder,
+                "monitor_state_commit_duration",
+                "How long the last state store commit took (with its fsync).",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            f.single_gauge(store.last_commit_duration().as_secs_f64())?;
+        }
+
         let mut f = family(&mut encoder, "monitor_build_info", "Build of the running daemon; always 1.", None, MetricType::Gauge)?;
         f.gauge_i64(
             &[

@@ -29,7 +29,6 @@ use std::{
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use thiserror::Error;
 
-#[allow(unused_imports)] // used by the daemon from the next commit
 pub use writer::{StoreHandle, WriterStats, spawn as spawn_writer};
 
 /// The database's file name in the state directory.
@@ -223,6 +222,7 @@ impl Store {
         &self.path
     }
 
+    #[cfg(test)]
     /// Stores one batch in one transaction; see [`Store::commit_all`].
     pub fn commit(&mut self, batch: &Batch) -> Result<u64, StoreError> {
         self.commit_all(std::slice::from_ref(batch))
@@ -286,10 +286,12 @@ impl Store {
         Ok(deleted as u64)
     }
 
+    #[cfg(test)]
     pub fn profiles(&self, query: &ProfileQuery) -> Result<Vec<String>, StoreError> {
         query::profiles(&self.conn, &self.path, query)
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> Result<u64, StoreError> {
         query::count(&self.conn, &self.path)
     }
@@ -333,10 +335,12 @@ impl StoreReader {
         query::profiles(&self.conn(), &self.path, query)
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> Result<u64, StoreError> {
         query::count(&self.conn(), &self.path)
     }
 
+    #[cfg(test)]
     pub fn registry(&self) -> Result<Option<String>, StoreError> {
         query::registry(&self.conn(), &self.path)
     }

@@ -52,6 +52,7 @@ pub fn profiles(
 }
 
 /// How many profiles are stored.
+#[cfg(test)]
 pub fn count(conn: &Connection, path: &Path) -> Result<u64, StoreError> {
     let count: i64 = conn
         .query_row("SELECT count(*) FROM profiles", [], |row| row.get(0))

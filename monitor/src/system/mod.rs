@@ -1,4 +1,5 @@
-//! The host facts the daemon depends on: privileges, tracefs, cgroupfs.
+//! The host facts the daemon depends on: privileges, tracefs, cgroupfs, bpffs.
+pub mod bpffs;
 pub mod cgroupfs;
 pub mod duration;
 pub mod privileges;

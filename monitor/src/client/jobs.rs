@@ -1,0 +1,176 @@
+//! `monitor jobs`: running and finished jobs as a table (like squeue and
+//! sacct), or as the API's JSON, read from the daemon's job API socket.
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    cli::{JobsArgs, api_socket},
+    profile::{JobJson, JobState},
+};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn run(args: JobsArgs) -> anyhow::Result<()> {
+    let socket = api_socket(&args.socket_path);
+    let mut query = Vec::new();
+    if !args.all {
+        let since = SystemTime::now().checked_sub(args.since).unwrap_or(SystemTime::UNIX_EPOCH);
+        let since = since.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+        query.push(format!("since={since}"));
+    }
+    if let Some(user) = &args.user {
+        query.push(format!("user={}", percent_encode(user)));
+    }
+    let path = if query.is_empty() { "/api/v1/jobs".to_string() } else { format!("/api/v1/jobs?{}", query.join("&")) };
+    let body = get(&socket, &path)?;
+    let jobs: Vec<JobJson> = serde_json::from_str(&body).context("the daemon's answer is not a job list")?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &jobs).context("writing JSON")?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", table(&jobs, SystemTime::now()))?;
+    }
+    Ok(())
+}
+
+/// GET over the Unix socket; HTTP/1.0, so the daemon closes after one answer.
+fn get(socket: &Path, path: &str) -> anyhow::Result<String> {
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "connecting to the daemon's job API at {} (is `monitor daemon` running? \
+             set --socket.path or MONITOR_SOCKET to its launcher socket)",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(TIMEOUT)).context("setting a timeout")?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: monitor\r\n\r\n").context("sending the request")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).context("reading the answer")?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("the daemon's answer has no end of headers")?;
+    let head = String::from_utf8_lossy(&response[..split]);
+    let body = String::from_utf8(response[split + 4..].to_vec()).context("the answer is not UTF-8")?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        bail!("the daemon answered {status}: {body}");
+    }
+    Ok(body)
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+const HEADER: [&str; 9] = ["JOBID", "USER", "STATE", "START (UTC)", "ELAPSED", "CPU", "RSS_PEAK", "TASKS", "NAME"];
+
+fn table(jobs: &[JobJson], now: SystemTime) -> String {
+    let now = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let rows: Vec<[String; 9]> = jobs
+        .iter()
+        .map(|job| {
+            let end = job.end_time.unwrap_or(now);
+            [
+                job.jobid.clone(),
+                job.user.clone(),
+                match job.state {
+                    JobState::Running => "RUNNING".into(),
+                    JobState::Finished => "FINISHED".into(),
+                },
+                utc(job.start_time),
+                elapsed(end - job.start_time),
+                elapsed(job.cpu_seconds),
+                bytes(job.memory_rss_peak_bytes),
+                job.tasks.to_string(),
+                job.name.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = HEADER.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let text: Vec<String> = cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        out.push_str(text.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&HEADER);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+/// `[D-]HH:MM:SS`, as squeue shows times; sub-second times keep two decimals.
+fn elapsed(seconds: f64) -> String {
+    let seconds = seconds.max(0.0);
+    if seconds < 60.0 {
+        return format!("{seconds:.2}s");
+    }
+    let total = seconds as u64;
+    let (days, rest) = (total / 86_400, total % 86_400);
+    let hms = format!("{:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60);
+    if days > 0 { format!("{days}-{hms}") } else { hms }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n}B") } else { format!("{value:.1}{}", UNITS[unit]) }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC (days to civil date: Howard Hinnant's algorithm).
+fn utc(unix: f64) -> String {
+    let secs = unix.max(0.0) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_times_and_sizes() {
+        assert_eq!(utc(0.0), "1970-01-01 00:00:00");
+        assert_eq!(utc(1_795_000_000.0), "2026-11-18 11:06:40");
+        assert_eq!(utc(951_782_400.0), "2000-02-29 00:00:00");
+        assert_eq!(elapsed(0.012), "0.01s");
+        assert_eq!(elapsed(3_725.0), "01:02:05");
+        assert_eq!(elapsed(90_061.0), "1-01:01:01");
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(3 << 20), "3.0MiB");
+        assert_eq!(percent_encode("a b/é"), "a%20b%2F%C3%A9");
+    }
+}

@@ -1,0 +1,82 @@
+//! Reading jobs the two ways users do: the JSON API on the web port and
+//! `monitor jobs --json` on the API socket.
+use std::{process::Command, time::Duration};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use crate::{Daemon, daemon::binary};
+
+/// `GET /api/v1/jobs?{query}`, parsed.
+pub fn api_jobs(daemon: &Daemon, query: &str) -> anyhow::Result<Vec<Value>> {
+    let path = if query.is_empty() { "/api/v1/jobs".to_string() } else { format!("/api/v1/jobs?{query}") };
+    let body = daemon.get(&path)?;
+    let jobs: Value = serde_json::from_str(&body).with_context(|| format!("{path} is not JSON: {body}"))?;
+    match jobs {
+        Value::Array(jobs) => Ok(jobs),
+        other => bail!("{path} is not a list: {other}"),
+    }
+}
+
+/// `monitor jobs --json` with `args`, against the daemon's socket.
+pub fn monitor_jobs(daemon: &Daemon, args: &[&str]) -> anyhow::Result<Vec<Value>> {
+    let output = Command::new(binary()?)
+        .arg("jobs")
+        .arg("--socket.path")
+        .arg(daemon.socket())
+        .arg("--json")
+        .args(args)
+        .env_remove("MONITOR_SOCKET")
+        .output()
+        .context("running monitor jobs")?;
+    if !output.status.success() {
+        bail!(
+            "monitor jobs failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("monitor jobs --json printed no job list")
+}
+
+/// `monitor jobs` (the table) with `args`.
+pub fn monitor_jobs_table(daemon: &Daemon, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(binary()?)
+        .arg("jobs")
+        .arg("--socket.path")
+        .arg(daemon.socket())
+        .args(args)
+        .env_remove("MONITOR_SOCKET")
+        .output()
+        .context("running monitor jobs")?;
+    if !output.status.success() {
+        bail!("monitor jobs failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The jobs of `jobs` with id `jobid`.
+pub fn with_id<'a>(jobs: &'a [Value], jobid: &str) -> Vec<&'a Value> {
+    jobs.iter().filter(|job| job["jobid"] == jobid).collect()
+}
+
+/// Polls `/api/v1/jobs?{query}` until `done` holds, at most `timeout`;
+/// returns the last list either way.
+pub fn wait_for_jobs(
+    daemon: &Daemon,
+    query: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[Value]) -> bool,
+) -> anyhow::Result<(bool, Vec<Value>)> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let jobs = api_jobs(daemon, query)?;
+        if done(&jobs) {
+            return Ok((true, jobs));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok((false, jobs));
+        }
+        std::thread::sleep(daemon.sample_interval());
+    }
+}

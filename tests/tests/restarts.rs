@@ -1,0 +1,179 @@
+//! Restarts lose nothing: the kernel programs stay pinned while the daemon
+//! is down, a restarted daemon takes up its running jobs from the state
+//! store, a job that ended meanwhile is profiled from its pinned counters,
+//! and the store keeps every profile across restarts, the API and
+//! `monitor jobs` agreeing with it.
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use monitor_tests::{
+    ChildGuard, Daemon, cgroup, cpu_exclusive, cpu_shared,
+    jobs_api::{api_jobs, monitor_jobs, monitor_jobs_table, wait_for_jobs, with_id},
+    launcher::monitor_run,
+    process::run_ok,
+    require_root_or_skip,
+};
+use serde_json::Value;
+
+/// A job that spins for `seconds` of wall time, then prints its own
+/// cgroup's cpu.stat usage (the referee: what the job used up to its end,
+/// less the few instructions of its exit).
+fn busy_job(daemon: &Daemon, jobid: &str, seconds: u32) -> anyhow::Result<Command> {
+    let mount = cgroup::v2_mount()?;
+    let script = format!(
+        "timeout {seconds} sh -c 'while :; do :; done'; \
+         cg=$(sed -n 's/^0:://p' /proc/self/cgroup); grep usage_usec '{}'\"$cg\"/cpu.stat",
+        mount.display()
+    );
+    let mut command = monitor_run(daemon.socket())?;
+    command
+        .args(["--require", "--job-id", jobid, "--", "/bin/sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Ok(command)
+}
+
+/// The `usage_usec` line the busy job printed, in seconds.
+fn printed_usage(stdout: &[u8]) -> anyhow::Result<f64> {
+    let text = String::from_utf8_lossy(stdout);
+    let usec: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("usage_usec "))
+        .with_context(|| format!("the job printed no usage_usec: {text:?}"))?
+        .trim()
+        .parse()
+        .context("usage_usec is not a number")?;
+    Ok(usec / 1e6)
+}
+
+fn cpu_of(job: &Value) -> anyhow::Result<f64> {
+    job["cpu_seconds"].as_f64().with_context(|| format!("no cpu_seconds in {job}"))
+}
+
+/// Waits until job `jobid` is listed as finished, and returns it.
+fn finished_job(daemon: &Daemon, jobid: &str) -> anyhow::Result<Value> {
+    let (found, jobs) = wait_for_jobs(daemon, "state=finished", Duration::from_secs(30), |jobs| {
+        !with_id(jobs, jobid).is_empty()
+    })?;
+    if !found {
+        bail!("job {jobid} is not listed as finished: {jobs:?}\n--- daemon stderr ---\n{}", daemon.stderr());
+    }
+    Ok(with_id(&jobs, jobid)[0].clone())
+}
+
+/// Asserts `ours` is within 1% of the kernel's figure.
+fn assert_cpu_within_1_percent(what: &str, ours: f64, kernel: f64) {
+    let error = (ours - kernel).abs() / kernel;
+    println!("{what}: monitor {ours:.6} s, cpu.stat {kernel:.6} s, difference {:.3}%", error * 100.0);
+    assert!(
+        error <= 0.01,
+        "{what}: cpu_seconds {ours:.6} s is not within 1% of cpu.stat {kernel:.6} s ({:.3}%)",
+        error * 100.0
+    );
+}
+
+#[test]
+fn kill_9_mid_job_then_restart_loses_nothing() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_exclusive();
+    let mut daemon = Daemon::start_with(&["--job.retention", "10m"])?;
+    let job = ChildGuard::spawn(&mut busy_job(&daemon, "k9", 3)?, "a 3 s busy job")?;
+    let (running, jobs) = wait_for_jobs(&daemon, "state=running", Duration::from_secs(20), |jobs| {
+        with_id(jobs, "k9").first().is_some_and(|j| j["cpu_seconds"].as_f64().unwrap_or(0.0) > 0.3)
+    })?;
+    assert!(running, "the busy job never showed as running: {jobs:?}");
+
+    daemon.kill9()?;
+    daemon.restart()?;
+    assert!(
+        daemon.stderr().contains("reattached to the kernel programs"),
+        "the restarted daemon loaded its programs afresh instead of taking up the pinned ones:\n{}",
+        daemon.stderr()
+    );
+    let output = job.wait_with_output(Duration::from_secs(60))?;
+    assert!(output.status.success(), "the job failed: {}", String::from_utf8_lossy(&output.stderr));
+    let kernel = printed_usage(&output.stdout)?;
+
+    let profile = finished_job(&daemon, "k9")?;
+    assert_cpu_within_1_percent("job k9 across a kill -9", cpu_of(&profile)?, kernel);
+    // sh, then timeout, its sh, sed and grep: four processes started, five execs.
+    assert_eq!((&profile["processes_started"], &profile["execs"]), (&Value::from(4), &Value::from(5)), "{profile}");
+
+    // Stored: still there after another restart, with the same figures.
+    daemon.terminate()?;
+    daemon.restart()?;
+    let stored = monitor_jobs(&daemon, &["--all"])?;
+    assert_eq!(with_id(&stored, "k9"), vec![&profile], "the stored profile differs from the one served before");
+    Ok(())
+}
+
+#[test]
+fn a_job_that_ends_while_the_daemon_is_down_is_profiled_at_restart() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_exclusive();
+    let mut daemon = Daemon::start_with(&["--job.retention", "10m"])?;
+    let job = ChildGuard::spawn(&mut busy_job(&daemon, "down", 2)?, "a 2 s busy job")?;
+    let (running, jobs) = wait_for_jobs(&daemon, "state=running", Duration::from_secs(20), |jobs| {
+        !with_id(jobs, "down").is_empty()
+    })?;
+    assert!(running, "the busy job never showed as running: {jobs:?}");
+    daemon.kill9()?;
+
+    // The whole rest of the job runs with no daemon at all.
+    let output = job.wait_with_output(Duration::from_secs(60))?;
+    assert!(output.status.success(), "the job failed: {}", String::from_utf8_lossy(&output.stderr));
+    let kernel = printed_usage(&output.stdout)?;
+    daemon.restart()?;
+
+    let profile = finished_job(&daemon, "down")?;
+    assert_cpu_within_1_percent("job that ended while the daemon was down", cpu_of(&profile)?, kernel);
+    Ok(())
+}
+
+#[test]
+fn the_store_keeps_every_profile_across_restarts() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    let mut daemon = Daemon::start()?;
+    const JOBS: usize = 20;
+    let ids: Vec<String> = (0..JOBS).map(|n| format!("kept-{n}")).collect();
+    for id in &ids {
+        let mut command = monitor_run(daemon.socket())?;
+        command.args(["--require", "--job-id", id, "--", "/bin/true"]);
+        run_ok(&mut command, "a short job", Duration::from_secs(30))?;
+    }
+    let all_finished = |jobs: &[Value]| ids.iter().all(|id| !with_id(jobs, id).is_empty());
+    let (done, before) = wait_for_jobs(&daemon, "state=finished", Duration::from_secs(30), all_finished)?;
+    assert!(done, "not every job finished: {before:?}");
+
+    // A clean stop, then a crash: every profile is still there each time.
+    daemon.terminate()?;
+    daemon.restart()?;
+    daemon.kill9()?;
+    daemon.restart()?;
+    let api = api_jobs(&daemon, "state=finished")?;
+    let cli = monitor_jobs(&daemon, &["--all"])?;
+    let table = monitor_jobs_table(&daemon, &["--all"])?;
+    for id in &ids {
+        let served = with_id(&before, id);
+        assert_eq!(served.len(), 1, "job {id} listed {} times before the restarts", served.len());
+        assert_eq!(with_id(&api, id), served, "the API's job {id} after two restarts differs from before them");
+        assert_eq!(with_id(&cli, id), served, "monitor jobs --json's job {id} differs from the API's");
+        assert!(
+            table.lines().any(|line| line.split_whitespace().next() == Some(id.as_str()) && line.contains("FINISHED")),
+            "monitor jobs --all has no FINISHED row for {id}:\n{table}"
+        );
+    }
+    let one: Value = serde_json::from_str(&daemon.get("/api/v1/jobs/kept-3")?)?;
+    assert_eq!(one.as_array().map(Vec::len), Some(1), "/api/v1/jobs/kept-3 after restarts: {one}");
+    Ok(())
+}
