@@ -13,6 +13,7 @@ pub mod memcg;
 pub mod openmetrics;
 pub mod policy;
 pub mod process;
+pub mod prometheus;
 pub mod workload;
 
 pub use cgroup::JobCgroup;
