@@ -24,7 +24,8 @@ use crate::{cgroup, cgroup::JobCgroup, http, openmetrics::Metrics};
 /// Short, so a test waits little for the daemon to read the kernel maps.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
 const SAMPLE_INTERVAL_FLAG: &str = "200ms";
-const TELEMETRY_PATH: &str = "/metrics";
+/// Where the daemon serves its metrics (`--web.telemetry-path`).
+pub const TELEMETRY_PATH: &str = "/metrics";
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,7 +45,7 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 }
 
 /// A free port on loopback, picked by the kernel.
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener =
         TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
     Ok(listener
@@ -224,6 +225,11 @@ impl Daemon {
     /// How often the daemon samples the kernel maps.
     pub fn sample_interval(&self) -> Duration {
         self.interval
+    }
+
+    /// The daemon's web address (loopback); it serves [`TELEMETRY_PATH`].
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 
     /// The daemon's process id.

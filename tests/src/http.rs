@@ -1,5 +1,7 @@
-//! A minimal HTTP GET over a std TcpStream (no client crate needed).
+//! A minimal HTTP GET over a std TcpStream (no client crate needed), to
+//! the daemon or any other loopback server (Prometheus).
 use std::{
+    fmt::Write as _,
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     time::Duration,
@@ -35,4 +37,33 @@ pub fn get(address: SocketAddr, path: &str) -> anyhow::Result<String> {
         bail!("GET http://{address}{path}: {status}\n{body}");
     }
     Ok(body.to_string())
+}
+
+/// Percent-encodes `text` as one value of a URL query (`?query=...`):
+/// everything but RFC 3986's unreserved characters, byte by byte.
+pub fn encode_query_value(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_query_values() {
+        assert_eq!(
+            encode_query_value(r#"up{job="monitor"} == 1"#),
+            "up%7Bjob%3D%22monitor%22%7D%20%3D%3D%201"
+        );
+        assert_eq!(encode_query_value("a-b.c_d~9/é"), "a-b.c_d~9%2F%C3%A9");
+    }
 }

@@ -14,6 +14,7 @@ pub mod memcg;
 pub mod openmetrics;
 pub mod policy;
 pub mod process;
+pub mod prometheus;
 pub mod workload;
 
 pub use cgroup::JobCgroup;

@@ -47,14 +47,15 @@ fn unload_test_pins(binary: &std::path::Path) {
     }
 }
 
-/// `promtool check metrics` is one of the tests: install Debian's prometheus
-/// package when promtool is missing.
+/// `promtool check metrics` is one of the tests, and another scrapes the
+/// daemon with the real Prometheus server: install Debian's prometheus
+/// package (both binaries) when either is missing.
 fn ensure_promtool() -> anyhow::Result<()> {
-    if which::which("promtool").is_ok() {
+    if which::which("promtool").is_ok() && which::which("prometheus").is_ok() {
         return Ok(());
     }
-    eprintln!("xtask: promtool is missing; installing Debian's prometheus package");
+    eprintln!("xtask: promtool or prometheus is missing; installing Debian's prometheus package");
     run(Command::new("apt-get").args(["update", "-q"]))?;
     run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "prometheus"]).env("DEBIAN_FRONTEND", "noninteractive"))
-        .context("installing promtool (apt-get install prometheus)")
+        .context("installing promtool and prometheus (apt-get install prometheus)")
 }
