@@ -217,11 +217,6 @@ impl Daemon {
         &self.pin_path
     }
 
-    /// The web port's address.
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-
     /// How often the daemon samples the kernel maps.
     pub fn sample_interval(&self) -> Duration {
         self.interval
