@@ -61,6 +61,11 @@ pub struct JobJson {
     pub oom_kills: u64,
     pub io_read_bytes: u64,
     pub io_write_bytes: u64,
+    /// Read- and write-family calls (absent from profiles of older daemons).
+    #[serde(default)]
+    pub io_read_calls: u64,
+    #[serde(default)]
+    pub io_write_calls: u64,
     pub block_read_bytes: u64,
     pub block_write_bytes: u64,
     pub network: Network,
@@ -98,6 +103,8 @@ impl From<&JobView> for JobJson {
             oom_kills: c.oom_kills,
             io_read_bytes: c.io_read_bytes,
             io_write_bytes: c.io_write_bytes,
+            io_read_calls: c.io_read_calls,
+            io_write_calls: c.io_write_calls,
             block_read_bytes: c.block_read_bytes,
             block_write_bytes: c.block_write_bytes,
             network: Network {
@@ -110,3 +117,91 @@ impl From<&JobView> for JobJson {
     }
 }
 
+
+/// A stored profile back as a snapshot job, so a restarted daemon serves
+/// the jobs that finished within the retention before it stopped.
+impl From<&JobJson> for JobView {
+    fn from(job: &JobJson) -> Self {
+        let nanos = |s: f64| (s * 1e9).round() as u64;
+        let time = |s: f64| std::time::UNIX_EPOCH + std::time::Duration::try_from_secs_f64(s).unwrap_or_default();
+        JobView {
+            jobid: job.jobid.clone(),
+            user: job.user.clone(),
+            uid: job.uid,
+            name: job.name.clone(),
+            launcher: job.launcher.clone(),
+            labels: job.labels.clone(),
+            cgroup: job.cgroup.clone(),
+            counters: monitor_common::CgroupCounters {
+                cpu_ns: nanos(job.cpu_seconds),
+                runqueue_wait_ns: nanos(job.runqueue_wait_seconds),
+                voluntary_switches: job.context_switches.voluntary,
+                involuntary_switches: job.context_switches.involuntary,
+                processes_started: job.processes_started,
+                threads_started: job.threads_started,
+                execs: job.execs,
+                process_exits: job.processes_exited,
+                page_faults: job.page_faults,
+                oom_kills: job.oom_kills,
+                io_read_bytes: job.io_read_bytes,
+                io_write_bytes: job.io_write_bytes,
+                io_read_calls: job.io_read_calls,
+                io_write_calls: job.io_write_calls,
+                block_read_bytes: job.block_read_bytes,
+                block_write_bytes: job.block_write_bytes,
+                net_rx_bytes: job.network.rx_bytes,
+                net_tx_bytes: job.network.tx_bytes,
+                net_rx_packets: job.network.rx_packets,
+                net_tx_packets: job.network.tx_packets,
+                rss_delta_bytes: i64::try_from(job.memory_rss_bytes).unwrap_or(i64::MAX),
+                rss_peak_bytes: job.memory_rss_peak_bytes,
+            },
+            files: Default::default(),
+            tasks: job.tasks,
+            start: time(job.start_time),
+            end: job.end_time.map(time),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use monitor_common::CgroupCounters;
+
+    use super::*;
+
+    #[test]
+    fn a_profile_reads_back_as_the_job_it_was_made_from() {
+        let view = JobView {
+            jobid: "42".into(),
+            user: "alice".into(),
+            uid: 1000,
+            name: "lammps".into(),
+            launcher: "monitor".into(),
+            labels: [("partition".to_string(), "gpu".to_string())].into(),
+            cgroup: "/monitor.slice/task-1-2".into(),
+            counters: CgroupCounters {
+                cpu_ns: 2_005_046_123,
+                runqueue_wait_ns: 17,
+                execs: 3,
+                io_read_calls: 5,
+                rss_delta_bytes: 4096,
+                rss_peak_bytes: 1 << 30,
+                net_tx_packets: 9,
+                ..Default::default()
+            },
+            files: Default::default(),
+            tasks: 0,
+            start: SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_270_642_323_372),
+            end: Some(SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_270_645_615_119)),
+        };
+        let text = serde_json::to_string(&JobJson::from(&view)).unwrap();
+        let back = JobView::from(&serde_json::from_str::<JobJson>(&text).unwrap());
+        assert_eq!(back.counters, view.counters);
+        assert_eq!((back.jobid, back.labels, back.end.is_some()), (view.jobid, view.labels, true));
+        let drift = back.start.duration_since(view.start).unwrap_or_else(|e| e.duration());
+        assert!(drift < Duration::from_micros(1), "start moved by {drift:?}");
+    }
+}

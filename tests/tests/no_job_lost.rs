@@ -18,6 +18,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use monitor_tests::{
+    jobs_api::{monitor_jobs, with_id},
     ChildGuard, Daemon, Metrics, cpu_shared,
     daemon::TELEMETRY_PATH,
     launcher::monitor_run,
@@ -132,7 +133,7 @@ fn five_hundred_short_jobs_are_all_counted() -> anyhow::Result<()> {
     }
     let _machine = cpu_shared();
     const JOBS: usize = 500;
-    let daemon = Daemon::start_with(&["--job.retention", "10m"])?;
+    let mut daemon = Daemon::start_with(&["--job.retention", "10m"])?;
     // 5 to 20 ms of CPU each, in turn.
     let jobs: Vec<(String, f64)> = (0..JOBS)
         .map(|n| (format!("short-{n}"), (5 + n % 16) as f64 / 1000.0))
@@ -215,6 +216,32 @@ fn five_hundred_short_jobs_are_all_counted() -> anyhow::Result<()> {
     }
     if let Some(report) = problems.report(JOBS) {
         panic!("short jobs lost or miscounted:\n{report}");
+    }
+
+    // Every profile is in the state store: a restarted daemon lists each
+    // one unchanged, and still shows them in /metrics for the retention.
+    daemon.terminate()?;
+    daemon.restart()?;
+    let stored = monitor_jobs(&daemon, &["--all"])?;
+    let metrics = daemon.metrics()?;
+    let cpu_after = by_jobid(&metrics, "monitor_job_cpu_seconds_total");
+    for (id, _) in &jobs {
+        match with_id(&stored, id).as_slice() {
+            [job] if Some(*job) == listed.get(id.as_str()).copied() => {}
+            found => problems.add(
+                "are not stored unchanged (monitor jobs --all after a restart)",
+                format!("{id} ({} found)", found.len()),
+            ),
+        }
+        if cpu_after.get(id) != cpu.get(id) {
+            problems.add(
+                "changed or left /metrics across a restart",
+                format!("{id} ({:?} -> {:?})", cpu.get(id), cpu_after.get(id)),
+            );
+        }
+    }
+    if let Some(report) = problems.report(JOBS) {
+        panic!("profiles not kept across a restart:\n{report}");
     }
     Ok(())
 }

@@ -121,10 +121,16 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             None
         }
     };
+    let recently_finished = reader
+        .as_deref()
+        .map(|reader| recently_finished(reader, args.job_retention))
+        .unwrap_or_default();
     let retention = (!args.state_retention.is_zero()).then_some(args.state_retention);
     let writer = crate::store::spawn_writer(store, retention).context("starting the state store writer")?;
     log::info!("state store at {}", args.state_dir.join(crate::store::DB_FILE).display());
-    let mut sampler = Sampler::new(probes, table.clone(), wake.clone(), config, shared.clone()).with_store(writer);
+    let mut sampler = Sampler::new(probes, table.clone(), wake.clone(), config, shared.clone())
+        .with_store(writer)
+        .with_recently_finished(recently_finished);
     if let Some(registry) = registry {
         sampler.restore(registry).context("taking up the saved running jobs")?;
     }
@@ -273,6 +279,30 @@ fn saved_registry(store: &Store) -> Option<Registry> {
         Err(e) => {
             log::error!("the saved job registry does not parse ({e}); running jobs are taken up from the cgroup tree only");
             None
+        }
+    }
+}
+
+/// Jobs that finished within `retention` (before a restart), from the
+/// store, so /metrics keeps them as if the daemon had never stopped.
+fn recently_finished(reader: &StoreReader, retention: std::time::Duration) -> Vec<snapshot::JobView> {
+    let since = std::time::SystemTime::now()
+        .checked_sub(retention)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    let query = crate::store::ProfileQuery {
+        since: Some(since),
+        ..Default::default()
+    };
+    match reader.profiles(&query) {
+        Ok(texts) => texts
+            .iter()
+            .filter_map(|text| serde_json::from_str::<crate::profile::JobJson>(text).ok())
+            .map(|job| snapshot::JobView::from(&job))
+            .collect(),
+        Err(e) => {
+            log::error!("reading recently finished jobs from the state store: {e}");
+            Vec::new()
         }
     }
 }

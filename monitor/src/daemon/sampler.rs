@@ -64,6 +64,10 @@ pub struct Sampler {
     pending_release: HashSet<u64>,
     /// The registry as last handed to the store.
     saved_registry: String,
+    /// Jobs that finished within the retention before a restart, from the
+    /// store, shown until their retention ends (or a job of the same id
+    /// and user replaces them).
+    restored: Vec<JobView>,
 }
 
 impl Sampler {
@@ -86,7 +90,14 @@ impl Sampler {
             store: None,
             pending_release: HashSet::new(),
             saved_registry: String::new(),
+            restored: Vec::new(),
         }
+    }
+
+    /// Serves `jobs` (finished before a restart) for the rest of their retention.
+    pub fn with_recently_finished(mut self, jobs: Vec<JobView>) -> Self {
+        self.restored = jobs;
+        self
     }
 
     /// Hands finished jobs' profiles and the registry to `store`'s writer.
@@ -471,7 +482,17 @@ impl Sampler {
                 .cloned()
                 .collect()
         };
-        let jobs = jobs.into_iter().map(|job| self.view(job)).collect();
+        let mut jobs: Vec<JobView> = jobs.into_iter().map(|job| self.view(job)).collect();
+        if !self.restored.is_empty() {
+            let now = SystemTime::now();
+            let retention = self.config.retention;
+            let shown: HashSet<(u32, &str)> = jobs.iter().map(|j| (j.uid, j.jobid.as_str())).collect();
+            self.restored.retain(|job| {
+                let expired = job.end.and_then(|end| now.duration_since(end).ok()).is_some_and(|age| age > retention);
+                !expired && !shown.contains(&(job.uid, job.jobid.as_str()))
+            });
+            jobs.extend(self.restored.iter().cloned());
+        }
         if let Some(store) = &self.store {
             self.health.store = Some(store.stats());
         }
