@@ -78,7 +78,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         cgroup_v2_mount: &mount,
     }
     .stamp();
-    let probes = load_or_reattach(&args, &offsets, &root_in_hierarchy, sizes, &stamp)?;
+    let (probes, carried) = load_or_reattach(&args, &offsets, &root_in_hierarchy, sizes, &stamp)?;
     let reattached = probes.reattached();
     let _stats = if args.bpf_stats {
         Some(program_stats::enable().context("enabling bpf_stats (--bpf.stats)")?)
@@ -132,7 +132,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .with_store(writer)
         .with_recently_finished(recently_finished);
     if let Some(registry) = registry {
-        sampler.restore(registry).context("taking up the saved running jobs")?;
+        sampler.restore(registry, &carried).context("taking up the saved running jobs")?;
     }
     // Counter slots of the cgroups already there are claimed here before the
     // cgroup_mkdir program, which claims them for new ones, is attached: the
@@ -212,17 +212,21 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     served
 }
 
+/// What the cgroups counted under programs that were unloaded (an upgrade).
+type Carried = Vec<(u64, monitor_common::CgroupCounters)>;
+
 /// Takes up the programs an earlier run pinned with the same stamp, or
-/// loads them afresh (unloading any set pinned by another configuration).
+/// loads them afresh, unloading any set pinned by another configuration
+/// after reading what its cgroups counted (returned, to carry over).
 fn load_or_reattach(
     args: &DaemonArgs,
     offsets: &monitor_common::FieldOffsets,
     root_in_hierarchy: &str,
     sizes: MapSizes,
     stamp: &str,
-) -> anyhow::Result<Probes> {
+) -> anyhow::Result<(Probes, Carried)> {
     if args.pin_path.as_os_str().is_empty() {
-        return Ok(Probes::load(EBPF_OBJECT, offsets, root_in_hierarchy, sizes, None)?);
+        return Ok((Probes::load(EBPF_OBJECT, offsets, root_in_hierarchy, sizes, None)?, Vec::new()));
     }
     bpffs::ensure_parent_mounted(&args.pin_path)?;
     let pins = PinDir::new(args.pin_path.clone());
@@ -232,19 +236,31 @@ fn load_or_reattach(
         match Probes::reattach(&dir, sizes) {
             Ok(probes) => {
                 log::info!("reattached to the kernel programs pinned at {}: counting never stopped", dir.display());
-                return Ok(probes);
+                return Ok((probes, Vec::new()));
             }
             Err(e) => log::warn!("cannot reattach to {}: {e:#}; loading the programs afresh", dir.display()),
         }
     }
+    let mut carried = Vec::new();
+    for dir in pins.complete_sets() {
+        match Probes::read_pinned_counters(&dir) {
+            Ok(counts) => carried.extend(counts),
+            Err(e) => log::warn!(
+                "cannot read the counters pinned at {} ({e:#}): running jobs' counts restart from zero",
+                dir.display()
+            ),
+        }
+    }
     for old in pins.remove_all_but(None)? {
         log::warn!(
-            "unloaded the kernel programs pinned at {} (another build or configuration); counting restarts now",
+            "unloaded the kernel programs pinned at {} (another build or configuration); \
+             running jobs keep what they counted, events during the switch are missed",
             old.display()
         );
     }
     let staging = pins.stage(stamp)?;
-    Ok(Probes::load(EBPF_OBJECT, offsets, root_in_hierarchy, sizes, Some(staging))?)
+    let probes = Probes::load(EBPF_OBJECT, offsets, root_in_hierarchy, sizes, Some(staging))?;
+    Ok((probes, carried))
 }
 
 /// `monitor daemon --cleanup`: unpins everything (the programs go with

@@ -116,9 +116,15 @@ impl Sampler {
 
     /// Takes up the running jobs an earlier run saved: their cgroups keep
     /// their jobs (and find their counter slots) before the root is walked.
-    pub fn restore(&mut self, registry: Registry) -> anyhow::Result<()> {
+    /// `carried`: what cgroups counted under programs unloaded by an
+    /// upgrade, credited to their jobs.
+    pub fn restore(&mut self, registry: Registry, carried: &[(u64, CgroupCounters)]) -> anyhow::Result<()> {
         let jobs = registry.jobs.len();
         let ids = self.table().import(registry);
+        let credited = carried.iter().filter(|(id, counters)| self.table().credit(*id, counters)).count();
+        if credited > 0 {
+            log::info!("carried over the counts of {credited} cgroups from the unloaded programs");
+        }
         for id in &ids {
             self.probes.counters.track(*id).context("finding the counter slots of saved cgroups")?;
         }

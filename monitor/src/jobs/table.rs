@@ -196,6 +196,19 @@ impl JobTable {
         Registry { jobs }
     }
 
+    /// Adds what cgroup `id` counted before its counters restarted from zero
+    /// (programs reloaded) to its job. False when the cgroup is unknown.
+    pub fn credit(&mut self, id: u64, counters: &CgroupCounters) -> bool {
+        let Some(entry) = self.cgroups.get(&id) else {
+            return false;
+        };
+        let Some(job) = self.live.get_mut(&entry.job) else {
+            return false;
+        };
+        job.retired.add(counters);
+        true
+    }
+
     /// Takes up the running jobs an earlier run saved (before the walk of
     /// the root, so their cgroups keep their jobs). Returns the cgroup ids,
     /// for the caller to find their counter slots.

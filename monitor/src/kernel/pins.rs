@@ -112,6 +112,19 @@ impl PinDir {
         })
     }
 
+    /// Committed sets (of any stamp).
+    pub fn complete_sets(&self) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(&self.base) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with(STAGING_PREFIX))
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect()
+    }
+
     /// Unpins every set but `keep` (the programs of a set go with their
     /// last pin). Returns the sets removed.
     pub fn remove_all_but(&self, keep: Option<&str>) -> Result<Vec<PathBuf>, PinError> {

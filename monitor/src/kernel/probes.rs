@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Map, MapData, PerCpuArray, RingBuf},
+    maps::{Array, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, PerfEvent, ProgramInfo, RawTracePoint, TracePoint,
         links::{FdLink, PinnedLink},
@@ -17,7 +17,7 @@ use aya::{
     },
     util::online_cpus,
 };
-use monitor_common::{CGROUP_PROBES, FieldOffsets, ROOT_PREFIX_MAX, RootPrefix};
+use monitor_common::{CGROUP_PROBES, CgroupCounters, FieldOffsets, ROOT_PREFIX_MAX, RootPrefix};
 use thiserror::Error;
 
 use super::{
@@ -279,6 +279,37 @@ impl Probes {
         probes.counters.stop_claiming();
         probes.counters.resync()?;
         Ok(probes)
+    }
+
+    /// What a pinned set of another build counted per cgroup, read before
+    /// it is unloaded so an upgrade carries running jobs' counts over.
+    /// Fails (and nothing is carried) when the counter layout changed.
+    pub fn read_pinned_counters(dir: &Path) -> Result<Vec<(u64, CgroupCounters)>, ProbeError> {
+        let open = |name: &'static str| {
+            let path = pins::map_path(dir, name);
+            MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .map_err(|source| ProbeError::Reattach { path, source })
+                .map(|map| (name, map))
+        };
+        let index: Array<MapData, u64> = typed(open("CGROUP_INDEX")?)?;
+        let counters: PerCpuArray<MapData, CgroupCounters> = typed(open("CGROUP_COUNTERS")?)?;
+        let mut found = Vec::new();
+        for slot in 0..index.len() {
+            let id = index.get(&slot, 0).map_err(|source| ProbeError::Map { name: "CGROUP_INDEX", source })?;
+            if id == monitor_common::FREE_SLOT {
+                continue;
+            }
+            let per_cpu = counters
+                .get(&slot, 0)
+                .map_err(|source| ProbeError::Map { name: "CGROUP_COUNTERS", source })?;
+            let mut sum = CgroupCounters::default();
+            for value in per_cpu.iter() {
+                sum.add(value);
+            }
+            found.push((id, sum));
+        }
+        Ok(found)
     }
 
     /// `maps` in [`DAEMON_MAPS`] order.
