@@ -20,27 +20,18 @@ pub fn api_jobs(daemon: &Daemon, query: &str) -> anyhow::Result<Vec<Value>> {
 
 /// `monitor jobs --json` with `args`, against the daemon's socket.
 pub fn monitor_jobs(daemon: &Daemon, args: &[&str]) -> anyhow::Result<Vec<Value>> {
-    let output = Command::new(binary()?)
-        .arg("jobs")
-        .arg("--socket.path")
-        .arg(daemon.socket())
-        .arg("--json")
-        .args(args)
-        .env_remove("MONITOR_SOCKET")
-        .output()
-        .context("running monitor jobs")?;
-    if !output.status.success() {
-        bail!(
-            "monitor jobs failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    serde_json::from_slice(&output.stdout).context("monitor jobs --json printed no job list")
+    let json = [&["--json"], args].concat();
+    let stdout = run_monitor_jobs(daemon, &json)?;
+    serde_json::from_str(&stdout).context("monitor jobs --json printed no job list")
 }
 
 /// `monitor jobs` (the table) with `args`.
 pub fn monitor_jobs_table(daemon: &Daemon, args: &[&str]) -> anyhow::Result<String> {
+    run_monitor_jobs(daemon, args)
+}
+
+/// Runs `monitor jobs ARGS` against the daemon's socket; its stdout.
+fn run_monitor_jobs(daemon: &Daemon, args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new(binary()?)
         .arg("jobs")
         .arg("--socket.path")
