@@ -54,11 +54,12 @@ async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> R
         Ok(body) if exposition::wants_openmetrics(accept) => {
             ([(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)], body).into_response()
         }
-        Ok(body) => (
-            [(header::CONTENT_TYPE, exposition::PROMETHEUS_CONTENT_TYPE)],
-            exposition::to_prometheus_text(&body),
-        )
-            .into_response(),
+        Ok(body) => {
+            let text = exposition::to_prometheus_text(&body);
+            drop(body);
+            crate::system::memory::release_free_memory();
+            ([(header::CONTENT_TYPE, exposition::PROMETHEUS_CONTENT_TYPE)], text).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}")).into_response(),
     }
 }

@@ -43,6 +43,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         return cleanup(&args);
     }
     raise_fd_limit();
+    crate::system::memory::limit_arenas();
     if EBPF_OBJECT.is_empty() {
         // Say so before touching the system.
         return Err(kernel::probes::ProbeError::EmptyObject.into());

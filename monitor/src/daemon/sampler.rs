@@ -267,6 +267,8 @@ impl Sampler {
         }
         self.health.sample_duration = started.elapsed();
         self.publish();
+        // The previous snapshot and the scrapes of it are freed by now.
+        crate::system::memory::release_free_memory();
     }
 
     fn sample_once(&mut self) -> anyhow::Result<()> {

@@ -2,5 +2,6 @@
 pub mod bpffs;
 pub mod cgroupfs;
 pub mod duration;
+pub mod memory;
 pub mod privileges;
 pub mod tracefs;
