@@ -17,6 +17,7 @@ mod program_cost;
 mod registrations;
 mod report;
 mod resource_cost;
+mod retention;
 mod scale;
 mod slowdown;
 mod stats;
@@ -74,6 +75,11 @@ pub struct BenchArgs {
     #[arg(long = "net-bytes", value_name = "N", default_value_t = 200_000_000, value_parser = clap::value_parser!(u64).range(1_000_000..))]
     pub net_bytes: u64,
 
+    /// Directory jobs made, counted and removed at once for the finished-jobs
+    /// benchmark (all in retention while /metrics is timed).
+    #[arg(long = "finished-jobs", value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub finished_jobs: u32,
+
     /// Run only these benchmarks (repeat the flag, or separate with commas)
     /// and update their parts of bench/RESULTS.md, keeping the others' figures.
     #[arg(long, value_name = "NAME", value_enum, value_delimiter = ',')]
@@ -114,6 +120,9 @@ pub enum Benchmark {
     Io,
     /// A network-heavy job (loopback TCP) with and without the daemon.
     Network,
+    /// Profiles written per second, and /metrics, the job API and RSS with
+    /// many finished jobs in retention.
+    Retention,
 }
 
 /// What every benchmark needs: the built artefacts and where to make cgroups.
@@ -154,6 +163,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         Benchmark::ResourceCost,
         Benchmark::Io,
         Benchmark::Network,
+        Benchmark::Retention,
     ]
     .into_iter()
     .filter(|b| runs(*b))
@@ -217,6 +227,15 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         network = Some(job_slowdown::run(&setup, args, job_slowdown::Kind::Network)?);
         foreign.push(system::foreign_switch_programs());
     }
+    let mut retention = None;
+    if runs(Benchmark::Retention) {
+        announce(&format!(
+            "{} finished jobs: profiles written per second, /metrics, the job API and RSS",
+            args.finished_jobs
+        ));
+        retention = Some(retention::run(&setup, args)?);
+        foreign.push(system::foreign_switch_programs());
+    }
 
     let report = report::Report {
         environment,
@@ -230,6 +249,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         resource_cost,
         io,
         network,
+        retention,
     };
     let path = workspace_root().join("bench/RESULTS.md");
     let markdown = if args.only.is_empty() {
@@ -251,6 +271,7 @@ fn prepare() -> anyhow::Result<Setup> {
     let daemon = build::build_release()?;
     let object = build::build_ebpf()?;
     system::ensure_tracefs()?;
+    daemon::remove_stale_pins(&daemon)?;
     let cgroup_mount = cgroup::v2_mount()?;
     cgroup::remove_stale_roots(&cgroup_mount)?;
     let logs = workspace_root().join("target/bench");

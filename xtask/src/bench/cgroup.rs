@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-const ROOT_PREFIX: &str = "monitor-bench-";
+pub const ROOT_PREFIX: &str = "monitor-bench-";
 /// How long killed processes may take to leave a cgroup.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -81,8 +81,9 @@ pub fn remove_stale_roots(mount: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The pid in `monitor-bench-<pid>-<benchmark>.slice`.
-fn owner_pid(name: &str) -> Option<u32> {
+/// The pid in `monitor-bench-<pid>-<benchmark>.slice` (and in a bench
+/// daemon's pin directory, named alike).
+pub fn owner_pid(name: &str) -> Option<u32> {
     name.strip_prefix(ROOT_PREFIX)?.split('-').next()?.parse().ok()
 }
 

@@ -1,5 +1,8 @@
 //! The daemon under test: started on a free loopback port with its own
-//! cgroup root, and stopped (SIGTERM, then SIGKILL) when dropped.
+//! cgroup root, pin path and state directory, and stopped (SIGTERM, then
+//! SIGKILL) when dropped. Its programs stay pinned after a stop, so stopping
+//! also unloads them (`monitor daemon --cleanup`): runs "without the daemon"
+//! must have nothing attached, and no bench daemon may take up another's.
 use std::{
     fs::{self, File},
     net::{SocketAddr, TcpListener},
@@ -11,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{Setup, http, metrics};
+use super::{Setup, cgroup, http, metrics};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,11 +22,17 @@ const POLL: Duration = Duration::from_millis(10);
 /// Fixed for every benchmark: the sample period sets how fresh /metrics is.
 const SAMPLE_INTERVAL: &str = "1s";
 const SAMPLES: &str = "monitor_samples_total";
+/// Where bench daemons pin their programs, each in its own directory.
+const BPFFS: &str = "/sys/fs/bpf";
 
 pub struct Daemon {
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
+    binary: PathBuf,
+    /// Its `--bpf.pin-path` and `--state.dir`, emptied when it stops.
+    pin_path: PathBuf,
+    state_dir: PathBuf,
 }
 
 impl Daemon {
@@ -47,6 +56,12 @@ impl Daemon {
         let log = setup.logs.join(format!("daemon-{label}.log"));
         let log_file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let log_copy = log_file.try_clone().context("duplicating the daemon log fd")?;
+        // Named like the cgroup roots, so a killed run's leftovers can be told apart.
+        let pin_path = Path::new(BPFFS).join(format!("{}{}-{label}", cgroup::ROOT_PREFIX, std::process::id()));
+        let state_dir = setup.logs.join(format!("daemon-{label}.state"));
+        // Leftovers of an earlier daemon with this label: not ours to take up.
+        unload(&setup.daemon, &pin_path)?;
+        remove_state(&state_dir)?;
         let mut cmd = Command::new(&setup.daemon);
         cmd.arg("daemon")
             .arg("--web.listen-address")
@@ -56,6 +71,10 @@ impl Daemon {
             .args(["--sample.interval", SAMPLE_INTERVAL])
             .arg("--socket.path")
             .arg(&socket)
+            .arg("--bpf.pin-path")
+            .arg(&pin_path)
+            .arg("--state.dir")
+            .arg(&state_dir)
             .args(extra_args)
             .env_remove("MONITOR_SOCKET")
             .stdin(Stdio::null())
@@ -67,7 +86,14 @@ impl Daemon {
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", setup.daemon.display()))?;
-        let mut daemon = Self { child, addr, log };
+        let mut daemon = Self {
+            child,
+            addr,
+            log,
+            binary: setup.daemon.clone(),
+            pin_path,
+            state_dir,
+        };
         daemon.wait_ready()?;
         Ok(daemon)
     }
@@ -83,6 +109,11 @@ impl Daemon {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Its `--state.dir` (removed when it stops).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
     }
 
     pub fn metrics(&self) -> anyhow::Result<String> {
@@ -129,9 +160,11 @@ impl Daemon {
         }
     }
 
-    /// Stops the daemon, failing if it does not exit cleanly.
+    /// Stops the daemon and unloads its programs, failing if it does not
+    /// exit cleanly.
     pub fn stop(mut self) -> anyhow::Result<()> {
-        self.terminate()
+        self.terminate()?;
+        self.tidy()
     }
 
     fn samples_taken(&self, text: &str) -> anyhow::Result<f64> {
@@ -186,6 +219,13 @@ impl Daemon {
         self.child.wait().context("reaping the daemon")?;
         bail!("the daemon ignored SIGTERM for {STOP_TIMEOUT:?} and was killed")
     }
+
+    /// Unloads the pinned programs and removes the state directory (after
+    /// a stop; again harmless).
+    fn tidy(&self) -> anyhow::Result<()> {
+        unload(&self.binary, &self.pin_path)?;
+        remove_state(&self.state_dir)
+    }
 }
 
 impl Drop for Daemon {
@@ -193,6 +233,56 @@ impl Drop for Daemon {
         if let Err(e) = self.terminate() {
             eprintln!("xtask: stopping the daemon: {e:#}");
         }
+        if let Err(e) = self.tidy() {
+            eprintln!("xtask: cleaning up after the daemon: {e:#}");
+        }
+    }
+}
+
+/// Unloads the pin directories of earlier runs whose process is gone
+/// (killed mid-run): their programs would go on counting.
+pub fn remove_stale_pins(binary: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = fs::read_dir(BPFFS) else {
+        // No bpffs yet: nothing was pinned.
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(cgroup::owner_pid) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("xtask: unloading {} left by an earlier run", entry.path().display());
+            unload(binary, &entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// `monitor daemon --cleanup` for a pin path (nothing pinned is fine).
+fn unload(binary: &Path, pin_path: &Path) -> anyhow::Result<()> {
+    let output = Command::new(binary)
+        .args(["daemon", "--cleanup", "--bpf.pin-path"])
+        .arg(pin_path)
+        .stdin(Stdio::null())
+        .output()
+        .context("running monitor daemon --cleanup")?;
+    if !output.status.success() {
+        bail!(
+            "monitor daemon --cleanup --bpf.pin-path {} failed ({}): {}",
+            pin_path.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn remove_state(dir: &Path) -> anyhow::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", dir.display()))
+        }
+        _ => Ok(()),
     }
 }
 

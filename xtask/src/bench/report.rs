@@ -8,6 +8,7 @@ use super::{
     program_cost::CostResult,
     registrations::{PACED_INTERVAL, PACED_REGISTRATIONS, RegistrationResult, SOLO_REGISTRATIONS},
     resource_cost::{DD_BLOCKS, DIRECT_MIB, ResourceCostResult, TCP_BYTES, TOUCH_MIB},
+    retention::{API_GETS, JOB_RETENTION, POLL, RetentionResult, RetentionRound},
     scale::{SETTLE_SAMPLES, ScaleResult},
     slowdown::SlowdownResult,
     system::Environment,
@@ -23,6 +24,9 @@ const MAX_SCRAPE_MS: f64 = 20.0;
 const MAX_RSS_MB: f64 = 20.0;
 const MIN_REGISTRATIONS_PER_S: f64 = 1000.0;
 const MAX_REGISTRATION_P99_MS: f64 = 10.0;
+/// With the finished jobs in retention (10,000 of them).
+const MAX_RETENTION_SCRAPE_MS: f64 = 200.0;
+const MAX_RETENTION_RSS_MB: f64 = 50.0;
 
 pub struct Report {
     pub environment: Environment,
@@ -39,6 +43,7 @@ pub struct Report {
     pub resource_cost: Option<ResourceCostResult>,
     pub io: Option<JobSlowdownResult>,
     pub network: Option<JobSlowdownResult>,
+    pub retention: Option<RetentionResult>,
 }
 
 struct Goal {
@@ -62,6 +67,7 @@ impl Report {
         out += &self.resource_cost_section();
         out += &self.job_slowdown_section(self.io.as_ref());
         out += &self.job_slowdown_section(self.network.as_ref());
+        out += &self.retention_section();
         out += "## Goals\n\n";
         out += &self.goals_table();
         out
@@ -160,6 +166,31 @@ impl Report {
                 pass: slowdown <= MAX_SLOWDOWN,
             });
         }
+        if let Some(r) = &self.retention {
+            let jobs = r.jobs;
+            let rss_mb = mb_f(r.rss_kib());
+            goals.push(Goal {
+                bench: Benchmark::Retention,
+                what: format!("/metrics median with {jobs} finished jobs"),
+                measured: format!("{:.2} ms", r.scrape_median_ms()),
+                target: format!("<= {MAX_RETENTION_SCRAPE_MS} ms"),
+                pass: r.scrape_median_ms() <= MAX_RETENTION_SCRAPE_MS,
+            });
+            goals.push(Goal {
+                bench: Benchmark::Retention,
+                what: format!("/metrics p99 with {jobs} finished jobs"),
+                measured: format!("{:.2} ms", r.scrape_p99_ms()),
+                target: format!("<= {MAX_RETENTION_SCRAPE_MS} ms"),
+                pass: r.scrape_p99_ms() <= MAX_RETENTION_SCRAPE_MS,
+            });
+            goals.push(Goal {
+                bench: Benchmark::Retention,
+                what: format!("daemon RSS with {jobs} finished jobs"),
+                measured: format!("{rss_mb:.1} MB"),
+                target: format!("<= {MAX_RETENTION_RSS_MB} MB"),
+                pass: rss_mb <= MAX_RETENTION_RSS_MB,
+            });
+        }
         goals
     }
 
@@ -238,6 +269,9 @@ impl Report {
         }
         if self.registrations.is_some() {
             out += "- **Registrations**: see section 4.\n";
+        }
+        if self.retention.is_some() {
+            out += "- **Finished jobs**: see section 8.\n";
         }
         out += "\n";
         out
@@ -600,6 +634,172 @@ impl Report {
         )
     }
 
+    fn retention_section(&self) -> String {
+        let Some(r) = &self.retention else {
+            return String::new();
+        };
+        let jobs = r.jobs;
+        let mut rows: Vec<Vec<String>> = r
+            .rounds
+            .iter()
+            .enumerate()
+            .map(|(i, round)| {
+                row([
+                    &(i + 1).to_string(),
+                    &format!("{:.2}", round.rmdir_s),
+                    &format!("{:.2}", round.written_s),
+                    &format!("{:.0}", round.profiles_per_second(jobs)),
+                    &format!("{:.0}", round.commits),
+                    &format!("{:.0}", round.last_commit_ms),
+                    &format!("{:.0}", round.ring_full),
+                    &format!("{:.0}", round.burst_sample_ms),
+                    &format!("{:.2}", round.finished_s),
+                    &format!("{:.2}", round.store_bytes() as f64 / 1e6),
+                    &format!("{:.1}", round.scrape_median_ms()),
+                    &format!("{:.1}", round.scrape_p99_ms()),
+                    &format!("{:.1}", mb(round.rss_kib)),
+                    &format!("{:.1}", round.api_median_ms()),
+                ])
+            })
+            .collect();
+        rows.push(row([
+            "**median**",
+            &format!("**{:.2}**", r.median_of(|round| round.rmdir_s)),
+            &format!("**{:.2}**", r.written_s()),
+            &format!("**{:.0}**", r.profiles_per_second()),
+            &format!("**{:.0}**", r.median_of(|round| round.commits)),
+            &format!("**{:.0}**", r.median_of(|round| round.last_commit_ms)),
+            &format!("**{:.0}**", r.median_of(|round| round.ring_full)),
+            &format!("**{:.0}**", r.median_of(|round| round.burst_sample_ms)),
+            &format!("**{:.2}**", r.finished_s()),
+            &format!("**{:.2}**", r.store_bytes() / 1e6),
+            &format!("**{:.1}**", r.scrape_median_ms()),
+            &format!("**{:.1}**", r.scrape_p99_ms()),
+            &format!("**{:.1}**", mb_f(r.rss_kib())),
+            &format!("**{:.1}**", r.api_median_ms()),
+        ]));
+        let rss = mb_f(r.rss_kib());
+        let api_jobs = r.rounds.iter().map(|round| round.api_jobs).min().unwrap_or(0);
+        let most = |figure: fn(&RetentionRound) -> f64| r.rounds.iter().map(figure).fold(0.0, f64::max);
+        let summary = vec![
+            row([
+                "Profiles written per second",
+                &format!("{:.0}/s (all {jobs} in {:.2} s)", r.profiles_per_second(), r.written_s()),
+                "",
+                "",
+            ]),
+            row([
+                &format!("All {jobs} finished in /metrics after"),
+                &format!("{:.2} s", r.finished_s()),
+                "",
+                "",
+            ]),
+            row([
+                "State store (jobs.db + WAL)",
+                &format!("{:.2} MB ({:.0} bytes per job)", r.store_bytes() / 1e6, r.store_bytes() / f64::from(jobs)),
+                "",
+                "",
+            ]),
+            row([
+                "/metrics, median",
+                &format!("{:.2} ms", r.scrape_median_ms()),
+                &format!("<= {MAX_RETENTION_SCRAPE_MS} ms"),
+                self.verdict(r.scrape_median_ms() <= MAX_RETENTION_SCRAPE_MS),
+            ]),
+            row([
+                "/metrics, p99",
+                &format!("{:.2} ms", r.scrape_p99_ms()),
+                &format!("<= {MAX_RETENTION_SCRAPE_MS} ms"),
+                self.verdict(r.scrape_p99_ms() <= MAX_RETENTION_SCRAPE_MS),
+            ]),
+            row([
+                "/metrics body",
+                &format!("{:.0} bytes", r.median_of(|round| round.body_bytes as f64)),
+                "",
+                "",
+            ]),
+            row([
+                "Daemon VmRSS",
+                &format!("{rss:.1} MB ({:.0} KiB)", r.rss_kib()),
+                &format!("<= {MAX_RETENTION_RSS_MB} MB"),
+                self.verdict(rss <= MAX_RETENTION_RSS_MB),
+            ]),
+            row([
+                "Daemon VmHWM (peak RSS)",
+                &format!("{:.1} MB", mb_f(r.median_of(|round| round.hwm_kib as f64))),
+                "",
+                "",
+            ]),
+            row([
+                "/api/v1/jobs, median",
+                &format!(
+                    "{:.2} ms ({:.0} bytes, at least {api_jobs} jobs listed)",
+                    r.api_median_ms(),
+                    r.median_of(|round| round.api_bytes as f64)
+                ),
+                "",
+                "",
+            ]),
+            row([
+                "Daemon's last map sample took",
+                &format!("{:.2} ms", r.median_of(|round| round.sample_ms.unwrap_or(f64::NAN))),
+                "",
+                "",
+            ]),
+            row([
+                "Cgroups refused by the full counter map (most in a round)",
+                &format!("{:.0}", most(|round| round.map_full)),
+                "",
+                "",
+            ]),
+        ];
+        format!(
+            "## 8. Finished jobs: profiles written, and /metrics with {jobs} in retention\n\n\
+             Each round starts a fresh daemon (`--job.retention {JOB_RETENTION}`, `--bpf.max-cgroups {}`, an \
+             empty `--state.dir` on the workspace's disk; it samples every 1 s), makes {jobs} job directories \
+             under its root (no process in them), waits until all are running and one more sample was taken, then \
+             removes them all back to back. Written after: from the first rmdir until \
+             `monitor_state_profiles_written_total` reached {jobs}; finished after: until \
+             `monitor_jobs{{state=\"finished\"}}` did; both read from /metrics every {} ms, each taken when the \
+             GET that first showed it returned. A job ends at the first sample at least 50 ms (the grace for its final \
+             read) after its rmdir, so written after includes waiting for that sample. Profiles/s = {jobs} / written \
+             after. Commits: state store transactions that wrote them; last commit: \
+             `monitor_state_commit_duration_seconds` then (fsync included). Events lost: cgroup events dropped \
+             during the rmdirs for a full event ring (`monitor_bpf_lost_events_total{{reason=\"cgroup_event_ring_full\"}}`); \
+             the daemon then finds the removed directories by walking the root at the next sample, and they \
+             end a sample later. Slowest sample: the longest \
+             `monitor_sample_duration_seconds` seen meanwhile (the sample that ends the jobs and hands their \
+             profiles over). Store: jobs.db plus its WAL \
+             afterwards. Then, {SETTLE_SAMPLES} samples later with all {jobs} finished jobs in /metrics, {} \
+             back-to-back GETs of /metrics (median and p99 per round, then the median over rounds), VmRSS and \
+             VmHWM from /proc/PID/status, and {API_GETS} GETs of `/api/v1/jobs` (which merges the retention with \
+             the store). MB are 10^6 bytes.\n\n{}\n{}\n",
+            r.max_cgroups,
+            POLL.as_millis(),
+            r.rounds.first().map_or(0, |round| round.scrape_ms.len()),
+            table(
+                &[
+                    "Round",
+                    "rmdirs (s)",
+                    "Written after (s)",
+                    "Profiles/s",
+                    "Commits",
+                    "Last commit (ms)",
+                    "Events lost",
+                    "Slowest sample (ms)",
+                    "Finished after (s)",
+                    "Store (MB)",
+                    "/metrics p50 (ms)",
+                    "/metrics p99 (ms)",
+                    "RSS (MB)",
+                    "API p50 (ms)",
+                ],
+                &rows
+            ),
+            table(&["Measure", "Value", "Goal", "Result"], &summary)
+        )
+    }
+
     /// The sections of the benchmarks that ran, keyed by their heading's
     /// number (`## 4.`).
     fn bench_sections(&self) -> Vec<(&'static str, String)> {
@@ -611,6 +811,7 @@ impl Report {
             ("## 5.", self.resource_cost_section()),
             ("## 6.", self.job_slowdown_section(self.io.as_ref())),
             ("## 7.", self.job_slowdown_section(self.network.as_ref())),
+            ("## 8.", self.retention_section()),
         ]
         .into_iter()
         .filter(|(_, text)| !text.is_empty())
@@ -631,7 +832,10 @@ const GOALS_HEADER: [&str; 4] = ["Goal", "Measured", "Target", "Result"];
 
 /// Which benchmark a row of the goals table belongs to, by its first cell.
 fn goal_bench(what: &str) -> Option<Benchmark> {
-    if what.starts_with("sched_switch") {
+    // Before the /metrics and RSS rows of benchmark 3, which start alike.
+    if what.ends_with("finished jobs") {
+        Some(Benchmark::Retention)
+    } else if what.starts_with("sched_switch") {
         Some(Benchmark::Cost)
     } else if what.starts_with("pipe ping-pong") {
         Some(Benchmark::Slowdown)
@@ -735,7 +939,11 @@ fn opt(value: Option<f64>, decimals: usize) -> String {
 }
 
 fn mb(kib: u64) -> f64 {
-    kib as f64 * 1024.0 / 1e6
+    mb_f(kib as f64)
+}
+
+fn mb_f(kib: f64) -> f64 {
+    kib * 1024.0 / 1e6
 }
 
 #[cfg(test)]
@@ -778,6 +986,7 @@ mod tests {
             resource_cost: None,
             io: None,
             network: None,
+            retention: None,
         }
     }
 
@@ -828,6 +1037,46 @@ mod tests {
         assert_eq!(again.matches("| IO-heavy job slowdown").count(), 1);
         assert_eq!(again.matches("| network-heavy job slowdown").count(), 1);
         assert_eq!(again.matches("## 6. IO-heavy").count(), 1);
+    }
+
+    #[test]
+    fn finished_job_goals_are_not_taken_for_the_scale_ones() {
+        let round = RetentionRound {
+            rmdir_s: 0.5,
+            written_s: 2.0,
+            finished_s: 2.5,
+            commits: 3.0,
+            last_commit_ms: 120.0,
+            db_bytes: 30_000_000,
+            wal_bytes: 1_000_000,
+            scrape_ms: vec![100.0, 150.0],
+            body_bytes: 8_000_000,
+            rss_kib: 40_000,
+            hwm_kib: 60_000,
+            api_ms: vec![300.0],
+            api_bytes: 20_000_000,
+            api_jobs: 10_000,
+            sample_ms: Some(30.0),
+            burst_sample_ms: 300.0,
+            map_full: 0.0,
+            ring_full: 0.0,
+        };
+        let mut partial = report();
+        partial.registrations = None;
+        partial.retention = Some(RetentionResult {
+            jobs: 10_000,
+            max_cgroups: 32_768,
+            rounds: vec![round],
+        });
+        let merged = merge(EXISTING, &partial);
+        assert!(merged.contains("## 8. Finished jobs: profiles written, and /metrics with 10000 in retention\n\n_This section"));
+        assert!(merged.contains("| Profiles written per second | 5000/s (all 10000 in 2.00 s) |"));
+        assert!(merged.contains("| /metrics p99 with 10000 finished jobs | 150.00 ms | <= 200 ms |"));
+        assert!(merged.contains("| daemon RSS with 10000 finished jobs | 41.0 MB | <= 50 MB |"));
+        let again = merge(&merged, &partial);
+        assert_eq!(again.matches("| daemon RSS with 10000 finished jobs").count(), 1);
+        assert_eq!(again.matches("| daemon RSS with 1000 jobs | 14.4 MB").count(), 1);
+        assert_eq!(again.matches("## 8. Finished jobs").count(), 1);
     }
 
     #[test]

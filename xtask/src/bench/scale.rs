@@ -74,7 +74,7 @@ pub fn run(setup: &Setup, args: &BenchArgs) -> anyhow::Result<ScaleResult> {
 }
 
 /// Back-to-back GETs of /metrics; returns each one's time and the last body's size.
-fn time_scrapes(daemon: &Daemon, count: u32) -> anyhow::Result<(Vec<f64>, usize)> {
+pub fn time_scrapes(daemon: &Daemon, count: u32) -> anyhow::Result<(Vec<f64>, usize)> {
     let mut times = Vec::new();
     let mut body_bytes = 0;
     for _ in 0..count {
@@ -89,7 +89,7 @@ fn time_scrapes(daemon: &Daemon, count: u32) -> anyhow::Result<(Vec<f64>, usize)
 }
 
 /// VmRSS and VmHWM (peak RSS) of a process, in KiB.
-fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+pub fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     let path = format!("/proc/{pid}/status");
     let status = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let field = |name: &str| status_kib(&status, name).with_context(|| format!("{name} missing from {path}"));
