@@ -4,12 +4,16 @@
 //! rendered a scrape) instead of returning it, so the daemon would sit at
 //! several times its working set. Other allocators: nothing to do.
 
-/// Caps glibc's malloc arenas (call before starting threads).
+/// Caps glibc's malloc arenas, and serves large blocks (a scrape's text)
+/// from mmap so they go back to the kernel when freed: glibc otherwise
+/// raises that threshold after the first large free and keeps later ones
+/// on its heaps. Call before starting threads.
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
