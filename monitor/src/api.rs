@@ -108,22 +108,11 @@ async fn stored(state: &ApiState, query: ProfileQuery) -> Result<Vec<JobJson>, R
     let Some(store) = state.store.clone() else {
         return Ok(Vec::new());
     };
-    let read = tokio::task::spawn_blocking(move || store.profiles(&query)).await;
-    let texts = match read {
-        Ok(Ok(texts)) => texts,
-        Ok(Err(e)) => return Err(server_error(format!("reading the state store: {e}"))),
-        Err(e) => return Err(server_error(format!("reading the state store: {e}"))),
-    };
-    Ok(texts
-        .iter()
-        .filter_map(|text| match serde_json::from_str::<JobJson>(text) {
-            Ok(job) => Some(job),
-            Err(e) => {
-                log::warn!("a stored profile does not parse, skipped: {e}");
-                None
-            }
-        })
-        .collect())
+    let read = tokio::task::spawn_blocking(move || store.profiles(&query).map_err(|e| e.to_string())).await;
+    match read.map_err(|e| e.to_string()).and_then(|texts| texts) {
+        Ok(texts) => Ok(crate::profile::parse_stored(&texts)),
+        Err(e) => Err(server_error(format!("reading the state store: {e}"))),
+    }
 }
 
 fn server_error(message: String) -> Response {

@@ -118,6 +118,21 @@ impl From<&JobView> for JobJson {
 }
 
 
+/// Profiles as the state store keeps them (JSON text); one that does not
+/// parse is logged and skipped rather than hiding all the others.
+pub fn parse_stored(texts: &[String]) -> Vec<JobJson> {
+    texts
+        .iter()
+        .filter_map(|text| match serde_json::from_str(text) {
+            Ok(job) => Some(job),
+            Err(e) => {
+                log::warn!("a stored profile does not parse, skipped: {e}");
+                None
+            }
+        })
+        .collect()
+}
+
 /// A stored profile back as a snapshot job, so a restarted daemon serves
 /// the jobs that finished within the retention before it stopped.
 impl From<&JobJson> for JobView {

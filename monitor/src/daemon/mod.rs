@@ -242,9 +242,14 @@ fn load_or_reattach(
             Err(e) => log::warn!("cannot reattach to {}: {e:#}; loading the programs afresh", dir.display()),
         }
     }
+    // Verify and load the new programs first: the old ones count until
+    // their counts are read and they are unpinned, just before the new
+    // ones are attached.
+    let staging = pins.stage(stamp)?;
+    let probes = Probes::load(EBPF_OBJECT, offsets, root_in_hierarchy, sizes, Some(staging))?;
     let mut carried = Vec::new();
     for dir in pins.complete_sets() {
-        match Probes::read_pinned_counters(&dir) {
+        match Probes::read_pinned_counters(&dir, sizes) {
             Ok(counts) => carried.extend(counts),
             Err(e) => log::warn!(
                 "cannot read the counters pinned at {} ({e:#}): running jobs' counts restart from zero",
@@ -252,15 +257,13 @@ fn load_or_reattach(
             ),
         }
     }
-    for old in pins.remove_all_but(None)? {
+    for old in pins.remove_others(stamp)? {
         log::warn!(
             "unloaded the kernel programs pinned at {} (another build or configuration); \
              running jobs keep what they counted, events during the switch are missed",
             old.display()
         );
     }
-    let staging = pins.stage(stamp)?;
-    let probes = Probes::load(EBPF_OBJECT, offsets, root_in_hierarchy, sizes, Some(staging))?;
     Ok((probes, carried))
 }
 
@@ -312,11 +315,7 @@ fn recently_finished(reader: &StoreReader, retention: std::time::Duration) -> Ve
         ..Default::default()
     };
     match reader.profiles(&query) {
-        Ok(texts) => texts
-            .iter()
-            .filter_map(|text| serde_json::from_str::<crate::profile::JobJson>(text).ok())
-            .map(|job| snapshot::JobView::from(&job))
-            .collect(),
+        Ok(texts) => crate::profile::parse_stored(&texts).iter().map(snapshot::JobView::from).collect(),
         Err(e) => {
             log::error!("reading recently finished jobs from the state store: {e}");
             Vec::new()

@@ -62,8 +62,8 @@ pub struct Sampler {
     /// Cgroups read for the last time whose slots are freed once the
     /// store has their job's profile (or registry) on disk.
     pending_release: HashSet<u64>,
-    /// The registry as last handed to the store.
-    saved_registry: String,
+    /// The job table's generation when the registry was last handed to the store.
+    saved_generation: Option<u64>,
     /// Jobs that finished within the retention before a restart, from the
     /// store, shown until their retention ends (or a job of the same id
     /// and user replaces them).
@@ -89,7 +89,7 @@ impl Sampler {
             files: HashMap::new(),
             store: None,
             pending_release: HashSet::new(),
-            saved_registry: String::new(),
+            saved_generation: None,
             restored: Vec::new(),
         }
     }
@@ -337,21 +337,28 @@ impl Sampler {
             self.release(freed);
             return;
         }
-        let registry = match serde_json::to_string(&self.table().export()) {
-            Ok(text) => text,
-            Err(e) => {
-                log::error!("serializing the job registry: {e}");
-                self.saved_registry.clone()
-            }
-        };
-        let changed = registry != self.saved_registry;
+        let generation = self.table().generation();
+        let changed = self.saved_generation != Some(generation);
         if ended.is_empty() && freed.is_empty() && !changed {
             return;
         }
+        let registry = if changed {
+            match serde_json::to_string(&self.table().export()) {
+                Ok(text) => Some(text),
+                Err(e) => {
+                    log::error!("serializing the job registry: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        // A registry that failed to serialize is tried again next time.
+        let saved = if changed && registry.is_none() { self.saved_generation } else { Some(generation) };
         let profiles = ended.iter().filter_map(|job| self.profile(job)).collect();
         let batch = Batch {
             profiles,
-            registry: changed.then(|| registry.clone()),
+            registry,
             release: freed.clone(),
         };
         let Some(store) = &self.store else {
@@ -359,7 +366,7 @@ impl Sampler {
         };
         match store.send(batch) {
             Ok(()) => {
-                self.saved_registry = registry;
+                self.saved_generation = saved;
                 self.pending_release.extend(freed);
             }
             Err(e) => {

@@ -139,6 +139,9 @@ pub struct JobTable {
     /// Jobs finished since [`JobTable::take_ended`] was last called: their
     /// profiles are due.
     ended: Vec<Job>,
+    /// Bumped by every change to what [`JobTable::export`] returns, so the
+    /// registry is saved only when it changed.
+    generation: u64,
 }
 
 impl JobTable {
@@ -153,7 +156,13 @@ impl JobTable {
             finished: BTreeMap::new(),
             untracked: Vec::new(),
             ended: Vec::new(),
+            generation: 0,
         }
+    }
+
+    /// Changes with every change to the exported registry.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Jobs finished since the last call, with their final values.
@@ -199,6 +208,7 @@ impl JobTable {
     /// Adds what cgroup `id` counted before its counters restarted from zero
     /// (programs reloaded) to its job. False when the cgroup is unknown.
     pub fn credit(&mut self, id: u64, counters: &CgroupCounters) -> bool {
+        self.generation += 1;
         let Some(entry) = self.cgroups.get(&id) else {
             return false;
         };
@@ -213,6 +223,7 @@ impl JobTable {
     /// the root, so their cgroups keep their jobs). Returns the cgroup ids,
     /// for the caller to find their counter slots.
     pub fn import(&mut self, registry: Registry) -> Vec<u64> {
+        self.generation += 1;
         let mut ids = Vec::new();
         for saved in registry.jobs {
             let key = JobKey {
@@ -290,6 +301,7 @@ impl JobTable {
     }
 
     fn insert_cgroup(&mut self, id: u64, path: &str, job: JobKey, armed: bool, owned: bool) {
+        self.generation += 1;
         if let Some(live) = self.live.get_mut(&job)
             && live.cgroup.is_empty()
         {
@@ -317,6 +329,7 @@ impl JobTable {
         let mut job = Job::new(key.clone(), Origin::Registered, cgroup, start);
         job.meta = meta;
         self.live.insert(key.clone(), job);
+        self.generation += 1;
         true
     }
 
@@ -361,6 +374,7 @@ impl JobTable {
     /// provisional job goes if that was its only cgroup. Returns false when
     /// the cgroup is unknown.
     pub fn settle(&mut self, id: u64, key: &JobKey, meta: JobMeta) -> bool {
+        self.generation += 1;
         let Some(entry) = self.cgroups.get_mut(&id) else {
             return false;
         };
@@ -398,6 +412,7 @@ impl JobTable {
 
     /// Drops a registered job that never got a cgroup (its registration failed).
     pub fn abandon(&mut self, key: &JobKey) {
+        self.generation += 1;
         let used = self.cgroups.values().any(|e| e.job == *key) || self.expected.values().any(|k| k == key);
         if !used {
             self.live.remove(key);
@@ -497,6 +512,7 @@ impl JobTable {
     }
 
     fn retire(&mut self, id: u64, wall_now: SystemTime) {
+        self.generation += 1;
         let Some(entry) = self.cgroups.remove(&id) else {
             return;
         };
@@ -732,6 +748,12 @@ mod tests {
         table.apply_sample(&[(3, counters(7, 1))], &HashMap::new(), now + FINAL_READ_GRACE, T);
         let saved = table.export();
         let json = serde_json::to_string(&saved).unwrap();
+        let generation = table.generation();
+        table.arm(1);
+        table.remove_cgroup(2, now);
+        assert_eq!(table.generation(), generation, "nothing exported changed");
+        table.credit(1, &counters(1, 0));
+        assert_ne!(table.generation(), generation, "a job's retired values changed");
 
         let mut restarted = JobTable::new("/monitor.slice");
         let mut ids = restarted.import(serde_json::from_str(&json).unwrap());

@@ -125,9 +125,14 @@ impl PinDir {
             .collect()
     }
 
-    /// Unpins every set but `keep` (the programs of a set go with their
-    /// last pin). Returns the sets removed.
-    pub fn remove_all_but(&self, keep: Option<&str>) -> Result<Vec<PathBuf>, PinError> {
+    /// Unpins every set but the one being staged for `stamp` (a complete
+    /// set of that stamp here is one that could not be taken up): the
+    /// programs of a set go with their last pin. Returns the sets removed.
+    pub fn remove_others(&self, stamp: &str) -> Result<Vec<PathBuf>, PinError> {
+        self.remove_all_but(&[format!("{STAGING_PREFIX}{stamp}")])
+    }
+
+    fn remove_all_but(&self, keep: &[String]) -> Result<Vec<PathBuf>, PinError> {
         let entries = match fs::read_dir(&self.base) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -136,7 +141,7 @@ impl PinDir {
         let mut removed = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_error("listing", &self.base))?;
-            if keep.is_some_and(|keep| entry.file_name() == keep) {
+            if keep.iter().any(|keep| entry.file_name() == keep.as_str()) {
                 continue;
             }
             remove_tree(&entry.path())?;
@@ -147,7 +152,7 @@ impl PinDir {
 
     /// Unpins everything, the base directory included.
     pub fn remove(&self) -> Result<Vec<PathBuf>, PinError> {
-        let removed = self.remove_all_but(None)?;
+        let removed = self.remove_all_but(&[])?;
         match fs::remove_dir(&self.base) {
             Ok(()) => Ok(removed),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(removed),
@@ -255,8 +260,11 @@ mod tests {
         let dir = set.commit().unwrap();
         assert_eq!(pins.existing("abc"), Some(dir.clone()));
         fs::create_dir(base.join("old")).unwrap();
-        assert_eq!(pins.remove_all_but(Some("abc")).unwrap(), vec![base.join("old")]);
-        assert!(pins.existing("abc").is_some());
+        let staged = pins.stage("def").unwrap();
+        assert_eq!(pins.remove_others("def").unwrap().len(), 2, "abc and old go");
+        assert!(staged.map_path("X").parent().unwrap().is_dir(), "the set being staged stays");
+        let dir = staged.commit().unwrap();
+        assert_eq!(pins.existing("def"), Some(dir));
         pins.remove().unwrap();
         assert!(!base.exists());
     }

@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, Map, MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, PerCpuArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, PerfEvent, ProgramInfo, RawTracePoint, TracePoint,
         links::{FdLink, PinnedLink},
@@ -284,30 +284,15 @@ impl Probes {
     /// What a pinned set of another build counted per cgroup, read before
     /// it is unloaded so an upgrade carries running jobs' counts over.
     /// Fails (and nothing is carried) when the counter layout changed.
-    pub fn read_pinned_counters(dir: &Path) -> Result<Vec<(u64, CgroupCounters)>, ProbeError> {
-        let open = |name: &'static str| {
-            let path = pins::map_path(dir, name);
-            MapData::from_pin(&path)
-                .and_then(Map::from_map_data)
-                .map_err(|source| ProbeError::Reattach { path, source })
-                .map(|map| (name, map))
-        };
-        let index: Array<MapData, u64> = typed(open("CGROUP_INDEX")?)?;
-        let counters: PerCpuArray<MapData, CgroupCounters> = typed(open("CGROUP_COUNTERS")?)?;
+    pub fn read_pinned_counters(dir: &Path, sizes: MapSizes) -> Result<Vec<(u64, CgroupCounters)>, ProbeError> {
+        // The same maps and slot bookkeeping as a reattach; typing the
+        // counter map checks the value layout.
+        let old = Self::reattach(dir, sizes)?;
         let mut found = Vec::new();
-        for slot in 0..index.len() {
-            let id = index.get(&slot, 0).map_err(|source| ProbeError::Map { name: "CGROUP_INDEX", source })?;
-            if id == monitor_common::FREE_SLOT {
-                continue;
+        for id in old.counters.ids() {
+            if let Some(counters) = old.counters.read(id)? {
+                found.push((id, counters));
             }
-            let per_cpu = counters
-                .get(&slot, 0)
-                .map_err(|source| ProbeError::Map { name: "CGROUP_COUNTERS", source })?;
-            let mut sum = CgroupCounters::default();
-            for value in per_cpu.iter() {
-                sum.add(value);
-            }
-            found.push((id, sum));
         }
         Ok(found)
     }
