@@ -89,17 +89,6 @@ impl CgroupCounters {
     }
 }
 
-/// Per-CPU scheduler bookkeeping of the sched_switch program.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CpuState {
-    /// When the task now on this CPU was switched in (or last flushed).
-    pub last_switch_ns: u64,
-    /// Run-queue wait of the task now on this CPU, credited at its switch-out.
-    pub pending_wait_ns: u64,
-}
-const _: () = assert!(size_of::<CpuState>() == 16);
-
 /// What happened to a cgroup.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,29 +128,48 @@ pub struct MmState {
 }
 const _: () = assert!(size_of::<MmState>() == 40);
 
-/// When a task became runnable (woken or preempted), in a direct-mapped
-/// slot chosen by hashing its task pointer: an inlined array access instead
-/// of a hash map lookup on the hottest path. A slot holds one task; a second
-/// waiting task that hashes to it replaces the first (counted as a drop).
+/// What the kernel itself counts for one task (thread), as the programs
+/// read it from its `task_struct`: every field only grows over the task's
+/// life, so a job is credited the difference since the last reading.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TaskSlot {
-    /// The task_struct pointer, used only as an identity.
-    pub task: u64,
-    /// bpf_ktime_get_ns when it became runnable; 0 while it runs or sleeps.
-    pub runnable_since: u64,
-    /// The task's `se.sum_exec_runtime` when its CPU time was last
-    /// credited; 0 when not known yet.
-    pub last_runtime: u64,
-    pub _pad: u64,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskCounters {
+    /// `se.sum_exec_runtime`: nanoseconds on CPU.
+    pub cpu_ns: u64,
+    /// `sched_info.run_delay`: nanoseconds runnable but waiting for a CPU.
+    pub run_delay_ns: u64,
+    /// `nvcsw` and `nivcsw`: voluntary and involuntary context switches.
+    pub nvcsw: u64,
+    pub nivcsw: u64,
+    /// `min_flt + maj_flt`: page faults.
+    pub faults: u64,
+    /// `ioac`: what /proc/PID/io shows (rchar, wchar, syscr, syscw,
+    /// read_bytes, write_bytes).
+    pub rchar: u64,
+    pub wchar: u64,
+    pub syscr: u64,
+    pub syscw: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
 }
-const _: () = assert!(size_of::<TaskSlot>() == 32);
+const _: () = assert!(size_of::<TaskCounters>() == 88);
 
-/// The slot of a task: a multiplicative hash of its pointer, masked to the
+/// Per-task state of a job's task, keyed by its task_struct pointer: the
+/// cgroup it was last credited to and its counters at that moment.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskState {
+    /// v2 cgroup id the task's usage so far was credited to.
+    pub cgroup: u64,
+    pub credited: TaskCounters,
+}
+const _: () = assert!(size_of::<TaskState>() == 96);
+
+/// The slot of a value: a multiplicative hash, masked to the
 /// (power-of-two) number of slots.
 #[inline(always)]
-pub fn task_slot_index(task: u64, mask: u32) -> u32 {
-    ((task.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32) & mask
+pub fn hash_slot_index(value: u64, mask: u32) -> u32 {
+    ((value.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32) & mask
 }
 
 /// Counter slots of cgroups: open addressing over two arrays of the same
@@ -183,14 +191,18 @@ pub const NO_SLOT: u32 = u32::MAX;
 /// inode numbers, often consecutive), plus `probe`, masked to the length.
 #[inline(always)]
 pub fn cgroup_slot_index(id: u64, probe: u32, mask: u32) -> u32 {
-    task_slot_index(id, mask).wrapping_add(probe) & mask
+    hash_slot_index(id, mask).wrapping_add(probe) & mask
 }
 
 /// The slot holding cgroup `id`, if any. `id_at(slot)` reads
 /// `CGROUP_INDEX[slot]` (an inlined array access in the kernel, a syscall in
 /// the daemon, hence the error type).
 #[inline(always)]
-pub fn find_cgroup_slot<E>(id: u64, mask: u32, mut id_at: impl FnMut(u32) -> Result<u64, E>) -> Result<Option<u32>, E> {
+pub fn find_cgroup_slot<E>(
+    id: u64,
+    mask: u32,
+    mut id_at: impl FnMut(u32) -> Result<u64, E>,
+) -> Result<Option<u32>, E> {
     if id == FREE_SLOT {
         return Ok(None);
     }
@@ -217,7 +229,11 @@ pub enum Claim {
 /// The slot already holding `id`, else the first free probed one. The whole
 /// window is searched first: the id may sit after a freed slot.
 #[inline(always)]
-pub fn claimable_cgroup_slot<E>(id: u64, mask: u32, mut id_at: impl FnMut(u32) -> Result<u64, E>) -> Result<Claim, E> {
+pub fn claimable_cgroup_slot<E>(
+    id: u64,
+    mask: u32,
+    mut id_at: impl FnMut(u32) -> Result<u64, E>,
+) -> Result<Claim, E> {
     if id == FREE_SLOT {
         return Ok(Claim::Full);
     }
@@ -236,6 +252,7 @@ pub fn claimable_cgroup_slot<E>(id: u64, mask: u32, mut id_at: impl FnMut(u32) -
 }
 
 /// Why the kernel side dropped something; index into the `DROPS` array.
+/// Indices are stable across versions (dashboards and old pins).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
@@ -243,29 +260,34 @@ pub enum DropReason {
     RingBufferFull = 0,
     /// No free cgroup counter slot among the probed ones.
     CgroupMapFull = 1,
-    /// A waiting task's slot was taken by another waiting task: one
-    /// run-queue wait lost.
-    TaskSlotCollision = 2,
+    /// No room left in the task map: a job's task is not counted.
+    TaskMapFull = 2,
     /// No room left for an address space in the memory map: its RSS is
     /// not counted.
     MmMapFull = 3,
+    /// A process moved between cgroups had more threads than the move
+    /// program walks: the rest are credited at the next sample instead,
+    /// to the cgroup they left.
+    ThreadWalkTruncated = 4,
 }
-pub const DROP_REASONS: usize = 4;
+pub const DROP_REASONS: usize = 5;
 
 impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
         DropReason::RingBufferFull,
         DropReason::CgroupMapFull,
-        DropReason::TaskSlotCollision,
+        DropReason::TaskMapFull,
         DropReason::MmMapFull,
+        DropReason::ThreadWalkTruncated,
     ];
 
     pub const fn label(self) -> &'static str {
         match self {
             DropReason::RingBufferFull => "cgroup_event_ring_full",
             DropReason::CgroupMapFull => "cgroup_map_full",
-            DropReason::TaskSlotCollision => "task_slot_collision",
+            DropReason::TaskMapFull => "task_map_full",
             DropReason::MmMapFull => "mm_map_full",
+            DropReason::ThreadWalkTruncated => "thread_walk_truncated",
         }
     }
 }
@@ -276,14 +298,10 @@ impl DropReason {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FieldOffsets {
-    pub newtask_clone_flags: u32,
-    pub exit_group_dead: u32,
     pub cgroup_root: u32,
     pub cgroup_level: u32,
     pub cgroup_id: u32,
     pub cgroup_path: u32,
-    /// Number of task slots minus one (a power of two minus one).
-    pub task_slot_mask: u32,
     /// Number of cgroup counter slots minus one (a power of two minus one).
     pub cgroup_slot_mask: u32,
     pub rss_mm_id: u32,
@@ -291,17 +309,43 @@ pub struct FieldOffsets {
     pub rss_member: u32,
     pub rss_size: u32,
     pub oom_victim_pid: u32,
-    pub bio_nr_sector: u32,
-    pub bio_rwbs: u32,
-    /// `ret` of the syscalls/sys_exit_* tracepoints (the same in all).
-    pub syscall_ret: u32,
-    /// Byte offset of `se.sum_exec_runtime` in `struct task_struct`, from
-    /// the kernel's BTF; 0 when unknown (CPU time then comes from the clock).
+}
+const _: () = assert!(size_of::<FieldOffsets>() == 40);
+
+/// Load-time constants: byte offsets of the kernel struct members the task
+/// programs read, from the kernel's BTF (Rust eBPF has no CO-RE
+/// relocations). Every member is read with `bpf_probe_read_kernel`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskLayout {
+    /// `task_struct.flags` (PF_EXITING).
+    pub task_flags: u32,
+    /// `task_struct.cgroups` -> `css_set.dfl_cgrp` -> `cgroup.kn` ->
+    /// `kernfs_node.id`: the task's cgroup v2 id.
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    /// `task_struct.se.sum_exec_runtime`.
     pub task_sum_exec_runtime: u32,
-    /// Keeps the size a multiple of 8.
+    /// `task_struct.sched_info.run_delay`.
+    pub task_run_delay: u32,
+    pub task_nvcsw: u32,
+    pub task_nivcsw: u32,
+    pub task_min_flt: u32,
+    pub task_maj_flt: u32,
+    /// `task_struct.ioac`, a `struct task_io_accounting` whose first six
+    /// members are rchar, wchar, syscr, syscw, read_bytes, write_bytes
+    /// (checked at load time).
+    pub task_ioac: u32,
+    /// `task_struct.signal` -> `signal_struct.thread_head`, the list of a
+    /// process's threads through `task_struct.thread_node`.
+    pub task_signal: u32,
+    pub signal_thread_head: u32,
+    pub task_thread_node: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<FieldOffsets>() == 72);
+const _: () = assert!(size_of::<TaskLayout>() == 64);
 
 /// How many bytes of a tracepoint record [`FieldOffsets`] fields may reach
 /// into: programs that read several fields copy this much in one read.
@@ -331,8 +375,9 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays, no padding holes
     // (the size assertions above pin the layouts).
     unsafe impl aya::Pod for super::CgroupCounters {}
-    unsafe impl aya::Pod for super::CpuState {}
-    unsafe impl aya::Pod for super::TaskSlot {}
+    unsafe impl aya::Pod for super::TaskCounters {}
+    unsafe impl aya::Pod for super::TaskState {}
+    unsafe impl aya::Pod for super::TaskLayout {}
     unsafe impl aya::Pod for super::MmState {}
     unsafe impl aya::Pod for super::CgroupEvent {}
     unsafe impl aya::Pod for super::FieldOffsets {}
@@ -363,7 +408,11 @@ mod tests {
             find_cgroup_slot(id, self.mask, |s| Ok::<_, Infallible>(self.ids[s as usize])).unwrap()
         }
         fn claim(&mut self, id: u64) -> Option<u32> {
-            match claimable_cgroup_slot(id, self.mask, |s| Ok::<_, Infallible>(self.ids[s as usize])).unwrap() {
+            match claimable_cgroup_slot(id, self.mask, |s| {
+                Ok::<_, Infallible>(self.ids[s as usize])
+            })
+            .unwrap()
+            {
                 Claim::Held(slot) => Some(slot),
                 Claim::Free(slot) => {
                     self.ids[slot as usize] = id;
@@ -388,7 +437,9 @@ mod tests {
             }
         }
         // Wraps around the end of the array.
-        let id = (1..).find(|&id| cgroup_slot_index(id, 0, mask) == mask).unwrap();
+        let id = (1..)
+            .find(|&id| cgroup_slot_index(id, 0, mask) == mask)
+            .unwrap();
         assert_eq!(cgroup_slot_index(id, 1, mask), 0);
     }
 
@@ -399,7 +450,11 @@ mod tests {
         for id in 10_000..14_096u64 {
             *per_slot.entry(cgroup_slot_index(id, 0, mask)).or_default() += 1;
         }
-        assert!(per_slot.values().all(|&n| n <= 4), "{:?}", per_slot.values().max());
+        assert!(
+            per_slot.values().all(|&n| n <= 4),
+            "{:?}",
+            per_slot.values().max()
+        );
     }
 
     #[test]
@@ -407,12 +462,17 @@ mod tests {
         let mut index = Index::new(64);
         // Ids sharing one home slot form a chain of consecutive slots.
         let home = cgroup_slot_index(1, 0, index.mask);
-        let same_home: Vec<u64> = (1..).filter(|&id| cgroup_slot_index(id, 0, index.mask) == home).take(CGROUP_PROBES as usize + 1).collect();
+        let same_home: Vec<u64> = (1..)
+            .filter(|&id| cgroup_slot_index(id, 0, index.mask) == home)
+            .take(CGROUP_PROBES as usize + 1)
+            .collect();
         let mut slots = Vec::new();
         for &id in &same_home[..CGROUP_PROBES as usize] {
             slots.push(index.claim(id).unwrap());
         }
-        let expected: Vec<u32> = (0..CGROUP_PROBES).map(|p| (home + p) & index.mask).collect();
+        let expected: Vec<u32> = (0..CGROUP_PROBES)
+            .map(|p| (home + p) & index.mask)
+            .collect();
         assert_eq!(slots, expected);
         // The window is full: the next one is refused, not put further away.
         let extra = same_home[CGROUP_PROBES as usize];
@@ -434,7 +494,10 @@ mod tests {
     fn a_held_slot_after_a_free_one_is_found_not_duplicated() {
         let mut index = Index::new(64);
         let home = cgroup_slot_index(7, 0, index.mask);
-        let others: Vec<u64> = (8..).filter(|&id| cgroup_slot_index(id, 0, index.mask) == home).take(1).collect();
+        let others: Vec<u64> = (8..)
+            .filter(|&id| cgroup_slot_index(id, 0, index.mask) == home)
+            .take(1)
+            .collect();
         let first = index.claim(others[0]).unwrap();
         let second = index.claim(7).unwrap();
         index.free(others[0]);

@@ -1,26 +1,38 @@
 //! Read-only globals set by the daemon at load time. They live in `.rodata`,
 //! which the kernel freezes, so the verifier treats their values as constants.
-use monitor_common::{FieldOffsets, RootPrefix};
+use monitor_common::{FieldOffsets, RootPrefix, TaskLayout};
 
 #[unsafe(no_mangle)]
 pub(crate) static FIELD_OFFSETS: FieldOffsets = FieldOffsets {
-    newtask_clone_flags: 0,
-    exit_group_dead: 0,
     cgroup_root: 0,
     cgroup_level: 0,
     cgroup_id: 0,
     cgroup_path: 0,
-    task_slot_mask: 0,
     cgroup_slot_mask: 0,
     rss_mm_id: 0,
     rss_curr: 0,
     rss_member: 0,
     rss_size: 0,
     oom_victim_pid: 0,
-    bio_nr_sector: 0,
-    bio_rwbs: 0,
-    syscall_ret: 0,
+};
+
+#[unsafe(no_mangle)]
+pub(crate) static TASK_LAYOUT: TaskLayout = TaskLayout {
+    task_flags: 0,
+    task_cgroups: 0,
+    css_set_dfl_cgrp: 0,
+    cgroup_kn: 0,
+    kernfs_node_id: 0,
     task_sum_exec_runtime: 0,
+    task_run_delay: 0,
+    task_nvcsw: 0,
+    task_nivcsw: 0,
+    task_min_flt: 0,
+    task_maj_flt: 0,
+    task_ioac: 0,
+    task_signal: 0,
+    signal_thread_head: 0,
+    task_thread_node: 0,
     _pad: 0,
 };
 
@@ -35,6 +47,14 @@ macro_rules! offset {
     };
 }
 pub(crate) use offset;
+
+/// One field of [`TaskLayout`], as a byte offset (volatile like `offset!`).
+macro_rules! layout {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const crate::config::TASK_LAYOUT.$field) as u64 }
+    };
+}
+pub(crate) use layout;
 
 pub(crate) fn root_prefix() -> &'static RootPrefix {
     &ROOT_PREFIX

@@ -9,6 +9,8 @@
 // Atomic adds: core's atomic types have no read-modify-write ops on bpf.
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
+// Compare-and-swap in inline assembly (see tasks.rs).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(target_arch = "bpf")]
 mod config;
@@ -16,6 +18,8 @@ mod config;
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod probes;
+#[cfg(target_arch = "bpf")]
+mod tasks;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

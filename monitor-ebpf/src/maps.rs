@@ -3,16 +3,17 @@
 use core::convert::Infallible;
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    CgroupCounters, CpuState, DROP_REASONS, DropReason, FREE_SLOT, MmState, TaskSlot, find_cgroup_slot,
-    task_slot_index,
+    CgroupCounters, DROP_REASONS, DropReason, FREE_SLOT, MmState, TaskState, find_cgroup_slot,
 };
 
 use crate::config::offset;
+
+/// Hash map flag: entries are allocated on update, not up front.
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// Which cgroup holds each counter slot (0: free); see
 /// [`monitor_common::CGROUP_PROBES`]. Slots are claimed when a cgroup under
@@ -45,14 +46,18 @@ pub static OOM_VICTIMS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 #[map]
 pub static OOM_PENDING: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Since when each task has been runnable, in direct-mapped slots (see
-/// [`TaskSlot`]). Shared by all CPUs: a task is woken on one and runs on another.
+/// Per-task state of the jobs' tasks (see [`crate::tasks`]), keyed by
+/// task_struct pointer: made when a task is born in or moved into a job,
+/// removed when the task is freed. Not preallocated: its memory follows
+/// the number of job tasks, up to the daemon's `--bpf.max-tasks`.
 #[map]
-pub static TASK_SLOTS: Array<TaskSlot> = Array::with_max_entries(65536, 0);
+pub static TASK_STATE: HashMap<u64, TaskState> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
-/// Per-CPU scheduler state: when the current task came on, and its pending wait.
+/// How many entries TASK_STATE has (kept by the programs: counting a hash
+/// map's keys from userspace would take a syscall per key).
 #[map]
-pub static CPU_STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
+pub static TASK_STATE_COUNT: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Cgroup creation and removal under the monitored root, for the daemon.
 #[map]
@@ -92,7 +97,9 @@ pub fn counters_at(slot: u32) -> Option<&'static mut CgroupCounters> {
     // SAFETY: this CPU's copy of the slot; the daemon zeroes it only after
     // the cgroup is gone. Fields that programs in interrupt context also
     // write (network) are updated atomically.
-    CGROUP_COUNTERS.get_ptr_mut(slot).map(|p| unsafe { &mut *p })
+    CGROUP_COUNTERS
+        .get_ptr_mut(slot)
+        .map(|p| unsafe { &mut *p })
 }
 
 #[inline(always)]
@@ -107,62 +114,8 @@ pub fn counters_of(cgroup_id: u64) -> Option<&'static mut CgroupCounters> {
 pub fn atomic_add<T: Copy>(counter: *mut T, value: T) {
     // SAFETY: an aligned integer inside a map value.
     unsafe {
-        core::intrinsics::atomic_xadd::<T, T, { core::intrinsics::AtomicOrdering::Relaxed }>(counter, value);
+        core::intrinsics::atomic_xadd::<T, T, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            counter, value,
+        );
     }
-}
-
-#[inline(always)]
-pub fn task_slot(task: u64) -> Option<&'static mut TaskSlot> {
-    let mask = offset!(task_slot_mask) as u32;
-    let index = task_slot_index(task, mask);
-    // SAFETY: array slots always exist; concurrent writers of one slot can
-    // at worst mix two tasks' values, which the reader bounds-checks.
-    TASK_SLOTS.get_ptr_mut(index).map(|p| unsafe { &mut *p })
-}
-
-/// Records that `task` became runnable at `now`.
-#[inline(always)]
-pub fn mark_runnable(task: u64, now: u64) {
-    let Some(slot) = task_slot(task) else {
-        return;
-    };
-    if slot.task != task {
-        if slot.runnable_since != 0 {
-            count_drop(DropReason::TaskSlotCollision);
-        }
-        // Not this task's baseline.
-        slot.last_runtime = 0;
-    }
-    slot.task = task;
-    slot.runnable_since = now;
-}
-
-/// CPU time `task` (about to stop running, or running now) used since it
-/// was last credited, by the kernel's own accounting: the delta of its
-/// `se.sum_exec_runtime`, the figure cgroup cpu.stat sums too (a clock
-/// would also count time stolen by the hypervisor and spent in
-/// interrupts). `fallback`, the clock's figure, serves for a task not seen
-/// before (its earlier runtime is not this job's) or without an offset.
-#[inline(always)]
-pub fn runtime_since_last(task: u64, fallback: u64) -> u64 {
-    let offset = offset!(task_sum_exec_runtime) as u64;
-    if offset == 0 {
-        return fallback;
-    }
-    // SAFETY: a task_struct pointer from the kernel and a BTF offset; the
-    // helper checks the read.
-    let Ok(now) = (unsafe { bpf_probe_read_kernel((task + offset) as *const u64) }) else {
-        return fallback;
-    };
-    let Some(slot) = task_slot(task) else {
-        return fallback;
-    };
-    let known = slot.task == task && slot.last_runtime != 0 && now >= slot.last_runtime;
-    let delta = if known { now - slot.last_runtime } else { fallback };
-    // Take the slot unless another task is waiting in it.
-    if slot.task == task || slot.runnable_since == 0 {
-        slot.task = task;
-        slot.last_runtime = now;
-    }
-    delta
 }

@@ -75,13 +75,21 @@ async fn list(State(state): State<ApiState>, Query(filter): Query<JobFilter>) ->
         since: filter.since,
         limit: filter.limit,
     };
-    let stored = if filter.wants_finished() { stored(&state, query).await } else { Ok(Vec::new()) };
+    let stored = if filter.wants_finished() {
+        stored(&state, query).await
+    } else {
+        Ok(Vec::new())
+    };
     let stored = match stored {
         Ok(stored) => stored,
         Err(response) => return response,
     };
     let snapshot = state.shared.latest();
-    let jobs = merge(snapshot.jobs.iter().filter(|job| filter.matches(job)), stored, filter.limit);
+    let jobs = merge(
+        snapshot.jobs.iter().filter(|job| filter.matches(job)),
+        stored,
+        filter.limit,
+    );
     Json(jobs).into_response()
 }
 
@@ -95,7 +103,11 @@ async fn one(State(state): State<ApiState>, Path(jobid): Path<String>) -> Respon
         Err(response) => return response,
     };
     let snapshot = state.shared.latest();
-    let jobs = merge(snapshot.jobs.iter().filter(|job| job.jobid == jobid), stored, None);
+    let jobs = merge(
+        snapshot.jobs.iter().filter(|job| job.jobid == jobid),
+        stored,
+        None,
+    );
     if jobs.is_empty() {
         let error = serde_json::json!({ "error": format!("no job {jobid:?} (running, or finished and in the state store)") });
         return (StatusCode::NOT_FOUND, Json(error)).into_response();
@@ -108,7 +120,9 @@ async fn stored(state: &ApiState, query: ProfileQuery) -> Result<Vec<JobJson>, R
     let Some(store) = state.store.clone() else {
         return Ok(Vec::new());
     };
-    let read = tokio::task::spawn_blocking(move || store.profiles(&query).map_err(|e| e.to_string())).await;
+    let read =
+        tokio::task::spawn_blocking(move || store.profiles(&query).map_err(|e| e.to_string()))
+            .await;
     match read.map_err(|e| e.to_string()).and_then(|texts| texts) {
         Ok(texts) => Ok(crate::profile::parse_stored(&texts)),
         Err(e) => Err(server_error(format!("reading the state store: {e}"))),
@@ -117,12 +131,20 @@ async fn stored(state: &ApiState, query: ProfileQuery) -> Result<Vec<JobJson>, R
 
 fn server_error(message: String) -> Response {
     log::warn!("{message}");
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": message }))).into_response()
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
 }
 
 /// Snapshot jobs and stored profiles, one entry per job run (a profile
 /// also in the snapshot's retention is the same run), running jobs first.
-fn merge<'a>(snapshot: impl Iterator<Item = &'a JobView>, stored: Vec<JobJson>, limit: Option<usize>) -> Vec<JobJson> {
+fn merge<'a>(
+    snapshot: impl Iterator<Item = &'a JobView>,
+    stored: Vec<JobJson>,
+    limit: Option<usize>,
+) -> Vec<JobJson> {
     let mut running = Vec::new();
     let mut finished = Vec::new();
     for job in snapshot.map(JobJson::from) {
@@ -135,7 +157,11 @@ fn merge<'a>(snapshot: impl Iterator<Item = &'a JobView>, stored: Vec<JobJson>, 
     let mut seen: HashSet<_> = finished.iter().map(key).collect();
     finished.extend(stored.into_iter().filter(|job| seen.insert(key(job))));
     running.sort_by(|a, b| a.start_time.total_cmp(&b.start_time));
-    finished.sort_by(|a, b| b.end_time.unwrap_or(0.0).total_cmp(&a.end_time.unwrap_or(0.0)));
+    finished.sort_by(|a, b| {
+        b.end_time
+            .unwrap_or(0.0)
+            .total_cmp(&a.end_time.unwrap_or(0.0))
+    });
     if let Some(limit) = limit {
         finished.truncate(limit);
     }
@@ -197,10 +223,18 @@ mod tests {
         let in_retention = job("2", "alice", Some(100));
         let stored_too = JobJson::from(&in_retention);
         let older = JobJson::from(&job("3", "bob", Some(50)));
-        let merged = merge([&running, &in_retention].into_iter(), vec![stored_too, older], None);
+        let merged = merge(
+            [&running, &in_retention].into_iter(),
+            vec![stored_too, older],
+            None,
+        );
         let ids: Vec<&str> = merged.iter().map(|j| j.jobid.as_str()).collect();
         assert_eq!(ids, vec!["1", "2", "3"]);
-        let limited = merge([&running].into_iter(), vec![JobJson::from(&job("3", "bob", Some(50)))], Some(0));
+        let limited = merge(
+            [&running].into_iter(),
+            vec![JobJson::from(&job("3", "bob", Some(50)))],
+            Some(0),
+        );
         assert_eq!(limited.len(), 1, "the limit caps finished jobs only");
     }
 
@@ -208,7 +242,11 @@ mod tests {
     fn serializes_state_and_times() {
         let json = serde_json::to_value(JobJson::from(&job("7", "alice", Some(42)))).unwrap();
         let back: JobJson = serde_json::from_value(json.clone()).unwrap();
-        assert_eq!(back, JobJson::from(&job("7", "alice", Some(42))), "a stored profile reads back");
+        assert_eq!(
+            back,
+            JobJson::from(&job("7", "alice", Some(42))),
+            "a stored profile reads back"
+        );
         assert_eq!(json["state"], "finished");
         assert_eq!(json["end_time"], 42.0);
         assert_eq!(json["network"]["rx_bytes"], 0);

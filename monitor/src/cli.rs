@@ -176,11 +176,19 @@ pub struct DaemonArgs {
     #[arg(long = "bpf.max-cgroups", value_name = "N", default_value_t = 16384, value_parser = parse_cgroup_slots)]
     pub max_cgroups: u32,
 
-    /// Slots for tasks waiting to run (a power of two; 16 bytes each). Two
-    /// waiting tasks in one slot lose one wait, counted in
-    /// monitor_bpf_lost_events_total{reason="task_slot_collision"}.
-    #[arg(long = "bpf.task-slots", value_name = "N", default_value_t = 65536, value_parser = parse_power_of_two)]
-    pub task_slots: u32,
+    /// Threads of jobs tracked at once (about 200 bytes of kernel memory
+    /// each, allocated as jobs start them). A job thread started when all
+    /// are taken is not counted, and is counted in
+    /// monitor_bpf_lost_events_total{reason="task_map_full"}. The old name
+    /// --bpf.task-slots is accepted too.
+    #[arg(
+        long = "bpf.max-tasks",
+        alias = "bpf.task-slots",
+        value_name = "N",
+        default_value_t = 65536,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_tasks: u32,
 
     /// Where the kernel programs, their links and maps are pinned (on bpffs),
     /// so counting goes on while the daemon is stopped, restarted or
@@ -208,7 +216,11 @@ pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/monitor";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/monitor";
 
 fn parse_listen_address(value: &str) -> Result<SocketAddr, String> {
-    let full = if value.starts_with(':') { format!("0.0.0.0{value}") } else { value.to_string() };
+    let full = if value.starts_with(':') {
+        format!("0.0.0.0{value}")
+    } else {
+        value.to_string()
+    };
     full.parse()
         .map_err(|e| format!("{e}: expected HOST:PORT or :PORT, e.g. :9959 or 127.0.0.1:9959"))
 }
@@ -219,10 +231,6 @@ fn parse_telemetry_path(value: &str) -> Result<String, String> {
     } else {
         Err("must start with / and not be / itself (the landing page is there)".into())
     }
-}
-
-fn parse_power_of_two(value: &str) -> Result<u32, String> {
-    power_of_two_at_least(value, 1024)
 }
 
 fn parse_cgroup_slots(value: &str) -> Result<u32, String> {
@@ -274,7 +282,9 @@ mod tests {
 
     #[test]
     fn run_takes_labels_and_a_command() {
-        let cli = Cli::parse_from(["monitor", "run", "--job-id", "7", "--label", "a=b=c", "--", "sleep", "--help"]);
+        let cli = Cli::parse_from([
+            "monitor", "run", "--job-id", "7", "--label", "a=b=c", "--", "sleep", "--help",
+        ]);
         let Command::Run(args) = cli.command else {
             panic!("not run");
         };

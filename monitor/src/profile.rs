@@ -17,7 +17,11 @@ pub enum JobState {
 }
 
 pub fn state_of(job: &JobView) -> JobState {
-    if job.end.is_some() { JobState::Finished } else { JobState::Running }
+    if job.end.is_some() {
+        JobState::Finished
+    } else {
+        JobState::Running
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,7 +121,6 @@ impl From<&JobView> for JobJson {
     }
 }
 
-
 /// Profiles as the state store keeps them (JSON text); one that does not
 /// parse is logged and skipped rather than hiding all the others.
 pub fn parse_stored(texts: &[String]) -> Vec<JobJson> {
@@ -138,7 +141,9 @@ pub fn parse_stored(texts: &[String]) -> Vec<JobJson> {
 impl From<&JobJson> for JobView {
     fn from(job: &JobJson) -> Self {
         let nanos = |s: f64| (s * 1e9).round() as u64;
-        let time = |s: f64| std::time::UNIX_EPOCH + std::time::Duration::try_from_secs_f64(s).unwrap_or_default();
+        let time = |s: f64| {
+            std::time::UNIX_EPOCH + std::time::Duration::try_from_secs_f64(s).unwrap_or_default()
+        };
         JobView {
             jobid: job.jobid.clone(),
             user: job.user.clone(),
@@ -215,8 +220,14 @@ mod tests {
         let text = serde_json::to_string(&JobJson::from(&view)).unwrap();
         let back = JobView::from(&serde_json::from_str::<JobJson>(&text).unwrap());
         assert_eq!(back.counters, view.counters);
-        assert_eq!((back.jobid, back.labels, back.end.is_some()), (view.jobid, view.labels, true));
-        let drift = back.start.duration_since(view.start).unwrap_or_else(|e| e.duration());
+        assert_eq!(
+            (back.jobid, back.labels, back.end.is_some()),
+            (view.jobid, view.labels, true)
+        );
+        let drift = back
+            .start
+            .duration_since(view.start)
+            .unwrap_or_else(|e| e.duration());
         assert!(drift < Duration::from_micros(1), "start moved by {drift:?}");
     }
 }

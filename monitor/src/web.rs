@@ -51,16 +51,26 @@ pub async fn serve_api_socket(path: &Path, api: ApiState) -> anyhow::Result<()> 
 async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     match crate::metrics::render(&registry) {
-        Ok(body) if exposition::wants_openmetrics(accept) => {
-            ([(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)], body).into_response()
-        }
+        Ok(body) if exposition::wants_openmetrics(accept) => (
+            [(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)],
+            body,
+        )
+            .into_response(),
         Ok(body) => {
             let text = exposition::to_prometheus_text(&body);
             drop(body);
             crate::system::memory::release_free_memory();
-            ([(header::CONTENT_TYPE, exposition::PROMETHEUS_CONTENT_TYPE)], text).into_response()
+            (
+                [(header::CONTENT_TYPE, exposition::PROMETHEUS_CONTENT_TYPE)],
+                text,
+            )
+                .into_response()
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}"),
+        )
+            .into_response(),
     }
 }
 

@@ -384,7 +384,10 @@ fn parse_interval(text: &str) -> anyhow::Result<Duration> {
 /// The value after `flag` among `args`, if the flag is there.
 fn flag_value<'a>(args: &[&'a str], flag: &str) -> anyhow::Result<Option<&'a str>> {
     match args.iter().position(|a| *a == flag) {
-        Some(i) => Ok(Some(args.get(i + 1).with_context(|| format!("{flag} without a value"))?)),
+        Some(i) => Ok(Some(
+            args.get(i + 1)
+                .with_context(|| format!("{flag} without a value"))?,
+        )),
         None => Ok(None),
     }
 }

@@ -9,9 +9,14 @@ use crate::{Daemon, daemon::binary};
 
 /// `GET /api/v1/jobs?{query}`, parsed.
 pub fn api_jobs(daemon: &Daemon, query: &str) -> anyhow::Result<Vec<Value>> {
-    let path = if query.is_empty() { "/api/v1/jobs".to_string() } else { format!("/api/v1/jobs?{query}") };
+    let path = if query.is_empty() {
+        "/api/v1/jobs".to_string()
+    } else {
+        format!("/api/v1/jobs?{query}")
+    };
     let body = daemon.get(&path)?;
-    let jobs: Value = serde_json::from_str(&body).with_context(|| format!("{path} is not JSON: {body}"))?;
+    let jobs: Value =
+        serde_json::from_str(&body).with_context(|| format!("{path} is not JSON: {body}"))?;
     match jobs {
         Value::Array(jobs) => Ok(jobs),
         other => bail!("{path} is not a list: {other}"),
@@ -41,7 +46,11 @@ fn run_monitor_jobs(daemon: &Daemon, args: &[&str]) -> anyhow::Result<String> {
         .output()
         .context("running monitor jobs")?;
     if !output.status.success() {
-        bail!("monitor jobs failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "monitor jobs failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

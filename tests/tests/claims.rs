@@ -486,4 +486,3 @@ fn re_registering_one_task_does_not_pile_up_cgroups() -> anyhow::Result<()> {
     daemon.still_serving()?;
     Ok(())
 }
-

@@ -18,9 +18,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use monitor_tests::{
-    jobs_api::{monitor_jobs, with_id},
     ChildGuard, Daemon, Metrics, cpu_shared,
     daemon::TELEMETRY_PATH,
+    jobs_api::{monitor_jobs, with_id},
     launcher::monitor_run,
     process::run_ok,
     prometheus::{self, Prometheus, sample_value},

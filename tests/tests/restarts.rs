@@ -30,7 +30,15 @@ fn busy_job(daemon: &Daemon, jobid: &str, seconds: u32) -> anyhow::Result<Comman
     );
     let mut command = monitor_run(daemon.socket())?;
     command
-        .args(["--require", "--job-id", jobid, "--", "/bin/sh", "-c", &script])
+        .args([
+            "--require",
+            "--job-id",
+            jobid,
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     Ok(command)
@@ -50,7 +58,9 @@ fn printed_usage(stdout: &[u8]) -> anyhow::Result<f64> {
 }
 
 fn cpu_of(job: &Value) -> anyhow::Result<f64> {
-    job["cpu_seconds"].as_f64().with_context(|| format!("no cpu_seconds in {job}"))
+    job["cpu_seconds"]
+        .as_f64()
+        .with_context(|| format!("no cpu_seconds in {job}"))
 }
 
 /// Waits until job `jobid` is listed as finished, and returns it.
@@ -59,7 +69,10 @@ fn finished_job(daemon: &Daemon, jobid: &str) -> anyhow::Result<Value> {
         !with_id(jobs, jobid).is_empty()
     })?;
     if !found {
-        bail!("job {jobid} is not listed as finished: {jobs:?}\n--- daemon stderr ---\n{}", daemon.stderr());
+        bail!(
+            "job {jobid} is not listed as finished: {jobs:?}\n--- daemon stderr ---\n{}",
+            daemon.stderr()
+        );
     }
     Ok(with_id(&jobs, jobid)[0].clone())
 }
@@ -67,7 +80,10 @@ fn finished_job(daemon: &Daemon, jobid: &str) -> anyhow::Result<Value> {
 /// Asserts `ours` is within 1% of the kernel's figure.
 fn assert_cpu_within_1_percent(what: &str, ours: f64, kernel: f64) {
     let error = (ours - kernel).abs() / kernel;
-    println!("{what}: monitor {ours:.6} s, cpu.stat {kernel:.6} s, difference {:.3}%", error * 100.0);
+    println!(
+        "{what}: monitor {ours:.6} s, cpu.stat {kernel:.6} s, difference {:.3}%",
+        error * 100.0
+    );
     assert!(
         error <= 0.01,
         "{what}: cpu_seconds {ours:.6} s is not within 1% of cpu.stat {kernel:.6} s ({:.3}%)",
@@ -83,32 +99,49 @@ fn kill_9_mid_job_then_restart_loses_nothing() -> anyhow::Result<()> {
     let _machine = cpu_exclusive();
     let mut daemon = Daemon::start_with(&["--job.retention", "10m"])?;
     let job = ChildGuard::spawn(&mut busy_job(&daemon, "k9", 3)?, "a 3 s busy job")?;
-    let (running, jobs) = wait_for_jobs(&daemon, "state=running", Duration::from_secs(20), |jobs| {
-        with_id(jobs, "k9").first().is_some_and(|j| j["cpu_seconds"].as_f64().unwrap_or(0.0) > 0.3)
-    })?;
+    let (running, jobs) =
+        wait_for_jobs(&daemon, "state=running", Duration::from_secs(20), |jobs| {
+            with_id(jobs, "k9")
+                .first()
+                .is_some_and(|j| j["cpu_seconds"].as_f64().unwrap_or(0.0) > 0.3)
+        })?;
     assert!(running, "the busy job never showed as running: {jobs:?}");
 
     daemon.kill9()?;
     daemon.restart()?;
     assert!(
-        daemon.stderr().contains("reattached to the kernel programs"),
+        daemon
+            .stderr()
+            .contains("reattached to the kernel programs"),
         "the restarted daemon loaded its programs afresh instead of taking up the pinned ones:\n{}",
         daemon.stderr()
     );
     let output = job.wait_with_output(Duration::from_secs(60))?;
-    assert!(output.status.success(), "the job failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the job failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let kernel = printed_usage(&output.stdout)?;
 
     let profile = finished_job(&daemon, "k9")?;
     assert_cpu_within_1_percent("job k9 across a kill -9", cpu_of(&profile)?, kernel);
     // sh, then timeout, its sh, sed and grep: four processes started, five execs.
-    assert_eq!((&profile["processes_started"], &profile["execs"]), (&Value::from(4), &Value::from(5)), "{profile}");
+    assert_eq!(
+        (&profile["processes_started"], &profile["execs"]),
+        (&Value::from(4), &Value::from(5)),
+        "{profile}"
+    );
 
     // Stored: still there after another restart, with the same figures.
     daemon.terminate()?;
     daemon.restart()?;
     let stored = monitor_jobs(&daemon, &["--all"])?;
-    assert_eq!(with_id(&stored, "k9"), vec![&profile], "the stored profile differs from the one served before");
+    assert_eq!(
+        with_id(&stored, "k9"),
+        vec![&profile],
+        "the stored profile differs from the one served before"
+    );
     Ok(())
 }
 
@@ -120,20 +153,29 @@ fn a_job_that_ends_while_the_daemon_is_down_is_profiled_at_restart() -> anyhow::
     let _machine = cpu_exclusive();
     let mut daemon = Daemon::start_with(&["--job.retention", "10m"])?;
     let job = ChildGuard::spawn(&mut busy_job(&daemon, "down", 2)?, "a 2 s busy job")?;
-    let (running, jobs) = wait_for_jobs(&daemon, "state=running", Duration::from_secs(20), |jobs| {
-        !with_id(jobs, "down").is_empty()
-    })?;
+    let (running, jobs) =
+        wait_for_jobs(&daemon, "state=running", Duration::from_secs(20), |jobs| {
+            !with_id(jobs, "down").is_empty()
+        })?;
     assert!(running, "the busy job never showed as running: {jobs:?}");
     daemon.kill9()?;
 
     // The whole rest of the job runs with no daemon at all.
     let output = job.wait_with_output(Duration::from_secs(60))?;
-    assert!(output.status.success(), "the job failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the job failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let kernel = printed_usage(&output.stdout)?;
     daemon.restart()?;
 
     let profile = finished_job(&daemon, "down")?;
-    assert_cpu_within_1_percent("job that ended while the daemon was down", cpu_of(&profile)?, kernel);
+    assert_cpu_within_1_percent(
+        "job that ended while the daemon was down",
+        cpu_of(&profile)?,
+        kernel,
+    );
     Ok(())
 }
 
@@ -152,7 +194,12 @@ fn the_store_keeps_every_profile_across_restarts() -> anyhow::Result<()> {
         run_ok(&mut command, "a short job", Duration::from_secs(30))?;
     }
     let all_finished = |jobs: &[Value]| ids.iter().all(|id| !with_id(jobs, id).is_empty());
-    let (done, before) = wait_for_jobs(&daemon, "state=finished", Duration::from_secs(30), all_finished)?;
+    let (done, before) = wait_for_jobs(
+        &daemon,
+        "state=finished",
+        Duration::from_secs(30),
+        all_finished,
+    )?;
     assert!(done, "not every job finished: {before:?}");
 
     // A clean stop, then a crash: every profile is still there each time.
@@ -165,15 +212,35 @@ fn the_store_keeps_every_profile_across_restarts() -> anyhow::Result<()> {
     let table = monitor_jobs_table(&daemon, &["--all"])?;
     for id in &ids {
         let served = with_id(&before, id);
-        assert_eq!(served.len(), 1, "job {id} listed {} times before the restarts", served.len());
-        assert_eq!(with_id(&api, id), served, "the API's job {id} after two restarts differs from before them");
-        assert_eq!(with_id(&cli, id), served, "monitor jobs --json's job {id} differs from the API's");
+        assert_eq!(
+            served.len(),
+            1,
+            "job {id} listed {} times before the restarts",
+            served.len()
+        );
+        assert_eq!(
+            with_id(&api, id),
+            served,
+            "the API's job {id} after two restarts differs from before them"
+        );
+        assert_eq!(
+            with_id(&cli, id),
+            served,
+            "monitor jobs --json's job {id} differs from the API's"
+        );
         assert!(
-            table.lines().any(|line| line.split_whitespace().next() == Some(id.as_str()) && line.contains("FINISHED")),
+            table
+                .lines()
+                .any(|line| line.split_whitespace().next() == Some(id.as_str())
+                    && line.contains("FINISHED")),
             "monitor jobs --all has no FINISHED row for {id}:\n{table}"
         );
     }
     let one: Value = serde_json::from_str(&daemon.get("/api/v1/jobs/kept-3")?)?;
-    assert_eq!(one.as_array().map(Vec::len), Some(1), "/api/v1/jobs/kept-3 after restarts: {one}");
+    assert_eq!(
+        one.as_array().map(Vec::len),
+        Some(1),
+        "/api/v1/jobs/kept-3 after restarts: {one}"
+    );
     Ok(())
 }

@@ -224,7 +224,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             "network-heavy job (loopback TCP, {} bytes) with and without the daemon",
             args.net_bytes
         ));
-        network = Some(job_slowdown::run(&setup, args, job_slowdown::Kind::Network)?);
+        network = Some(job_slowdown::run(
+            &setup,
+            args,
+            job_slowdown::Kind::Network,
+        )?);
         foreign.push(system::foreign_switch_programs());
     }
     let mut retention = None;

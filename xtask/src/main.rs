@@ -9,7 +9,10 @@ mod util;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "xtask", about = "Build, run, test and benchmark the job monitor")]
+#[command(
+    name = "xtask",
+    about = "Build, run, test and benchmark the job monitor"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

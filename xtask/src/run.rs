@@ -17,7 +17,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     };
     cmd.arg("daemon").args(args);
     eprintln!("xtask: starting {cmd:?} (Ctrl-C stops it)");
-    let status = cmd.status().with_context(|| format!("starting {}", binary.display()))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", binary.display()))?;
     if !status.success() {
         anyhow::bail!("the daemon exited with {status}");
     }

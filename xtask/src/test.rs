@@ -11,14 +11,22 @@ use crate::{
 
 pub fn test(args: &[String]) -> anyhow::Result<()> {
     if !is_root() {
-        bail!("the end-to-end tests load kernel programs and make cgroups: run `sudo -E cargo xtask test`");
+        bail!(
+            "the end-to-end tests load kernel programs and make cgroups: run `sudo -E cargo xtask test`"
+        );
     }
     ensure_promtool()?;
     let binary = build::build_release()?;
     unload_test_pins(&binary);
     let result = run(cargo()
         .env("MONITOR_BIN", &binary)
-        .args(["test", "--release", "--workspace", "--exclude", "monitor-ebpf"])
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "monitor-ebpf",
+        ])
         .args(args))
     .context("tests failed");
     // Each test daemon unloads its own programs; a killed test run cannot,
@@ -33,7 +41,11 @@ fn unload_test_pins(binary: &std::path::Path) {
         return;
     };
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with("monitor-test-") {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("monitor-test-")
+        {
             continue;
         }
         let status = Command::new(binary)
@@ -56,6 +68,8 @@ fn ensure_promtool() -> anyhow::Result<()> {
     }
     eprintln!("xtask: promtool or prometheus is missing; installing Debian's prometheus package");
     run(Command::new("apt-get").args(["update", "-q"]))?;
-    run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "prometheus"]).env("DEBIAN_FRONTEND", "noninteractive"))
-        .context("installing promtool and prometheus (apt-get install prometheus)")
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", "prometheus"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("installing promtool and prometheus (apt-get install prometheus)")
 }

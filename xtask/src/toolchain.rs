@@ -31,14 +31,18 @@ fn nightly_sysroot() -> anyhow::Result<PathBuf> {
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
 }
 
 fn ensure_rust_src(sysroot: &Path) -> anyhow::Result<()> {
     if sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
         return Ok(());
     }
-    eprintln!("xtask: rust-src is missing for nightly (needed for -Z build-std=core); installing it");
+    eprintln!(
+        "xtask: rust-src is missing for nightly (needed for -Z build-std=core); installing it"
+    );
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
@@ -63,9 +67,22 @@ fn ensure_bpf_linker(sysroot: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", lib_dir.display()))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")))
-        .with_context(|| format!("no libLLVM.so.* in {}: cannot build bpf-linker against the nightly's LLVM", lib_dir.display()))?;
-    let name = libllvm.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        })
+        .with_context(|| {
+            format!(
+                "no libLLVM.so.* in {}: cannot build bpf-linker against the nightly's LLVM",
+                lib_dir.display()
+            )
+        })?;
+    let name = libllvm
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string();
     let major = name
         .trim_start_matches("libLLVM.so.")
         .split('.')
@@ -74,19 +91,26 @@ fn ensure_bpf_linker(sysroot: &Path) -> anyhow::Result<()> {
         .to_string();
     let prefix = workspace_root().join("target/xtask/llvm-prefix");
     let prefix_lib = prefix.join("lib");
-    fs::create_dir_all(&prefix_lib).with_context(|| format!("creating {}", prefix_lib.display()))?;
+    fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("creating {}", prefix_lib.display()))?;
     for link in [prefix_lib.join("libLLVM.so"), prefix_lib.join(&name)] {
         let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink(&libllvm, &link).with_context(|| format!("linking {}", link.display()))?;
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
     }
     eprintln!(
         "xtask: installing bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} ({}); this takes about a minute",
         libllvm.display()
     );
     let feature = format!("llvm-{major}");
-    run(Command::new("cargo")
-        .env("LLVM_PREFIX", &prefix)
-        .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--no-default-features", "--features", &feature]))
+    run(Command::new("cargo").env("LLVM_PREFIX", &prefix).args([
+        "install",
+        &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+        "--locked",
+        "--no-default-features",
+        "--features",
+        &feature,
+    ]))
     .context("installing bpf-linker")?;
     if bpf_linker_version().is_none() {
         bail!("bpf-linker was installed but is not on PATH: add ~/.cargo/bin to PATH");

@@ -12,7 +12,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    CGROUP_PATH_MAX, CgroupEvent, CgroupEventKind, Claim, DropReason, NO_SLOT, ROOT_PREFIX_MAX, claimable_cgroup_slot,
+    CGROUP_PATH_MAX, CgroupEvent, CgroupEventKind, Claim, DropReason, NO_SLOT, ROOT_PREFIX_MAX,
+    claimable_cgroup_slot,
 };
 
 use crate::{
@@ -54,7 +55,13 @@ fn on_cgroup_event(ctx: &TracePointContext, kind: CgroupEventKind) {
     };
     // SAFETY: this CPU's scratch slot.
     let event = unsafe { &mut *event };
-    let fields = unsafe { (ctx.read_at::<u32>(level), ctx.read_at::<u64>(id), ctx.read_at::<u32>(path)) };
+    let fields = unsafe {
+        (
+            ctx.read_at::<u32>(level),
+            ctx.read_at::<u64>(id),
+            ctx.read_at::<u32>(path),
+        )
+    };
     let (Ok(level), Ok(id), Ok(data_loc)) = fields else {
         return;
     };

@@ -1,7 +1,9 @@
 //! cgroup_skb ingress and egress on the cgroup v2 root: bytes and packets of
 //! the job's sockets, by the socket's cgroup (bpf_skb_cgroup_id). Lengths
 //! include IP and transport headers. Always allows the packet.
-use aya_ebpf::{helpers::generated::bpf_skb_cgroup_id, macros::cgroup_skb, programs::SkBuffContext};
+use aya_ebpf::{
+    helpers::generated::bpf_skb_cgroup_id, macros::cgroup_skb, programs::SkBuffContext,
+};
 
 use crate::maps::{atomic_add, counters_of};
 
@@ -33,8 +35,14 @@ fn count(ctx: &SkBuffContext, direction: Direction) {
     // Atomic: egress also runs from softirq (ACKs, retransmits) on a CPU
     // where a task's own send is part way through the same add.
     let (bytes, packets) = match direction {
-        Direction::Received => (&raw mut counters.net_rx_bytes, &raw mut counters.net_rx_packets),
-        Direction::Sent => (&raw mut counters.net_tx_bytes, &raw mut counters.net_tx_packets),
+        Direction::Received => (
+            &raw mut counters.net_rx_bytes,
+            &raw mut counters.net_rx_packets,
+        ),
+        Direction::Sent => (
+            &raw mut counters.net_tx_bytes,
+            &raw mut counters.net_tx_packets,
+        ),
     };
     atomic_add(bytes, u64::from(ctx.len()));
     atomic_add(packets, 1u64);

@@ -5,7 +5,9 @@
 //! (mm_id). With curr=1 it fires in a task of that mm, so the task's cgroup
 //! tells the job; with curr=0 (reclaim, exit, remote access) the mm's last
 //! known job is used. Threads share one mm, so a process counts once.
-use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_cgroup_id, macros::tracepoint, programs::TracePointContext,
+};
 use monitor_common::{DropReason, MmState};
 
 use super::tracepoint_head::Head;

@@ -1,30 +1,52 @@
-//! task/task_newtask: processes and threads started in a job.
+//! task_newtask (raw tracepoint): processes and threads started in a job,
+//! and the new task's accounting from its first instruction.
 //!
 //! Chosen over sched_process_fork because it carries `clone_flags`, which
 //! tells a new process from a new thread; sched_process_fork fires for both
-//! alike and would count every OpenMP thread as a process.
-use aya_ebpf::{helpers::bpf_get_current_cgroup_id, macros::tracepoint, programs::TracePointContext};
+//! alike and would count every OpenMP thread as a process. It fires when
+//! the child is complete (in its final cgroup, also with
+//! CLONE_INTO_CGROUP) but has not run yet.
+use aya_ebpf::{
+    helpers::bpf_get_current_cgroup_id, macros::raw_tracepoint, programs::RawTracePointContext,
+};
 
-use crate::{config::offset, maps::counters_of};
+use crate::{
+    maps::{atomic_add, counters_of, slot_of},
+    tasks::{cgroup_of, counters_of_task, track},
+};
 
 const CLONE_THREAD: u64 = 0x0001_0000;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-#[tracepoint]
-pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    // The child is not running yet: `current` is the parent, whose cgroup
-    // the child inherits.
-    let Some(counters) = counters_of(unsafe { bpf_get_current_cgroup_id() }) else {
-        return 0;
-    };
-    // SAFETY: the offset comes from the tracepoint's format file.
-    let offset = offset!(newtask_clone_flags);
-    let Ok(clone_flags) = (unsafe { ctx.read_at::<u64>(offset) }) else {
-        return 0;
-    };
-    if clone_flags & CLONE_THREAD != 0 {
-        counters.threads_started += 1;
+#[raw_tracepoint(tracepoint = "task_newtask")]
+pub fn task_newtask(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *task, u64 clone_flags)
+    let child: u64 = ctx.arg(0);
+    let clone_flags: u64 = ctx.arg(1);
+    // `current` is the parent, whose cgroup the child inherits unless it
+    // was cloned into another one.
+    let parent_cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if let Some(counters) = counters_of(parent_cgroup) {
+        let started = if clone_flags & CLONE_THREAD != 0 {
+            &mut counters.threads_started
+        } else {
+            &mut counters.processes_started
+        };
+        atomic_add(started, 1u64);
+    }
+    let cgroup = if clone_flags & CLONE_INTO_CGROUP != 0 {
+        match cgroup_of(child) {
+            Some(cgroup) => cgroup,
+            None => return 0,
+        }
     } else {
-        counters.processes_started += 1;
+        parent_cgroup
+    };
+    if slot_of(cgroup).is_some()
+        && let Some(now) = counters_of_task(child)
+    {
+        // The kernel zeroed the child's counters: all it does is the job's.
+        track(child, cgroup, now);
     }
     0
 }

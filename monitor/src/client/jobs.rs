@@ -20,16 +20,26 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
     let socket = api_socket(&args.socket_path);
     let mut query = Vec::new();
     if !args.all {
-        let since = SystemTime::now().checked_sub(args.since).unwrap_or(SystemTime::UNIX_EPOCH);
-        let since = since.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let since = SystemTime::now()
+            .checked_sub(args.since)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let since = since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         query.push(format!("since={since}"));
     }
     if let Some(user) = &args.user {
         query.push(format!("user={}", percent_encode(user)));
     }
-    let path = if query.is_empty() { "/api/v1/jobs".to_string() } else { format!("/api/v1/jobs?{}", query.join("&")) };
+    let path = if query.is_empty() {
+        "/api/v1/jobs".to_string()
+    } else {
+        format!("/api/v1/jobs?{}", query.join("&"))
+    };
     let body = get(&socket, &path)?;
-    let jobs: Vec<JobJson> = serde_json::from_str(&body).context("the daemon's answer is not a job list")?;
+    let jobs: Vec<JobJson> =
+        serde_json::from_str(&body).context("the daemon's answer is not a job list")?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &jobs).context("writing JSON")?;
@@ -49,16 +59,22 @@ fn get(socket: &Path, path: &str) -> anyhow::Result<String> {
             socket.display()
         )
     })?;
-    stream.set_read_timeout(Some(TIMEOUT)).context("setting a timeout")?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: monitor\r\n\r\n").context("sending the request")?;
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .context("setting a timeout")?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: monitor\r\n\r\n")
+        .context("sending the request")?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).context("reading the answer")?;
+    stream
+        .read_to_end(&mut response)
+        .context("reading the answer")?;
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .context("the daemon's answer has no end of headers")?;
     let head = String::from_utf8_lossy(&response[..split]);
-    let body = String::from_utf8(response[split + 4..].to_vec()).context("the answer is not UTF-8")?;
+    let body =
+        String::from_utf8(response[split + 4..].to_vec()).context("the answer is not UTF-8")?;
     let status = head.lines().next().unwrap_or_default();
     if status.split_whitespace().nth(1) != Some("200") {
         bail!("the daemon answered {status}: {body}");
@@ -69,16 +85,31 @@ fn get(socket: &Path, path: &str) -> anyhow::Result<String> {
 fn percent_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
-const HEADER: [&str; 9] = ["JOBID", "USER", "STATE", "START (UTC)", "ELAPSED", "CPU", "RSS_PEAK", "TASKS", "NAME"];
+const HEADER: [&str; 9] = [
+    "JOBID",
+    "USER",
+    "STATE",
+    "START (UTC)",
+    "ELAPSED",
+    "CPU",
+    "RSS_PEAK",
+    "TASKS",
+    "NAME",
+];
 
 fn table(jobs: &[JobJson], now: SystemTime) -> String {
-    let now = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
     let rows: Vec<[String; 9]> = jobs
         .iter()
         .map(|job| {
@@ -107,7 +138,11 @@ fn table(jobs: &[JobJson], now: SystemTime) -> String {
     }
     let mut out = String::new();
     let mut line = |cells: &[&str]| {
-        let text: Vec<String> = cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let text: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
         out.push_str(text.join("  ").trim_end());
         out.push('\n');
     };
@@ -126,8 +161,17 @@ fn elapsed(seconds: f64) -> String {
     }
     let total = seconds as u64;
     let (days, rest) = (total / 86_400, total % 86_400);
-    let hms = format!("{:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60);
-    if days > 0 { format!("{days}-{hms}") } else { hms }
+    let hms = format!(
+        "{:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    );
+    if days > 0 {
+        format!("{days}-{hms}")
+    } else {
+        hms
+    }
 }
 
 fn bytes(n: u64) -> String {
@@ -138,7 +182,11 @@ fn bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n}B") } else { format!("{value:.1}{}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{n}B")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC (days to civil date: Howard Hinnant's algorithm).
@@ -154,7 +202,12 @@ fn utc(unix: f64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 #[cfg(test)]

@@ -34,7 +34,10 @@ struct Hello<'a> {
 pub fn run(args: RunArgs) -> ExitCode {
     let job_id = args.job_id.clone().unwrap_or_else(default_job_id);
     match register(&args, &job_id) {
-        Ok(reply) => log::debug!("registered job {job_id} in {}", reply.cgroup.unwrap_or_default()),
+        Ok(reply) => log::debug!(
+            "registered job {job_id} in {}",
+            reply.cgroup.unwrap_or_default()
+        ),
         Err(e) if args.require => {
             eprintln!("monitor run: error: job {job_id} not registered: {e:#}");
             return ExitCode::from(EXIT_NOT_REGISTERED);
@@ -43,19 +46,34 @@ pub fn run(args: RunArgs) -> ExitCode {
     }
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let error = Command::new(program).args(rest).exec();
-    eprintln!("monitor run: cannot run {}: {error}", program.to_string_lossy());
+    eprintln!(
+        "monitor run: cannot run {}: {error}",
+        program.to_string_lossy()
+    );
     // As a shell does: 127 not found, 126 not executable.
-    ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+    ExitCode::from(if error.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
 }
 
 fn register(args: &RunArgs, job_id: &str) -> anyhow::Result<Reply> {
-    let mut stream = UnixStream::connect(&args.socket_path)
-        .with_context(|| format!("connecting to {} (is the daemon running?)", args.socket_path.display()))?;
+    let mut stream = UnixStream::connect(&args.socket_path).with_context(|| {
+        format!(
+            "connecting to {} (is the daemon running?)",
+            args.socket_path.display()
+        )
+    })?;
     stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
     let hello = Hello {
         job_id,
         name: args.name.as_deref(),
-        labels: args.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        labels: args
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
     };
     let mut line = serde_json::to_string(&hello)?;
     line.push('\n');
@@ -70,9 +88,13 @@ fn register(args: &RunArgs, job_id: &str) -> anyhow::Result<Reply> {
         read.context("reading the daemon's answer")?;
         bail!("the daemon closed the connection without an answer");
     }
-    let reply: Reply = serde_json::from_str(answer.trim()).with_context(|| format!("unreadable answer {answer:?}"))?;
+    let reply: Reply = serde_json::from_str(answer.trim())
+        .with_context(|| format!("unreadable answer {answer:?}"))?;
     if !reply.ok {
-        bail!("the daemon refused: {}", reply.error.as_deref().unwrap_or("no reason given"));
+        bail!(
+            "the daemon refused: {}",
+            reply.error.as_deref().unwrap_or("no reason given")
+        );
     }
     Ok(reply)
 }

@@ -19,21 +19,21 @@ use self::{
 use crate::{
     api::ApiState,
     cli::DaemonArgs,
-    jobs::registry::Registry,
-    store::{Store, StoreReader},
     jobs::JobTable,
-    launcher::{
-        adopt::AdoptRules,
-        server::{LauncherConfig, Registrar},
-        stats::RegistrationStats,
-        trust::TrustList,
-    },
+    jobs::registry::Registry,
     kernel::{
         self, EBPF_OBJECT,
         pins::{self, PinDir, StampInputs},
         probes::{self, MapSizes, Probes},
         program_stats,
     },
+    launcher::{
+        adopt::AdoptRules,
+        server::{LauncherConfig, Registrar},
+        stats::RegistrationStats,
+        trust::TrustList,
+    },
+    store::{Store, StoreReader},
     system::{bpffs, cgroupfs, privileges, tracefs},
 };
 
@@ -51,7 +51,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let tracefs = tracefs::ensure_mounted()?;
     let mount = cgroupfs::find_v2_mount()?;
     let v2_mount = mount.clone();
-    let root_dir = args.cgroup_root.clone().unwrap_or_else(|| mount.join("monitor.slice"));
+    let root_dir = args
+        .cgroup_root
+        .clone()
+        .unwrap_or_else(|| mount.join("monitor.slice"));
     cgroupfs::ensure_dir(&root_dir)?;
     let root_in_hierarchy = cgroupfs::path_in_hierarchy(&mount, &root_dir)?;
     log::info!(
@@ -60,26 +63,24 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         root_dir.display()
     );
 
-    let offsets = monitor_common::FieldOffsets {
-        task_sum_exec_runtime: kernel::offsets::task_runtime_offset(),
-        ..kernel::offsets::from_tracefs(&tracefs)?
-    };
+    let offsets = kernel::offsets::from_tracefs(&tracefs)?;
+    let layout = kernel::offsets::task_layout()?;
     let sizes = MapSizes {
         cgroups: args.max_cgroups,
-        task_slots: args.task_slots,
+        tasks: args.max_tasks,
     };
-    let constants = format!("{:?}", probes::constants(&offsets, sizes));
+    let constants = format!("{:?} {layout:?}", probes::constants(&offsets, sizes));
     let stamp = StampInputs {
         object: EBPF_OBJECT,
         constants: constants.as_bytes(),
         root: &root_in_hierarchy,
         cgroup_slots: sizes.cgroups,
-        task_slots: sizes.task_slots,
-        flush_period_ns: u64::try_from(args.sample_interval.as_nanos()).unwrap_or(u64::MAX),
+        max_tasks: sizes.tasks,
         cgroup_v2_mount: &mount,
     }
     .stamp();
-    let (probes, carried) = load_or_reattach(&args, &offsets, &root_in_hierarchy, sizes, &stamp)?;
+    let (probes, carried) =
+        load_or_reattach(&args, &offsets, &layout, &root_in_hierarchy, sizes, &stamp)?;
     let reattached = probes.reattached();
     let _stats = if args.bpf_stats {
         Some(program_stats::enable().context("enabling bpf_stats (--bpf.stats)")?)
@@ -127,13 +128,19 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .map(|reader| recently_finished(reader, args.job_retention))
         .unwrap_or_default();
     let retention = (!args.state_retention.is_zero()).then_some(args.state_retention);
-    let writer = crate::store::spawn_writer(store, retention).context("starting the state store writer")?;
-    log::info!("state store at {}", args.state_dir.join(crate::store::DB_FILE).display());
+    let writer =
+        crate::store::spawn_writer(store, retention).context("starting the state store writer")?;
+    log::info!(
+        "state store at {}",
+        args.state_dir.join(crate::store::DB_FILE).display()
+    );
     let mut sampler = Sampler::new(probes, table.clone(), wake.clone(), config, shared.clone())
         .with_store(writer)
         .with_recently_finished(recently_finished);
     if let Some(registry) = registry {
-        sampler.restore(registry, &carried).context("taking up the saved running jobs")?;
+        sampler
+            .restore(registry, &carried)
+            .context("taking up the saved running jobs")?;
     }
     // Counter slots of the cgroups already there are claimed here before the
     // cgroup_mkdir program, which claims them for new ones, is attached: the
@@ -143,13 +150,22 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     if reattached {
         // The programs never stopped: events queued while the daemon was
         // away are drained, and the walk finds what the events missed.
-        sampler.catch_up().context("catching up with the pinned programs")?;
+        sampler
+            .catch_up()
+            .context("catching up with the pinned programs")?;
     } else {
-        sampler.reconcile().context("walking the monitored cgroup root")?;
+        sampler
+            .reconcile()
+            .context("walking the monitored cgroup root")?;
         sampler.probes_mut().attach_cgroup_events()?;
-        sampler.reconcile().context("walking the monitored cgroup root")?;
+        sampler
+            .reconcile()
+            .context("walking the monitored cgroup root")?;
         sampler.probes_mut().counters.stop_claiming();
-        sampler.probes_mut().attach_rest(args.sample_interval, &v2_mount)?;
+        sampler.probes_mut().attach_rest(&v2_mount)?;
+        // Baselines for the tasks already in jobs, as close as can be to
+        // the moment an upgrade's old programs stopped counting.
+        sampler.probes_mut().credit_tasks()?;
         match sampler.probes_mut().commit_pins()? {
             Some(dir) => log::info!("kernel programs attached and pinned at {}", dir.display()),
             None => log::info!("kernel programs attached (not pinned: they stop with the daemon)"),
@@ -222,12 +238,16 @@ type Carried = Vec<(u64, monitor_common::CgroupCounters)>;
 fn load_or_reattach(
     args: &DaemonArgs,
     offsets: &monitor_common::FieldOffsets,
+    layout: &monitor_common::TaskLayout,
     root_in_hierarchy: &str,
     sizes: MapSizes,
     stamp: &str,
 ) -> anyhow::Result<(Probes, Carried)> {
     if args.pin_path.as_os_str().is_empty() {
-        return Ok((Probes::load(EBPF_OBJECT, offsets, root_in_hierarchy, sizes, None)?, Vec::new()));
+        return Ok((
+            Probes::load(EBPF_OBJECT, offsets, layout, root_in_hierarchy, sizes, None)?,
+            Vec::new(),
+        ));
     }
     bpffs::ensure_parent_mounted(&args.pin_path)?;
     let pins = PinDir::new(args.pin_path.clone());
@@ -236,20 +256,33 @@ fn load_or_reattach(
     {
         match Probes::reattach(&dir, sizes) {
             Ok(probes) => {
-                log::info!("reattached to the kernel programs pinned at {}: counting never stopped", dir.display());
+                log::info!(
+                    "reattached to the kernel programs pinned at {}: counting never stopped",
+                    dir.display()
+                );
                 return Ok((probes, Vec::new()));
             }
-            Err(e) => log::warn!("cannot reattach to {}: {e:#}; loading the programs afresh", dir.display()),
+            Err(e) => log::warn!(
+                "cannot reattach to {}: {e:#}; loading the programs afresh",
+                dir.display()
+            ),
         }
     }
     // Verify and load the new programs first: the old ones count until
     // their counts are read and they are unpinned, just before the new
     // ones are attached.
     let staging = pins.stage(stamp)?;
-    let probes = Probes::load(EBPF_OBJECT, offsets, root_in_hierarchy, sizes, Some(staging))?;
+    let probes = Probes::load(
+        EBPF_OBJECT,
+        offsets,
+        layout,
+        root_in_hierarchy,
+        sizes,
+        Some(staging),
+    )?;
     let mut carried = Vec::new();
     for dir in pins.complete_sets() {
-        match Probes::read_pinned_counters(&dir, sizes) {
+        match Probes::read_pinned_counters(&dir) {
             Ok(counts) => carried.extend(counts),
             Err(e) => log::warn!(
                 "cannot read the counters pinned at {} ({e:#}): running jobs' counts restart from zero",
@@ -297,7 +330,9 @@ fn saved_registry(store: &Store) -> Option<Registry> {
     match serde_json::from_str(&text) {
         Ok(registry) => Some(registry),
         Err(e) => {
-            log::error!("the saved job registry does not parse ({e}); running jobs are taken up from the cgroup tree only");
+            log::error!(
+                "the saved job registry does not parse ({e}); running jobs are taken up from the cgroup tree only"
+            );
             None
         }
     }
@@ -305,7 +340,10 @@ fn saved_registry(store: &Store) -> Option<Registry> {
 
 /// Jobs that finished within `retention` (before a restart), from the
 /// store, so /metrics keeps them as if the daemon had never stopped.
-fn recently_finished(reader: &StoreReader, retention: std::time::Duration) -> Vec<snapshot::JobView> {
+fn recently_finished(
+    reader: &StoreReader,
+    retention: std::time::Duration,
+) -> Vec<snapshot::JobView> {
     let since = std::time::SystemTime::now()
         .checked_sub(retention)
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -315,7 +353,10 @@ fn recently_finished(reader: &StoreReader, retention: std::time::Duration) -> Ve
         ..Default::default()
     };
     match reader.profiles(&query) {
-        Ok(texts) => crate::profile::parse_stored(&texts).iter().map(snapshot::JobView::from).collect(),
+        Ok(texts) => crate::profile::parse_stored(&texts)
+            .iter()
+            .map(snapshot::JobView::from)
+            .collect(),
         Err(e) => {
             log::error!("reading recently finished jobs from the state store: {e}");
             Vec::new()
@@ -341,7 +382,10 @@ fn raise_fd_limit() {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         log::error!("cannot install signal handlers; stop the daemon with SIGKILL");
         return std::future::pending().await;
     };

@@ -25,7 +25,11 @@ use super::{
     wake::Wake,
 };
 use crate::{
-    jobs::{JobKey, JobTable, registry::Registry, table::{EmptyCgroups, Job}},
+    jobs::{
+        JobKey, JobTable,
+        registry::Registry,
+        table::{EmptyCgroups, Job},
+    },
     kernel::{events, probes::Probes, program_stats},
     metrics::encode::unix_seconds,
     profile::JobJson,
@@ -118,17 +122,30 @@ impl Sampler {
     /// their jobs (and find their counter slots) before the root is walked.
     /// `carried`: what cgroups counted under programs unloaded by an
     /// upgrade, credited to their jobs.
-    pub fn restore(&mut self, registry: Registry, carried: &[(u64, CgroupCounters)]) -> anyhow::Result<()> {
+    pub fn restore(
+        &mut self,
+        registry: Registry,
+        carried: &[(u64, CgroupCounters)],
+    ) -> anyhow::Result<()> {
         let jobs = registry.jobs.len();
         let ids = self.table().import(registry);
-        let credited = carried.iter().filter(|(id, counters)| self.table().credit(*id, counters)).count();
+        let credited = carried
+            .iter()
+            .filter(|(id, counters)| self.table().credit(*id, counters))
+            .count();
         if credited > 0 {
             log::info!("carried over the counts of {credited} cgroups from the unloaded programs");
         }
         for id in &ids {
-            self.probes.counters.track(*id).context("finding the counter slots of saved cgroups")?;
+            self.probes
+                .counters
+                .track(*id)
+                .context("finding the counter slots of saved cgroups")?;
         }
-        log::info!("took up {jobs} running jobs ({} cgroups) from the state store", ids.len());
+        log::info!(
+            "took up {jobs} running jobs ({} cgroups) from the state store",
+            ids.len()
+        );
         Ok(())
     }
 
@@ -171,7 +188,9 @@ impl Sampler {
                     next_sample = now + self.config.interval;
                 }
             }
-            let wait = next_sample.saturating_duration_since(Instant::now()).min(MAX_POLL);
+            let wait = next_sample
+                .saturating_duration_since(Instant::now())
+                .min(MAX_POLL);
             self.wait_for_events(wait);
             self.drain_events();
             self.track_adopted();
@@ -275,13 +294,24 @@ impl Sampler {
         self.drain_events();
         self.track_adopted();
         let drops = self.read_drops()?;
-        if drops[DropReason::RingBufferFull as usize] > self.health.drops[DropReason::RingBufferFull as usize] {
+        if drops[DropReason::RingBufferFull as usize]
+            > self.health.drops[DropReason::RingBufferFull as usize]
+        {
             // Events were lost: the directories and the slot index are the truth.
-            self.probes.counters.resync().context("rereading the cgroup slot index")?;
+            self.probes
+                .counters
+                .resync()
+                .context("rereading the cgroup slot index")?;
             self.reconcile()?;
         }
         self.health.drops = drops;
 
+        // The kernel's per-task counters into the cgroup counters first.
+        let run = self
+            .probes
+            .credit_tasks()
+            .context("crediting the jobs' tasks")?;
+        self.health.task_iter_duration = run.duration;
         let (mut readings, unknown) = self.read_counters()?;
         if !unknown.is_empty() {
             self.drain_events();
@@ -306,7 +336,11 @@ impl Sampler {
             let mut table = self.table();
             let freed = table.apply_sample(&readings, &tasks, now, wall_now);
             table.expire(self.config.retention, wall_now);
-            (freed, table.empty_cgroups(&cgroup_tasks), table.take_ended())
+            (
+                freed,
+                table.empty_cgroups(&cgroup_tasks),
+                table.take_ended(),
+            )
         };
         self.save(freed, &ended);
         self.end_empty(empty);
@@ -317,11 +351,10 @@ impl Sampler {
                 entries: self.probes.counters.occupied() as u64,
                 capacity: u64::from(self.probes.counters.capacity()),
             },
-            // An array: always "full"; collisions are counted as drops instead.
             MapFill {
-                name: "TASK_SLOTS",
-                entries: u64::from(self.probes.sizes.task_slots),
-                capacity: u64::from(self.probes.sizes.task_slots),
+                name: "TASK_STATE",
+                entries: self.probes.tracked_tasks.get(&0, 0).unwrap_or(0),
+                capacity: u64::from(self.probes.sizes.tasks),
             },
         ];
         self.health.bpf_stats_enabled = self.config.bpf_stats_held || program_stats::enabled();
@@ -354,7 +387,11 @@ impl Sampler {
             None
         };
         // A registry that failed to serialize is tried again next time.
-        let saved = if changed && registry.is_none() { self.saved_generation } else { Some(generation) };
+        let saved = if changed && registry.is_none() {
+            self.saved_generation
+        } else {
+            Some(generation)
+        };
         let profiles = ended.iter().filter_map(|job| self.profile(job)).collect();
         let batch = Batch {
             profiles,
@@ -431,12 +468,22 @@ impl Sampler {
     /// Summed counters of every cgroup with a known slot, split into known
     /// and unknown to the job table.
     #[allow(clippy::type_complexity)]
-    fn read_counters(&self) -> anyhow::Result<(Vec<(u64, CgroupCounters)>, Vec<(u64, CgroupCounters)>)> {
+    fn read_counters(
+        &self,
+    ) -> anyhow::Result<(Vec<(u64, CgroupCounters)>, Vec<(u64, CgroupCounters)>)> {
         let ids = self.probes.counters.ids();
         let mut values = Vec::with_capacity(ids.len());
         // Read for the last time already; freed once their job is stored.
-        for id in ids.into_iter().filter(|id| !self.pending_release.contains(id)) {
-            let Some(sum) = self.probes.counters.read(id).context("reading cgroup counters")? else {
+        for id in ids
+            .into_iter()
+            .filter(|id| !self.pending_release.contains(id))
+        {
+            let Some(sum) = self
+                .probes
+                .counters
+                .read(id)
+                .context("reading cgroup counters")?
+            else {
                 continue;
             };
             values.push((id, sum));
@@ -448,7 +495,11 @@ impl Sampler {
     fn read_drops(&self) -> anyhow::Result<[u64; DROP_REASONS]> {
         let mut drops = [0; DROP_REASONS];
         for reason in DropReason::ALL {
-            let per_cpu = self.probes.drops.get(&(reason as u32), 0).context("reading drop counters")?;
+            let per_cpu = self
+                .probes
+                .drops
+                .get(&(reason as u32), 0)
+                .context("reading drop counters")?;
             drops[reason as usize] = per_cpu.iter().sum();
         }
         drops[DropReason::CgroupMapFull as usize] += self.probes.counters.refused();
@@ -474,7 +525,10 @@ impl Sampler {
             cgroup_tasks.insert(id, threads);
             *tasks.entry(job.clone()).or_default() += threads;
             let stats = files.entry(job).or_default();
-            add(&mut stats.memory_current, cgroupfs::read_number(&dir, "memory.current"));
+            add(
+                &mut stats.memory_current,
+                cgroupfs::read_number(&dir, "memory.current"),
+            );
             if let Some(peak) = cgroupfs::read_number(&dir, "memory.peak") {
                 stats.memory_peak = Some(stats.memory_peak.unwrap_or(0).max(peak));
             }
@@ -501,9 +555,13 @@ impl Sampler {
         if !self.restored.is_empty() {
             let now = SystemTime::now();
             let retention = self.config.retention;
-            let shown: HashSet<(u32, &str)> = jobs.iter().map(|j| (j.uid, j.jobid.as_str())).collect();
+            let shown: HashSet<(u32, &str)> =
+                jobs.iter().map(|j| (j.uid, j.jobid.as_str())).collect();
             self.restored.retain(|job| {
-                let expired = job.end.and_then(|end| now.duration_since(end).ok()).is_some_and(|age| age > retention);
+                let expired = job
+                    .end
+                    .and_then(|end| now.duration_since(end).ok())
+                    .is_some_and(|age| age > retention);
                 !expired && !shown.contains(&(job.uid, job.jobid.as_str()))
             });
             jobs.extend(self.restored.iter().cloned());
@@ -518,7 +576,11 @@ impl Sampler {
     }
 
     fn view(&mut self, job: Job) -> JobView {
-        let user = job.meta.user.clone().unwrap_or_else(|| self.users.name(job.key.uid).to_string());
+        let user = job
+            .meta
+            .user
+            .clone()
+            .unwrap_or_else(|| self.users.name(job.key.uid).to_string());
         JobView {
             counters: job.totals(),
             files: self.files.get(&job.key).cloned().unwrap_or_default(),

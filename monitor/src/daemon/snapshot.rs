@@ -52,6 +52,8 @@ pub struct Health {
     pub maps: Vec<MapFill>,
     pub drops: [u64; DROP_REASONS],
     pub sample_duration: Duration,
+    /// Of that, the task iterator's run (crediting every job task).
+    pub task_iter_duration: Duration,
     pub sample_success: bool,
     pub samples: u64,
     pub sample_errors: u64,

@@ -17,10 +17,7 @@ use std::{
 use monitor_common::CgroupCounters;
 
 use super::registry::{Registry, SavedCgroup, SavedCounters, SavedJob};
-use crate::{
-    metrics::encode::unix_seconds,
-    system::cgroupfs::job_of,
-};
+use crate::{metrics::encode::unix_seconds, system::cgroupfs::job_of};
 
 /// How long after a cgroup's removal its counters are read for the last
 /// time: the last task's final switch-out can come just after the rmdir.
@@ -230,8 +227,13 @@ impl JobTable {
                 uid: saved.uid,
                 jobid: saved.jobid,
             };
-            let origin = if saved.registered { Origin::Registered } else { Origin::Directory };
-            let start = SystemTime::UNIX_EPOCH + Duration::try_from_secs_f64(saved.start).unwrap_or_default();
+            let origin = if saved.registered {
+                Origin::Registered
+            } else {
+                Origin::Directory
+            };
+            let start = SystemTime::UNIX_EPOCH
+                + Duration::try_from_secs_f64(saved.start).unwrap_or_default();
             let mut job = Job::new(key.clone(), origin, &saved.cgroup, start);
             job.meta = JobMeta {
                 name: saved.name,
@@ -273,7 +275,11 @@ impl JobTable {
         }
         // Below a known cgroup: the same job.
         if let Some(parent) = path.rsplit_once('/').map(|(parent, _)| parent)
-            && let Some(key) = self.paths.get(parent).and_then(|p| self.cgroups.get(p)).map(|e| e.job.clone())
+            && let Some(key) = self
+                .paths
+                .get(parent)
+                .and_then(|p| self.cgroups.get(p))
+                .map(|e| e.job.clone())
         {
             self.insert_cgroup(id, path, key, true, false);
             return Added::JoinedJob;
@@ -281,7 +287,9 @@ impl JobTable {
         let Some(dir) = job_of(&self.root, path) else {
             return Added::NotAJob;
         };
-        let is_top = path.rsplit_once('/').is_some_and(|(parent, _)| parent == self.root);
+        let is_top = path
+            .rsplit_once('/')
+            .is_some_and(|(parent, _)| parent == self.root);
         if !is_top {
             // A child seen before its parent (a walk of a half-made tree):
             // its parent's job will be made; count it there if we can.
@@ -294,8 +302,10 @@ impl JobTable {
         };
         // A job of the same key in retention leaves: one series per job.
         self.finished.remove(&key);
-        self.live
-            .insert(key.clone(), Job::new(key.clone(), Origin::Directory, path, created));
+        self.live.insert(
+            key.clone(),
+            Job::new(key.clone(), Origin::Directory, path, created),
+        );
         self.insert_cgroup(id, path, key, true, false);
         Added::NewJob
     }
@@ -321,7 +331,13 @@ impl JobTable {
     }
 
     /// Starts a registered job (or returns false when it is live already).
-    pub fn register_job(&mut self, key: &JobKey, meta: JobMeta, cgroup: &str, start: SystemTime) -> bool {
+    pub fn register_job(
+        &mut self,
+        key: &JobKey,
+        meta: JobMeta,
+        cgroup: &str,
+        start: SystemTime,
+    ) -> bool {
         if self.live.contains_key(key) {
             return false;
         }
@@ -381,7 +397,11 @@ impl JobTable {
         let provisional = std::mem::replace(&mut entry.job, key.clone());
         if provisional != *key {
             let still_used = self.cgroups.values().any(|e| e.job == provisional);
-            let old = if still_used { None } else { self.live.remove(&provisional) };
+            let old = if still_used {
+                None
+            } else {
+                self.live.remove(&provisional)
+            };
             match self.live.get_mut(key) {
                 Some(job) => {
                     if let Some(old) = old {
@@ -392,7 +412,11 @@ impl JobTable {
                 None => {
                     self.finished.remove(key);
                     let mut job = old.unwrap_or_else(|| {
-                        let path = self.cgroups.get(&id).map(|e| e.path.clone()).unwrap_or_default();
+                        let path = self
+                            .cgroups
+                            .get(&id)
+                            .map(|e| e.path.clone())
+                            .unwrap_or_default();
                         Job::new(key.clone(), Origin::Registered, &path, SystemTime::now())
                     });
                     job.key = key.clone();
@@ -413,7 +437,8 @@ impl JobTable {
     /// Drops a registered job that never got a cgroup (its registration failed).
     pub fn abandon(&mut self, key: &JobKey) {
         self.generation += 1;
-        let used = self.cgroups.values().any(|e| e.job == *key) || self.expected.values().any(|k| k == key);
+        let used = self.cgroups.values().any(|e| e.job == *key)
+            || self.expected.values().any(|k| k == key);
         if !used {
             self.live.remove(key);
         }
@@ -545,7 +570,11 @@ impl JobTable {
                 .live
                 .get(&entry.job)
                 .is_some_and(|job| job.origin == Origin::Registered && job.visible);
-            if !registered || !entry.armed || entry.removed_at.is_some() || tasks.get(id).copied().unwrap_or(0) > 0 {
+            if !registered
+                || !entry.armed
+                || entry.removed_at.is_some()
+                || tasks.get(id).copied().unwrap_or(0) > 0
+            {
                 continue;
             }
             if entry.owned {
@@ -555,7 +584,9 @@ impl JobTable {
             }
         }
         // Children before parents.
-        empty.owned.sort_by_key(|(_, p)| std::cmp::Reverse(p.matches('/').count()));
+        empty
+            .owned
+            .sort_by_key(|(_, p)| std::cmp::Reverse(p.matches('/').count()));
         empty
     }
 
@@ -606,13 +637,32 @@ mod tests {
     #[test]
     fn descendants_roll_up_into_their_job() {
         let mut table = JobTable::new("/monitor.slice");
-        assert_eq!(table.add_cgroup(10, "/monitor.slice/a", 0, T), Added::NewJob);
-        assert_eq!(table.add_cgroup(11, "/monitor.slice/a/step0", 0, T), Added::JoinedJob);
-        assert_eq!(table.add_cgroup(12, "/monitor.slice/b", 0, T), Added::NewJob);
-        assert_eq!(table.add_cgroup(13, "/system.slice/x", 0, T), Added::NotAJob);
-        assert_eq!(table.add_cgroup(10, "/monitor.slice/a", 0, T), Added::AlreadyKnown);
+        assert_eq!(
+            table.add_cgroup(10, "/monitor.slice/a", 0, T),
+            Added::NewJob
+        );
+        assert_eq!(
+            table.add_cgroup(11, "/monitor.slice/a/step0", 0, T),
+            Added::JoinedJob
+        );
+        assert_eq!(
+            table.add_cgroup(12, "/monitor.slice/b", 0, T),
+            Added::NewJob
+        );
+        assert_eq!(
+            table.add_cgroup(13, "/system.slice/x", 0, T),
+            Added::NotAJob
+        );
+        assert_eq!(
+            table.add_cgroup(10, "/monitor.slice/a", 0, T),
+            Added::AlreadyKnown
+        );
         table.apply_sample(
-            &[(10, counters(5, 1)), (11, counters(7, 2)), (12, counters(1, 0))],
+            &[
+                (10, counters(5, 1)),
+                (11, counters(7, 2)),
+                (12, counters(1, 0)),
+            ],
             &HashMap::from([(key(0, "a"), 3)]),
             Instant::now(),
             T,
@@ -630,10 +680,20 @@ mod tests {
         let start = Instant::now();
         table.remove_cgroup(11, start);
         // Within the grace the removed cgroup still counts as live.
-        let freed = table.apply_sample(&[(10, counters(1, 0)), (11, counters(9, 1))], &HashMap::new(), start, T);
+        let freed = table.apply_sample(
+            &[(10, counters(1, 0)), (11, counters(9, 1))],
+            &HashMap::new(),
+            start,
+            T,
+        );
         assert!(freed.is_empty());
         let later = start + FINAL_READ_GRACE;
-        let freed = table.apply_sample(&[(10, counters(2, 0)), (11, counters(10, 1))], &HashMap::new(), later, T);
+        let freed = table.apply_sample(
+            &[(10, counters(2, 0)), (11, counters(10, 1))],
+            &HashMap::new(),
+            later,
+            T,
+        );
         assert_eq!(freed, vec![11]);
         table.apply_sample(&[(10, counters(3, 0))], &HashMap::new(), later, T);
         let a = table.live_jobs().next().unwrap();
@@ -647,7 +707,12 @@ mod tests {
         table.add_cgroup(10, "/monitor.slice/a", 0, t0);
         let now = Instant::now();
         table.remove_cgroup(10, now);
-        table.apply_sample(&[(10, counters(4, 1))], &HashMap::new(), now + FINAL_READ_GRACE, t0);
+        table.apply_sample(
+            &[(10, counters(4, 1))],
+            &HashMap::new(),
+            now + FINAL_READ_GRACE,
+            t0,
+        );
         assert_eq!(table.live_jobs().count(), 0);
         let done = table.finished_jobs().next().unwrap();
         assert_eq!((done.totals(), done.end), (counters(4, 1), Some(t0)));
@@ -666,7 +731,10 @@ mod tests {
         table.apply_sample(&[], &HashMap::new(), now + FINAL_READ_GRACE, T);
         assert_eq!(table.finished_jobs().count(), 1);
         table.add_cgroup(20, "/monitor.slice/a", 0, T);
-        assert_eq!((table.finished_jobs().count(), table.live_jobs().count()), (0, 1));
+        assert_eq!(
+            (table.finished_jobs().count(), table.live_jobs().count()),
+            (0, 1)
+        );
     }
 
     /// Registers a provisional job with one made cgroup, as the registrar does.
@@ -690,7 +758,16 @@ mod tests {
         assert!(table.settle(3, &key(2000, "42"), JobMeta::default()));
         let keys: Vec<&JobKey> = table.live_jobs().map(|j| &j.key).collect();
         assert_eq!(keys, vec![&key(1000, "42"), &key(2000, "42")]);
-        table.apply_sample(&[(1, counters(1, 1)), (2, counters(2, 1)), (3, counters(4, 1))], &HashMap::new(), Instant::now(), T);
+        table.apply_sample(
+            &[
+                (1, counters(1, 1)),
+                (2, counters(2, 1)),
+                (3, counters(4, 1)),
+            ],
+            &HashMap::new(),
+            Instant::now(),
+            T,
+        );
         let totals: Vec<u64> = table.live_jobs().map(|j| j.totals().cpu_ns).collect();
         assert_eq!(totals, vec![3, 4]);
     }
@@ -714,20 +791,43 @@ mod tests {
         table.made_cgroup("/monitor.slice/task-1", Some(1));
         table.settle(1, &job, JobMeta::default());
         table.adopt_cgroup(7, "/system.slice/slurmstepd.scope/job_42/step_0", &job);
-        assert_eq!(table.task_cgroups_of(1000), 1, "adopted cgroups are not the daemon's");
+        assert_eq!(
+            table.task_cgroups_of(1000),
+            1,
+            "adopted cgroups are not the daemon's"
+        );
         let now = Instant::now();
-        assert_eq!(table.empty_cgroups(&HashMap::new()), EmptyCgroups { owned: vec![], adopted: vec![7] }, "task-1 is not armed yet");
+        assert_eq!(
+            table.empty_cgroups(&HashMap::new()),
+            EmptyCgroups {
+                owned: vec![],
+                adopted: vec![7]
+            },
+            "task-1 is not armed yet"
+        );
         table.arm(1);
         let busy = HashMap::from([(1, 2), (7, 1)]);
-        assert_eq!(table.empty_cgroups(&busy), EmptyCgroups::default(), "tasks are running");
+        assert_eq!(
+            table.empty_cgroups(&busy),
+            EmptyCgroups::default(),
+            "tasks are running"
+        );
         assert_eq!(
             table.empty_cgroups(&HashMap::from([(7, 1)])),
-            EmptyCgroups { owned: vec![(1, "/monitor.slice/task-1".into())], adopted: vec![] },
+            EmptyCgroups {
+                owned: vec![(1, "/monitor.slice/task-1".into())],
+                adopted: vec![]
+            },
             "one empty cgroup goes while the job lives on"
         );
         table.remove_cgroup(1, now);
         table.remove_cgroup(7, now);
-        table.apply_sample(&[(1, counters(5, 1)), (7, counters(6, 0))], &HashMap::new(), now + FINAL_READ_GRACE, T);
+        table.apply_sample(
+            &[(1, counters(5, 1)), (7, counters(6, 0))],
+            &HashMap::new(),
+            now + FINAL_READ_GRACE,
+            T,
+        );
         let done = table.finished_jobs().next().unwrap();
         assert_eq!(done.totals(), counters(11, 1));
     }
@@ -745,7 +845,12 @@ mod tests {
         let now = Instant::now();
         table.add_cgroup(3, "/monitor.slice/dir/step", 0, T);
         table.remove_cgroup(3, now);
-        table.apply_sample(&[(3, counters(7, 1))], &HashMap::new(), now + FINAL_READ_GRACE, T);
+        table.apply_sample(
+            &[(3, counters(7, 1))],
+            &HashMap::new(),
+            now + FINAL_READ_GRACE,
+            T,
+        );
         let saved = table.export();
         let json = serde_json::to_string(&saved).unwrap();
         let generation = table.generation();
@@ -753,24 +858,49 @@ mod tests {
         table.remove_cgroup(2, now);
         assert_eq!(table.generation(), generation, "nothing exported changed");
         table.credit(1, &counters(1, 0));
-        assert_ne!(table.generation(), generation, "a job's retired values changed");
+        assert_ne!(
+            table.generation(),
+            generation,
+            "a job's retired values changed"
+        );
 
         let mut restarted = JobTable::new("/monitor.slice");
         let mut ids = restarted.import(serde_json::from_str(&json).unwrap());
         ids.sort();
         assert_eq!(ids, vec![1, 2]);
         assert_eq!(restarted.export(), saved);
-        assert_eq!(restarted.add_cgroup(1, "/monitor.slice/task-1", 1000, T), Added::AlreadyKnown);
-        let dir = restarted.live_jobs().find(|j| j.key.jobid == "dir").unwrap();
-        assert_eq!(dir.totals(), counters(7, 1), "a removed cgroup's values survive the restart");
+        assert_eq!(
+            restarted.add_cgroup(1, "/monitor.slice/task-1", 1000, T),
+            Added::AlreadyKnown
+        );
+        let dir = restarted
+            .live_jobs()
+            .find(|j| j.key.jobid == "dir")
+            .unwrap();
+        assert_eq!(
+            dir.totals(),
+            counters(7, 1),
+            "a removed cgroup's values survive the restart"
+        );
         let job = restarted.live_jobs().find(|j| j.key.jobid == "42").unwrap();
-        assert_eq!((job.meta.name.as_str(), job.origin, job.visible), ("lammps", Origin::Registered, true));
+        assert_eq!(
+            (job.meta.name.as_str(), job.origin, job.visible),
+            ("lammps", Origin::Registered, true)
+        );
 
         restarted.remove_cgroup(1, now);
-        restarted.apply_sample(&[(1, counters(5, 1))], &HashMap::new(), now + FINAL_READ_GRACE, T);
+        restarted.apply_sample(
+            &[(1, counters(5, 1))],
+            &HashMap::new(),
+            now + FINAL_READ_GRACE,
+            T,
+        );
         let ended = restarted.take_ended();
         assert_eq!(ended.len(), 1);
-        assert_eq!((ended[0].key.jobid.as_str(), ended[0].totals()), ("42", counters(5, 1)));
+        assert_eq!(
+            (ended[0].key.jobid.as_str(), ended[0].totals()),
+            ("42", counters(5, 1))
+        );
         assert!(restarted.take_ended().is_empty());
     }
 
@@ -779,6 +909,9 @@ mod tests {
         let mut table = JobTable::new("/monitor.slice");
         table.add_cgroup(10, "/monitor.slice/a", 0, T);
         table.apply_sample(&[], &HashMap::new(), Instant::now(), T);
-        assert_eq!(table.empty_cgroups(&HashMap::new()), EmptyCgroups::default());
+        assert_eq!(
+            table.empty_cgroups(&HashMap::new()),
+            EmptyCgroups::default()
+        );
     }
 }

@@ -92,8 +92,8 @@ impl Btf {
             let vlen = (info & 0xffff) as usize;
             let mut members = Vec::new();
             let extra = match kind {
-                1 | 14 | 17 => 4,                // int, var, decl_tag
-                3 => 12,                         // array
+                1 | 14 | 17 => 4, // int, var, decl_tag
+                3 => 12,          // array
                 KIND_STRUCT | KIND_UNION => {
                     for m in 0..vlen {
                         let base = at + m * 12;
@@ -101,9 +101,9 @@ impl Btf {
                     }
                     vlen * 12
                 }
-                6 | 13 => vlen * 8,              // enum, func_proto
-                15 | 19 => vlen * 12,            // datasec, enum64
-                _ => 0,                          // ptr, fwd, typedef, modifiers, func, float, type_tag
+                6 | 13 => vlen * 8,   // enum, func_proto
+                15 | 19 => vlen * 12, // datasec, enum64
+                _ => 0,               // ptr, fwd, typedef, modifiers, func, float, type_tag
             };
             at += extra;
             types.push(Type {
@@ -126,7 +126,12 @@ impl Btf {
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
             match self.types.get(id as usize) {
-                Some(t) if matches!(t.kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) => {
+                Some(t)
+                    if matches!(
+                        t.kind,
+                        KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
+                    ) =>
+                {
                     id = t.reference
                 }
                 _ => break,
@@ -154,7 +159,11 @@ impl Btf {
                     member: member.to_string(),
                 })?;
             // With kind_flag the low 24 bits are the bit offset.
-            bits += if t.kind_flag { offset & 0x00ff_ffff } else { *offset };
+            bits += if t.kind_flag {
+                offset & 0x00ff_ffff
+            } else {
+                *offset
+            };
             id = self.resolve(*member_type);
         }
         Ok(bits / 8)
@@ -171,18 +180,48 @@ mod tests {
         let strings = b"\0int\0inner\0a\0b\0inner_t\0outer\0x\0in\0".to_vec();
         let s = |name: &str| -> u32 {
             let needle = [b"\0".as_slice(), name.as_bytes(), b"\0"].concat();
-            strings.windows(needle.len()).position(|w| w == needle.as_slice()).unwrap() as u32 + 1
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_slice())
+                .unwrap() as u32
+                + 1
         };
         let mut types = Vec::new();
         let mut push = |words: &[u32]| types.extend(words.iter().flat_map(|w| w.to_le_bytes()));
         push(&[s("int"), 1 << 24, 4, 64]);
-        push(&[s("inner"), (KIND_STRUCT << 24) | 2, 16, s("a"), 1, 0, s("b"), 1, 64]);
+        push(&[
+            s("inner"),
+            (KIND_STRUCT << 24) | 2,
+            16,
+            s("a"),
+            1,
+            0,
+            s("b"),
+            1,
+            64,
+        ]);
         push(&[s("inner_t"), KIND_TYPEDEF << 24, 2]);
-        push(&[s("outer"), (KIND_STRUCT << 24) | 2, 24, s("x"), 1, 0, s("in"), 3, 64]);
+        push(&[
+            s("outer"),
+            (KIND_STRUCT << 24) | 2,
+            24,
+            s("x"),
+            1,
+            0,
+            s("in"),
+            3,
+            64,
+        ]);
         let mut data = Vec::new();
         data.extend(MAGIC.to_le_bytes());
         data.extend([1u8, 0]);
-        for word in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for word in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             data.extend(word.to_le_bytes());
         }
         data.extend(types);
@@ -195,8 +234,14 @@ mod tests {
         let btf = Btf::parse(&blob()).unwrap();
         assert_eq!(btf.member_offset("outer", &["in", "b"]).unwrap(), 16);
         assert_eq!(btf.member_offset("inner", &["a"]).unwrap(), 0);
-        assert!(matches!(btf.member_offset("outer", &["nope"]), Err(BtfError::NoMember { .. })));
-        assert!(matches!(btf.member_offset("missing", &["a"]), Err(BtfError::NoStruct(_))));
+        assert!(matches!(
+            btf.member_offset("outer", &["nope"]),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert!(matches!(
+            btf.member_offset("missing", &["a"]),
+            Err(BtfError::NoStruct(_))
+        ));
     }
 
     #[test]
@@ -211,7 +256,9 @@ mod tests {
             eprintln!("skipped: this kernel has no {VMLINUX}");
             return;
         };
-        let offset = btf.member_offset("task_struct", &["se", "sum_exec_runtime"]).unwrap();
+        let offset = btf
+            .member_offset("task_struct", &["se", "sum_exec_runtime"])
+            .unwrap();
         assert!(offset > 0 && offset < 16384, "{offset}");
     }
 }

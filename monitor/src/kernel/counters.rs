@@ -49,7 +49,9 @@ pub enum CountersError {
     },
     #[error("counting the possible CPUs: {0}")]
     Cpus(#[source] std::io::Error),
-    #[error("CGROUP_INDEX has {index} slots and CGROUP_COUNTERS {counters}: they must be the same power of two")]
+    #[error(
+        "CGROUP_INDEX has {index} slots and CGROUP_COUNTERS {counters}: they must be the same power of two"
+    )]
     Sizes { index: u32, counters: u32 },
 }
 
@@ -108,15 +110,22 @@ impl SlotMaps for KernelMaps {
     }
 
     fn id_at(&self, slot: u32) -> Result<u64, CountersError> {
-        self.index.get(&slot, 0).map_err(|source| map_error(INDEX, slot, source))
+        self.index
+            .get(&slot, 0)
+            .map_err(|source| map_error(INDEX, slot, source))
     }
 
     fn set_id(&mut self, slot: u32, id: u64) -> Result<(), CountersError> {
-        self.index.set(slot, id, 0).map_err(|source| map_error(INDEX, slot, source))
+        self.index
+            .set(slot, id, 0)
+            .map_err(|source| map_error(INDEX, slot, source))
     }
 
     fn counters(&self, slot: u32) -> Result<CgroupCounters, CountersError> {
-        let per_cpu = self.counters.get(&slot, 0).map_err(|source| map_error(COUNTERS, slot, source))?;
+        let per_cpu = self
+            .counters
+            .get(&slot, 0)
+            .map_err(|source| map_error(COUNTERS, slot, source))?;
         let mut sum = CgroupCounters::default();
         for value in per_cpu.iter() {
             sum.add(value);
@@ -125,11 +134,14 @@ impl SlotMaps for KernelMaps {
     }
 
     fn zero_counters(&mut self, slot: u32) -> Result<(), CountersError> {
-        let zeros = PerCpuValues::try_from(vec![CgroupCounters::default(); self.cpus]).map_err(CountersError::Cpus)?;
+        let zeros = PerCpuValues::try_from(vec![CgroupCounters::default(); self.cpus])
+            .map_err(CountersError::Cpus)?;
         self.counters
             .set(slot, zeros, 0)
             .map_err(|source| map_error(COUNTERS, slot, source))?;
-        self.rss.set(slot, 0, 0).map_err(|source| map_error(RSS, slot, source))
+        self.rss
+            .set(slot, 0, 0)
+            .map_err(|source| map_error(RSS, slot, source))
     }
 }
 
@@ -153,7 +165,10 @@ impl<M: SlotMaps> CounterSlots<M> {
     pub fn new(maps: M) -> Result<Self, CountersError> {
         let len = maps.len();
         if !len.is_power_of_two() {
-            return Err(CountersError::Sizes { index: len, counters: len });
+            return Err(CountersError::Sizes {
+                index: len,
+                counters: len,
+            });
         }
         Ok(Self {
             maps,
@@ -222,7 +237,9 @@ impl<M: SlotMaps> CounterSlots<M> {
             }
             Claim::Full => {
                 self.refused += 1;
-                log::warn!("cgroup {id}: no free counter slot among its probes; not counted (raise --bpf.max-cgroups)");
+                log::warn!(
+                    "cgroup {id}: no free counter slot among its probes; not counted (raise --bpf.max-cgroups)"
+                );
                 return Ok(None);
             }
         };
@@ -248,7 +265,9 @@ impl<M: SlotMaps> CounterSlots<M> {
         // it for `id`: the last write won.
         let won = self.maps.id_at(slot)? == id;
         let lost = if won { held } else { id };
-        log::warn!("cgroup {lost} lost its counter slot {slot} to a concurrent claim at start; not counted");
+        log::warn!(
+            "cgroup {lost} lost its counter slot {slot} to a concurrent claim at start; not counted"
+        );
         self.refused += 1;
         if won {
             self.forget(held);
@@ -259,7 +278,10 @@ impl<M: SlotMaps> CounterSlots<M> {
 
     /// Counters of cgroup `id` summed over CPUs; None when it has no slot.
     pub fn read(&self, id: u64) -> Result<Option<CgroupCounters>, CountersError> {
-        self.by_id.get(&id).map(|&slot| self.maps.counters(slot)).transpose()
+        self.by_id
+            .get(&id)
+            .map(|&slot| self.maps.counters(slot))
+            .transpose()
     }
 
     /// Frees the slot of cgroup `id` after its final read: zeroes its
@@ -288,7 +310,11 @@ impl<M: SlotMaps> CounterSlots<M> {
                 found.insert(id, slot);
             }
         }
-        let new = found.keys().filter(|id| !self.by_id.contains_key(id)).copied().collect();
+        let new = found
+            .keys()
+            .filter(|id| !self.by_id.contains_key(id))
+            .copied()
+            .collect();
         self.by_slot = found.iter().map(|(&id, &slot)| (slot, id)).collect();
         self.by_id = found;
         Ok(new)
@@ -396,7 +422,10 @@ mod tests {
 
         slots.maps.writes.clear();
         slots.release(42).unwrap();
-        assert_eq!(slots.maps.writes, [format!("counters[{slot}]=0"), format!("index[{slot}]=0")]);
+        assert_eq!(
+            slots.maps.writes,
+            [format!("counters[{slot}]=0"), format!("index[{slot}]=0")]
+        );
         assert_eq!((slots.occupied(), slots.read(42).unwrap()), (0, None));
         // Releasing again touches nothing.
         slots.maps.writes.clear();
@@ -419,15 +448,24 @@ mod tests {
     fn a_full_window_gives_no_slot() {
         let mut slots = slots(64);
         let home = cgroup_slot_index(1, 0, 63);
-        let same_home: Vec<u64> = (1..).filter(|&id| cgroup_slot_index(id, 0, 63) == home).take(CGROUP_PROBES as usize + 1).collect();
+        let same_home: Vec<u64> = (1..)
+            .filter(|&id| cgroup_slot_index(id, 0, 63) == home)
+            .take(CGROUP_PROBES as usize + 1)
+            .collect();
         for &id in &same_home[..CGROUP_PROBES as usize] {
             assert!(slots.track(id).unwrap().is_some());
         }
-        assert_eq!(slots.track(same_home[CGROUP_PROBES as usize]).unwrap(), None);
+        assert_eq!(
+            slots.track(same_home[CGROUP_PROBES as usize]).unwrap(),
+            None
+        );
         assert_eq!(slots.refused(), 1);
         // After start the kernel counted it already, when it found none.
         slots.stop_claiming();
-        assert_eq!(slots.track(same_home[CGROUP_PROBES as usize]).unwrap(), None);
+        assert_eq!(
+            slots.track(same_home[CGROUP_PROBES as usize]).unwrap(),
+            None
+        );
         assert_eq!(slots.refused(), 1);
     }
 
@@ -452,7 +490,11 @@ mod tests {
                 slots.maps.ids[slot as usize] = 11;
             }
             assert_eq!(slots.adopt(11, Some(slot)).unwrap(), kernel_wrote_last);
-            let (winner, loser) = if kernel_wrote_last { (11, 10) } else { (10, 11) };
+            let (winner, loser) = if kernel_wrote_last {
+                (11, 10)
+            } else {
+                (10, 11)
+            };
             assert_eq!(slots.ids(), [winner]);
             assert_eq!(slots.read(loser).unwrap(), None);
             assert_eq!(slots.refused(), 1);

@@ -26,7 +26,11 @@ pub fn decode(bytes: &[u8]) -> Option<CgroupChange> {
         k if k == CgroupEventKind::Rmdir as u32 => CgroupEventKind::Rmdir,
         _ => return None,
     };
-    let end = event.path.iter().position(|&b| b == 0).unwrap_or(event.path.len());
+    let end = event
+        .path
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(event.path.len());
     Some(CgroupChange {
         kind,
         id: event.id,
@@ -57,7 +61,13 @@ mod tests {
         };
         event.path[..path.len()].copy_from_slice(path.as_bytes());
         // SAFETY: reading the bytes of a plain repr(C) value.
-        unsafe { std::slice::from_raw_parts((&event as *const CgroupEvent).cast::<u8>(), size_of::<CgroupEvent>()) }.to_vec()
+        unsafe {
+            std::slice::from_raw_parts(
+                (&event as *const CgroupEvent).cast::<u8>(),
+                size_of::<CgroupEvent>(),
+            )
+        }
+        .to_vec()
     }
 
     #[test]
@@ -73,13 +83,24 @@ mod tests {
                 path: "/monitor.slice/job".into()
             }
         );
-        assert_eq!(decode(&encode(2, 7, "/x")).unwrap().kind, CgroupEventKind::Rmdir);
+        assert_eq!(
+            decode(&encode(2, 7, "/x")).unwrap().kind,
+            CgroupEventKind::Rmdir
+        );
     }
 
     #[test]
     fn no_slot_decodes_as_none() {
-        assert_eq!(decode(&encode_with_slot(1, 42, NO_SLOT, "/m/j")).unwrap().slot, None);
-        assert_eq!(decode(&encode_with_slot(1, 42, 0, "/m/j")).unwrap().slot, Some(0));
+        assert_eq!(
+            decode(&encode_with_slot(1, 42, NO_SLOT, "/m/j"))
+                .unwrap()
+                .slot,
+            None
+        );
+        assert_eq!(
+            decode(&encode_with_slot(1, 42, 0, "/m/j")).unwrap().slot,
+            Some(0)
+        );
     }
 
     #[test]
@@ -91,6 +112,9 @@ mod tests {
     #[test]
     fn a_path_filling_the_buffer_has_no_terminator() {
         let long = "/".repeat(CGROUP_PATH_MAX);
-        assert_eq!(decode(&encode(1, 1, &long)).unwrap().path.len(), CGROUP_PATH_MAX);
+        assert_eq!(
+            decode(&encode(1, 1, &long)).unwrap().path.len(),
+            CGROUP_PATH_MAX
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! Layout under `--bpf.pin-path` (one daemon instance per path):
 //! `<path>/<stamp>/{map,prog,link}_<name>`. The stamp is a hash of
 //! everything baked into the loaded programs (the object, the field
-//! offsets, the monitored root, map sizes, the flush period): a daemon whose
+//! offsets, the monitored root, map sizes): a daemon whose
 //! stamp matches reattaches to what is pinned; any other directory is a
 //! previous configuration, unloaded when a new one is pinned. A set is
 //! pinned under a staging name and renamed into place when complete, so a
@@ -33,7 +33,11 @@ pub enum PinError {
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PinError {
     let path = path.to_path_buf();
-    move |source| PinError::Io { action, path, source }
+    move |source| PinError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// What the loaded programs depend on, hashed into the stamp.
@@ -42,8 +46,7 @@ pub struct StampInputs<'a> {
     pub constants: &'a [u8],
     pub root: &'a str,
     pub cgroup_slots: u32,
-    pub task_slots: u32,
-    pub flush_period_ns: u64,
+    pub max_tasks: u32,
     pub cgroup_v2_mount: &'a Path,
 }
 
@@ -56,8 +59,7 @@ impl StampInputs<'_> {
         hash.write(self.constants);
         hash.write(self.root.as_bytes());
         hash.write(&self.cgroup_slots.to_le_bytes());
-        hash.write(&self.task_slots.to_le_bytes());
-        hash.write(&self.flush_period_ns.to_le_bytes());
+        hash.write(&self.max_tasks.to_le_bytes());
         hash.write(self.cgroup_v2_mount.as_os_str().as_encoded_bytes());
         format!("{:016x}", hash.0)
     }
@@ -197,6 +199,10 @@ pub fn program_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("prog_{name}"))
 }
 
+pub fn link_path(dir: &Path, program: &str, n: usize) -> PathBuf {
+    dir.join(format!("link_{program}_{n}"))
+}
+
 /// Links pinned in a committed set.
 pub fn link_count(dir: &Path) -> usize {
     fs::read_dir(dir)
@@ -233,8 +239,7 @@ mod tests {
             constants: &[1, 2],
             root: "/monitor.slice",
             cgroup_slots: 16384,
-            task_slots: 65536,
-            flush_period_ns: 1_000_000_000,
+            max_tasks: 65536,
             cgroup_v2_mount: Path::new("/sys/fs/cgroup"),
         }
     }
@@ -244,8 +249,22 @@ mod tests {
         let base = inputs(b"object").stamp();
         assert_eq!(base, inputs(b"object").stamp());
         assert_ne!(base, inputs(b"object2").stamp());
-        assert_ne!(base, StampInputs { task_slots: 1024, ..inputs(b"object") }.stamp());
-        assert_ne!(base, StampInputs { root: "/other", ..inputs(b"object") }.stamp());
+        assert_ne!(
+            base,
+            StampInputs {
+                max_tasks: 1024,
+                ..inputs(b"object")
+            }
+            .stamp()
+        );
+        assert_ne!(
+            base,
+            StampInputs {
+                root: "/other",
+                ..inputs(b"object")
+            }
+            .stamp()
+        );
         assert_eq!(base.len(), 16);
     }
 
@@ -256,13 +275,23 @@ mod tests {
         let pins = PinDir::new(base.clone());
         let set = pins.stage("abc").unwrap();
         fs::write(set.map_path("X"), b"").unwrap();
-        assert!(pins.existing("abc").is_none(), "a staged set is not complete");
+        assert!(
+            pins.existing("abc").is_none(),
+            "a staged set is not complete"
+        );
         let dir = set.commit().unwrap();
         assert_eq!(pins.existing("abc"), Some(dir.clone()));
         fs::create_dir(base.join("old")).unwrap();
         let staged = pins.stage("def").unwrap();
-        assert_eq!(pins.remove_others("def").unwrap().len(), 2, "abc and old go");
-        assert!(staged.map_path("X").parent().unwrap().is_dir(), "the set being staged stays");
+        assert_eq!(
+            pins.remove_others("def").unwrap().len(),
+            2,
+            "abc and old go"
+        );
+        assert!(
+            staged.map_path("X").parent().unwrap().is_dir(),
+            "the set being staged stays"
+        );
         let dir = staged.commit().unwrap();
         assert_eq!(pins.existing("def"), Some(dir));
         pins.remove().unwrap();

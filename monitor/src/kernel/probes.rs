@@ -4,25 +4,26 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Map, MapData, PerCpuArray, RingBuf},
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, PerfEvent, ProgramInfo, RawTracePoint, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Iter, ProgramInfo, RawTracePoint,
+        TracePoint,
         links::{FdLink, PinnedLink},
-        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
-    util::online_cpus,
 };
-use monitor_common::{CGROUP_PROBES, CgroupCounters, FieldOffsets, ROOT_PREFIX_MAX, RootPrefix};
+use monitor_common::{
+    CGROUP_PROBES, CgroupCounters, FieldOffsets, ROOT_PREFIX_MAX, RootPrefix, TaskLayout,
+};
 use thiserror::Error;
 
 use super::{
     counters::{CounterSlots, CountersError, KernelMaps},
     pins::{self, PinSet},
+    task_iter::{IterError, IterRun, TaskIterator},
 };
 
 #[derive(Debug, Error)]
@@ -52,8 +53,8 @@ pub enum ProbeError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("the number of task slots must be a power of two, not {0}")]
-    TaskSlots(u32),
+    #[error("at least one task must be tracked (--bpf.max-tasks), not {0}")]
+    TaskMap(u32),
     #[error("the number of cgroup slots must be a power of two, at least {CGROUP_PROBES}, not {0}")]
     CgroupSlots(u32),
     #[error(transparent)]
@@ -74,8 +75,6 @@ pub enum ProbeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("listing online CPUs: {0}")]
-    OnlineCpus(#[source] std::io::Error),
     #[error("pinning {what} at {path}")]
     Pin {
         what: &'static str,
@@ -102,40 +101,37 @@ pub enum ProbeError {
     Pins(#[from] pins::PinError),
     #[error("the programs were reattached from pins: nothing is left to attach")]
     NotLoaded,
+    #[error("reading the kernel's BTF for the task iterator: {0}")]
+    KernelBtf(#[source] aya::BtfError),
+    #[error(transparent)]
+    Iter(#[from] IterError),
 }
 
 /// Classic tracepoints (fields at format-file offsets) and their programs.
-const TRACEPOINTS: [(&str, &str, &str); 9] = [
+const TRACEPOINTS: [(&str, &str, &str); 5] = [
     // Cgroup events first, so a cgroup made while the daemon starts is seen.
     ("cgroup_mkdir", "cgroup", "cgroup_mkdir"),
     ("cgroup_rmdir", "cgroup", "cgroup_rmdir"),
-    ("task_newtask", "task", "task_newtask"),
     ("sched_process_exec", "sched", "sched_process_exec"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
     ("rss_stat", "kmem", "rss_stat"),
-    ("page_fault_user", "exceptions", "page_fault_user"),
     ("oom_mark_victim", "oom", "mark_victim"),
-    ("block_bio_queue", "block", "block_bio_queue"),
-];
-/// The IO programs and the syscall exits each serves (see monitor-ebpf's vfs_io.rs).
-const SYSCALL_PROGRAMS: [(&str, &[&str]); 3] = [
-    (
-        "sys_exit_read_family",
-        &["sys_exit_read", "sys_exit_readv", "sys_exit_pread64", "sys_exit_preadv", "sys_exit_preadv2"],
-    ),
-    (
-        "sys_exit_write_family",
-        &["sys_exit_write", "sys_exit_writev", "sys_exit_pwrite64", "sys_exit_pwritev", "sys_exit_pwritev2"],
-    ),
-    ("sys_exit_copy_family", &["sys_exit_sendfile64", "sys_exit_copy_file_range"]),
 ];
 /// cgroup_skb programs, attached to the cgroup v2 root.
-const CGROUP_SKBS: [(&str, CgroupSkbAttachType); 2] =
-    [("net_ingress", CgroupSkbAttachType::Ingress), ("net_egress", CgroupSkbAttachType::Egress)];
-/// Raw tracepoints (the kernel's TP_PROTO arguments) for the hottest hooks;
-/// the program is named after its tracepoint.
-const RAW_TRACEPOINTS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
-const CPU_FLUSH: &str = "cpu_flush";
+const CGROUP_SKBS: [(&str, CgroupSkbAttachType); 2] = [
+    ("net_ingress", CgroupSkbAttachType::Ingress),
+    ("net_egress", CgroupSkbAttachType::Egress),
+];
+/// Raw tracepoints (the kernel's TP_PROTO arguments: task pointers); the
+/// program is named after its tracepoint. The task's own lifecycle: born,
+/// moved, exited, freed. None is on a per-switch, per-syscall or per-fault path.
+const RAW_TRACEPOINTS: [&str; 4] = [
+    "task_newtask",
+    "cgroup_attach_task",
+    "sched_process_exit",
+    "sched_process_free",
+];
+/// The task iterator the daemon runs every sample.
+pub const TASK_ITER: &str = "task_iter";
 
 /// Every program name, for per-program metrics.
 pub fn program_names() -> impl Iterator<Item = &'static str> {
@@ -143,9 +139,8 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
         .iter()
         .map(|(program, _, _)| *program)
         .chain(RAW_TRACEPOINTS)
-        .chain(SYSCALL_PROGRAMS.iter().map(|(program, _)| *program))
         .chain(CGROUP_SKBS.iter().map(|(program, _)| *program))
-        .chain([CPU_FLUSH])
+        .chain([TASK_ITER])
 }
 
 /// Map sizes, from the daemon's flags.
@@ -153,13 +148,22 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
 pub struct MapSizes {
     /// Cgroup counter slots; a power of two.
     pub cgroups: u32,
-    /// Task slots; a power of two.
-    pub task_slots: u32,
+    /// Job tasks tracked at once (TASK_STATE entries).
+    pub tasks: u32,
 }
 
 /// The maps the daemon itself reads and writes; every other map lives on
 /// through the programs that use it.
-const DAEMON_MAPS: [&str; 5] = ["CGROUP_INDEX", "CGROUP_COUNTERS", "CGROUP_RSS", "CGROUP_EVENTS", "DROPS"];
+const DAEMON_MAPS: [&str; 6] = [
+    "CGROUP_INDEX",
+    "CGROUP_COUNTERS",
+    "CGROUP_RSS",
+    "CGROUP_EVENTS",
+    "DROPS",
+    "TASK_STATE_COUNT",
+];
+/// The maps an upgrade reads from the set it replaces (also in older builds).
+const COUNTER_MAPS: usize = 3;
 
 pub struct Probes {
     /// The loaded object; None when reattached to pins.
@@ -168,7 +172,11 @@ pub struct Probes {
     pub counters: CounterSlots,
     pub events: RingBuf<MapData>,
     pub drops: PerCpuArray<MapData, u64>,
+    /// How many tasks the programs track (TASK_STATE entries).
+    pub tracked_tasks: Array<MapData, u64>,
     pub sizes: MapSizes,
+    /// The task iterator, once attached (or reattached).
+    iterator: Option<TaskIterator>,
 }
 
 /// Where this run's programs, links and maps are pinned, if anywhere.
@@ -180,6 +188,9 @@ struct Pinning {
     dir: Option<PathBuf>,
     /// Pinned links: the pins keep them attached after the daemon exits.
     links: Vec<PinnedLink>,
+    /// Links kept only by the daemon (the iterator's, when not pinning).
+    unpinned: Vec<FdLink>,
+    links_per_program: std::collections::HashMap<&'static str, usize>,
 }
 
 impl Pinning {
@@ -188,7 +199,10 @@ impl Pinning {
         let Some(set) = &self.staging else {
             return Ok(());
         };
-        let path = set.link_path(program, self.links.len());
+        // Numbered per program, so a program's first link has a known name.
+        let n = self.links_per_program.entry(program).or_default();
+        let path = set.link_path(program, *n);
+        *n += 1;
         let pinned = link.pin(&path).map_err(|source| ProbeError::Pin {
             what: "link",
             path,
@@ -198,7 +212,11 @@ impl Pinning {
         Ok(())
     }
 
-    fn pin_program(&self, name: &'static str, program: &mut aya::programs::Program) -> Result<(), ProbeError> {
+    fn pin_program(
+        &self,
+        name: &'static str,
+        program: &mut aya::programs::Program,
+    ) -> Result<(), ProbeError> {
         let Some(set) = &self.staging else {
             return Ok(());
         };
@@ -219,6 +237,7 @@ impl Probes {
     pub fn load(
         object: &[u8],
         offsets: &FieldOffsets,
+        layout: &TaskLayout,
         root_in_hierarchy: &str,
         sizes: MapSizes,
         pins: Option<PinSet>,
@@ -226,8 +245,8 @@ impl Probes {
         if object.is_empty() {
             return Err(ProbeError::EmptyObject);
         }
-        if !sizes.task_slots.is_power_of_two() {
-            return Err(ProbeError::TaskSlots(sizes.task_slots));
+        if sizes.tasks == 0 {
+            return Err(ProbeError::TaskMap(sizes.tasks));
         }
         if !sizes.cgroups.is_power_of_two() || sizes.cgroups < CGROUP_PROBES {
             return Err(ProbeError::CgroupSlots(sizes.cgroups));
@@ -236,11 +255,12 @@ impl Probes {
         let constants = constants(offsets, sizes);
         let mut ebpf = EbpfLoader::new()
             .override_global("FIELD_OFFSETS", &constants, true)
+            .override_global("TASK_LAYOUT", layout, true)
             .override_global("ROOT_PREFIX", &prefix, true)
             .map_max_entries("CGROUP_INDEX", sizes.cgroups)
             .map_max_entries("CGROUP_COUNTERS", sizes.cgroups)
             .map_max_entries("CGROUP_RSS", sizes.cgroups)
-            .map_max_entries("TASK_SLOTS", sizes.task_slots)
+            .map_max_entries("TASK_STATE", sizes.tasks)
             .load(object)
             .map_err(ProbeError::Load)?;
         let mut maps = Vec::with_capacity(DAEMON_MAPS.len());
@@ -248,7 +268,11 @@ impl Probes {
             let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
             if let Some(set) = &pins {
                 let path = set.map_path(name);
-                map.pin(&path).map_err(|source| ProbeError::Pin { what: "map", path, source })?;
+                map.pin(&path).map_err(|source| ProbeError::Pin {
+                    what: "map",
+                    path,
+                    source,
+                })?;
             }
             maps.push(map);
         }
@@ -262,14 +286,10 @@ impl Probes {
     /// Takes up a set pinned by an earlier run: its programs are running
     /// (they never stopped), so only the daemon's maps are opened.
     pub fn reattach(dir: &Path, sizes: MapSizes) -> Result<Self, ProbeError> {
-        let mut maps = Vec::with_capacity(DAEMON_MAPS.len());
-        for name in DAEMON_MAPS {
-            let path = pins::map_path(dir, name);
-            let map = MapData::from_pin(&path)
-                .and_then(Map::from_map_data)
-                .map_err(|source| ProbeError::Reattach { path, source })?;
-            maps.push(map);
-        }
+        let maps = open_pinned_maps(dir, &DAEMON_MAPS)?
+            .into_iter()
+            .map(|(_, map)| map)
+            .collect();
         let pinning = Pinning {
             dir: Some(dir.to_path_buf()),
             ..Default::default()
@@ -278,19 +298,31 @@ impl Probes {
         // The programs claim counter slots themselves; the daemon only finds them.
         probes.counters.stop_claiming();
         probes.counters.resync()?;
+        probes.iterator = Some(pinned_iterator(dir)?);
         Ok(probes)
     }
 
     /// What a pinned set of another build counted per cgroup, read before
     /// it is unloaded so an upgrade carries running jobs' counts over.
     /// Fails (and nothing is carried) when the counter layout changed.
-    pub fn read_pinned_counters(dir: &Path, sizes: MapSizes) -> Result<Vec<(u64, CgroupCounters)>, ProbeError> {
-        // The same maps and slot bookkeeping as a reattach; typing the
-        // counter map checks the value layout.
-        let old = Self::reattach(dir, sizes)?;
+    pub fn read_pinned_counters(dir: &Path) -> Result<Vec<(u64, CgroupCounters)>, ProbeError> {
+        // A set that credits tasks at samples credits them once more now,
+        // so what its tasks did since its last sample is carried too. (Sets
+        // of older builds, which credited at every switch, have none.)
+        if let Ok(iterator) = pinned_iterator(dir) {
+            iterator.run()?;
+        }
+        // Only the counter maps, which every build has; typing the counter
+        // map checks the value layout.
+        let mut maps = open_pinned_maps(dir, &DAEMON_MAPS[..COUNTER_MAPS])?.into_iter();
+        let mut next = || maps.next().ok_or(ProbeError::MissingMap("(counter map)"));
+        let kernel_maps = KernelMaps::new(typed(next()?)?, typed(next()?)?, typed(next()?)?)?;
+        let mut old = CounterSlots::new(kernel_maps)?;
+        old.stop_claiming();
+        old.resync()?;
         let mut found = Vec::new();
-        for id in old.counters.ids() {
-            if let Some(counters) = old.counters.read(id)? {
+        for id in old.ids() {
+            if let Some(counters) = old.read(id)? {
                 found.push((id, counters));
             }
         }
@@ -298,20 +330,28 @@ impl Probes {
     }
 
     /// `maps` in [`DAEMON_MAPS`] order.
-    fn from_maps(ebpf: Option<Ebpf>, pinning: Pinning, maps: Vec<Map>, sizes: MapSizes) -> Result<Self, ProbeError> {
+    fn from_maps(
+        ebpf: Option<Ebpf>,
+        pinning: Pinning,
+        maps: Vec<Map>,
+        sizes: MapSizes,
+    ) -> Result<Self, ProbeError> {
         let mut maps = DAEMON_MAPS.into_iter().zip(maps);
         let mut next = || maps.next().ok_or(ProbeError::MissingMap("(daemon map)"));
         let kernel_maps = KernelMaps::new(typed(next()?)?, typed(next()?)?, typed(next()?)?)?;
         let counters = CounterSlots::new(kernel_maps)?;
         let events = typed(next()?)?;
         let drops = typed(next()?)?;
+        let tracked_tasks = typed(next()?)?;
         Ok(Self {
             ebpf,
             pinning,
             counters,
             events,
             drops,
+            tracked_tasks,
             sizes,
+            iterator: None,
         })
     }
 
@@ -338,15 +378,11 @@ impl Probes {
         Ok(())
     }
 
-    /// Attaches the scheduler, process, memory, IO and network programs, and
-    /// the per-CPU timer that credits running tasks every `flush_period`.
-    /// `cgroup_v2_root` is the mount point of the v2 hierarchy.
-    pub fn attach_rest(&mut self, flush_period: Duration, cgroup_v2_root: &Path) -> Result<(), ProbeError> {
+    /// Attaches the task, memory and network programs, and the task
+    /// iterator. `cgroup_v2_root` is the mount point of the v2 hierarchy.
+    pub fn attach_rest(&mut self, cgroup_v2_root: &Path) -> Result<(), ProbeError> {
         for (program, category, name) in &TRACEPOINTS[2..] {
             self.attach_tracepoints(program, category, &[name])?;
-        }
-        for (program, tracepoints) in SYSCALL_PROGRAMS {
-            self.attach_tracepoints(program, "syscalls", tracepoints)?;
         }
         let root = File::open(cgroup_v2_root).map_err(|source| ProbeError::CgroupRoot {
             path: cgroup_v2_root.to_path_buf(),
@@ -358,7 +394,14 @@ impl Probes {
         for name in RAW_TRACEPOINTS {
             self.attach_raw_tracepoint(name)?;
         }
-        self.attach_cpu_flush(flush_period)
+        self.attach_task_iter()
+    }
+
+    /// Runs the task iterator: every job task's counters are credited to
+    /// its cgroup up to now.
+    pub fn credit_tasks(&self) -> Result<IterRun, ProbeError> {
+        let iterator = self.iterator.as_ref().ok_or(ProbeError::NotLoaded)?;
+        Ok(iterator.run()?)
     }
 
     /// Loads program `name` (pinning it when pinning) and returns it with
@@ -366,37 +409,68 @@ impl Probes {
     fn load_program<P>(&mut self, name: &'static str) -> Result<(&mut P, &mut Pinning), ProbeError>
     where
         P: Loadable,
-        for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+        for<'a> &'a mut P:
+            TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
     {
         let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
-        let program = ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?;
-        let typed: &mut P = program.try_into().map_err(|source| ProbeError::Program { name, source })?;
+        let program = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name))?;
+        let typed: &mut P = program
+            .try_into()
+            .map_err(|source| ProbeError::Program { name, source })?;
         // Loading goes through the typed program; pinning through the enum.
         load_typed(typed, name)?;
-        let program = ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?;
+        let program = ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram(name))?;
         self.pinning.pin_program(name, program)?;
-        let typed: &mut P = program.try_into().map_err(|source| ProbeError::Program { name, source })?;
+        let typed: &mut P = program
+            .try_into()
+            .map_err(|source| ProbeError::Program { name, source })?;
         Ok((typed, &mut self.pinning))
     }
 
     /// One program on several tracepoints of a category.
-    fn attach_tracepoints(&mut self, program: &'static str, category: &str, names: &[&str]) -> Result<(), ProbeError> {
+    fn attach_tracepoints(
+        &mut self,
+        program: &'static str,
+        category: &str,
+        names: &[&str],
+    ) -> Result<(), ProbeError> {
         let (tracepoint, pinning) = self.load_program::<TracePoint>(program)?;
         for name in names {
             let id = tracepoint
                 .attach(category, name)
-                .map_err(|source| ProbeError::Program { name: program, source })?;
+                .map_err(|source| ProbeError::Program {
+                    name: program,
+                    source,
+                })?;
             if pinning.staging.is_some() {
-                let link = tracepoint.take_link(id).map_err(|source| ProbeError::Program { name: program, source })?;
-                let link = FdLink::try_from(link).map_err(|source| ProbeError::Link { program, source })?;
+                let link = tracepoint
+                    .take_link(id)
+                    .map_err(|source| ProbeError::Program {
+                        name: program,
+                        source,
+                    })?;
+                let link = FdLink::try_from(link)
+                    .map_err(|source| ProbeError::Link { program, source })?;
                 pinning.pin_link(program, link)?;
             }
         }
-        log::debug!("attached {program} to {} {category} tracepoints", names.len());
+        log::debug!(
+            "attached {program} to {} {category} tracepoints",
+            names.len()
+        );
         Ok(())
     }
 
-    fn attach_cgroup_skb(&mut self, name: &'static str, attach_type: CgroupSkbAttachType, root: &File) -> Result<(), ProbeError> {
+    fn attach_cgroup_skb(
+        &mut self,
+        name: &'static str,
+        attach_type: CgroupSkbAttachType,
+        root: &File,
+    ) -> Result<(), ProbeError> {
         let (program, pinning) = self.load_program::<CgroupSkb>(name)?;
         // A BPF link in single mode: the mode this kernel accepts for the
         // root (see TOOLCHAIN notes).
@@ -404,8 +478,13 @@ impl Probes {
             .attach(root, attach_type, CgroupAttachMode::Single)
             .map_err(|source| ProbeError::Program { name, source })?;
         if pinning.staging.is_some() {
-            let link = program.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
-            let link = FdLink::try_from(link).map_err(|source| ProbeError::Link { program: name, source })?;
+            let link = program
+                .take_link(id)
+                .map_err(|source| ProbeError::Program { name, source })?;
+            let link = FdLink::try_from(link).map_err(|source| ProbeError::Link {
+                program: name,
+                source,
+            })?;
             pinning.pin_link(name, link)?;
         }
         log::debug!("attached {name} to the cgroup v2 root");
@@ -414,38 +493,66 @@ impl Probes {
 
     fn attach_raw_tracepoint(&mut self, name: &'static str) -> Result<(), ProbeError> {
         let (program, pinning) = self.load_program::<RawTracePoint>(name)?;
-        let id = program.attach(name).map_err(|source| ProbeError::RawTracepoint {
-            program: name,
-            tracepoint: name,
-            source,
-        })?;
+        let id = program
+            .attach(name)
+            .map_err(|source| ProbeError::RawTracepoint {
+                program: name,
+                tracepoint: name,
+                source,
+            })?;
         if pinning.staging.is_some() {
-            let link = program.take_link(id).map_err(|source| ProbeError::Program { name, source })?;
+            let link = program
+                .take_link(id)
+                .map_err(|source| ProbeError::Program { name, source })?;
             pinning.pin_link(name, FdLink::from(link))?;
         }
         log::debug!("attached {name} to raw tracepoint {name}");
         Ok(())
     }
 
-    fn attach_cpu_flush(&mut self, flush_period: Duration) -> Result<(), ProbeError> {
-        let (program, pinning) = self.load_program::<PerfEvent>(CPU_FLUSH)?;
-        let cpus = online_cpus().map_err(|(_, e)| ProbeError::OnlineCpus(e))?;
-        let period_ns = u64::try_from(flush_period.as_nanos()).unwrap_or(u64::MAX).max(1_000_000);
-        for cpu in cpus {
-            let id = program
-                .attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Period(period_ns),
-                    false,
-                )
-                .map_err(|source| ProbeError::Program { name: CPU_FLUSH, source })?;
-            if pinning.staging.is_some() {
-                let link = program.take_link(id).map_err(|source| ProbeError::Program { name: CPU_FLUSH, source })?;
-                let link = FdLink::try_from(link).map_err(|source| ProbeError::Link { program: CPU_FLUSH, source })?;
-                pinning.pin_link(CPU_FLUSH, link)?;
-            }
+    fn attach_task_iter(&mut self) -> Result<(), ProbeError> {
+        let btf = Btf::from_sys_fs().map_err(ProbeError::KernelBtf)?;
+        let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
+        let program = ebpf
+            .program_mut(TASK_ITER)
+            .ok_or(ProbeError::MissingProgram(TASK_ITER))?;
+        let iter: &mut Iter = program.try_into().map_err(|source| ProbeError::Program {
+            name: TASK_ITER,
+            source,
+        })?;
+        iter.load("task", &btf)
+            .map_err(|source| ProbeError::Program {
+                name: TASK_ITER,
+                source,
+            })?;
+        let program = ebpf
+            .program_mut(TASK_ITER)
+            .ok_or(ProbeError::MissingProgram(TASK_ITER))?;
+        self.pinning.pin_program(TASK_ITER, program)?;
+        let iter: &mut Iter = program.try_into().map_err(|source| ProbeError::Program {
+            name: TASK_ITER,
+            source,
+        })?;
+        let id = iter.attach().map_err(|source| ProbeError::Program {
+            name: TASK_ITER,
+            source,
+        })?;
+        let link = iter.take_link(id).map_err(|source| ProbeError::Program {
+            name: TASK_ITER,
+            source,
+        })?;
+        let link = FdLink::try_from(link).map_err(|source| ProbeError::Link {
+            program: TASK_ITER,
+            source,
+        })?;
+        self.iterator = Some(TaskIterator::new(&link)?);
+        if self.pinning.staging.is_some() {
+            self.pinning.pin_link(TASK_ITER, link)?;
+        } else {
+            // Unpinned: the link lives as long as the daemon.
+            self.pinning.unpinned.push(link);
         }
+        log::debug!("task iterator attached");
         Ok(())
     }
 
@@ -461,7 +568,9 @@ impl Probes {
 
 /// Loads a typed program into the kernel.
 fn load_typed<P: Loadable>(program: &mut P, name: &'static str) -> Result<(), ProbeError> {
-    program.load_into_kernel().map_err(|source| ProbeError::Program { name, source })
+    program
+        .load_into_kernel()
+        .map_err(|source| ProbeError::Program { name, source })
 }
 
 /// The program types the daemon loads (their `load` has no common trait in aya).
@@ -478,15 +587,41 @@ macro_rules! loadable {
         }
     )*};
 }
-loadable!(TracePoint, CgroupSkb, RawTracePoint, PerfEvent);
+loadable!(TracePoint, CgroupSkb, RawTracePoint);
 
 /// The globals baked into the programs.
 pub fn constants(offsets: &FieldOffsets, sizes: MapSizes) -> FieldOffsets {
     FieldOffsets {
-        task_slot_mask: sizes.task_slots - 1,
         cgroup_slot_mask: sizes.cgroups - 1,
         ..*offsets
     }
+}
+
+/// The task iterator of a pinned set.
+fn pinned_iterator(dir: &Path) -> Result<TaskIterator, ProbeError> {
+    let path = pins::link_path(dir, TASK_ITER, 0);
+    let link = PinnedLink::from_pin(&path).map_err(|source| ProbeError::Link {
+        program: TASK_ITER,
+        source,
+    })?;
+    Ok(TaskIterator::new(&FdLink::from(link))?)
+}
+
+/// `names` of the maps pinned in `dir`, in that order.
+fn open_pinned_maps(
+    dir: &Path,
+    names: &[&'static str],
+) -> Result<Vec<(&'static str, Map)>, ProbeError> {
+    names
+        .iter()
+        .map(|&name| {
+            let path = pins::map_path(dir, name);
+            MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .map(|map| (name, map))
+                .map_err(|source| ProbeError::Reattach { path, source })
+        })
+        .collect()
 }
 
 fn typed<T>((name, map): (&'static str, Map)) -> Result<T, ProbeError>
@@ -528,10 +663,21 @@ mod tests {
 
     #[test]
     fn empty_object_is_refused_with_a_hint() {
-        let err = Probes::load(&[], &FieldOffsets::default(), "/m", MapSizes { cgroups: 1024, task_slots: 1 }, None)
-            .err()
-            .unwrap()
-            .to_string();
+        let sizes = MapSizes {
+            cgroups: 1024,
+            tasks: 1,
+        };
+        let err = Probes::load(
+            &[],
+            &FieldOffsets::default(),
+            &TaskLayout::default(),
+            "/m",
+            sizes,
+            None,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains("cargo xtask build-ebpf"), "{err}");
     }
 }

@@ -13,7 +13,11 @@ pub struct AdoptRules(Vec<Regex>);
 
 impl AdoptRules {
     pub fn new(patterns: &[String]) -> Result<Self, regex::Error> {
-        patterns.iter().map(|p| Regex::new(p)).collect::<Result<_, _>>().map(Self)
+        patterns
+            .iter()
+            .map(|p| Regex::new(p))
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 
     /// Should a peer in `cgroup` (hierarchy path) be adopted where it is?

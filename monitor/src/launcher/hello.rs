@@ -43,7 +43,8 @@ pub enum HelloError {
 impl Hello {
     /// Parses and checks one line (without its newline).
     pub fn parse(line: &[u8], peer_is_root: bool) -> Result<Hello, HelloError> {
-        let hello: Hello = serde_json::from_slice(line).map_err(|e| HelloError::Malformed(e.to_string()))?;
+        let hello: Hello =
+            serde_json::from_slice(line).map_err(|e| HelloError::Malformed(e.to_string()))?;
         if let Some(id) = &hello.job_id
             && (id.is_empty() || id.len() > MAX_JOB_ID || id.chars().any(char::is_control))
         {
@@ -64,7 +65,9 @@ impl Hello {
 
 fn valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with("__")
 }
@@ -113,7 +116,11 @@ mod tests {
 
     #[test]
     fn parses_a_full_hello() {
-        let hello = Hello::parse(br#"{"job_id":"42","name":"lammps","labels":{"partition":"gpu"},"user":"alice"}"#, true).unwrap();
+        let hello = Hello::parse(
+            br#"{"job_id":"42","name":"lammps","labels":{"partition":"gpu"},"user":"alice"}"#,
+            true,
+        )
+        .unwrap();
         assert_eq!(hello.job_id.as_deref(), Some("42"));
         assert_eq!(hello.labels["partition"], "gpu");
         assert_eq!(Hello::parse(b"{}", false).unwrap(), Hello::default());
@@ -121,19 +128,49 @@ mod tests {
 
     #[test]
     fn refuses_garbage_and_bad_claims() {
-        assert!(matches!(Hello::parse(b"not json", false), Err(HelloError::Malformed(_))));
-        assert!(matches!(Hello::parse(br#"{"job_id":42}"#, false), Err(HelloError::Malformed(_))));
-        assert!(matches!(Hello::parse(br#"{"jobid":"x"}"#, false), Err(HelloError::Malformed(_))));
-        assert_eq!(Hello::parse(br#"{"job_id":""}"#, false), Err(HelloError::BadJobId));
-        assert_eq!(Hello::parse(br#"{"job_id":"a\nb"}"#, false), Err(HelloError::BadJobId));
-        assert_eq!(Hello::parse(br#"{"user":"alice"}"#, false), Err(HelloError::UserNotAllowed));
-        assert_eq!(Hello::parse(br#"{"labels":{"a-b":"x"}}"#, false), Err(HelloError::BadLabel("a-b".into())));
-        assert_eq!(Hello::parse(br#"{"labels":{"__x":"x"}}"#, false), Err(HelloError::BadLabel("__x".into())));
+        assert!(matches!(
+            Hello::parse(b"not json", false),
+            Err(HelloError::Malformed(_))
+        ));
+        assert!(matches!(
+            Hello::parse(br#"{"job_id":42}"#, false),
+            Err(HelloError::Malformed(_))
+        ));
+        assert!(matches!(
+            Hello::parse(br#"{"jobid":"x"}"#, false),
+            Err(HelloError::Malformed(_))
+        ));
+        assert_eq!(
+            Hello::parse(br#"{"job_id":""}"#, false),
+            Err(HelloError::BadJobId)
+        );
+        assert_eq!(
+            Hello::parse(br#"{"job_id":"a\nb"}"#, false),
+            Err(HelloError::BadJobId)
+        );
+        assert_eq!(
+            Hello::parse(br#"{"user":"alice"}"#, false),
+            Err(HelloError::UserNotAllowed)
+        );
+        assert_eq!(
+            Hello::parse(br#"{"labels":{"a-b":"x"}}"#, false),
+            Err(HelloError::BadLabel("a-b".into()))
+        );
+        assert_eq!(
+            Hello::parse(br#"{"labels":{"__x":"x"}}"#, false),
+            Err(HelloError::BadLabel("__x".into()))
+        );
     }
 
     #[test]
     fn replies_are_one_json_line() {
-        assert_eq!(Reply::ok("42", "/m/t").line(), "{\"ok\":true,\"job_id\":\"42\",\"cgroup\":\"/m/t\"}\n");
-        assert_eq!(Reply::error("nope").line(), "{\"ok\":false,\"error\":\"nope\"}\n");
+        assert_eq!(
+            Reply::ok("42", "/m/t").line(),
+            "{\"ok\":true,\"job_id\":\"42\",\"cgroup\":\"/m/t\"}\n"
+        );
+        assert_eq!(
+            Reply::error("nope").line(),
+            "{\"ok\":false,\"error\":\"nope\"}\n"
+        );
     }
 }

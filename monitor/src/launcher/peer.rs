@@ -52,7 +52,8 @@ pub struct Peer {
 
 impl Peer {
     pub fn identify(socket: BorrowedFd<'_>) -> Result<Peer, PeerError> {
-        let credentials = getsockopt(&socket, sockopt::PeerCredentials).map_err(PeerError::Credentials)?;
+        let credentials =
+            getsockopt(&socket, sockopt::PeerCredentials).map_err(PeerError::Credentials)?;
         let pidfd = match getsockopt(&socket, sockopt::PeerPidfd) {
             Ok(pidfd) => pidfd,
             // Kernels before 6.5: open one now (the pid could be reused in between).
@@ -118,14 +119,29 @@ impl Peer {
     }
 
     fn read(&self, name: &str) -> Result<String, PeerError> {
-        let fd = openat(&self.proc_dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| self.proc_error(e))?;
-        let text = io::read_to_string(fs::File::from(fd)).map_err(|source| match source.raw_os_error() {
-            // The process exited between open and read.
-            Some(libc::ESRCH) => PeerError::Gone,
-            _ => PeerError::Proc { pid: self.pid, source },
+        let fd = openat(
+            &self.proc_dir,
+            name,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.proc_error(e))?;
+        let text = io::read_to_string(fs::File::from(fd)).map_err(|source| {
+            match source.raw_os_error() {
+                // The process exited between open and read.
+                Some(libc::ESRCH) => PeerError::Gone,
+                _ => PeerError::Proc {
+                    pid: self.pid,
+                    source,
+                },
+            }
         })?;
         // Read through the pinned directory: still ours if the peer lives.
-        if self.alive() { Ok(text) } else { Err(PeerError::Gone) }
+        if self.alive() {
+            Ok(text)
+        } else {
+            Err(PeerError::Gone)
+        }
     }
 
     fn read_link(&self, name: &str) -> Result<PathBuf, PeerError> {
@@ -166,5 +182,9 @@ fn pid_of(pidfd: &OwnedFd) -> Result<i32, PeerError> {
         .find_map(|line| line.strip_prefix("Pid:"))
         .and_then(|v| v.trim().parse::<i32>().ok())
         .unwrap_or(-1);
-    if pid > 0 { Ok(pid) } else { Err(PeerError::Gone) }
+    if pid > 0 {
+        Ok(pid)
+    } else {
+        Err(PeerError::Gone)
+    }
 }

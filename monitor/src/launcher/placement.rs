@@ -20,7 +20,10 @@ pub fn move_tree(peer: i32, source: (&str, &Path), target: &Path) -> io::Result<
     let mut moved = 1;
     for _ in 0..MAX_PASSES {
         let to_move = match children_files_descendants(&roots) {
-            Some(descendants) => descendants.into_iter().filter(|&pid| cgroup_of(pid).as_deref() == Some(source.0)).collect(),
+            Some(descendants) => descendants
+                .into_iter()
+                .filter(|&pid| cgroup_of(pid).as_deref() == Some(source.0))
+                .collect(),
             None => descendants_in_cgroup(&roots, source.1)?,
         };
         if to_move.is_empty() {
@@ -52,10 +55,15 @@ fn children_files_descendants(roots: &HashSet<i32>) -> Option<Vec<i32>> {
         for task in tasks.flatten() {
             let text = match fs::read_to_string(task.path().join("children")) {
                 Ok(text) => text,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && task.path().exists() => return None,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && task.path().exists() => {
+                    return None;
+                }
                 Err(_) => continue,
             };
-            for child in text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+            for child in text
+                .split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok())
+            {
                 if seen.insert(child) {
                     found.push(child);
                     pending.push(child);
@@ -70,14 +78,19 @@ fn children_files_descendants(roots: &HashSet<i32>) -> Option<Vec<i32>> {
 /// reading each one's parent: the fallback without children files.
 fn descendants_in_cgroup(roots: &HashSet<i32>, dir: &Path) -> io::Result<Vec<i32>> {
     let remaining = pids_in(dir)?;
-    let parents: HashMap<i32, i32> = remaining.iter().filter_map(|&pid| Some((pid, parent_of(pid)?))).collect();
+    let parents: HashMap<i32, i32> = remaining
+        .iter()
+        .filter_map(|&pid| Some((pid, parent_of(pid)?)))
+        .collect();
     Ok(descendants_of(roots, &parents))
 }
 
 /// The cgroup v2 path of a process.
 fn cgroup_of(pid: i32) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
 }
 
 /// Pids in `parents` whose chain of parents reaches one of `roots`.
@@ -87,7 +100,10 @@ pub fn descendants_of(roots: &HashSet<i32>, parents: &HashMap<i32, i32>) -> Vec<
     while changed {
         changed = false;
         for (&pid, parent) in parents {
-            if !found.contains(&pid) && !roots.contains(&pid) && (roots.contains(parent) || found.contains(parent)) {
+            if !found.contains(&pid)
+                && !roots.contains(&pid)
+                && (roots.contains(parent) || found.contains(parent))
+            {
                 found.insert(pid);
                 changed = true;
             }

@@ -73,7 +73,12 @@ struct Placed {
 }
 
 impl Registrar {
-    pub fn new(config: LauncherConfig, table: Arc<Mutex<JobTable>>, stats: Arc<RegistrationStats>, wake: Arc<Wake>) -> Self {
+    pub fn new(
+        config: LauncherConfig,
+        table: Arc<Mutex<JobTable>>,
+        stats: Arc<RegistrationStats>,
+        wake: Arc<Wake>,
+    ) -> Self {
         let start = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -94,7 +99,12 @@ impl Registrar {
 
     /// Puts the peer in a new task cgroup of a provisional job (or adopts
     /// its resource manager's cgroup). Blocking: cgroupfs and /proc work.
-    fn place(&self, peer: &Peer, provisional: &JobKey, meta: JobMeta) -> Result<Placed, PlaceError> {
+    fn place(
+        &self,
+        peer: &Peer,
+        provisional: &JobKey,
+        meta: JobMeta,
+    ) -> Result<Placed, PlaceError> {
         let current = peer.cgroup()?;
         if self.config.adopt.adopts(&current) {
             let dir = JobTable::dir(&self.config.mount, &current);
@@ -106,13 +116,19 @@ impl Registrar {
             table.adopt_cgroup(id, &current, provisional);
             drop(table);
             self.wake.wake();
-            return Ok(Placed { cgroup_id: id, path: current });
+            return Ok(Placed {
+                cgroup_id: id,
+                path: current,
+            });
         }
         {
             let mut table = self.table();
             let limit = self.config.max_jobs_per_user;
             if peer.uid != 0 && table.task_cgroups_of(peer.uid) >= limit {
-                return Err(PlaceError::OverLimit { uid: peer.uid, limit });
+                return Err(PlaceError::OverLimit {
+                    uid: peer.uid,
+                    limit,
+                });
             }
             table.register_job(provisional, meta, "", SystemTime::now());
         }
@@ -134,20 +150,44 @@ impl Registrar {
                 // The job never got going (the peer exited, most likely):
                 // settle it under its silent id so it ends like any other,
                 // instead of lingering unseen.
-                let _ = self.settle(peer, &Placed { cgroup_id: id, path: path.clone() }, None);
+                let _ = self.settle(
+                    peer,
+                    &Placed {
+                        cgroup_id: id,
+                        path: path.clone(),
+                    },
+                    None,
+                );
                 if e.raw_os_error() == Some(libc::ESRCH) {
                     return Err(PeerError::Gone.into());
                 }
-                return Err(PlaceError::Cgroup { path: dir, source: e });
+                return Err(PlaceError::Cgroup {
+                    path: dir,
+                    source: e,
+                });
             }
         }
-        Ok(Placed { cgroup_id: id, path })
+        Ok(Placed {
+            cgroup_id: id,
+            path,
+        })
     }
 
-    fn make_task_cgroup(&self, peer: &Peer, key: &JobKey) -> Result<(u64, String, PathBuf), PlaceError> {
+    fn make_task_cgroup(
+        &self,
+        peer: &Peer,
+        key: &JobKey,
+    ) -> Result<(u64, String, PathBuf), PlaceError> {
         loop {
-            let name = format!("task-{}-{}", peer.pid, self.sequence.fetch_add(1, Ordering::Relaxed));
-            let path = format!("{}/{name}", self.config.root_in_hierarchy.trim_end_matches('/'));
+            let name = format!(
+                "task-{}-{}",
+                peer.pid,
+                self.sequence.fetch_add(1, Ordering::Relaxed)
+            );
+            let path = format!(
+                "{}/{name}",
+                self.config.root_in_hierarchy.trim_end_matches('/')
+            );
             let dir = self.config.root_dir.join(&name);
             self.table().expect_cgroup(&path, key);
             match std::fs::create_dir(&dir) {
@@ -175,7 +215,12 @@ impl Registrar {
     }
 
     /// Settles the job's id and metadata from a hello (or silence).
-    fn settle(&self, peer: &Peer, placed: &Placed, hello: Option<&Hello>) -> Result<JobKey, String> {
+    fn settle(
+        &self,
+        peer: &Peer,
+        placed: &Placed,
+        hello: Option<&Hello>,
+    ) -> Result<JobKey, String> {
         let launcher = peer.exe_name();
         let silent_id = format!("{launcher}_{}", peer.pid);
         let Some(hello) = hello else {
@@ -210,7 +255,10 @@ impl Registrar {
 }
 
 fn uid_of(user: &str) -> Option<u32> {
-    nix::unistd::User::from_name(user).ok().flatten().map(|u| u.uid.as_raw())
+    nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
 }
 
 /// Accepts launcher connections until the runtime shuts down.
@@ -229,7 +277,13 @@ pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tokio::spawn(async move {
                 let mut stream = stream;
-                let _ = stream.write_all(Reply::error("daemon busy: too many launcher connections").line().as_bytes()).await;
+                let _ = stream
+                    .write_all(
+                        Reply::error("daemon busy: too many launcher connections")
+                            .line()
+                            .as_bytes(),
+                    )
+                    .await;
             });
             continue;
         };
@@ -271,7 +325,14 @@ async fn register(stream: &mut UnixStream, registrar: &Arc<Registrar>) -> Outcom
             peer.gid,
             peer.exe.display()
         );
-        reply(stream, &Reply::error(format!("untrusted launcher: {} is not on the trust list", peer.exe.display()))).await;
+        reply(
+            stream,
+            &Reply::error(format!(
+                "untrusted launcher: {} is not on the trust list",
+                peer.exe.display()
+            )),
+        )
+        .await;
         return Outcome::Untrusted;
     }
     let provisional = JobKey {
@@ -294,7 +355,11 @@ async fn register(stream: &mut UnixStream, registrar: &Arc<Registrar>) -> Outcom
             Ok((_, Err(PlaceError::Peer(PeerError::Gone)))) => return Outcome::Exited,
             Ok((_, Err(e))) => {
                 log::warn!("registering a launcher: {e}");
-                let outcome = if matches!(e, PlaceError::OverLimit { .. }) { Outcome::OverLimit } else { Outcome::Error };
+                let outcome = if matches!(e, PlaceError::OverLimit { .. }) {
+                    Outcome::OverLimit
+                } else {
+                    Outcome::Error
+                };
                 reply(stream, &Reply::error(&e)).await;
                 return outcome;
             }
@@ -327,7 +392,11 @@ async fn register(stream: &mut UnixStream, registrar: &Arc<Registrar>) -> Outcom
         },
         HelloRead::TooLong => {
             let _ = registrar.settle(&peer, &placed, None);
-            reply(stream, &Reply::error(format!("hello longer than {MAX_HELLO} bytes"))).await;
+            reply(
+                stream,
+                &Reply::error(format!("hello longer than {MAX_HELLO} bytes")),
+            )
+            .await;
             Outcome::Invalid
         }
         HelloRead::Silent | HelloRead::Closed => {
@@ -359,7 +428,11 @@ async fn read_hello(stream: &mut UnixStream, timeout: Duration) -> HelloRead {
                     let chunk = &buf[..n];
                     if let Some(end) = chunk.iter().position(|&b| b == b'\n') {
                         line.extend_from_slice(&chunk[..end]);
-                        return if line.len() < MAX_HELLO { HelloRead::Line(std::mem::take(&mut line)) } else { HelloRead::TooLong };
+                        return if line.len() < MAX_HELLO {
+                            HelloRead::Line(std::mem::take(&mut line))
+                        } else {
+                            HelloRead::TooLong
+                        };
                     }
                     line.extend_from_slice(chunk);
                     if line.len() >= MAX_HELLO {
@@ -369,7 +442,9 @@ async fn read_hello(stream: &mut UnixStream, timeout: Duration) -> HelloRead {
             }
         }
     };
-    tokio::time::timeout(timeout, read).await.unwrap_or(HelloRead::Silent)
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(HelloRead::Silent)
 }
 
 async fn wait_for_close(stream: &mut UnixStream) {

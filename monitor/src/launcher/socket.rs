@@ -42,9 +42,11 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, SocketError> {
         source,
     })?;
     // Every user may connect: each connection is judged on its own identity.
-    fs::set_permissions(path, fs::Permissions::from_mode(0o666)).map_err(|source| SocketError::Bind {
-        path: path.to_path_buf(),
-        source,
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666)).map_err(|source| {
+        SocketError::Bind {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     Ok(listener)
 }

@@ -47,7 +47,10 @@ fn canonical(path: &Path) -> PathBuf {
     match path.canonicalize() {
         Ok(path) => path,
         Err(e) => {
-            log::warn!("trusted path {} cannot be resolved ({e}); it will only match exactly", path.display());
+            log::warn!(
+                "trusted path {} cannot be resolved ({e}); it will only match exactly",
+                path.display()
+            );
             path.to_path_buf()
         }
     }
@@ -59,9 +62,23 @@ mod tests {
 
     #[test]
     fn accepts_repeated_and_semicolon_separated_paths() {
-        let list = TrustList::new(&["/nonexistent/a;/nonexistent/b".into(), " /nonexistent/c ".into(), ";".into()], false);
+        let list = TrustList::new(
+            &[
+                "/nonexistent/a;/nonexistent/b".into(),
+                " /nonexistent/c ".into(),
+                ";".into(),
+            ],
+            false,
+        );
         let paths: Vec<&Path> = list.paths().collect();
-        assert_eq!(paths, [Path::new("/nonexistent/a"), Path::new("/nonexistent/b"), Path::new("/nonexistent/c")]);
+        assert_eq!(
+            paths,
+            [
+                Path::new("/nonexistent/a"),
+                Path::new("/nonexistent/b"),
+                Path::new("/nonexistent/c")
+            ]
+        );
         assert!(list.is_trusted(Path::new("/nonexistent/b")));
         assert!(!list.is_trusted(Path::new("/nonexistent/d")));
     }

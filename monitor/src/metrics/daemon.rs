@@ -1,7 +1,9 @@
 //! The daemon's own health: sampling, job counts, cgroup bookkeeping, build.
 use std::sync::Arc;
 
-use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Unit};
+use prometheus_client::{
+    collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Unit,
+};
 
 use super::encode::family;
 use crate::daemon::snapshot::SharedSnapshot;
@@ -22,16 +24,48 @@ impl Collector for DaemonCollector {
             MetricType::Gauge,
         )?;
         f.single_gauge(health.sample_duration.as_secs_f64())?;
-        let f = family(&mut encoder, "monitor_sample_success", "1 if the last sample succeeded.", None, MetricType::Gauge)?;
+        let f = family(
+            &mut encoder,
+            "monitor_task_credit_duration",
+            "How long the last run of the task iterator took (part of the sample: it credits every job task's kernel counters).",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        f.single_gauge(health.task_iter_duration.as_secs_f64())?;
+        let f = family(
+            &mut encoder,
+            "monitor_sample_success",
+            "1 if the last sample succeeded.",
+            None,
+            MetricType::Gauge,
+        )?;
         f.single_gauge_i64(i64::from(health.sample_success))?;
-        let f = family(&mut encoder, "monitor_samples", "Samples taken.", None, MetricType::Counter)?;
+        let f = family(
+            &mut encoder,
+            "monitor_samples",
+            "Samples taken.",
+            None,
+            MetricType::Counter,
+        )?;
         f.single_counter(health.samples)?;
-        let f = family(&mut encoder, "monitor_sample_errors", "Samples that failed.", None, MetricType::Counter)?;
+        let f = family(
+            &mut encoder,
+            "monitor_sample_errors",
+            "Samples that failed.",
+            None,
+            MetricType::Counter,
+        )?;
         f.single_counter(health.sample_errors)?;
 
         let running = snapshot.jobs.iter().filter(|j| j.end.is_none()).count();
         let finished = snapshot.jobs.len() - running;
-        let mut f = family(&mut encoder, "monitor_jobs", "Jobs known to the daemon, by state.", None, MetricType::Gauge)?;
+        let mut f = family(
+            &mut encoder,
+            "monitor_jobs",
+            "Jobs known to the daemon, by state.",
+            None,
+            MetricType::Gauge,
+        )?;
         f.gauge_i64(&[("state", "running")], running as i64)?;
         f.gauge_i64(&[("state", "finished")], finished as i64)?;
 
@@ -85,7 +119,13 @@ impl Collector for DaemonCollector {
                 MetricType::Counter,
             )?;
             f.single_counter(store.commit_errors())?;
-            let f = family(&mut encoder, "monitor_state_commits", "State store commits.", None, MetricType::Counter)?;
+            let f = family(
+                &mut encoder,
+                "monitor_state_commits",
+                "State store commits.",
+                None,
+                MetricType::Counter,
+            )?;
             f.single_counter(store.commits())?;
             let f = family(
                 &mut encoder,
@@ -105,7 +145,13 @@ impl Collector for DaemonCollector {
             f.single_gauge(store.last_commit_duration().as_secs_f64())?;
         }
 
-        let mut f = family(&mut encoder, "monitor_build_info", "Build of the running daemon; always 1.", None, MetricType::Gauge)?;
+        let mut f = family(
+            &mut encoder,
+            "monitor_build_info",
+            "Build of the running daemon; always 1.",
+            None,
+            MetricType::Gauge,
+        )?;
         f.gauge_i64(
             &[
                 ("version", env!("CARGO_PKG_VERSION")),

@@ -1,11 +1,7 @@
 //! Small helpers over prometheus-client's descriptor encoder.
 use prometheus_client::{
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
-    metrics::{
-        MetricType,
-        counter::ConstCounter,
-        gauge::ConstGauge,
-    },
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Unit,
 };
 
@@ -29,19 +25,35 @@ pub fn family<'e>(
 }
 
 impl Family<'_, '_> {
-    pub fn counter<L: EncodeLabelSet>(&mut self, labels: &L, value: f64) -> Result<(), std::fmt::Error> {
+    pub fn counter<L: EncodeLabelSet>(
+        &mut self,
+        labels: &L,
+        value: f64,
+    ) -> Result<(), std::fmt::Error> {
         ConstCounter::new(value).encode(self.encoder.encode_family(labels)?)
     }
 
-    pub fn counter_u64<L: EncodeLabelSet>(&mut self, labels: &L, value: u64) -> Result<(), std::fmt::Error> {
+    pub fn counter_u64<L: EncodeLabelSet>(
+        &mut self,
+        labels: &L,
+        value: u64,
+    ) -> Result<(), std::fmt::Error> {
         ConstCounter::new(value).encode(self.encoder.encode_family(labels)?)
     }
 
-    pub fn gauge<L: EncodeLabelSet>(&mut self, labels: &L, value: f64) -> Result<(), std::fmt::Error> {
+    pub fn gauge<L: EncodeLabelSet>(
+        &mut self,
+        labels: &L,
+        value: f64,
+    ) -> Result<(), std::fmt::Error> {
         ConstGauge::new(value).encode(self.encoder.encode_family(labels)?)
     }
 
-    pub fn gauge_i64<L: EncodeLabelSet>(&mut self, labels: &L, value: i64) -> Result<(), std::fmt::Error> {
+    pub fn gauge_i64<L: EncodeLabelSet>(
+        &mut self,
+        labels: &L,
+        value: i64,
+    ) -> Result<(), std::fmt::Error> {
         ConstGauge::new(value).encode(self.encoder.encode_family(labels)?)
     }
 }
@@ -66,5 +78,7 @@ pub fn seconds(ns: u64) -> f64 {
 }
 
 pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
-    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }

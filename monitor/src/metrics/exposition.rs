@@ -6,7 +6,8 @@
 //! OpenMetrics has `# UNIT` and `# EOF` lines.
 use std::collections::HashSet;
 
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Does this Accept header ask for OpenMetrics?
@@ -29,7 +30,9 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
             let rest = line.strip_prefix(prefix)?;
             let (name, tail) = rest.split_once(' ')?;
-            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
         });
         match rewritten {
             Some(line) => out.push_str(&line),
@@ -73,7 +76,9 @@ monitor_job_tasks{jobid=\"a\",user=\"root\"} 3
 
     #[test]
     fn openmetrics_only_when_asked() {
-        assert!(wants_openmetrics(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")));
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+        )));
         assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
         assert!(!wants_openmetrics(None));
     }

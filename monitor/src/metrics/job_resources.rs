@@ -1,7 +1,9 @@
 //! Per-job memory, IO and network series, and the cgroup-file cross-checks.
 use std::sync::Arc;
 
-use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Unit};
+use prometheus_client::{
+    collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Unit,
+};
 
 use super::{
     encode::family,
@@ -13,8 +15,16 @@ use crate::daemon::snapshot::{CgroupFileStats, SharedSnapshot};
 pub struct JobResourceCollector(pub Arc<SharedSnapshot>);
 
 const COUNTS: [Counter; 8] = [
-    ("monitor_job_page_faults", "Page faults (minor and major) of the job's tasks.", |c| c.page_faults),
-    ("monitor_job_oom_kills", "Tasks of the job killed by the OOM killer.", |c| c.oom_kills),
+    (
+        "monitor_job_page_faults",
+        "Page faults (minor and major) of the job's tasks.",
+        |c| c.page_faults,
+    ),
+    (
+        "monitor_job_oom_kills",
+        "Tasks of the job killed by the OOM killer.",
+        |c| c.oom_kills,
+    ),
     (
         "monitor_job_io_read_bytes",
         "Bytes read through read-family calls, as /proc/PID/io rchar counts them (any file, pipe or socket).",
@@ -25,8 +35,16 @@ const COUNTS: [Counter; 8] = [
         "Bytes written through write-family calls, as /proc/PID/io wchar counts them.",
         |c| c.io_write_bytes,
     ),
-    ("monitor_job_io_read_calls", "Read-family calls (syscr).", |c| c.io_read_calls),
-    ("monitor_job_io_write_calls", "Write-family calls (syscw).", |c| c.io_write_calls),
+    (
+        "monitor_job_io_read_calls",
+        "Read-family calls (syscr).",
+        |c| c.io_read_calls,
+    ),
+    (
+        "monitor_job_io_write_calls",
+        "Write-family calls (syscw).",
+        |c| c.io_write_calls,
+    ),
     (
         "monitor_job_block_read_bytes",
         "Bytes the job's tasks submitted to block devices for reading.",
@@ -39,7 +57,12 @@ const COUNTS: [Counter; 8] = [
     ),
 ];
 
-type FileStat = (&'static str, &'static str, MetricType, fn(&CgroupFileStats) -> Option<u64>);
+type FileStat = (
+    &'static str,
+    &'static str,
+    MetricType,
+    fn(&CgroupFileStats) -> Option<u64>,
+);
 
 /// The kernel's own files, where present (pure cgroup v2 hosts).
 const FILES: [FileStat; 4] = [
@@ -92,7 +115,10 @@ impl Collector for JobResourceCollector {
             MetricType::Gauge,
         )?;
         for job in jobs {
-            let peak = job.counters.rss_peak_bytes.max(job.counters.rss_delta_bytes.max(0) as u64);
+            let peak = job
+                .counters
+                .rss_peak_bytes
+                .max(job.counters.rss_delta_bytes.max(0) as u64);
             f.gauge_i64(&labels(job), i64::try_from(peak).unwrap_or(i64::MAX))?;
         }
         for (name, help, field) in &COUNTS {
@@ -110,8 +136,14 @@ impl Collector for JobResourceCollector {
         )?;
         for job in jobs {
             let [jobid, user] = labels(job);
-            f.counter_u64(&[jobid, user, ("direction", "rx")], job.counters.net_rx_bytes)?;
-            f.counter_u64(&[jobid, user, ("direction", "tx")], job.counters.net_tx_bytes)?;
+            f.counter_u64(
+                &[jobid, user, ("direction", "rx")],
+                job.counters.net_rx_bytes,
+            )?;
+            f.counter_u64(
+                &[jobid, user, ("direction", "tx")],
+                job.counters.net_tx_bytes,
+            )?;
         }
         let mut f = family(
             &mut encoder,
@@ -122,8 +154,14 @@ impl Collector for JobResourceCollector {
         )?;
         for job in jobs {
             let [jobid, user] = labels(job);
-            f.counter_u64(&[jobid, user, ("direction", "rx")], job.counters.net_rx_packets)?;
-            f.counter_u64(&[jobid, user, ("direction", "tx")], job.counters.net_tx_packets)?;
+            f.counter_u64(
+                &[jobid, user, ("direction", "rx")],
+                job.counters.net_rx_packets,
+            )?;
+            f.counter_u64(
+                &[jobid, user, ("direction", "tx")],
+                job.counters.net_tx_packets,
+            )?;
         }
         for (name, help, metric_type, field) in &FILES {
             if !jobs.iter().any(|job| field(&job.files).is_some()) {

@@ -4,10 +4,7 @@ use std::sync::Arc;
 
 use monitor_common::CgroupCounters;
 use prometheus_client::{
-    collector::Collector,
-    encoding::DescriptorEncoder,
-    metrics::MetricType,
-    registry::Unit,
+    collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Unit,
 };
 
 use super::encode::{family, seconds, unix_seconds};
@@ -24,10 +21,24 @@ pub(super) type Counter = (&'static str, &'static str, fn(&CgroupCounters) -> u6
 
 /// Plain per-job counters: name (without `_total`), help, field.
 const COUNTS: [Counter; 4] = [
-    ("monitor_job_processes_started", "Processes started in the job (fork/clone without CLONE_THREAD).", |c| c.processes_started),
-    ("monitor_job_threads_started", "Threads started in the job (clone with CLONE_THREAD).", |c| c.threads_started),
-    ("monitor_job_execs", "Successful execs in the job.", |c| c.execs),
-    ("monitor_job_processes_exited", "Processes of the job that exited (whole thread groups).", |c| c.process_exits),
+    (
+        "monitor_job_processes_started",
+        "Processes started in the job (fork/clone without CLONE_THREAD).",
+        |c| c.processes_started,
+    ),
+    (
+        "monitor_job_threads_started",
+        "Threads started in the job (clone with CLONE_THREAD).",
+        |c| c.threads_started,
+    ),
+    ("monitor_job_execs", "Successful execs in the job.", |c| {
+        c.execs
+    }),
+    (
+        "monitor_job_processes_exited",
+        "Processes of the job that exited (whole thread groups).",
+        |c| c.process_exits,
+    ),
 ];
 
 impl Collector for JobCollector {
@@ -35,7 +46,13 @@ impl Collector for JobCollector {
         let snapshot = self.0.latest();
         let jobs = &snapshot.jobs;
 
-        let mut f = family(&mut encoder, "monitor_job_cpu", "CPU time of the job's tasks, from sched_switch.", Some(&Unit::Seconds), MetricType::Counter)?;
+        let mut f = family(
+            &mut encoder,
+            "monitor_job_cpu",
+            "CPU time of the job's tasks, from sched_switch.",
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        )?;
         for job in jobs {
             f.counter(&labels(job), seconds(job.counters.cpu_ns))?;
         }
@@ -58,8 +75,14 @@ impl Collector for JobCollector {
         )?;
         for job in jobs {
             let [jobid, user] = labels(job);
-            f.counter_u64(&[jobid, user, ("kind", "voluntary")], job.counters.voluntary_switches)?;
-            f.counter_u64(&[jobid, user, ("kind", "involuntary")], job.counters.involuntary_switches)?;
+            f.counter_u64(
+                &[jobid, user, ("kind", "voluntary")],
+                job.counters.voluntary_switches,
+            )?;
+            f.counter_u64(
+                &[jobid, user, ("kind", "involuntary")],
+                job.counters.involuntary_switches,
+            )?;
         }
         for (name, help, field) in &COUNTS {
             let mut f = family(&mut encoder, name, help, None, MetricType::Counter)?;
@@ -67,7 +90,13 @@ impl Collector for JobCollector {
                 f.counter_u64(&labels(job), field(&job.counters))?;
             }
         }
-        let mut f = family(&mut encoder, "monitor_job_tasks", "Tasks (threads) in the job's cgroups now.", None, MetricType::Gauge)?;
+        let mut f = family(
+            &mut encoder,
+            "monitor_job_tasks",
+            "Tasks (threads) in the job's cgroups now.",
+            None,
+            MetricType::Gauge,
+        )?;
         for job in jobs {
             f.gauge_i64(&labels(job), i64::try_from(job.tasks).unwrap_or(i64::MAX))?;
         }
@@ -102,8 +131,13 @@ impl Collector for JobCollector {
         )?;
         for job in jobs {
             let uid = job.uid.to_string();
-            let state = if job.end.is_some() { "finished" } else { "running" };
-            let label_names: Vec<String> = job.labels.keys().map(|k| format!("label_{k}")).collect();
+            let state = if job.end.is_some() {
+                "finished"
+            } else {
+                "running"
+            };
+            let label_names: Vec<String> =
+                job.labels.keys().map(|k| format!("label_{k}")).collect();
             let [jobid, user] = labels(job);
             let mut set: Vec<(&str, &str)> = vec![
                 jobid,
@@ -114,7 +148,12 @@ impl Collector for JobCollector {
                 ("cgroup", job.cgroup.as_str()),
                 ("state", state),
             ];
-            set.extend(label_names.iter().map(String::as_str).zip(job.labels.values().map(String::as_str)));
+            set.extend(
+                label_names
+                    .iter()
+                    .map(String::as_str)
+                    .zip(job.labels.values().map(String::as_str)),
+            );
             f.gauge_i64(&set, 1)?;
         }
         Ok(())

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use monitor_common::DropReason;
-use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Unit};
+use prometheus_client::{
+    collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Unit,
+};
 
 use super::encode::family;
 use crate::daemon::snapshot::SharedSnapshot;
@@ -44,9 +46,18 @@ impl Collector for KernelCollector {
         for program in &health.programs {
             f.counter_u64(&[("program", program.name)], program.run_count)?;
         }
-        let mut f = family(&mut encoder, "monitor_bpf_map_entries", "Entries in each kernel map.", None, MetricType::Gauge)?;
+        let mut f = family(
+            &mut encoder,
+            "monitor_bpf_map_entries",
+            "Entries in each kernel map.",
+            None,
+            MetricType::Gauge,
+        )?;
         for map in &health.maps {
-            f.gauge_i64(&[("map", map.name)], i64::try_from(map.entries).unwrap_or(i64::MAX))?;
+            f.gauge_i64(
+                &[("map", map.name)],
+                i64::try_from(map.entries).unwrap_or(i64::MAX),
+            )?;
         }
         let entries = Unit::Other("entries".into());
         let mut f = family(
@@ -57,7 +68,10 @@ impl Collector for KernelCollector {
             MetricType::Gauge,
         )?;
         for map in &health.maps {
-            f.gauge_i64(&[("map", map.name)], i64::try_from(map.capacity).unwrap_or(i64::MAX))?;
+            f.gauge_i64(
+                &[("map", map.name)],
+                i64::try_from(map.capacity).unwrap_or(i64::MAX),
+            )?;
         }
         let mut f = family(
             &mut encoder,

@@ -19,7 +19,9 @@ pub fn registry(shared: Arc<SharedSnapshot>, registrations: Arc<RegistrationStat
     let mut registry = Registry::default();
     registry.register_collector(Box::new(launcher::LauncherCollector(registrations)));
     registry.register_collector(Box::new(jobs::JobCollector(shared.clone())));
-    registry.register_collector(Box::new(job_resources::JobResourceCollector(shared.clone())));
+    registry.register_collector(Box::new(job_resources::JobResourceCollector(
+        shared.clone(),
+    )));
     registry.register_collector(Box::new(kernel::KernelCollector(shared.clone())));
     registry.register_collector(Box::new(daemon::DaemonCollector(shared)));
     registry

@@ -40,8 +40,14 @@ pub fn ensure_parent_mounted(dir: &Path) -> Result<(), BpffsError> {
         path: parent.display().to_string(),
         source,
     })?;
-    nix::mount::mount(Some("bpf"), parent, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(BpffsError::Mount)?;
+    nix::mount::mount(
+        Some("bpf"),
+        parent,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(BpffsError::Mount)?;
     log::info!("mounted the BPF filesystem at {BPFFS_MOUNT}");
     Ok(())
 }

@@ -64,8 +64,14 @@ fn unescape_mountinfo(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(value);
             i += 4;
         } else {
@@ -79,10 +85,12 @@ fn unescape_mountinfo(field: &str) -> String {
 /// The path of `dir` as the kernel names cgroups: relative to the v2 mount,
 /// starting with `/` (the mount itself is `/`).
 pub fn path_in_hierarchy(mount: &Path, dir: &Path) -> Result<String, CgroupError> {
-    let relative = dir.strip_prefix(mount).map_err(|_| CgroupError::OutsideMount {
-        path: dir.to_path_buf(),
-        mount: mount.to_path_buf(),
-    })?;
+    let relative = dir
+        .strip_prefix(mount)
+        .map_err(|_| CgroupError::OutsideMount {
+            path: dir.to_path_buf(),
+            mount: mount.to_path_buf(),
+        })?;
     let relative = relative.to_string_lossy();
     let trimmed = relative.trim_end_matches('/');
     Ok(format!("/{trimmed}"))
@@ -159,12 +167,18 @@ pub fn thread_count(cgroup: &Path) -> io::Result<u64> {
 /// A file holding one number (memory.current, memory.peak); None if absent
 /// (the controller is not enabled for this cgroup) or unreadable.
 pub fn read_number(cgroup: &Path, file: &str) -> Option<u64> {
-    fs::read_to_string(cgroup.join(file)).ok()?.trim().parse().ok()
+    fs::read_to_string(cgroup.join(file))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Read and written bytes summed over devices from io.stat; None if absent.
 pub fn read_io_stat(cgroup: &Path) -> Option<(u64, u64)> {
-    fs::read_to_string(cgroup.join("io.stat")).ok().map(|text| parse_io_stat(&text))
+    fs::read_to_string(cgroup.join("io.stat"))
+        .ok()
+        .map(|text| parse_io_stat(&text))
 }
 
 /// `8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0`, a line per device.
@@ -196,21 +210,36 @@ mod tests {
 
     #[test]
     fn finds_hybrid_and_pure_v2_mounts() {
-        assert_eq!(v2_mount_from_mountinfo(HYBRID), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        assert_eq!(v2_mount_from_mountinfo(PURE_V2), Some(PathBuf::from("/sys/fs/cgroup")));
-        assert_eq!(v2_mount_from_mountinfo("27 25 0:25 / /x rw - cgroup cgroup rw,memory\n"), None);
+        assert_eq!(
+            v2_mount_from_mountinfo(HYBRID),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            v2_mount_from_mountinfo(PURE_V2),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            v2_mount_from_mountinfo("27 25 0:25 / /x rw - cgroup cgroup rw,memory\n"),
+            None
+        );
     }
 
     #[test]
     fn unescapes_octal_in_mount_points() {
         let line = "40 24 0:30 / /mnt/my\\040cgroups rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(v2_mount_from_mountinfo(line), Some(PathBuf::from("/mnt/my cgroups")));
+        assert_eq!(
+            v2_mount_from_mountinfo(line),
+            Some(PathBuf::from("/mnt/my cgroups"))
+        );
     }
 
     #[test]
     fn hierarchy_paths_are_relative_to_the_mount() {
         let mount = Path::new("/sys/fs/cgroup/unified");
-        assert_eq!(path_in_hierarchy(mount, Path::new("/sys/fs/cgroup/unified/monitor.slice")).unwrap(), "/monitor.slice");
+        assert_eq!(
+            path_in_hierarchy(mount, Path::new("/sys/fs/cgroup/unified/monitor.slice")).unwrap(),
+            "/monitor.slice"
+        );
         assert_eq!(path_in_hierarchy(mount, mount).unwrap(), "/");
         assert!(path_in_hierarchy(mount, Path::new("/tmp/x")).is_err());
     }
@@ -224,8 +253,14 @@ mod tests {
 
     #[test]
     fn job_is_the_first_component_below_the_root() {
-        assert_eq!(job_of("/monitor.slice", "/monitor.slice/job42"), Some("job42"));
-        assert_eq!(job_of("/monitor.slice", "/monitor.slice/job42/step0/task1"), Some("job42"));
+        assert_eq!(
+            job_of("/monitor.slice", "/monitor.slice/job42"),
+            Some("job42")
+        );
+        assert_eq!(
+            job_of("/monitor.slice", "/monitor.slice/job42/step0/task1"),
+            Some("job42")
+        );
         assert_eq!(job_of("/monitor.slice", "/monitor.slice"), None);
         assert_eq!(job_of("/monitor.slice", "/monitor.slicex/job"), None);
         assert_eq!(job_of("/monitor.slice", "/system.slice/sshd.service"), None);

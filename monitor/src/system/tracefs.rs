@@ -75,7 +75,11 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
 
 /// Reads and parses `events/<category>/<name>/format` under `tracefs`.
 pub fn read_format(tracefs: &Path, category: &str, name: &str) -> Result<Format, TracefsError> {
-    let path = tracefs.join("events").join(category).join(name).join("format");
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
     let text = fs::read_to_string(&path).map_err(|source| TracefsError::Read { path, source })?;
     parse_format(&format!("{category}/{name}"), &text)
 }
@@ -170,7 +174,10 @@ print fmt: \"prev_comm=%s prev_pid=%d\", REC->prev_comm, REC->prev_pid
     fn missing_field_names_the_tracepoint() {
         let format = parse_format("sched/sched_switch", SCHED_SWITCH).unwrap();
         let err = format.field("next_pid").unwrap_err().to_string();
-        assert!(err.contains("sched/sched_switch") && err.contains("next_pid"), "{err}");
+        assert!(
+            err.contains("sched/sched_switch") && err.contains("next_pid"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The cgroup v2 mount point, from /proc/self/mountinfo (hybrid hosts have it
 /// at /sys/fs/cgroup/unified, pure v2 hosts at /sys/fs/cgroup).
 pub fn v2_mount() -> anyhow::Result<PathBuf> {
-    let text = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let text =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     v2_mount_in(&text).context("no cgroup2 mount in /proc/self/mountinfo")
 }
 
@@ -40,7 +41,10 @@ pub struct Root {
 
 impl Root {
     pub fn create(mount: &Path, benchmark: &str) -> anyhow::Result<Self> {
-        let path = mount.join(format!("{ROOT_PREFIX}{}-{benchmark}.slice", std::process::id()));
+        let path = mount.join(format!(
+            "{ROOT_PREFIX}{}-{benchmark}.slice",
+            std::process::id()
+        ));
         fs::create_dir(&path).with_context(|| format!("creating cgroup {}", path.display()))?;
         Ok(Self { path })
     }
@@ -74,7 +78,10 @@ pub fn remove_stale_roots(mount: &Path) -> anyhow::Result<()> {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
-            eprintln!("xtask: removing {} left by an earlier run", entry.path().display());
+            eprintln!(
+                "xtask: removing {} left by an earlier run",
+                entry.path().display()
+            );
             remove_tree(&entry.path())?;
         }
     }
@@ -84,7 +91,11 @@ pub fn remove_stale_roots(mount: &Path) -> anyhow::Result<()> {
 /// The pid in `monitor-bench-<pid>-<benchmark>.slice` (and in a bench
 /// daemon's pin directory, named alike).
 pub fn owner_pid(name: &str) -> Option<u32> {
-    name.strip_prefix(ROOT_PREFIX)?.split('-').next()?.parse().ok()
+    name.strip_prefix(ROOT_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Kills every process below `dir`, waits for them to leave, then removes the
@@ -103,7 +114,8 @@ fn wait_unpopulated(dir: &Path) -> anyhow::Result<()> {
     let events = dir.join("cgroup.events");
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     loop {
-        let text = fs::read_to_string(&events).with_context(|| format!("reading {}", events.display()))?;
+        let text =
+            fs::read_to_string(&events).with_context(|| format!("reading {}", events.display()))?;
         if text.lines().any(|line| line == "populated 0") {
             return Ok(());
         }
@@ -190,7 +202,10 @@ mod tests {
 35 24 0:30 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 42 35 0:39 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory";
-        assert_eq!(v2_mount_in(mountinfo), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            v2_mount_in(mountinfo),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
         assert_eq!(v2_mount_in("35 24 0:30 / /x rw - tmpfs tmpfs rw"), None);
     }
 

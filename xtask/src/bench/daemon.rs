@@ -38,7 +38,12 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon and waits until it serves /metrics (its programs are
     /// attached by then). `bpf_stats` turns on the kernel's run time counting.
-    pub fn start(setup: &Setup, cgroup_root: &Path, bpf_stats: bool, label: &str) -> anyhow::Result<Self> {
+    pub fn start(
+        setup: &Setup,
+        cgroup_root: &Path,
+        bpf_stats: bool,
+        label: &str,
+    ) -> anyhow::Result<Self> {
         Self::start_with(setup, cgroup_root, bpf_stats, label, &[])
     }
 
@@ -55,9 +60,15 @@ impl Daemon {
         let socket = Self::socket_path(setup, label);
         let log = setup.logs.join(format!("daemon-{label}.log"));
         let log_file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let log_copy = log_file.try_clone().context("duplicating the daemon log fd")?;
+        let log_copy = log_file
+            .try_clone()
+            .context("duplicating the daemon log fd")?;
         // Named like the cgroup roots, so a killed run's leftovers can be told apart.
-        let pin_path = Path::new(BPFFS).join(format!("{}{}-{label}", cgroup::ROOT_PREFIX, std::process::id()));
+        let pin_path = Path::new(BPFFS).join(format!(
+            "{}{}-{label}",
+            cgroup::ROOT_PREFIX,
+            std::process::id()
+        ));
         let state_dir = setup.logs.join(format!("daemon-{label}.state"));
         // Leftovers of an earlier daemon with this label: not ours to take up.
         unload(&setup.daemon, &pin_path)?;
@@ -142,7 +153,12 @@ impl Daemon {
     }
 
     /// Waits until `ready(text)` holds for the daemon's /metrics.
-    pub fn wait_for(&mut self, what: &str, timeout: Duration, ready: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        ready: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             self.check_alive()?;
@@ -168,7 +184,8 @@ impl Daemon {
     }
 
     fn samples_taken(&self, text: &str) -> anyhow::Result<f64> {
-        metrics::value(text, SAMPLES).with_context(|| format!("{SAMPLES} missing from /metrics of {}", self.addr))
+        metrics::value(text, SAMPLES)
+            .with_context(|| format!("{SAMPLES} missing from /metrics of {}", self.addr))
     }
 
     fn wait_ready(&mut self) -> anyhow::Result<()> {
@@ -190,13 +207,21 @@ impl Daemon {
 
     fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait().context("checking on the daemon")? {
-            bail!("the daemon exited ({status}); its log:\n{}", log_tail(&self.log));
+            bail!(
+                "the daemon exited ({status}); its log:\n{}",
+                log_tail(&self.log)
+            );
         }
         Ok(())
     }
 
     fn terminate(&mut self) -> anyhow::Result<()> {
-        if self.child.try_wait().context("checking on the daemon")?.is_some() {
+        if self
+            .child
+            .try_wait()
+            .context("checking on the daemon")?
+            .is_some()
+        {
             return Ok(());
         }
         let pid = libc::pid_t::try_from(self.child.id()).context("daemon pid out of range")?;
@@ -251,7 +276,10 @@ pub fn remove_stale_pins(binary: &Path) -> anyhow::Result<()> {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
-            eprintln!("xtask: unloading {} left by an earlier run", entry.path().display());
+            eprintln!(
+                "xtask: unloading {} left by an earlier run",
+                entry.path().display()
+            );
             unload(binary, &entry.path())?;
         }
     }
@@ -293,7 +321,8 @@ fn free_loopback_port() -> anyhow::Result<SocketAddr> {
 }
 
 fn log_tail(log: &Path) -> String {
-    let text = fs::read_to_string(log).unwrap_or_else(|e| format!("(cannot read {}: {e})", log.display()));
+    let text =
+        fs::read_to_string(log).unwrap_or_else(|e| format!("(cannot read {}: {e})", log.display()));
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }

@@ -21,7 +21,8 @@ pub struct Floor {
 
 impl Floor {
     pub fn attach(object: &Path) -> anyhow::Result<Self> {
-        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling bpf_stats")?;
+        let stats =
+            aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling bpf_stats")?;
         // The object's globals keep their placeholder values: the floor reads none.
         let mut ebpf = EbpfLoader::new()
             .load_file(object)
@@ -31,11 +32,16 @@ impl Floor {
             .with_context(|| format!("{PROGRAM} missing from {}", object.display()))?
             .try_into()
             .with_context(|| format!("{PROGRAM} is not a raw tracepoint program"))?;
-        program.load().with_context(|| format!("loading {PROGRAM}"))?;
+        program
+            .load()
+            .with_context(|| format!("loading {PROGRAM}"))?;
         program
             .attach(HOOK)
             .with_context(|| format!("attaching {PROGRAM} to the raw tracepoint {HOOK}"))?;
-        Ok(Self { ebpf, _stats: stats })
+        Ok(Self {
+            ebpf,
+            _stats: stats,
+        })
     }
 
     pub fn stats(&self) -> anyhow::Result<RunStats> {

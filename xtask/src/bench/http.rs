@@ -12,7 +12,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// GETs `path` and returns the body of a 200 response.
 pub fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("connecting to {addr}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+        .with_context(|| format!("connecting to {addr}"))?;
     stream
         .set_read_timeout(Some(TIMEOUT))
         .context("setting a read timeout")?;

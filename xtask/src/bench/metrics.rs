@@ -6,7 +6,11 @@ use super::bpf_stats::RunStats;
 pub fn value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(series)?;
-        rest.strip_prefix(' ')?.split_whitespace().next()?.parse().ok()
+        rest.strip_prefix(' ')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     })
 }
 
@@ -24,9 +28,11 @@ pub fn label_values(text: &str, name: &str, key: &str) -> Vec<String> {
     let prefix = format!("{key}=\"");
     samples(text, name)
         .filter_map(|(labels, _)| {
-            labels
-                .split(',')
-                .find_map(|l| l.strip_prefix(&prefix)?.strip_suffix('"').map(str::to_string))
+            labels.split(',').find_map(|l| {
+                l.strip_prefix(&prefix)?
+                    .strip_suffix('"')
+                    .map(str::to_string)
+            })
         })
         .collect()
 }

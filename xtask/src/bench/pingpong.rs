@@ -41,7 +41,11 @@ pub fn run(job: &Path, cpu: usize, round_trips: u32) -> anyhow::Result<f64> {
         prepare(&procs, cpu)?;
         bounce(pong_rx, pong_tx, WARMUP + round_trips, Side::Pong)
     })?;
-    let (ping_tx, ping_rx, out) = (there.write.as_raw_fd(), back.read.as_raw_fd(), result.write.as_raw_fd());
+    let (ping_tx, ping_rx, out) = (
+        there.write.as_raw_fd(),
+        back.read.as_raw_fd(),
+        result.write.as_raw_fd(),
+    );
     let ping = Forked::spawn(|| {
         close_all_but(&all, &[ping_tx, ping_rx, out]);
         prepare(&procs, cpu)?;
@@ -106,7 +110,10 @@ fn receive(fd: RawFd) -> io::Result<()> {
         match unsafe { libc::read(fd, (&raw mut byte).cast(), 1) } {
             1 => return Ok(()),
             0 => {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the other side is gone"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the other side is gone",
+                ));
             }
             _ => retry_on_eintr()?,
         }

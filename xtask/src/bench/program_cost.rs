@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use anyhow::bail;
 
 use super::{
-    BenchArgs, Setup, bpf_stats::RunStats, cgroup::Root, daemon::Daemon, floor::Floor, metrics, pingpong,
-    stats::median, workload,
+    BenchArgs, Setup, bpf_stats::RunStats, cgroup::Root, daemon::Daemon, floor::Floor, metrics,
+    pingpong, stats::median, workload,
 };
 
 const JOB: &str = "cost-job";
@@ -63,10 +63,15 @@ pub fn run(setup: &Setup, args: &BenchArgs) -> anyhow::Result<CostResult> {
     }
 
     let text = daemon.metrics()?;
-    let job_switches =
-        metrics::sum_with_label(&text, "monitor_job_context_switches_total", &format!("jobid=\"{JOB}\""));
+    let job_switches = metrics::sum_with_label(
+        &text,
+        "monitor_job_context_switches_total",
+        &format!("jobid=\"{JOB}\""),
+    );
     if job_switches < f64::from(args.round_trips) {
-        bail!("the daemon credited only {job_switches} context switches to {JOB}: its programs missed the job path");
+        bail!(
+            "the daemon credited only {job_switches} context switches to {JOB}: its programs missed the job path"
+        );
     }
     Ok(summarize(&programs, &windows, job_switches))
 }
@@ -116,14 +121,24 @@ impl Snapshot {
 }
 
 fn summarize(names: &[String], windows: &[Snapshot], job_switches: f64) -> CostResult {
-    let floor_ns: Vec<f64> = windows.iter().filter_map(|w| w.floor.ns_per_run()).collect();
+    let floor_ns: Vec<f64> = windows
+        .iter()
+        .filter_map(|w| w.floor.ns_per_run())
+        .collect();
     let floor_runs: Vec<f64> = windows.iter().map(|w| w.floor.run_count).collect();
     let programs = names
         .iter()
         .map(|name| {
             let of_window = |w: &Snapshot| w.programs.get(name).copied();
-            let runs: Vec<f64> = windows.iter().filter_map(of_window).map(|s| s.run_count).collect();
-            let ns: Vec<f64> = windows.iter().filter_map(|w| of_window(w)?.ns_per_run()).collect();
+            let runs: Vec<f64> = windows
+                .iter()
+                .filter_map(of_window)
+                .map(|s| s.run_count)
+                .collect();
+            let ns: Vec<f64> = windows
+                .iter()
+                .filter_map(|w| of_window(w)?.ns_per_run())
+                .collect();
             // Ratios per window: the floor and the program saw the same load.
             let ratios: Vec<f64> = windows
                 .iter()

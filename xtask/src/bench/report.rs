@@ -96,7 +96,8 @@ impl Report {
             goals.push(Goal {
                 bench: Benchmark::Cost,
                 what: "sched_switch cost per run".into(),
-                measured: ratio.map_or_else(|| "never ran".into(), |r| format!("{r:.2}x the floor")),
+                measured: ratio
+                    .map_or_else(|| "never ran".into(), |r| format!("{r:.2}x the floor")),
                 target: format!("<= {SWITCH_MAX_RATIO}x the empty program"),
                 pass: ratio.is_some_and(|r| r <= SWITCH_MAX_RATIO),
             });
@@ -316,7 +317,14 @@ impl Report {
              credited {:.0} context switches to the job (at least 2 per round trip are expected).\n\n{}\n",
             cost.job_switches,
             table(
-                &["Program", "Runs per window", "ns/run", "x floor", "Goal", "Result"],
+                &[
+                    "Program",
+                    "Runs per window",
+                    "ns/run",
+                    "x floor",
+                    "Goal",
+                    "Result"
+                ],
                 &rows
             )
         )
@@ -353,7 +361,10 @@ impl Report {
             s.slowdown() * 100.0,
             MAX_SLOWDOWN * 100.0,
             self.verdict(s.slowdown() <= MAX_SLOWDOWN),
-            table(&["Round", "Without (µs/rt)", "With (µs/rt)", "Difference"], &rows),
+            table(
+                &["Round", "Without (µs/rt)", "With (µs/rt)", "Difference"],
+                &rows
+            ),
             self.expected_slowdown()
         )
     }
@@ -367,7 +378,9 @@ impl Report {
                 .and_then(|c| c.program(name))
                 .and_then(|p| p.ns_per_run)
         };
-        let (Some(switch), Some(wakeup), Some(slowdown)) = (ns("sched_switch"), ns("sched_wakeup"), &self.slowdown) else {
+        let (Some(switch), Some(wakeup), Some(slowdown)) =
+            (ns("sched_switch"), ns("sched_wakeup"), &self.slowdown)
+        else {
             return String::new();
         };
         let per_round_trip_us = 2.0 * (switch + wakeup) / 1000.0;
@@ -411,7 +424,8 @@ impl Report {
             ]),
             row([
                 "Daemon's last map sample took",
-                &s.sample_ms.map_or_else(|| "unknown".into(), |ms| format!("{ms:.2} ms")),
+                &s.sample_ms
+                    .map_or_else(|| "unknown".into(), |ms| format!("{ms:.2} ms")),
                 "",
                 "",
             ]),
@@ -610,7 +624,10 @@ impl Report {
                     if s.cpus.0 == s.cpus.1 {
                         format!("both pinned to CPU {}", s.cpus.0)
                     } else {
-                        format!("the sender pinned to CPU {} and the receiver to CPU {}", s.cpus.0, s.cpus.1)
+                        format!(
+                            "the sender pinned to CPU {} and the receiver to CPU {}",
+                            s.cpus.0, s.cpus.1
+                        )
                     }
                 ),
                 "bytes sent",
@@ -679,12 +696,22 @@ impl Report {
             &format!("**{:.1}**", r.api_median_ms()),
         ]));
         let rss = mb_f(r.rss_kib());
-        let api_jobs = r.rounds.iter().map(|round| round.api_jobs).min().unwrap_or(0);
-        let most = |figure: fn(&RetentionRound) -> f64| r.rounds.iter().map(figure).fold(0.0, f64::max);
+        let api_jobs = r
+            .rounds
+            .iter()
+            .map(|round| round.api_jobs)
+            .min()
+            .unwrap_or(0);
+        let most =
+            |figure: fn(&RetentionRound) -> f64| r.rounds.iter().map(figure).fold(0.0, f64::max);
         let summary = vec![
             row([
                 "Profiles written per second",
-                &format!("{:.0}/s (all {jobs} in {:.2} s)", r.profiles_per_second(), r.written_s()),
+                &format!(
+                    "{:.0}/s (all {jobs} in {:.2} s)",
+                    r.profiles_per_second(),
+                    r.written_s()
+                ),
                 "",
                 "",
             ]),
@@ -696,7 +723,11 @@ impl Report {
             ]),
             row([
                 "State store (jobs.db + WAL)",
-                &format!("{:.2} MB ({:.0} bytes per job)", r.store_bytes() / 1e6, r.store_bytes() / f64::from(jobs)),
+                &format!(
+                    "{:.2} MB ({:.0} bytes per job)",
+                    r.store_bytes() / 1e6,
+                    r.store_bytes() / f64::from(jobs)
+                ),
                 "",
                 "",
             ]),
@@ -742,7 +773,10 @@ impl Report {
             ]),
             row([
                 "Daemon's last map sample took",
-                &format!("{:.2} ms", r.median_of(|round| round.sample_ms.unwrap_or(f64::NAN))),
+                &format!(
+                    "{:.2} ms",
+                    r.median_of(|round| round.sample_ms.unwrap_or(f64::NAN))
+                ),
                 "",
                 "",
             ]),
@@ -1001,7 +1035,9 @@ mod tests {
         assert!(merged.starts_with("# Benchmark results\n\nintro\n\n## Machine\n\nm\n\n## 3. /metrics\n\nscale\n\n## 4. Launcher registrations\n\n_This section"));
         assert!(merged.contains("| pipe ping-pong slowdown | +14.0% | <= 5% | MISS |"));
         assert!(merged.contains("| daemon RSS with 1000 jobs | 14.4 MB | <= 20 MB | PASS |"));
-        assert!(merged.contains("| registrations per second, 100 concurrent launchers | 2000/s | >= 1000/s |"));
+        assert!(merged.contains(
+            "| registrations per second, 100 concurrent launchers | 2000/s | >= 1000/s |"
+        ));
         // Again: replaced, not repeated.
         let again = merge(&merged, &report());
         assert_eq!(again.matches("## 4. Launcher registrations").count(), 1);
@@ -1028,7 +1064,9 @@ mod tests {
         let merged = merge(EXISTING, &partial);
         assert!(merged.contains("## 6. IO-heavy job slowdown\n\n_This section"));
         assert!(merged.contains("## 7. Network-heavy job slowdown\n\n_This section"));
-        assert!(merged.contains("| IO-heavy job slowdown (dd, 512-byte blocks) | +20.0% | <= 5% |"));
+        assert!(
+            merged.contains("| IO-heavy job slowdown (dd, 512-byte blocks) | +20.0% | <= 5% |")
+        );
         assert!(merged.contains("| network-heavy job slowdown (loopback TCP) | +1.0% | <= 5% |"));
         // The others' rows stay; a second run replaces its own.
         assert!(merged.contains("| pipe ping-pong slowdown | +14.0% | <= 5% | MISS |"));
@@ -1071,11 +1109,23 @@ mod tests {
         let merged = merge(EXISTING, &partial);
         assert!(merged.contains("## 8. Finished jobs: profiles written, and /metrics with 10000 in retention\n\n_This section"));
         assert!(merged.contains("| Profiles written per second | 5000/s (all 10000 in 2.00 s) |"));
-        assert!(merged.contains("| /metrics p99 with 10000 finished jobs | 150.00 ms | <= 200 ms |"));
+        assert!(
+            merged.contains("| /metrics p99 with 10000 finished jobs | 150.00 ms | <= 200 ms |")
+        );
         assert!(merged.contains("| daemon RSS with 10000 finished jobs | 41.0 MB | <= 50 MB |"));
         let again = merge(&merged, &partial);
-        assert_eq!(again.matches("| daemon RSS with 10000 finished jobs").count(), 1);
-        assert_eq!(again.matches("| daemon RSS with 1000 jobs | 14.4 MB").count(), 1);
+        assert_eq!(
+            again
+                .matches("| daemon RSS with 10000 finished jobs")
+                .count(),
+            1
+        );
+        assert_eq!(
+            again
+                .matches("| daemon RSS with 1000 jobs | 14.4 MB")
+                .count(),
+            1
+        );
         assert_eq!(again.matches("## 8. Finished jobs").count(), 1);
     }
 

@@ -203,19 +203,27 @@ fn run_round(setup: &Setup, args: &BenchArgs, max_cgroups: u32) -> anyhow::Resul
         root.path(),
         false,
         LABEL,
-        &["--job.retention", JOB_RETENTION, "--bpf.max-cgroups", &slots],
+        &[
+            "--job.retention",
+            JOB_RETENTION,
+            "--bpf.max-cgroups",
+            &slots,
+        ],
     )?;
 
     let dirs = (0..jobs)
         .map(|i| root.make_job(&format!("job{i:05}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let all = f64::from(jobs);
-    daemon.wait_for("every job to be running", Duration::from_secs(120), |text| {
-        metrics::value(text, RUNNING_JOBS) == Some(all)
-    })?;
+    daemon.wait_for(
+        "every job to be running",
+        Duration::from_secs(120),
+        |text| metrics::value(text, RUNNING_JOBS) == Some(all),
+    )?;
     // Counted by a sample of the maps, not only seen as events.
     let before = daemon.next_samples(1)?;
-    let commits_before = metrics::value(&before, COMMITS).with_context(|| format!("{COMMITS} missing"))?;
+    let commits_before =
+        metrics::value(&before, COMMITS).with_context(|| format!("{COMMITS} missing"))?;
     let ring_full_before = metrics::value(&before, RING_FULL).unwrap_or(0.0);
 
     let start = Instant::now();
@@ -274,16 +282,21 @@ fn wait_written(daemon: &Daemon, start: Instant, jobs: f64) -> anyhow::Result<Bu
     let (mut written_s, mut finished_s) = (None, None);
     let (mut commits, mut last_commit_ms, mut slowest_sample_ms) = (0.0, 0.0, 0.0_f64);
     loop {
-        let text = daemon.metrics().context("reading /metrics during the burst")?;
+        let text = daemon
+            .metrics()
+            .context("reading /metrics during the burst")?;
         let now = start.elapsed().as_secs_f64();
-        let written = metrics::value(&text, WRITTEN).with_context(|| format!("{WRITTEN} missing"))?;
-        let finished = metrics::value(&text, FINISHED_JOBS).with_context(|| format!("{FINISHED_JOBS} missing"))?;
+        let written =
+            metrics::value(&text, WRITTEN).with_context(|| format!("{WRITTEN} missing"))?;
+        let finished = metrics::value(&text, FINISHED_JOBS)
+            .with_context(|| format!("{FINISHED_JOBS} missing"))?;
         if let Some(sample) = metrics::value(&text, SAMPLE_DURATION) {
             slowest_sample_ms = slowest_sample_ms.max(sample * 1000.0);
         }
         if written >= jobs && written_s.is_none() {
             written_s = Some(now);
-            commits = metrics::value(&text, COMMITS).with_context(|| format!("{COMMITS} missing"))?;
+            commits =
+                metrics::value(&text, COMMITS).with_context(|| format!("{COMMITS} missing"))?;
             last_commit_ms = metrics::value(&text, COMMIT_DURATION).unwrap_or(f64::NAN) * 1000.0;
         }
         if finished >= jobs {

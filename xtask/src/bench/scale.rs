@@ -92,7 +92,9 @@ pub fn time_scrapes(daemon: &Daemon, count: u32) -> anyhow::Result<(Vec<f64>, us
 pub fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     let path = format!("/proc/{pid}/status");
     let status = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let field = |name: &str| status_kib(&status, name).with_context(|| format!("{name} missing from {path}"));
+    let field = |name: &str| {
+        status_kib(&status, name).with_context(|| format!("{name} missing from {path}"))
+    };
     Ok((field("VmRSS")?, field("VmHWM")?))
 }
 

@@ -80,7 +80,13 @@ fn measure_without(root: &Root, round: u32, cpu: usize, round_trips: u32) -> any
     Ok(us)
 }
 
-fn measure_with(setup: &Setup, root: &Root, round: u32, cpu: usize, round_trips: u32) -> anyhow::Result<f64> {
+fn measure_with(
+    setup: &Setup,
+    root: &Root,
+    round: u32,
+    cpu: usize,
+    round_trips: u32,
+) -> anyhow::Result<f64> {
     let mut daemon = Daemon::start(setup, root.path(), false, "pingpong")?;
     // Made after the daemon is up: counting starts when the job dir appears.
     let name = format!("with-{round}");
@@ -94,7 +100,9 @@ fn measure_with(setup: &Setup, root: &Root, round: u32, cpu: usize, round_trips:
         &format!("jobid=\"{name}\""),
     );
     if counted < f64::from(round_trips) {
-        bail!("the daemon credited {counted} context switches to {name}, expected at least {round_trips}");
+        bail!(
+            "the daemon credited {counted} context switches to {name}, expected at least {round_trips}"
+        );
     }
     daemon.stop()?;
     cgroup::remove_tree(&job)?;

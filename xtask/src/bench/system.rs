@@ -24,13 +24,17 @@ pub struct Environment {
 
 impl Environment {
     pub fn probe(cgroup_mount: &Path) -> anyhow::Result<Self> {
-        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").context("reading the kernel release")?;
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+            .context("reading the kernel release")?;
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").context("reading /proc/cpuinfo")?;
         Ok(Self {
             date: utc_now(),
             kernel: kernel.trim().to_string(),
             cpu_model: cpu_model(&cpuinfo).unwrap_or_else(|| "unknown".into()),
-            cpus: cpuinfo.lines().filter(|l| l.starts_with("processor")).count(),
+            cpus: cpuinfo
+                .lines()
+                .filter(|l| l.starts_with("processor"))
+                .count(),
             cgroup_mount: cgroup_mount.to_path_buf(),
         })
     }
@@ -41,7 +45,8 @@ pub fn ensure_tracefs() -> anyhow::Result<()> {
     if Path::new(TRACEFS).join("events").is_dir() {
         return Ok(());
     }
-    run(Command::new("mount").args(["-t", "tracefs", "tracefs", TRACEFS])).context("mounting tracefs")
+    run(Command::new("mount").args(["-t", "tracefs", "tracefs", TRACEFS]))
+        .context("mounting tracefs")
 }
 
 fn cpu_model(cpuinfo: &str) -> Option<String> {
@@ -63,7 +68,9 @@ pub fn foreign_switch_programs() -> usize {
 
 /// Now as `YYYY-MM-DD HH:MM UTC`.
 fn utc_now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400) as i64);
     let minutes = secs % 86_400 / 60;
     format!(

@@ -1,32 +1,33 @@
-//! sched/sched_process_exit: counts whole-process exits in a job, and OOM
-//! kills when the exiting task is a victim the OOM killer marked
-//! (`current` is the exiting task).
+//! sched_process_exit (raw tracepoint; fires for every exiting thread,
+//! `current` is that thread): credits the thread's counters, so a job
+//! living 5 ms is exact; counts whole-process exits, and OOM kills when
+//! the thread is a victim the OOM killer marked.
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 
 use crate::{
-    config::offset,
     maps::{OOM_PENDING, OOM_VICTIMS, atomic_add, counters_of},
+    tasks::settle,
 };
 
-#[tracepoint]
-pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p, bool group_dead)
+    let task: u64 = ctx.arg(0);
+    let group_dead: u64 = ctx.arg(1);
+    settle(task);
     let oom_killed = take_oom_victim();
     let Some(counters) = counters_of(unsafe { bpf_get_current_cgroup_id() }) else {
         return 0;
     };
     if oom_killed {
-        counters.oom_kills += 1;
+        atomic_add(&mut counters.oom_kills, 1u64);
     }
-    let offset = offset!(exit_group_dead);
-    // SAFETY: the offset comes from the tracepoint's format file.
-    if let Ok(group_dead) = unsafe { ctx.read_at::<u8>(offset) }
-        && group_dead != 0
-    {
-        counters.process_exits += 1;
+    if group_dead & 0xff != 0 {
+        atomic_add(&mut counters.process_exits, 1u64);
     }
     0
 }

@@ -1,0 +1,266 @@
+//! Crediting what the kernel already counts per task to the task's job.
+//!
+//! The kernel keeps, in every `task_struct`, the CPU time, run-queue wait,
+//! context switches, page faults and IO that cgroup files and /proc show.
+//! Instead of tracing each switch, wakeup, syscall and fault, the programs
+//! read those counters at the few moments that matter and credit the
+//! difference since the last reading to the cgroup the task was in:
+//! - every sample, for every job task (the `task_iter` iterator);
+//! - when a task moves to another cgroup (`cgroup_attach_task`);
+//! - when a thread exits (`sched_process_exit`), and once more when it is
+//!   freed (`sched_process_free`), for the CPU its exit itself used.
+//!
+//! [`TaskState`] remembers, per task, the cgroup it was last credited to and
+//! its counters then. A task born in a job starts from its own zeros (the
+//! kernel zeroes them at fork); a task that enters a job later starts from
+//! what it had counted when it entered, so nothing it did before is the job's.
+//!
+//! Two programs may credit one task at once (the iterator on one CPU, the
+//! task's own exit on another). Every remembered counter is advanced with a
+//! compare-and-swap to the larger reading, and only the advance is credited:
+//! each increment of a task's counters is credited exactly once.
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use monitor_common::{CgroupCounters, DropReason, TaskCounters, TaskState};
+
+use crate::{
+    config::layout,
+    maps::{TASK_STATE, TASK_STATE_COUNT, atomic_add, count_drop, counters_of, slot_of},
+};
+
+/// `PF_EXITING` in `task_struct.flags`: the task is past `exit_signals`,
+/// the exit programs credit it from there.
+const PF_EXITING: u32 = 0x0000_0004;
+/// Hash map update flag: only if the key is new.
+const BPF_NOEXIST: u64 = 1;
+/// errno of an insert whose key exists.
+const EEXIST: i32 = 17;
+
+/// A kernel value at `addr`, through the checked helper.
+#[inline(always)]
+pub fn read<T>(addr: u64) -> Option<T> {
+    // SAFETY: the helper checks the read; a bad address gives an error.
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
+}
+
+/// Whether `task` is exiting (or its flags cannot be read).
+#[inline(always)]
+pub fn is_exiting(task: u64) -> bool {
+    read::<u32>(task + layout!(task_flags)).is_none_or(|flags| flags & PF_EXITING != 0)
+}
+
+/// The cgroup v2 id of `task`: task->cgroups->dfl_cgrp->kn->id.
+#[inline(always)]
+pub fn cgroup_of(task: u64) -> Option<u64> {
+    let css_set: u64 = read(task + layout!(task_cgroups))?;
+    let cgroup: u64 = read(css_set + layout!(css_set_dfl_cgrp))?;
+    let kn: u64 = read(cgroup + layout!(cgroup_kn))?;
+    read(kn + layout!(kernfs_node_id))
+}
+
+/// The kernel's counters of `task` now.
+#[inline(always)]
+pub fn counters_of_task(task: u64) -> Option<TaskCounters> {
+    // The first six u64 members of task_io_accounting, in this order.
+    let io: [u64; 6] = read(task + layout!(task_ioac))?;
+    let min_flt: u64 = read(task + layout!(task_min_flt))?;
+    let maj_flt: u64 = read(task + layout!(task_maj_flt))?;
+    Some(TaskCounters {
+        cpu_ns: read(task + layout!(task_sum_exec_runtime))?,
+        run_delay_ns: read(task + layout!(task_run_delay))?,
+        nvcsw: read(task + layout!(task_nvcsw))?,
+        nivcsw: read(task + layout!(task_nivcsw))?,
+        faults: min_flt.wrapping_add(maj_flt),
+        rchar: io[0],
+        wchar: io[1],
+        syscr: io[2],
+        syscw: io[3],
+        read_bytes: io[4],
+        write_bytes: io[5],
+    })
+}
+
+#[inline(always)]
+fn state_of(task: u64) -> Option<&'static mut TaskState> {
+    // SAFETY: values stay valid while the entry exists; entries are removed
+    // only when the task is freed (or leaves every job).
+    TASK_STATE.get_ptr_mut(task).map(|p| unsafe { &mut *p })
+}
+
+/// Starts tracking `task` in job cgroup `cgroup` from `counters`.
+#[inline(always)]
+pub fn track(task: u64, cgroup: u64, counters: TaskCounters) {
+    let state = TaskState {
+        cgroup,
+        credited: counters,
+    };
+    match TASK_STATE.insert(task, state, BPF_NOEXIST) {
+        Ok(()) => {
+            if let Some(count) = TASK_STATE_COUNT.get_ptr_mut(0) {
+                atomic_add(count, 1u64);
+            }
+        }
+        // Already tracked (a race with another program): it has a baseline.
+        Err(e) if e == -EEXIST => {}
+        Err(_) => count_drop(DropReason::TaskMapFull),
+    }
+}
+
+/// Stops tracking `task` (it was freed, or left every job).
+#[inline(always)]
+pub fn untrack(task: u64) {
+    if TASK_STATE.remove(task).is_ok()
+        && let Some(count) = TASK_STATE_COUNT.get_ptr_mut(0)
+    {
+        atomic_add(count, u64::MAX); // minus one
+    }
+}
+
+/// Advances `*credited` to `now` if that is larger, returning by how much.
+/// One compare-and-swap, no retry: if a concurrent creditor of the same
+/// task advanced it first, what is left (its reading to ours) stays
+/// uncredited until the next credit reads the counter again. Each increment
+/// of a task's counters is thus credited exactly once. (The last credit,
+/// at free, has no concurrent creditor: see [`settle`].)
+#[inline(always)]
+fn advance(credited: *mut u64, now: u64) -> u64 {
+    // SAFETY: an aligned u64 in a map value.
+    let old = unsafe { core::ptr::read_volatile(credited) };
+    if now > old && compare_exchange(credited, old, now) == old {
+        now - old
+    } else {
+        0
+    }
+}
+
+/// `*target = new` if it was `expected`; returns what it was. BPF_CMPXCHG
+/// (Linux 5.12+), written out because the object is built for the
+/// baseline BPF CPU, whose code generator has no compare-and-swap.
+#[inline(always)]
+fn compare_exchange(target: *mut u64, expected: u64, new: u64) -> u64 {
+    let mut seen = expected;
+    // SAFETY: an aligned u64 in a map value; r0 in and out as the
+    // instruction defines it.
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({target} + 0, r0, {new})",
+            target = in(reg) target,
+            new = in(reg) new,
+            inout("r0") seen,
+        );
+    }
+    seen
+}
+
+/// Credits what `task` counted since `state` was last advanced to the
+/// cgroup `state` names (atomically: the iterator may be preempted by
+/// another program crediting the same cgroup on this CPU).
+#[inline(always)]
+pub fn credit(state: &mut TaskState, now: &TaskCounters) {
+    let last = &mut state.credited;
+    let cpu = advance(&mut last.cpu_ns, now.cpu_ns);
+    let wait = advance(&mut last.run_delay_ns, now.run_delay_ns);
+    let voluntary = advance(&mut last.nvcsw, now.nvcsw);
+    let involuntary = advance(&mut last.nivcsw, now.nivcsw);
+    let faults = advance(&mut last.faults, now.faults);
+    let rchar = advance(&mut last.rchar, now.rchar);
+    let wchar = advance(&mut last.wchar, now.wchar);
+    let syscr = advance(&mut last.syscr, now.syscr);
+    let syscw = advance(&mut last.syscw, now.syscw);
+    let read_bytes = advance(&mut last.read_bytes, now.read_bytes);
+    let write_bytes = advance(&mut last.write_bytes, now.write_bytes);
+    let Some(counters) = counters_of(state.cgroup) else {
+        // The cgroup's counters were read for the last time and freed.
+        return;
+    };
+    let c: &mut CgroupCounters = counters;
+    add(&mut c.cpu_ns, cpu);
+    add(&mut c.runqueue_wait_ns, wait);
+    add(&mut c.voluntary_switches, voluntary);
+    add(&mut c.involuntary_switches, involuntary);
+    add(&mut c.page_faults, faults);
+    add(&mut c.io_read_bytes, rchar);
+    add(&mut c.io_write_bytes, wchar);
+    add(&mut c.io_read_calls, syscr);
+    add(&mut c.io_write_calls, syscw);
+    add(&mut c.block_read_bytes, read_bytes);
+    add(&mut c.block_write_bytes, write_bytes);
+}
+
+#[inline(always)]
+fn add(counter: &mut u64, value: u64) {
+    if value != 0 {
+        atomic_add(counter, value);
+    }
+}
+
+/// Why [`sync`] is called.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// A sample: credit what the task did since the last credit.
+    Sample,
+    /// The task may have changed cgroup: credit the cgroup it left, but
+    /// only if it did change.
+    Attach,
+}
+
+/// Brings the accounting of live `task` up to date: credits the cgroup it
+/// was last credited to, then follows it to the cgroup it is in now (a
+/// job: tracked from here; not a job: forgotten).
+#[inline(always)]
+pub fn sync(task: u64, moment: Moment) {
+    // An exiting task is credited by the exit programs; one past
+    // exit_signals is not moved by cgroup_attach_task either.
+    if is_exiting(task) {
+        return;
+    }
+    let Some(cgroup) = cgroup_of(task) else {
+        return;
+    };
+    let in_job = slot_of(cgroup).is_some();
+    if moment == Moment::Sample && !in_job {
+        // Most tasks of a node: done without a map lookup. A tracked task
+        // leaves a job only through cgroup_attach_task, which syncs it.
+        return;
+    }
+    match state_of(task) {
+        Some(state) => {
+            if moment == Moment::Attach && state.cgroup == cgroup {
+                // A move in a v1 hierarchy, or within the same cgroup.
+                return;
+            }
+            if let Some(now) = counters_of_task(task) {
+                credit(state, &now);
+            }
+            if state.cgroup != cgroup {
+                if in_job {
+                    state.cgroup = cgroup;
+                } else {
+                    untrack(task);
+                }
+            }
+        }
+        None if in_job => {
+            // Entered a job (or was there before the programs were): its
+            // counts so far are not this job's.
+            if let Some(now) = counters_of_task(task) {
+                track(task, cgroup, now);
+            }
+        }
+        None => {}
+    }
+}
+
+/// Credits exiting or freed `task` (its counters only grow until it is
+/// freed). Nothing for a task not tracked: its baseline is unknown.
+///
+/// At free no other program credits the task: the iterator skips exiting
+/// tasks, and one that read the task before it began to exit runs inside
+/// an RCU read section that the free (an RCU callback) waits for.
+#[inline(always)]
+pub fn settle(task: u64) {
+    if let Some(state) = state_of(task)
+        && let Some(now) = counters_of_task(task)
+    {
+        credit(state, &now);
+    }
+}
