@@ -116,17 +116,22 @@ pub struct CgroupEvent {
 }
 const _: () = assert!(size_of::<CgroupEvent>() == 24 + CGROUP_PATH_MAX);
 
-/// The resident memory of one mm (address space) as kmem/rss_stat last
-/// reported it, and the cgroup it is counted in.
+/// The resident memory of one mm (address space) of a job's process as
+/// the rss_stat tracepoint last reported it, and the cgroup it is counted
+/// in; one entry of the MM_SLOTS table (open addressing by mm pointer).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MmState {
+    /// The mm_struct pointer, used only as an identity; 0: a free entry.
+    pub mm: u64,
     pub cgroup: u64,
-    /// Bytes by mm counter: MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS (not
-    /// resident, kept at 0), MM_SHMEMPAGES.
-    pub bytes: [i64; 4],
+    /// Bytes by resident mm counter: MM_FILEPAGES, MM_ANONPAGES, MM_SHMEMPAGES.
+    pub bytes: [i64; 3],
 }
 const _: () = assert!(size_of::<MmState>() == 40);
+
+/// Entries of the MM_SLOTS table an mm may occupy, from its home slot on.
+pub const MM_PROBES: u32 = 4;
 
 /// What the kernel itself counts for one task (thread), as the programs
 /// read it from its `task_struct`: every field only grows over the task's
@@ -304,20 +309,20 @@ pub struct FieldOffsets {
     pub cgroup_path: u32,
     /// Number of cgroup counter slots minus one (a power of two minus one).
     pub cgroup_slot_mask: u32,
-    pub rss_mm_id: u32,
-    pub rss_curr: u32,
-    pub rss_member: u32,
-    pub rss_size: u32,
     pub oom_victim_pid: u32,
+    /// Number of MM_SLOTS entries minus one (a power of two minus one).
+    pub mm_slot_mask: u32,
+    /// Keeps the size a multiple of 8.
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<FieldOffsets>() == 40);
+const _: () = assert!(size_of::<FieldOffsets>() == 32);
 
 /// Load-time constants: byte offsets of the kernel struct members the task
-/// programs read, from the kernel's BTF (Rust eBPF has no CO-RE
+/// and memory programs read, from the kernel's BTF (Rust eBPF has no CO-RE
 /// relocations). Every member is read with `bpf_probe_read_kernel`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TaskLayout {
+pub struct KernelLayout {
     /// `task_struct.flags` (PF_EXITING).
     pub task_flags: u32,
     /// `task_struct.cgroups` -> `css_set.dfl_cgrp` -> `cgroup.kn` ->
@@ -343,13 +348,17 @@ pub struct TaskLayout {
     pub task_signal: u32,
     pub signal_thread_head: u32,
     pub task_thread_node: u32,
-    pub _pad: u32,
+    /// `task_struct.mm`, and in `mm_struct` its resident-memory counters
+    /// `rss_stat[]` (a `percpu_counter` each, whose global `count` the
+    /// rss_stat tracepoint reports).
+    pub task_mm: u32,
+    pub mm_rss_stat: u32,
+    pub percpu_counter_size: u32,
+    pub percpu_counter_count: u32,
+    /// log2 of the page size (the counters count pages).
+    pub page_shift: u32,
 }
-const _: () = assert!(size_of::<TaskLayout>() == 64);
-
-/// How many bytes of a tracepoint record [`FieldOffsets`] fields may reach
-/// into: programs that read several fields copy this much in one read.
-pub const TRACEPOINT_HEAD_LEN: usize = 64;
+const _: () = assert!(size_of::<KernelLayout>() == 80);
 
 /// Which cgroups the programs count: strict descendants of the monitored
 /// root, matched by path prefix (`/monitor.slice/`) when they are created.
@@ -377,7 +386,7 @@ mod pod {
     unsafe impl aya::Pod for super::CgroupCounters {}
     unsafe impl aya::Pod for super::TaskCounters {}
     unsafe impl aya::Pod for super::TaskState {}
-    unsafe impl aya::Pod for super::TaskLayout {}
+    unsafe impl aya::Pod for super::KernelLayout {}
     unsafe impl aya::Pod for super::MmState {}
     unsafe impl aya::Pod for super::CgroupEvent {}
     unsafe impl aya::Pod for super::FieldOffsets {}

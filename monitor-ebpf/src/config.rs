@@ -1,6 +1,6 @@
 //! Read-only globals set by the daemon at load time. They live in `.rodata`,
 //! which the kernel freezes, so the verifier treats their values as constants.
-use monitor_common::{FieldOffsets, RootPrefix, TaskLayout};
+use monitor_common::{FieldOffsets, KernelLayout, RootPrefix};
 
 #[unsafe(no_mangle)]
 pub(crate) static FIELD_OFFSETS: FieldOffsets = FieldOffsets {
@@ -9,15 +9,13 @@ pub(crate) static FIELD_OFFSETS: FieldOffsets = FieldOffsets {
     cgroup_id: 0,
     cgroup_path: 0,
     cgroup_slot_mask: 0,
-    rss_mm_id: 0,
-    rss_curr: 0,
-    rss_member: 0,
-    rss_size: 0,
     oom_victim_pid: 0,
+    mm_slot_mask: 0,
+    _pad: 0,
 };
 
 #[unsafe(no_mangle)]
-pub(crate) static TASK_LAYOUT: TaskLayout = TaskLayout {
+pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     task_flags: 0,
     task_cgroups: 0,
     css_set_dfl_cgrp: 0,
@@ -33,7 +31,11 @@ pub(crate) static TASK_LAYOUT: TaskLayout = TaskLayout {
     task_signal: 0,
     signal_thread_head: 0,
     task_thread_node: 0,
-    _pad: 0,
+    task_mm: 0,
+    mm_rss_stat: 0,
+    percpu_counter_size: 0,
+    percpu_counter_count: 0,
+    page_shift: 0,
 };
 
 #[unsafe(no_mangle)]
@@ -48,10 +50,10 @@ macro_rules! offset {
 }
 pub(crate) use offset;
 
-/// One field of [`TaskLayout`], as a byte offset (volatile like `offset!`).
+/// One field of [`KernelLayout`], as a byte offset (volatile like `offset!`).
 macro_rules! layout {
     ($field:ident) => {
-        unsafe { core::ptr::read_volatile(&raw const crate::config::TASK_LAYOUT.$field) as u64 }
+        unsafe { core::ptr::read_volatile(&raw const crate::config::KERNEL_LAYOUT.$field) as u64 }
     };
 }
 pub(crate) use layout;

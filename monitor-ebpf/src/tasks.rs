@@ -23,8 +23,9 @@ use aya_ebpf::helpers::bpf_probe_read_kernel;
 use monitor_common::{CgroupCounters, DropReason, TaskCounters, TaskState};
 
 use crate::{
+    atomics::{atomic_add, compare_exchange},
     config::layout,
-    maps::{TASK_STATE, TASK_STATE_COUNT, atomic_add, count_drop, counters_of, slot_of},
+    maps::{TASK_STATE, TASK_STATE_COUNT, count_drop, counters_of, slot_of},
 };
 
 /// `PF_EXITING` in `task_struct.flags`: the task is past `exit_signals`,
@@ -130,25 +131,6 @@ fn advance(credited: *mut u64, now: u64) -> u64 {
     } else {
         0
     }
-}
-
-/// `*target = new` if it was `expected`; returns what it was. BPF_CMPXCHG
-/// (Linux 5.12+), written out because the object is built for the
-/// baseline BPF CPU, whose code generator has no compare-and-swap.
-#[inline(always)]
-fn compare_exchange(target: *mut u64, expected: u64, new: u64) -> u64 {
-    let mut seen = expected;
-    // SAFETY: an aligned u64 in a map value; r0 in and out as the
-    // instruction defines it.
-    unsafe {
-        core::arch::asm!(
-            "r0 = cmpxchg_64({target} + 0, r0, {new})",
-            target = in(reg) target,
-            new = in(reg) new,
-            inout("r0") seen,
-        );
-    }
-    seen
 }
 
 /// Credits what `task` counted since `state` was last advanced to the

@@ -301,7 +301,8 @@ mod tests {
             vec!["monitor", "daemon", "--sample.interval", "0s"],
             vec!["monitor", "daemon", "--web.listen-address", "nonsense"],
             vec!["monitor", "daemon", "--web.telemetry-path", "metrics"],
-            vec!["monitor", "daemon", "--bpf.task-slots", "1000"],
+            vec!["monitor", "daemon", "--bpf.max-tasks", "0"],
+            vec!["monitor", "daemon", "--bpf.task-slots", "-1"],
             vec!["monitor", "daemon", "--bpf.max-cgroups", "10000"],
             vec!["monitor", "daemon", "--bpf.max-cgroups", "32"],
         ] {

@@ -16,7 +16,8 @@ use monitor_common::DropReason;
 use crate::{
     config::layout,
     maps::count_drop,
-    tasks::{Moment, read, sync},
+    memory::move_mm,
+    tasks::{Moment, cgroup_of, read, sync},
 };
 
 /// Threads of a moved process synced at the move itself.
@@ -30,6 +31,10 @@ pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     sync(leader, Moment::Attach);
     if threadgroup & 0xff != 0 {
         sync_other_threads(leader);
+        // The whole process moved: its address space too.
+        if let Some(cgroup) = cgroup_of(leader) {
+            move_mm(leader, cgroup);
+        }
     }
     0
 }

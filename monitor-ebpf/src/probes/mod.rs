@@ -10,4 +10,3 @@ mod task_exit;
 mod task_free;
 mod task_iter;
 mod task_newtask;
-mod tracepoint_head;

@@ -5,7 +5,7 @@ use aya_ebpf::{
     helpers::generated::bpf_skb_cgroup_id, macros::cgroup_skb, programs::SkBuffContext,
 };
 
-use crate::maps::{atomic_add, counters_of};
+use crate::{atomics::atomic_add, maps::counters_of};
 
 const ALLOW: i32 = 1;
 

@@ -4,8 +4,9 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
 use crate::{
+    atomics::atomic_add,
     config::offset,
-    maps::{OOM_PENDING, OOM_VICTIMS, atomic_add},
+    maps::{OOM_PENDING, OOM_VICTIMS},
 };
 
 #[tracepoint]

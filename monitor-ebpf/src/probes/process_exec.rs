@@ -3,7 +3,7 @@ use aya_ebpf::{
     helpers::bpf_get_current_cgroup_id, macros::tracepoint, programs::TracePointContext,
 };
 
-use crate::maps::{atomic_add, counters_of};
+use crate::{atomics::atomic_add, maps::counters_of};
 
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {

@@ -9,7 +9,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{OOM_PENDING, OOM_VICTIMS, atomic_add, counters_of},
+    atomics::atomic_add,
+    maps::{OOM_PENDING, OOM_VICTIMS, counters_of},
     tasks::settle,
 };
 

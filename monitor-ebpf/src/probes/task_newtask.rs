@@ -11,7 +11,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{atomic_add, counters_of, slot_of},
+    atomics::atomic_add,
+    maps::{counters_of, slot_of},
     tasks::{cgroup_of, counters_of_task, track},
 };
 

@@ -64,7 +64,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     );
 
     let offsets = kernel::offsets::from_tracefs(&tracefs)?;
-    let layout = kernel::offsets::task_layout()?;
+    let layout = kernel::offsets::kernel_layout()?;
     let sizes = MapSizes {
         cgroups: args.max_cgroups,
         tasks: args.max_tasks,
@@ -238,7 +238,7 @@ type Carried = Vec<(u64, monitor_common::CgroupCounters)>;
 fn load_or_reattach(
     args: &DaemonArgs,
     offsets: &monitor_common::FieldOffsets,
-    layout: &monitor_common::TaskLayout,
+    layout: &monitor_common::KernelLayout,
     root_in_hierarchy: &str,
     sizes: MapSizes,
     stamp: &str,

@@ -229,13 +229,21 @@ impl Sampler {
         self.wake.drain();
     }
 
-    /// Starts counting cgroups the launcher side adopted.
+    /// Starts counting cgroups the launcher side adopted. Their tasks were
+    /// running already: the task iterator runs at once, so each is counted
+    /// from now rather than from the next sample.
     fn track_adopted(&mut self) {
         let ids = self.table().take_untracked();
+        if ids.is_empty() {
+            return;
+        }
         for id in ids {
             if let Err(e) = self.probes.counters.claim(id) {
                 log::warn!("counting adopted cgroup {id}: {e}");
             }
+        }
+        if let Err(e) = self.probes.credit_tasks() {
+            log::warn!("crediting the tasks of adopted cgroups: {e}");
         }
     }
 

@@ -140,33 +140,62 @@ impl Btf {
         id
     }
 
-    /// Byte offset of a member path, e.g. `task_struct`, `["se", "sum_exec_runtime"]`.
-    pub fn member_offset(&self, strukt: &str, path: &[&str]) -> Result<u32, BtfError> {
-        let mut id = self
-            .types
+    fn struct_id(&self, strukt: &str) -> Result<u32, BtfError> {
+        self.types
             .iter()
             .position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == strukt.as_bytes())
-            .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))? as u32;
+            .map(|id| id as u32)
+            .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))
+    }
+
+    /// Byte size of struct `strukt`.
+    pub fn struct_size(&self, strukt: &str) -> Result<u32, BtfError> {
+        Ok(self.types[self.struct_id(strukt)? as usize].reference)
+    }
+
+    /// Byte offset of a member path, e.g. `task_struct`, `["se", "sum_exec_runtime"]`.
+    /// Members of anonymous structs and unions are found as the C
+    /// compiler finds them, as if they were members of the outer struct.
+    pub fn member_offset(&self, strukt: &str, path: &[&str]) -> Result<u32, BtfError> {
+        let mut id = self.struct_id(strukt)?;
         let mut bits = 0u32;
         for member in path {
-            let t = &self.types[id as usize];
-            let (_, member_type, offset) = t
-                .members
-                .iter()
-                .find(|(name, _, _)| self.name(*name) == member.as_bytes())
-                .ok_or_else(|| BtfError::NoMember {
-                    strukt: strukt.to_string(),
-                    member: member.to_string(),
-                })?;
-            // With kind_flag the low 24 bits are the bit offset.
-            bits += if t.kind_flag {
-                offset & 0x00ff_ffff
-            } else {
-                *offset
-            };
-            id = self.resolve(*member_type);
+            let (offset, member_type) =
+                self.find_member(id, member.as_bytes(), 0)
+                    .ok_or_else(|| BtfError::NoMember {
+                        strukt: strukt.to_string(),
+                        member: member.to_string(),
+                    })?;
+            bits += offset;
+            id = self.resolve(member_type);
         }
         Ok(bits / 8)
+    }
+
+    /// (bit offset, type) of member `name` of struct or union `id`,
+    /// looking into anonymous members (to a depth of 8).
+    fn find_member(&self, id: u32, name: &[u8], depth: u32) -> Option<(u32, u32)> {
+        let t = self.types.get(id as usize)?;
+        for &(name_off, member_type, offset) in &t.members {
+            // With kind_flag the low 24 bits are the bit offset.
+            let offset = if t.kind_flag {
+                offset & 0x00ff_ffff
+            } else {
+                offset
+            };
+            if self.name(name_off) == name {
+                return Some((offset, member_type));
+            }
+            if name_off == 0 && depth < 8 {
+                let inner = self.resolve(member_type);
+                if matches!(self.types.get(inner as usize), Some(i) if matches!(i.kind, KIND_STRUCT | KIND_UNION))
+                    && let Some((inner_offset, found)) = self.find_member(inner, name, depth + 1)
+                {
+                    return Some((offset + inner_offset, found));
+                }
+            }
+        }
+        None
     }
 }
 

@@ -1,7 +1,7 @@
 //! Tracepoint field offsets for the programs, from tracefs format files.
 use std::path::Path;
 
-use monitor_common::{FieldOffsets, TRACEPOINT_HEAD_LEN, TaskLayout};
+use monitor_common::{FieldOffsets, KernelLayout};
 use thiserror::Error;
 
 use super::btf::{self, Btf};
@@ -19,14 +19,6 @@ pub enum OffsetError {
         actual: usize,
     },
     #[error(
-        "{tracepoint}.{field} ends at byte {end}, past the {TRACEPOINT_HEAD_LEN} bytes the programs copy"
-    )]
-    TooFar {
-        tracepoint: String,
-        field: &'static str,
-        end: usize,
-    },
-    #[error(
         "struct task_io_accounting does not start with rchar, wchar, syscr, syscw, read_bytes, \
          write_bytes (u64 each), as the task programs read it"
     )]
@@ -37,20 +29,6 @@ pub enum OffsetError {
         "cgroup/cgroup_mkdir and cgroup/cgroup_rmdir have different layouts; one program serves both"
     )]
     CgroupLayoutMismatch,
-}
-
-/// The offset of a field read from the copied head of the record.
-fn head_offset(format: &Format, field: &'static str, size: usize) -> Result<u32, OffsetError> {
-    let at = offset(format, field, size)?;
-    let end = at as usize + size;
-    if end > TRACEPOINT_HEAD_LEN {
-        return Err(OffsetError::TooFar {
-            tracepoint: format.tracepoint.clone(),
-            field,
-            end,
-        });
-    }
-    Ok(at)
 }
 
 /// The offset of `field` in `format`, checked for size and reach.
@@ -75,7 +53,6 @@ pub fn from_tracefs(tracefs: &Path) -> Result<FieldOffsets, OffsetError> {
     from_formats(&Formats {
         cgroup_mkdir: read("cgroup", "cgroup_mkdir")?,
         cgroup_rmdir: read("cgroup", "cgroup_rmdir")?,
-        rss_stat: read("kmem", "rss_stat")?,
         mark_victim: read("oom", "mark_victim")?,
     })
 }
@@ -83,7 +60,6 @@ pub fn from_tracefs(tracefs: &Path) -> Result<FieldOffsets, OffsetError> {
 pub struct Formats {
     pub cgroup_mkdir: Format,
     pub cgroup_rmdir: Format,
-    pub rss_stat: Format,
     pub mark_victim: Format,
 }
 
@@ -99,23 +75,31 @@ pub fn from_formats(f: &Formats) -> Result<FieldOffsets, OffsetError> {
         cgroup_level: mkdir[1],
         cgroup_id: mkdir[2],
         cgroup_path: mkdir[3],
-        rss_mm_id: head_offset(&f.rss_stat, "mm_id", 4)?,
-        rss_curr: head_offset(&f.rss_stat, "curr", 4)?,
-        rss_member: head_offset(&f.rss_stat, "member", 4)?,
-        rss_size: head_offset(&f.rss_stat, "size", 8)?,
         oom_victim_pid: offset(&f.mark_victim, "pid", 4)?,
-        // Set by the loader from the map size.
+        // Set by the loader from the map sizes.
         cgroup_slot_mask: 0,
+        mm_slot_mask: 0,
+        _pad: 0,
     })
 }
 
-/// Where the task programs find what they read in kernel structs, from
-/// this kernel's BTF.
-pub fn task_layout() -> Result<TaskLayout, OffsetError> {
+/// This machine's page size.
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no memory effects.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .unwrap_or(4096)
+}
+
+/// Where the task and memory programs find what they read in kernel
+/// structs, from this kernel's BTF.
+pub fn kernel_layout() -> Result<KernelLayout, OffsetError> {
     layout_from(&Btf::from_file(Path::new(btf::VMLINUX))?)
 }
 
-fn layout_from(btf: &Btf) -> Result<TaskLayout, OffsetError> {
+fn layout_from(btf: &Btf) -> Result<KernelLayout, OffsetError> {
     let task = |path: &[&str]| btf.member_offset("task_struct", path);
     let io = [
         "rchar",
@@ -130,7 +114,7 @@ fn layout_from(btf: &Btf) -> Result<TaskLayout, OffsetError> {
             return Err(OffsetError::IoAccountingLayout);
         }
     }
-    Ok(TaskLayout {
+    Ok(KernelLayout {
         task_flags: task(&["flags"])?,
         task_cgroups: task(&["cgroups"])?,
         css_set_dfl_cgrp: btf.member_offset("css_set", &["dfl_cgrp"])?,
@@ -146,7 +130,11 @@ fn layout_from(btf: &Btf) -> Result<TaskLayout, OffsetError> {
         task_signal: task(&["signal"])?,
         signal_thread_head: btf.member_offset("signal_struct", &["thread_head"])?,
         task_thread_node: task(&["thread_node"])?,
-        _pad: 0,
+        task_mm: task(&["mm"])?,
+        mm_rss_stat: btf.member_offset("mm_struct", &["rss_stat"])?,
+        percpu_counter_size: btf.struct_size("percpu_counter")?,
+        percpu_counter_count: btf.member_offset("percpu_counter", &["count"])?,
+        page_shift: page_size().trailing_zeros(),
     })
 }
 
@@ -182,15 +170,6 @@ mod tests {
         Formats {
             cgroup_mkdir: format("cgroup/cgroup_mkdir", &cgroup),
             cgroup_rmdir: format("cgroup/cgroup_rmdir", &cgroup),
-            rss_stat: format(
-                "kmem/rss_stat",
-                &[
-                    ("mm_id", 8, 4),
-                    ("curr", 12, 4),
-                    ("member", 16, 4),
-                    ("size", 24, 8),
-                ],
-            ),
             mark_victim: format("oom/mark_victim", &[("pid", 8, 4)]),
         }
     }
@@ -202,10 +181,7 @@ mod tests {
             (offsets.cgroup_root, offsets.cgroup_id, offsets.cgroup_path),
             (8, 16, 24)
         );
-        assert_eq!(
-            (offsets.rss_mm_id, offsets.rss_size, offsets.oom_victim_pid),
-            (8, 24, 8)
-        );
+        assert_eq!(offsets.oom_victim_pid, 8);
     }
 
     #[test]
@@ -229,24 +205,6 @@ mod tests {
         formats.mark_victim = format("oom/mark_victim", &[("pid", 8, 8)]);
         let err = from_formats(&formats).unwrap_err().to_string();
         assert!(err.contains("pid"), "{err}");
-    }
-
-    #[test]
-    fn a_field_past_the_copied_head_is_refused() {
-        let mut formats = linux_6_18();
-        formats.rss_stat = format(
-            "kmem/rss_stat",
-            &[
-                ("mm_id", 8, 4),
-                ("curr", 12, 4),
-                ("member", 16, 4),
-                ("size", 60, 8),
-            ],
-        );
-        assert!(matches!(
-            from_formats(&formats),
-            Err(OffsetError::TooFar { .. })
-        ));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use aya::{
     },
 };
 use monitor_common::{
-    CGROUP_PROBES, CgroupCounters, FieldOffsets, ROOT_PREFIX_MAX, RootPrefix, TaskLayout,
+    CGROUP_PROBES, CgroupCounters, FieldOffsets, KernelLayout, ROOT_PREFIX_MAX, RootPrefix,
 };
 use thiserror::Error;
 
@@ -108,12 +108,11 @@ pub enum ProbeError {
 }
 
 /// Classic tracepoints (fields at format-file offsets) and their programs.
-const TRACEPOINTS: [(&str, &str, &str); 5] = [
+const TRACEPOINTS: [(&str, &str, &str); 4] = [
     // Cgroup events first, so a cgroup made while the daemon starts is seen.
     ("cgroup_mkdir", "cgroup", "cgroup_mkdir"),
     ("cgroup_rmdir", "cgroup", "cgroup_rmdir"),
     ("sched_process_exec", "sched", "sched_process_exec"),
-    ("rss_stat", "kmem", "rss_stat"),
     ("oom_mark_victim", "oom", "mark_victim"),
 ];
 /// cgroup_skb programs, attached to the cgroup v2 root.
@@ -150,6 +149,17 @@ pub struct MapSizes {
     pub cgroups: u32,
     /// Job tasks tracked at once (TASK_STATE entries).
     pub tasks: u32,
+}
+
+impl MapSizes {
+    /// Entries of the jobs' address-space table: room for one per tracked
+    /// task (processes are fewer), a power of two for open addressing.
+    pub fn mm_slots(&self) -> u32 {
+        self.tasks
+            .max(1024)
+            .checked_next_power_of_two()
+            .unwrap_or(1 << 31)
+    }
 }
 
 /// The maps the daemon itself reads and writes; every other map lives on
@@ -237,7 +247,7 @@ impl Probes {
     pub fn load(
         object: &[u8],
         offsets: &FieldOffsets,
-        layout: &TaskLayout,
+        layout: &KernelLayout,
         root_in_hierarchy: &str,
         sizes: MapSizes,
         pins: Option<PinSet>,
@@ -255,12 +265,13 @@ impl Probes {
         let constants = constants(offsets, sizes);
         let mut ebpf = EbpfLoader::new()
             .override_global("FIELD_OFFSETS", &constants, true)
-            .override_global("TASK_LAYOUT", layout, true)
+            .override_global("KERNEL_LAYOUT", layout, true)
             .override_global("ROOT_PREFIX", &prefix, true)
             .map_max_entries("CGROUP_INDEX", sizes.cgroups)
             .map_max_entries("CGROUP_COUNTERS", sizes.cgroups)
             .map_max_entries("CGROUP_RSS", sizes.cgroups)
             .map_max_entries("TASK_STATE", sizes.tasks)
+            .map_max_entries("MM_SLOTS", sizes.mm_slots())
             .load(object)
             .map_err(ProbeError::Load)?;
         let mut maps = Vec::with_capacity(DAEMON_MAPS.len());
@@ -593,6 +604,7 @@ loadable!(TracePoint, CgroupSkb, RawTracePoint);
 pub fn constants(offsets: &FieldOffsets, sizes: MapSizes) -> FieldOffsets {
     FieldOffsets {
         cgroup_slot_mask: sizes.cgroups - 1,
+        mm_slot_mask: sizes.mm_slots() - 1,
         ..*offsets
     }
 }
@@ -670,7 +682,7 @@ mod tests {
         let err = Probes::load(
             &[],
             &FieldOffsets::default(),
-            &TaskLayout::default(),
+            &KernelLayout::default(),
             "/m",
             sizes,
             None,
