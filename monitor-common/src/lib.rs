@@ -348,6 +348,9 @@ pub struct KernelLayout {
     pub task_signal: u32,
     pub signal_thread_head: u32,
     pub task_thread_node: u32,
+    /// `signal_struct.live`: the process's live threads (0 once its last
+    /// thread is exiting).
+    pub signal_live: u32,
     /// `task_struct.mm`, and in `mm_struct` its resident-memory counters
     /// `rss_stat[]` (a `percpu_counter` each, whose global `count` the
     /// rss_stat tracepoint reports).
@@ -355,10 +358,17 @@ pub struct KernelLayout {
     pub mm_rss_stat: u32,
     pub percpu_counter_size: u32,
     pub percpu_counter_count: u32,
+    /// `mm_struct.mm_users`: tasks using the address space.
+    pub mm_users: u32,
     /// log2 of the page size (the counters count pages).
     pub page_shift: u32,
+    /// 1 when sched_process_exit passes `group_dead` as an argument (newer
+    /// kernels); else the program reads `signal_live`.
+    pub exit_group_dead_arg: u32,
+    /// Keeps the size a multiple of 8.
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<KernelLayout>() == 80);
+const _: () = assert!(size_of::<KernelLayout>() == 96);
 
 /// Which cgroups the programs count: strict descendants of the monitored
 /// root, matched by path prefix (`/monitor.slice/`) when they are created.

@@ -31,11 +31,15 @@ pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     task_signal: 0,
     signal_thread_head: 0,
     task_thread_node: 0,
+    signal_live: 0,
     task_mm: 0,
     mm_rss_stat: 0,
     percpu_counter_size: 0,
     percpu_counter_count: 0,
+    mm_users: 0,
     page_shift: 0,
+    exit_group_dead_arg: 0,
+    _pad: 0,
 };
 
 #[unsafe(no_mangle)]

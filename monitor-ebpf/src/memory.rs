@@ -12,7 +12,10 @@
 //! on the mm pointer (no hash map lookup on the fault path). An mm is taken
 //! in by an event from one of its own tasks in a job, follows its process
 //! when it moves to another cgroup ([`move_mm`]), and leaves the table
-//! when its resident memory drops to zero (at exit).
+//! when it is torn down (at exit, or the old mm of an exec): the first
+//! event that lowers a count of an mm without users releases all of it,
+//! since the counts the event reports are batched per CPU and need not
+//! come down to zero by the end.
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_task};
 use monitor_common::{DropReason, MM_PROBES, MmState, hash_slot_index};
 
@@ -107,11 +110,21 @@ pub fn update(state: &mut MmState, index: usize, bytes: i64) {
     if let Some(slot) = slot_of(state.cgroup) {
         apply(slot, delta);
     }
-    if resident(state) == 0 {
-        // The address space is gone (or empty): free its entry.
-        state.bytes = [0; 3];
-        state.mm = 0;
+    // Empty, or being torn down (mmput dropped its last user): what is
+    // left of it leaves the job now, and its entry is freed.
+    if resident(state) == 0 || (delta < 0 && read::<i32>(state.mm + layout!(mm_users)) == Some(0)) {
+        release(state);
     }
+}
+
+/// Takes `state`'s remaining memory out of its job and frees its entry.
+#[inline(always)]
+fn release(state: &mut MmState) {
+    if let Some(slot) = slot_of(state.cgroup) {
+        apply(slot, -resident(state));
+    }
+    state.bytes = [0; 3];
+    state.mm = 0;
 }
 
 #[inline(always)]
@@ -155,18 +168,14 @@ pub fn move_mm(leader: u64, to: u64) {
     if state.cgroup == to {
         return;
     }
+    let Some(new) = slot_of(to) else {
+        release(state);
+        return;
+    };
     let total = resident(state);
     if let Some(old) = slot_of(state.cgroup) {
         apply(old, -total);
     }
-    match slot_of(to) {
-        Some(new) => {
-            state.cgroup = to;
-            apply(new, total);
-        }
-        None => {
-            state.bytes = [0; 3];
-            state.mm = 0;
-        }
-    }
+    state.cgroup = to;
+    apply(new, total);
 }

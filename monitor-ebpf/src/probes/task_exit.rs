@@ -10,15 +10,22 @@ use aya_ebpf::{
 
 use crate::{
     atomics::atomic_add,
+    config::layout,
     maps::{OOM_PENDING, OOM_VICTIMS, counters_of},
-    tasks::settle,
+    tasks::{read, settle},
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
-    // TP_PROTO(struct task_struct *p, bool group_dead)
+    // TP_PROTO(struct task_struct *p[, bool group_dead]): older kernels
+    // lack group_dead (the verifier drops the branch not taken, so the
+    // program never reads past the arguments this kernel passes).
     let task: u64 = ctx.arg(0);
-    let group_dead: u64 = ctx.arg(1);
+    let group_dead = if layout!(exit_group_dead_arg) != 0 {
+        ctx.arg::<u64>(1) & 0xff != 0
+    } else {
+        last_thread(task)
+    };
     settle(task);
     let oom_killed = take_oom_victim();
     let Some(counters) = counters_of(unsafe { bpf_get_current_cgroup_id() }) else {
@@ -27,10 +34,21 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     if oom_killed {
         atomic_add(&mut counters.oom_kills, 1u64);
     }
-    if group_dead & 0xff != 0 {
+    if group_dead {
         atomic_add(&mut counters.process_exits, 1u64);
     }
     0
+}
+
+/// Whether exiting `task` is its process's last thread: do_exit counted
+/// it out of `signal->live` before this tracepoint. (Two threads exiting at
+/// once may both see 0: the argument, where the kernel has it, is exact.)
+#[inline(always)]
+fn last_thread(task: u64) -> bool {
+    let Some(signal) = read::<u64>(task + layout!(task_signal)) else {
+        return false;
+    };
+    read::<i32>(signal + layout!(signal_live)) == Some(0)
 }
 
 /// Was the exiting task marked by the OOM killer? Forgets it if so.

@@ -9,9 +9,12 @@ use thiserror::Error;
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 const MAGIC: u16 = 0xeb9f;
+const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
+const KIND_PTR: u32 = 2;
+const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
@@ -37,10 +40,13 @@ struct Type {
     name_off: u32,
     kind: u32,
     kind_flag: bool,
-    /// For typedef/const/...: the type referred to.
+    /// For typedef/const/...: the type referred to; for an array, its
+    /// element type; for a struct or union, its size.
     reference: u32,
     /// For struct/union: (name_off, type, offset field) of each member.
     members: Vec<(u32, u32, u32)>,
+    /// Members, parameters or values (the info word's vlen).
+    vlen: u32,
 }
 
 pub struct Btf {
@@ -80,6 +86,7 @@ impl Btf {
             kind_flag: false,
             reference: 0,
             members: Vec::new(),
+            vlen: 0,
         }];
         let mut at = header_len + type_off;
         let end = at + type_len;
@@ -91,9 +98,14 @@ impl Btf {
             let kind = (info >> 24) & 0x1f;
             let vlen = (info & 0xffff) as usize;
             let mut members = Vec::new();
+            // For an array, `reference` is its element type (struct btf_array).
+            let mut reference = size_or_type;
             let extra = match kind {
                 1 | 14 | 17 => 4, // int, var, decl_tag
-                3 => 12,          // array
+                KIND_ARRAY => {
+                    reference = u32_at(at)?;
+                    12
+                }
                 KIND_STRUCT | KIND_UNION => {
                     for m in 0..vlen {
                         let base = at + m * 12;
@@ -110,8 +122,9 @@ impl Btf {
                 name_off,
                 kind,
                 kind_flag: info >> 31 == 1,
-                reference: size_or_type,
+                reference,
                 members,
+                vlen: vlen as u32,
             });
         }
         Ok(Btf { types, strings })
@@ -146,6 +159,61 @@ impl Btf {
             .position(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == strukt.as_bytes())
             .map(|id| id as u32)
             .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))
+    }
+
+    /// The name of the struct that member `path` of `strukt` is, or is an
+    /// array of (typedefs and qualifiers followed); None for other types.
+    pub fn member_struct_name(
+        &self,
+        strukt: &str,
+        path: &[&str],
+    ) -> Result<Option<String>, BtfError> {
+        let mut id = self.struct_id(strukt)?;
+        for member in path {
+            let (_, member_type) =
+                self.find_member(id, member.as_bytes(), 0)
+                    .ok_or_else(|| BtfError::NoMember {
+                        strukt: strukt.to_string(),
+                        member: member.to_string(),
+                    })?;
+            id = self.resolve(member_type);
+        }
+        if self
+            .types
+            .get(id as usize)
+            .is_some_and(|t| t.kind == KIND_ARRAY)
+        {
+            id = self.resolve(self.types[id as usize].reference);
+        }
+        Ok(self
+            .types
+            .get(id as usize)
+            .filter(|t| t.kind == KIND_STRUCT)
+            .map(|t| String::from_utf8_lossy(self.name(t.name_off)).into_owned()))
+    }
+
+    /// How many arguments the kernel passes to raw tracepoint `name`, from
+    /// its `btf_trace_<name>` typedef (a pointer to a function whose first
+    /// parameter is the tracepoint's private data, not an argument).
+    pub fn tracepoint_args(&self, name: &str) -> Result<u32, BtfError> {
+        let typedef = format!("btf_trace_{name}");
+        let missing = || BtfError::NoStruct(typedef.clone());
+        let t = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_TYPEDEF && self.name(t.name_off) == typedef.as_bytes())
+            .ok_or_else(missing)?;
+        let pointer = self
+            .types
+            .get(t.reference as usize)
+            .filter(|p| p.kind == KIND_PTR)
+            .ok_or_else(missing)?;
+        let proto = self
+            .types
+            .get(pointer.reference as usize)
+            .filter(|p| p.kind == KIND_FUNC_PROTO)
+            .ok_or_else(missing)?;
+        Ok(proto.vlen.saturating_sub(1))
     }
 
     /// Byte size of struct `strukt`.

@@ -23,6 +23,11 @@ pub enum OffsetError {
          write_bytes (u64 each), as the task programs read it"
     )]
     IoAccountingLayout,
+    #[error(
+        "mm_struct.rss_stat is not an array of percpu_counter, as the memory program reads it \
+         (Linux 6.2 or newer)"
+    )]
+    RssStatLayout,
     #[error("reading the kernel's BTF for the task programs: {0}")]
     Btf(#[from] btf::BtfError),
     #[error(
@@ -114,6 +119,13 @@ fn layout_from(btf: &Btf) -> Result<KernelLayout, OffsetError> {
             return Err(OffsetError::IoAccountingLayout);
         }
     }
+    if btf
+        .member_struct_name("mm_struct", &["rss_stat"])?
+        .as_deref()
+        != Some("percpu_counter")
+    {
+        return Err(OffsetError::RssStatLayout);
+    }
     Ok(KernelLayout {
         task_flags: task(&["flags"])?,
         task_cgroups: task(&["cgroups"])?,
@@ -129,11 +141,15 @@ fn layout_from(btf: &Btf) -> Result<KernelLayout, OffsetError> {
         task_ioac: task(&["ioac"])?,
         task_signal: task(&["signal"])?,
         signal_thread_head: btf.member_offset("signal_struct", &["thread_head"])?,
+        signal_live: btf.member_offset("signal_struct", &["live"])?,
+        exit_group_dead_arg: u32::from(btf.tracepoint_args("sched_process_exit")? >= 2),
+        _pad: 0,
         task_thread_node: task(&["thread_node"])?,
         task_mm: task(&["mm"])?,
         mm_rss_stat: btf.member_offset("mm_struct", &["rss_stat"])?,
         percpu_counter_size: btf.struct_size("percpu_counter")?,
         percpu_counter_count: btf.member_offset("percpu_counter", &["count"])?,
+        mm_users: btf.member_offset("mm_struct", &["mm_users"])?,
         page_shift: page_size().trailing_zeros(),
     })
 }

@@ -120,14 +120,16 @@ const CGROUP_SKBS: [(&str, CgroupSkbAttachType); 2] = [
     ("net_ingress", CgroupSkbAttachType::Ingress),
     ("net_egress", CgroupSkbAttachType::Egress),
 ];
-/// Raw tracepoints (the kernel's TP_PROTO arguments: task pointers); the
-/// program is named after its tracepoint. The task's own lifecycle: born,
-/// moved, exited, freed. None is on a per-switch, per-syscall or per-fault path.
-const RAW_TRACEPOINTS: [&str; 4] = [
+/// Raw tracepoints (the kernel's TP_PROTO arguments: task and mm pointers);
+/// the program is named after its tracepoint. The task's own lifecycle
+/// (born, moved, exited, freed), none on a per-switch, per-syscall or
+/// per-fault path; and rss_stat, on the page-fault path, for the memory peak.
+const RAW_TRACEPOINTS: [&str; 5] = [
     "task_newtask",
     "cgroup_attach_task",
     "sched_process_exit",
     "sched_process_free",
+    "rss_stat",
 ];
 /// The task iterator the daemon runs every sample.
 pub const TASK_ITER: &str = "task_iter";
