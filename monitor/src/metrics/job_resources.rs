@@ -27,12 +27,12 @@ const COUNTS: [Counter; 8] = [
     ),
     (
         "monitor_job_io_read_bytes",
-        "Bytes read through read-family calls, as /proc/PID/io rchar counts them (any file, pipe or socket).",
+        "Bytes read through read-family calls and by the kernel for the job's tasks: /proc/PID/io rchar (any file, pipe or socket).",
         |c| c.io_read_bytes,
     ),
     (
         "monitor_job_io_write_bytes",
-        "Bytes written through write-family calls, as /proc/PID/io wchar counts them.",
+        "Bytes written through write-family calls and by the kernel for the job's tasks: /proc/PID/io wchar.",
         |c| c.io_write_bytes,
     ),
     (
@@ -47,12 +47,12 @@ const COUNTS: [Counter; 8] = [
     ),
     (
         "monitor_job_block_read_bytes",
-        "Bytes the job's tasks submitted to block devices for reading.",
+        "Bytes the job caused to be read from storage: /proc/PID/io read_bytes.",
         |c| c.block_read_bytes,
     ),
     (
         "monitor_job_block_write_bytes",
-        "Bytes the job's tasks submitted to block devices for writing (buffered writes are flushed later by the kernel, not by the job).",
+        "Bytes the job caused to be written to storage, writeback of pages it dirtied included: /proc/PID/io write_bytes.",
         |c| c.block_write_bytes,
     ),
 ];

@@ -49,7 +49,7 @@ impl Collector for JobCollector {
         let mut f = family(
             &mut encoder,
             "monitor_job_cpu",
-            "CPU time of the job's tasks, from sched_switch.",
+            "CPU time of the job's tasks (their se.sum_exec_runtime, the figure cgroup cpu.stat sums).",
             Some(&Unit::Seconds),
             MetricType::Counter,
         )?;
@@ -59,7 +59,7 @@ impl Collector for JobCollector {
         let mut f = family(
             &mut encoder,
             "monitor_job_runqueue_wait",
-            "Time the job's tasks were runnable but waiting for a CPU.",
+            "Time the job's tasks were runnable but waiting for a CPU (their schedstat run_delay).",
             Some(&Unit::Seconds),
             MetricType::Counter,
         )?;
