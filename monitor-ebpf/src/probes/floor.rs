@@ -9,3 +9,12 @@ use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 pub fn bench_floor(_ctx: RawTracePointContext) -> i32 {
     0
 }
+
+/// Bench only, never attached by the daemon: an iterator over every task
+/// that does nothing, so `cargo xtask bench` can tell what walking the
+/// node's tasks costs from what crediting the jobs' tasks adds.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/task")]
+pub fn bench_task_iter_floor(_ctx: *mut core::ffi::c_void) -> i32 {
+    0
+}
