@@ -293,7 +293,9 @@ impl Probes {
             staging: pins,
             ..Default::default()
         };
-        Self::from_maps(Some(ebpf), pinning, maps, sizes)
+        let mut probes = Self::from_maps(Some(ebpf), pinning, maps, sizes)?;
+        probes.load_programs()?;
+        Ok(probes)
     }
 
     /// Takes up a set pinned by an earlier run: its programs are running
@@ -417,9 +419,38 @@ impl Probes {
         Ok(iterator.run()?)
     }
 
-    /// Loads program `name` (pinning it when pinning) and returns it with
-    /// the pinning state, as two borrows.
-    fn load_program<P>(&mut self, name: &'static str) -> Result<(&mut P, &mut Pinning), ProbeError>
+    /// Loads (verifies) every program into the kernel, pinning each when
+    /// pinning, before anything is attached: an upgrade unloads the old set
+    /// only after this, so the verifier's time is not a gap in counting.
+    fn load_programs(&mut self) -> Result<(), ProbeError> {
+        for (program, _, _) in TRACEPOINTS {
+            self.load_one::<TracePoint>(program)?;
+        }
+        for name in RAW_TRACEPOINTS {
+            self.load_one::<RawTracePoint>(name)?;
+        }
+        for (program, _) in CGROUP_SKBS {
+            self.load_one::<CgroupSkb>(program)?;
+        }
+        let btf = Btf::from_sys_fs().map_err(ProbeError::KernelBtf)?;
+        let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
+        let program = ebpf
+            .program_mut(TASK_ITER)
+            .ok_or(ProbeError::MissingProgram(TASK_ITER))?;
+        let iter: &mut Iter = program.try_into().map_err(|source| ProbeError::Program {
+            name: TASK_ITER,
+            source,
+        })?;
+        iter.load("task", &btf)
+            .map_err(|source| ProbeError::Program {
+                name: TASK_ITER,
+                source,
+            })?;
+        self.pinning.pin_program(TASK_ITER, program)
+    }
+
+    /// Loads program `name` into the kernel (and pins it when pinning).
+    fn load_one<P>(&mut self, name: &'static str) -> Result<(), ProbeError>
     where
         P: Loadable,
         for<'a> &'a mut P:
@@ -434,10 +465,19 @@ impl Probes {
             .map_err(|source| ProbeError::Program { name, source })?;
         // Loading goes through the typed program; pinning through the enum.
         load_typed(typed, name)?;
+        self.pinning.pin_program(name, program)
+    }
+
+    /// Loaded program `name`, typed, with the pinning state, as two borrows.
+    fn program<P>(&mut self, name: &'static str) -> Result<(&mut P, &mut Pinning), ProbeError>
+    where
+        for<'a> &'a mut P:
+            TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
         let program = ebpf
             .program_mut(name)
             .ok_or(ProbeError::MissingProgram(name))?;
-        self.pinning.pin_program(name, program)?;
         let typed: &mut P = program
             .try_into()
             .map_err(|source| ProbeError::Program { name, source })?;
@@ -451,7 +491,7 @@ impl Probes {
         category: &str,
         names: &[&str],
     ) -> Result<(), ProbeError> {
-        let (tracepoint, pinning) = self.load_program::<TracePoint>(program)?;
+        let (tracepoint, pinning) = self.program::<TracePoint>(program)?;
         for name in names {
             let id = tracepoint
                 .attach(category, name)
@@ -484,7 +524,7 @@ impl Probes {
         attach_type: CgroupSkbAttachType,
         root: &File,
     ) -> Result<(), ProbeError> {
-        let (program, pinning) = self.load_program::<CgroupSkb>(name)?;
+        let (program, pinning) = self.program::<CgroupSkb>(name)?;
         // A BPF link in single mode: the mode this kernel accepts for the
         // root (see TOOLCHAIN notes).
         let id = program
@@ -505,7 +545,7 @@ impl Probes {
     }
 
     fn attach_raw_tracepoint(&mut self, name: &'static str) -> Result<(), ProbeError> {
-        let (program, pinning) = self.load_program::<RawTracePoint>(name)?;
+        let (program, pinning) = self.program::<RawTracePoint>(name)?;
         let id = program
             .attach(name)
             .map_err(|source| ProbeError::RawTracepoint {
@@ -524,28 +564,7 @@ impl Probes {
     }
 
     fn attach_task_iter(&mut self) -> Result<(), ProbeError> {
-        let btf = Btf::from_sys_fs().map_err(ProbeError::KernelBtf)?;
-        let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
-        let program = ebpf
-            .program_mut(TASK_ITER)
-            .ok_or(ProbeError::MissingProgram(TASK_ITER))?;
-        let iter: &mut Iter = program.try_into().map_err(|source| ProbeError::Program {
-            name: TASK_ITER,
-            source,
-        })?;
-        iter.load("task", &btf)
-            .map_err(|source| ProbeError::Program {
-                name: TASK_ITER,
-                source,
-            })?;
-        let program = ebpf
-            .program_mut(TASK_ITER)
-            .ok_or(ProbeError::MissingProgram(TASK_ITER))?;
-        self.pinning.pin_program(TASK_ITER, program)?;
-        let iter: &mut Iter = program.try_into().map_err(|source| ProbeError::Program {
-            name: TASK_ITER,
-            source,
-        })?;
+        let (iter, _) = self.program::<Iter>(TASK_ITER)?;
         let id = iter.attach().map_err(|source| ProbeError::Program {
             name: TASK_ITER,
             source,
