@@ -331,6 +331,48 @@ impl Daemon {
         }
     }
 
+    /// The first scrape showing a sample the daemon completed after this
+    /// call began, polled every few milliseconds: it is that young when it
+    /// returns (plus the sample's own tail after it read the kernel).
+    pub fn next_sample(&self) -> anyhow::Result<Metrics> {
+        const POLL: Duration = Duration::from_millis(3);
+        let before = self.samples_taken()?;
+        let deadline = Instant::now() + self.interval * 5 + Duration::from_secs(5);
+        loop {
+            thread::sleep(POLL);
+            let metrics = self.metrics()?;
+            if metrics.value("monitor_samples_total", &[])? > before {
+                return Ok(metrics);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the daemon took no sample by the deadline; its stderr:\n{}",
+                    self.stderr()
+                );
+            }
+        }
+    }
+
+    /// Ends `job` (removes its cgroup: its processes must have exited),
+    /// waits until /metrics shows it finished, and returns a scrape
+    /// `samples` samples later: the job's final figures.
+    pub fn finish_job(&self, job: &JobCgroup, samples: u32) -> anyhow::Result<Metrics> {
+        job.remove()?;
+        let finished = [("jobid", job.name.as_str()), ("state", "finished")];
+        let (seen, metrics) = self.wait_for(20, |m| {
+            m.find("monitor_job_info", &finished)
+                .is_ok_and(|v| v.is_some())
+        })?;
+        if !seen {
+            bail!(
+                "job {} is not in /metrics as finished 20 samples after its cgroup was removed:\n{}",
+                job.name,
+                metrics.text
+            );
+        }
+        self.metrics_after_samples(samples)
+    }
+
     /// Waits (at most `samples` more samples) for a series `name` with
     /// `labels` to appear; fails with the last scrape if it does not.
     pub fn wait_for_series(

@@ -3,11 +3,11 @@
 //! and waits for a line on stdin before each next step.
 use std::{
     collections::BTreeMap,
-    process::{Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus, Output, Stdio},
     time::Duration,
 };
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 
 use crate::process::{ChildGuard, Lines};
 
@@ -97,4 +97,44 @@ impl Workload {
     pub fn wait(self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         self.child.wait(timeout)
     }
+}
+
+/// Spawns a helper that runs to its end by itself: stdin closed, stdout and
+/// stderr piped for [`ChildGuard::wait_with_output`] and [`report_of`].
+pub fn spawn_to_end(command: &mut Command, what: &str) -> anyhow::Result<ChildGuard> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    ChildGuard::spawn(command, what)
+}
+
+/// The line starting with `word` of a helper that ran to its end, which
+/// must have exited 0.
+pub fn report_of(output: &Output, what: &str, word: &str) -> anyhow::Result<Report> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "{what} failed ({}); stdout:\n{stdout}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let line = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(word))
+        .with_context(|| format!("{what} printed no `{word} ...` line:\n{stdout}"))?;
+    Report::parse(line)
+}
+
+/// Runs a helper to its end (at most `timeout`; it must exit 0) and
+/// returns its line starting with `word`.
+pub fn run_to_end(
+    command: &mut Command,
+    what: &str,
+    word: &str,
+    timeout: Duration,
+) -> anyhow::Result<Report> {
+    let output = spawn_to_end(command, what)?.wait_with_output(timeout)?;
+    report_of(&output, what, word)
 }

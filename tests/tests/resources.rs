@@ -4,16 +4,16 @@
 //! prints them; every test prints both sides and the difference.
 use std::{
     os::unix::process::ExitStatusExt as _,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use monitor_tests::{
-    ChildGuard, Daemon, JobCgroup, Metrics, cpu_exclusive, cpu_shared,
+    Daemon, JobCgroup, Metrics, cpu_exclusive, cpu_shared,
     memcg::MemoryLimit,
     require_root_or_skip, skip_or_fail,
-    workload::{Report, Workload},
+    workload::{self, Report, Workload},
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
@@ -51,26 +51,7 @@ fn workload(job: &JobCgroup, args: &[&str]) -> anyhow::Result<Workload> {
 /// returns its line starting with `word`.
 fn run_to_end(job: &JobCgroup, args: &[&str], word: &str) -> anyhow::Result<Report> {
     let what = format!("workload {}", args.join(" "));
-    let mut command = job.command(WORKLOAD)?;
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let output = ChildGuard::spawn(&mut command, &what)?.wait_with_output(STEP)?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "{what} failed ({}); stdout:\n{stdout}\nstderr:\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let line = stdout
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(word))
-        .with_context(|| format!("{what} printed no `{word} ...` line:\n{stdout}"))?;
-    Report::parse(line)
+    workload::run_to_end(job.command(WORKLOAD)?.args(args), &what, word, STEP)
 }
 
 /// Waits until the daemon shows the job's processes resident (their first
@@ -398,10 +379,10 @@ fn every_read_and_write_call_counts() -> anyhow::Result<()> {
     let metrics = daemon.metrics_after_samples(SETTLE_SAMPLES)?;
 
     let file = f64::from(FILE_MIB) * MIB;
-    // The copies were removed before writeback: dirtied, never written.
-    let written = io
-        .get("write_bytes")?
-        .saturating_sub(io.get("cancelled_write_bytes")?);
+    // write_bytes as /proc/PID/io has it: what the job caused to be
+    // written, dirtied pages later cancelled (the copies, removed before
+    // writeback) included, since a counter cannot go back down.
+    let written = io.get("write_bytes")?;
     let mut errors = Vec::new();
     for (series, key, kernel, tolerance) in [
         (
@@ -425,7 +406,7 @@ fn every_read_and_write_call_counts() -> anyhow::Result<()> {
         ),
         (
             "monitor_job_block_write_bytes_total",
-            "write_bytes - cancelled_write_bytes",
+            "write_bytes",
             written,
             0.05,
         ),
@@ -519,6 +500,161 @@ fn loopback_tcp_counts_payload_plus_headers() -> anyhow::Result<()> {
             ));
         }
     }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    Ok(())
+}
+
+/// The workload's `figures` line, run to its end in `job`, and the job's
+/// final metrics once it is finished.
+fn figures_and_final_metrics(
+    daemon: &Daemon,
+    job: &JobCgroup,
+    args: &[&str],
+) -> anyhow::Result<(Report, Metrics)> {
+    let figures = run_to_end(job, args, "figures")?;
+    let metrics = daemon.finish_job(job, SETTLE_SAMPLES)?;
+    Ok((figures, metrics))
+}
+
+/// Compares each (series, kernel key) with the workload's figures: prints
+/// both and the difference, returns the ones off by more than `tolerance`.
+fn compare_figures(
+    test: &str,
+    metrics: &Metrics,
+    job: &JobCgroup,
+    figures: &Report,
+    pairs: &[(&str, &str, &[&str])],
+    tolerance: f64,
+) -> anyhow::Result<Vec<String>> {
+    let mut errors = Vec::new();
+    for (series, source, keys) in pairs {
+        let ours = of_job(metrics, series, job)?;
+        let kernel = keys
+            .iter()
+            .map(|key| figures.get(key))
+            .sum::<anyhow::Result<u64>>()? as f64;
+        let error = relative_difference(ours, kernel);
+        let what = keys.join("+");
+        println!(
+            "{test}: {series} {ours:.0} vs {source} {what} {kernel:.0}, difference {:+.0} ({:.4}%, bar {}%)",
+            ours - kernel,
+            error * 100.0,
+            tolerance * 100.0
+        );
+        if error.is_nan() || error > tolerance {
+            errors.push(format!(
+                "{series} {ours:.0} is not within {}% of the process's {source} {what} {kernel:.0} \
+                 ({:+.0}, {:.4}%)",
+                tolerance * 100.0,
+                ours - kernel,
+                error * 100.0
+            ));
+        }
+    }
+    Ok(errors)
+}
+
+/// 32 MiB written to a file in 2 KiB write(2) calls and read back in 2 KiB
+/// read(2) calls (16,384 each way): the job's bytes and calls against the process's own
+/// /proc/PID/io, exec and loader reads included, within 0.1%. The workload
+/// reads /proc/self/io as its last act; what follows (that read itself and
+/// the line it prints) is a handful of calls and a few hundred bytes.
+#[test]
+fn io_bytes_and_calls_match_proc_io() -> anyhow::Result<()> {
+    const FILE_MIB: u32 = 32;
+    const CHUNK: u32 = 2048;
+    const TOLERANCE: f64 = 0.001;
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    let daemon = Daemon::start()?;
+    let job = daemon.create_job("smallio")?;
+    let dir = std::env::temp_dir();
+    let dir = dir
+        .to_str()
+        .context("temporary directory path is not UTF-8")?;
+    let (figures, metrics) = figures_and_final_metrics(
+        &daemon,
+        &job,
+        &["small-io", dir, &FILE_MIB.to_string(), &CHUNK.to_string()],
+    )?;
+    let calls = u64::from(FILE_MIB) * (1 << 20) / u64::from(CHUNK);
+    assert!(
+        figures.get("syscw")? >= calls && figures.get("syscr")? >= calls,
+        "the workload made fewer than {calls} calls each way: {}",
+        figures.line
+    );
+    let errors = compare_figures(
+        "io",
+        &metrics,
+        &job,
+        &figures,
+        &[
+            (
+                "monitor_job_io_read_bytes_total",
+                "/proc/PID/io",
+                &["rchar"],
+            ),
+            (
+                "monitor_job_io_write_bytes_total",
+                "/proc/PID/io",
+                &["wchar"],
+            ),
+            (
+                "monitor_job_io_read_calls_total",
+                "/proc/PID/io",
+                &["syscr"],
+            ),
+            (
+                "monitor_job_io_write_calls_total",
+                "/proc/PID/io",
+                &["syscw"],
+            ),
+        ],
+        TOLERANCE,
+    )?;
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    Ok(())
+}
+
+/// 64 MiB mapped, touched page by page and unmapped, four times (65,536
+/// faults): the job's page faults against the process's own minflt +
+/// majflt (/proc/PID/stat fields 10 and 12) within 0.5%.
+#[test]
+fn page_faults_match_proc_stat() -> anyhow::Result<()> {
+    const MAP_MIB: u32 = 64;
+    const ROUNDS: u32 = 4;
+    const TOLERANCE: f64 = 0.005;
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    let daemon = Daemon::start()?;
+    let job = daemon.create_job("faults")?;
+    let (figures, metrics) = figures_and_final_metrics(
+        &daemon,
+        &job,
+        &["faults", &MAP_MIB.to_string(), &ROUNDS.to_string()],
+    )?;
+    let pages = u64::from(MAP_MIB * ROUNDS) * (1 << 20) / 4096;
+    assert!(
+        figures.get("minflt")? + figures.get("majflt")? >= pages,
+        "the workload touched {pages} fresh pages, yet the kernel counted fewer faults: {}",
+        figures.line
+    );
+    let errors = compare_figures(
+        "page faults",
+        &metrics,
+        &job,
+        &figures,
+        &[(
+            "monitor_job_page_faults_total",
+            "/proc/PID/stat",
+            &["minflt", "majflt"],
+        )],
+        TOLERANCE,
+    )?;
     assert!(errors.is_empty(), "{}", errors.join("\n"));
     Ok(())
 }

@@ -41,6 +41,35 @@
 //!     (as any child that runs code between fork and exec may) and execs
 //!     PROGRAM with ARGS (stdin and stdout inherited). The launcher waits
 //!     and exits with the child's status.
+//! workload spin CPU_MS
+//!     Spin in user space (a clock_gettime now and then) until this process
+//!     has used CPU_MS ms of CPU, then print its figures (below) and exit.
+//! workload switches VOLUNTARY INVOLUNTARY
+//!     sched_yield(2) until the kernel counted INVOLUNTARY involuntary
+//!     switches of this process (give it a yielding contender on its CPU:
+//!     alone, a yield switches to nothing), then 1 µs sleeps until it
+//!     counted VOLUNTARY voluntary ones; print its figures and exit.
+//! workload yield
+//!     sched_yield(2) forever: a contender for `switches`.
+//! workload small-io DIR MIB CHUNK
+//!     Write MIB MiB to a new file in DIR in CHUNK-byte write(2) calls, read
+//!     it back in CHUNK-byte read(2) calls, remove it; print its figures
+//!     and exit.
+//! workload faults MIB ROUNDS
+//!     ROUNDS times: map MIB MiB, touch every 4 KiB page, unmap it; print
+//!     its figures and exit.
+//! workload spin-threads N
+//!     N threads spinning in user space forever (the main thread waits).
+//!
+//! The figures, this process's own as the kernel counts them, read as its
+//! last act before exiting: `figures cpu_ns=.. run_delay_ns=.. pcount=..`
+//! (/proc/self/schedstat) `nvcsw=.. nivcsw=..` (/proc/self/status
+//! voluntary_ctxt_switches, nonvoluntary_ctxt_switches) `minflt=.. majflt=..`
+//! (/proc/self/stat fields 10 and 12) `rchar=.. wchar=.. syscr=.. syscw=..
+//! read_bytes=.. write_bytes=..` (/proc/self/io, read last: it counts the
+//! reads of the others, not its own). The figures are of the main thread
+//! (status, schedstat) or the process (stat, io): the modes that print them
+//! are single-threaded, so both are the process's.
 //! workload oom
 //!     Map and touch 1 MiB after another until the OOM killer ends this
 //!     process; after 2 GiB without being killed, print `survived MIB` and
@@ -69,6 +98,12 @@ fn main() -> ExitCode {
         ["io", dir, mib, "all"] => file_io(Path::new(dir), number(mib), true),
         ["net", bytes] => network(number(bytes)),
         ["oom"] => oom(),
+        ["spin", cpu_ms] => spin(number(cpu_ms)),
+        ["switches", voluntary, involuntary] => switches(number(voluntary), number(involuntary)),
+        ["yield"] => yield_forever(),
+        ["small-io", dir, mib, chunk] => small_io(Path::new(dir), number(mib), number(chunk)),
+        ["faults", mib, rounds] => faults(number(mib), number(rounds)),
+        ["spin-threads", threads] => spin_threads(number(threads)),
         ["launch", procs, mib, program, rest @ ..] => launch(procs, number(mib), program, rest),
         _ => {
             eprintln!("workload: unknown arguments {args:?} (see the source for usage)");
@@ -558,4 +593,208 @@ fn launch(procs: &str, mib: usize, program: &str, args: &[&str]) -> io::Result<E
             Ok(ExitCode::from(code as u8))
         }
     }
+}
+
+/// This process's own figures as the kernel counts them (see the top of
+/// the file): `figures key=value ...`.
+fn own_figures() -> io::Result<String> {
+    let bad = |what: &str, text: &str| io::Error::other(format!("cannot parse {what}: {text:?}"));
+    let schedstat = fs::read_to_string("/proc/self/schedstat")?;
+    let sched: Vec<&str> = schedstat.split_whitespace().collect();
+    if sched.len() < 3 {
+        return Err(bad("/proc/self/schedstat", &schedstat));
+    }
+    let status = fs::read_to_string("/proc/self/status")?;
+    let status_field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .map(str::trim)
+            .ok_or_else(|| bad(key, &status))
+    };
+    let (nvcsw, nivcsw) = (
+        status_field("voluntary_ctxt_switches")?,
+        status_field("nonvoluntary_ctxt_switches")?,
+    );
+    let stat = fs::read_to_string("/proc/self/stat")?;
+    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so
+    // count from the last `)`; field 3 (state) is the first after it.
+    let after_comm: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let stat_field = |field: usize| {
+        after_comm
+            .get(field - 3)
+            .copied()
+            .ok_or_else(|| bad("/proc/self/stat", &stat))
+    };
+    let (minflt, majflt) = (stat_field(10)?, stat_field(12)?);
+    // Last: what it shows includes the reads above, not itself.
+    let io_text = fs::read_to_string("/proc/self/io")?;
+    let io_field = |key: &str| {
+        io_text
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+            .ok_or_else(|| bad(key, &io_text))
+    };
+    Ok(format!(
+        "figures cpu_ns={} run_delay_ns={} pcount={} nvcsw={nvcsw} nivcsw={nivcsw} \
+         minflt={minflt} majflt={majflt} rchar={} wchar={} syscr={} syscw={} read_bytes={} \
+         write_bytes={}",
+        sched[0],
+        sched[1],
+        sched[2],
+        io_field("rchar")?,
+        io_field("wchar")?,
+        io_field("syscr")?,
+        io_field("syscw")?,
+        io_field("read_bytes")?,
+        io_field("write_bytes")?,
+    ))
+}
+
+/// Prints the figures as this process's last act.
+fn print_figures() -> io::Result<ExitCode> {
+    let line = own_figures()?;
+    say(&line)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// CPU time of this process so far.
+fn process_cpu() -> Duration {
+    // SAFETY: clock_gettime fills the zeroed timespec.
+    let ts = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts);
+        ts
+    };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// About a millisecond of pure user-space work.
+fn burn() {
+    let mut x = 0u64;
+    for i in 0..(1u64 << 18) {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+    }
+    std::hint::black_box(x);
+}
+
+fn spin(cpu_ms: usize) -> io::Result<ExitCode> {
+    let target = Duration::from_millis(cpu_ms as u64);
+    while process_cpu() < target {
+        burn();
+    }
+    print_figures()
+}
+
+/// (voluntary, involuntary) switches of this process so far.
+fn switch_counts() -> (u64, u64) {
+    // SAFETY: getrusage fills the zeroed struct.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    (usage.ru_nvcsw as u64, usage.ru_nivcsw as u64)
+}
+
+fn switches(voluntary: usize, involuntary: usize) -> io::Result<ExitCode> {
+    const GIVE_UP: Duration = Duration::from_secs(120);
+    let started = std::time::Instant::now();
+    // A yield with another runnable task on this CPU switches to it: the
+    // kernel counts an involuntary switch (the task stayed runnable).
+    while switch_counts().1 < involuntary as u64 {
+        // SAFETY: no arguments, no memory.
+        unsafe { libc::sched_yield() };
+        if started.elapsed() > GIVE_UP {
+            return Err(io::Error::other(format!(
+                "only {} involuntary switches after {GIVE_UP:?} of yielding: no contender on this CPU?",
+                switch_counts().1
+            )));
+        }
+    }
+    // Each sleep blocks: a voluntary switch.
+    let nap = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000,
+    };
+    while switch_counts().0 < voluntary as u64 {
+        // SAFETY: a valid timespec; no remainder wanted.
+        unsafe { libc::nanosleep(&nap, std::ptr::null_mut()) };
+    }
+    print_figures()
+}
+
+fn yield_forever() -> io::Result<ExitCode> {
+    loop {
+        // SAFETY: no arguments, no memory.
+        unsafe { libc::sched_yield() };
+    }
+}
+
+fn small_io(dir: &Path, mib: usize, chunk: usize) -> io::Result<ExitCode> {
+    let path = dir.join(format!("workload-small-io-{}", std::process::id()));
+    let size = mib * MIB;
+    let result = (|| -> io::Result<()> {
+        let data = vec![0x3cu8; chunk];
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let mut written = 0;
+        while written < size {
+            // One write(2) each (File is unbuffered).
+            let n = file.write(&data[..chunk.min(size - written)])?;
+            if n == 0 {
+                return Err(io::Error::other("a write wrote nothing"));
+            }
+            written += n;
+        }
+        drop(file);
+        let mut file = File::open(&path)?;
+        let mut buffer = vec![0u8; chunk];
+        let mut read = 0;
+        loop {
+            match file.read(&mut buffer)? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        if read != size {
+            return Err(io::Error::other(format!(
+                "read back {read} bytes of {size}"
+            )));
+        }
+        Ok(())
+    })();
+    let removed = fs::remove_file(&path);
+    result?;
+    removed?;
+    print_figures()
+}
+
+fn faults(mib: usize, rounds: usize) -> io::Result<ExitCode> {
+    for _ in 0..rounds {
+        let mapping = Mapping::new(mib * MIB)?;
+        mapping.touch();
+    }
+    print_figures()
+}
+
+fn spin_threads(threads: usize) -> io::Result<ExitCode> {
+    let spinners: Vec<_> = (0..threads)
+        .map(|_| {
+            thread::spawn(|| {
+                loop {
+                    burn();
+                }
+            })
+        })
+        .collect();
+    for spinner in spinners {
+        let _ = spinner.join();
+    }
+    Ok(ExitCode::SUCCESS)
 }
