@@ -207,6 +207,15 @@ impl Daemon {
         self.wait_until_ready()
     }
 
+    /// Like [`Daemon::restart`], with `extra_args` added to its flags from
+    /// now on: flags that change what is baked into the kernel programs
+    /// (say `--bpf.max-tasks`) make it load a new set and unload the
+    /// pinned one, as an upgrade to another build does.
+    pub fn restart_with(&mut self, extra_args: &[&str]) -> anyhow::Result<()> {
+        self.args.extend(extra_args.iter().map(Into::into));
+        self.restart()
+    }
+
     /// Its `--state.dir`.
     pub fn state_dir(&self) -> &Path {
         &self.state_dir

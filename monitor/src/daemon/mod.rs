@@ -79,7 +79,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         cgroup_v2_mount: &mount,
     }
     .stamp();
-    let (probes, carried) =
+    let (probes, upgrade) =
         load_or_reattach(&args, &offsets, &layout, &root_in_hierarchy, sizes, &stamp)?;
     let reattached = probes.reattached();
     let _stats = if args.bpf_stats {
@@ -139,7 +139,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .with_recently_finished(recently_finished);
     if let Some(registry) = registry {
         sampler
-            .restore(registry, &carried)
+            .restore(registry)
             .context("taking up the saved running jobs")?;
     }
     // Counter slots of the cgroups already there are claimed here before the
@@ -163,9 +163,18 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             .context("walking the monitored cgroup root")?;
         sampler.probes_mut().counters.stop_claiming();
         sampler.probes_mut().attach_rest(&v2_mount)?;
-        // Baselines for the tasks already in jobs, as close as can be to
-        // the moment an upgrade's old programs stopped counting.
+        // An upgrade: the old programs' counts are read (their tasks
+        // credited once more) right before the new ones take baselines for
+        // the tasks already in jobs, and unloaded right after.
+        let carried = upgrade
+            .as_ref()
+            .map(Upgrade::read_old_counts)
+            .unwrap_or_default();
         sampler.probes_mut().credit_tasks()?;
+        if let Some(upgrade) = &upgrade {
+            upgrade.unload_old()?;
+        }
+        sampler.carry_over(&carried);
         match sampler.probes_mut().commit_pins()? {
             Some(dir) => log::info!("kernel programs attached and pinned at {}", dir.display()),
             None => log::info!("kernel programs attached (not pinned: they stop with the daemon)"),
@@ -229,12 +238,48 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     served
 }
 
-/// What the cgroups counted under programs that were unloaded (an upgrade).
-type Carried = Vec<(u64, monitor_common::CgroupCounters)>;
+/// Sets pinned by another build or configuration, replaced by this run's:
+/// they keep counting until [`Upgrade::read_old_counts`] and
+/// [`Upgrade::unload_old`], right before and after the new programs take
+/// their baselines, so the switch-over is as short as can be.
+struct Upgrade {
+    pins: PinDir,
+    stamp: String,
+}
+
+impl Upgrade {
+    /// What every old set's cgroups counted (each old task iterator run
+    /// once more first), to carry over.
+    fn read_old_counts(&self) -> Vec<(u64, monitor_common::CgroupCounters)> {
+        let mut carried = Vec::new();
+        for dir in self.pins.complete_sets() {
+            match Probes::read_pinned_counters(&dir) {
+                Ok(counts) => carried.extend(counts),
+                Err(e) => log::warn!(
+                    "cannot read the counters pinned at {} ({e:#}): running jobs' counts restart from zero",
+                    dir.display()
+                ),
+            }
+        }
+        carried
+    }
+
+    fn unload_old(&self) -> anyhow::Result<()> {
+        for old in self.pins.remove_others(&self.stamp)? {
+            log::warn!(
+                "unloaded the kernel programs pinned at {} (another build or configuration); \
+                 running jobs keep what they counted, only the switch-over is missed",
+                old.display()
+            );
+        }
+        Ok(())
+    }
+}
 
 /// Takes up the programs an earlier run pinned with the same stamp, or
-/// loads them afresh, unloading any set pinned by another configuration
-/// after reading what its cgroups counted (returned, to carry over).
+/// loads (and verifies) them afresh; sets pinned by another configuration
+/// are left counting, for the caller to replace once the new ones are
+/// attached.
 fn load_or_reattach(
     args: &DaemonArgs,
     offsets: &monitor_common::FieldOffsets,
@@ -242,11 +287,11 @@ fn load_or_reattach(
     root_in_hierarchy: &str,
     sizes: MapSizes,
     stamp: &str,
-) -> anyhow::Result<(Probes, Carried)> {
+) -> anyhow::Result<(Probes, Option<Upgrade>)> {
     if args.pin_path.as_os_str().is_empty() {
         return Ok((
             Probes::load(EBPF_OBJECT, offsets, layout, root_in_hierarchy, sizes, None)?,
-            Vec::new(),
+            None,
         ));
     }
     bpffs::ensure_parent_mounted(&args.pin_path)?;
@@ -260,7 +305,7 @@ fn load_or_reattach(
                     "reattached to the kernel programs pinned at {}: counting never stopped",
                     dir.display()
                 );
-                return Ok((probes, Vec::new()));
+                return Ok((probes, None));
             }
             Err(e) => log::warn!(
                 "cannot reattach to {}: {e:#}; loading the programs afresh",
@@ -268,9 +313,6 @@ fn load_or_reattach(
             ),
         }
     }
-    // Verify and load the new programs first: the old ones count until
-    // their counts are read and they are unpinned, just before the new
-    // ones are attached.
     let staging = pins.stage(stamp)?;
     let probes = Probes::load(
         EBPF_OBJECT,
@@ -280,24 +322,13 @@ fn load_or_reattach(
         sizes,
         Some(staging),
     )?;
-    let mut carried = Vec::new();
-    for dir in pins.complete_sets() {
-        match Probes::read_pinned_counters(&dir) {
-            Ok(counts) => carried.extend(counts),
-            Err(e) => log::warn!(
-                "cannot read the counters pinned at {} ({e:#}): running jobs' counts restart from zero",
-                dir.display()
-            ),
-        }
-    }
-    for old in pins.remove_others(stamp)? {
-        log::warn!(
-            "unloaded the kernel programs pinned at {} (another build or configuration); \
-             running jobs keep what they counted, events during the switch are missed",
-            old.display()
-        );
-    }
-    Ok((probes, carried))
+    Ok((
+        probes,
+        Some(Upgrade {
+            pins,
+            stamp: stamp.to_string(),
+        }),
+    ))
 }
 
 /// `monitor daemon --cleanup`: unpins everything (the programs go with

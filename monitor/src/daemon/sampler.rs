@@ -120,22 +120,9 @@ impl Sampler {
 
     /// Takes up the running jobs an earlier run saved: their cgroups keep
     /// their jobs (and find their counter slots) before the root is walked.
-    /// `carried`: what cgroups counted under programs unloaded by an
-    /// upgrade, credited to their jobs.
-    pub fn restore(
-        &mut self,
-        registry: Registry,
-        carried: &[(u64, CgroupCounters)],
-    ) -> anyhow::Result<()> {
+    pub fn restore(&mut self, registry: Registry) -> anyhow::Result<()> {
         let jobs = registry.jobs.len();
         let ids = self.table().import(registry);
-        let credited = carried
-            .iter()
-            .filter(|(id, counters)| self.table().credit(*id, counters))
-            .count();
-        if credited > 0 {
-            log::info!("carried over the counts of {credited} cgroups from the unloaded programs");
-        }
         for id in &ids {
             self.probes
                 .counters
@@ -147,6 +134,26 @@ impl Sampler {
             ids.len()
         );
         Ok(())
+    }
+
+    /// Credits what cgroups counted under programs an upgrade unloaded to
+    /// their jobs. Not their resident memory: the new programs measure each
+    /// address space afresh at its next change (carrying it would count it
+    /// twice); the peak is kept.
+    pub fn carry_over(&mut self, carried: &[(u64, CgroupCounters)]) {
+        let credited = carried
+            .iter()
+            .filter(|(id, counters)| {
+                let counters = CgroupCounters {
+                    rss_delta_bytes: 0,
+                    ..*counters
+                };
+                self.table().credit(*id, &counters)
+            })
+            .count();
+        if credited > 0 {
+            log::info!("carried over the counts of {credited} cgroups from the unloaded programs");
+        }
     }
 
     /// After reattaching to pinned programs: the cgroup events they queued

@@ -321,12 +321,6 @@ impl Probes {
     /// it is unloaded so an upgrade carries running jobs' counts over.
     /// Fails (and nothing is carried) when the counter layout changed.
     pub fn read_pinned_counters(dir: &Path) -> Result<Vec<(u64, CgroupCounters)>, ProbeError> {
-        // A set that credits tasks at samples credits them once more now,
-        // so what its tasks did since its last sample is carried too. (Sets
-        // of older builds, which credited at every switch, have none.)
-        if let Ok(iterator) = pinned_iterator(dir) {
-            iterator.run()?;
-        }
         // Only the counter maps, which every build has; typing the counter
         // map checks the value layout.
         let mut maps = open_pinned_maps(dir, &DAEMON_MAPS[..COUNTER_MAPS])?.into_iter();
@@ -334,7 +328,14 @@ impl Probes {
         let kernel_maps = KernelMaps::new(typed(next()?)?, typed(next()?)?, typed(next()?)?)?;
         let mut old = CounterSlots::new(kernel_maps)?;
         old.stop_claiming();
+        // Reading the whole slot index takes a while: before the last credit.
         old.resync()?;
+        // A set that credits tasks at samples credits them once more now,
+        // so what its tasks did since its last sample is carried too. (Sets
+        // of older builds, which credited at every switch, have none.)
+        if let Ok(iterator) = pinned_iterator(dir) {
+            iterator.run()?;
+        }
         let mut found = Vec::new();
         for id in old.ids() {
             if let Some(counters) = old.read(id)? {
