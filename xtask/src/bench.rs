@@ -7,22 +7,27 @@
 mod bpf_stats;
 mod cgroup;
 mod daemon;
+mod daemon_cost;
 mod floor;
 mod http;
 mod job_slowdown;
 mod job_workloads;
+mod lifecycle;
 mod metrics;
+mod page_faults;
 mod pingpong;
+mod pinned;
+mod procfs;
 mod program_cost;
 mod registrations;
 mod report;
-mod resource_cost;
 mod retention;
 mod scale;
 mod slowdown;
 mod stats;
 mod system;
-mod workload;
+mod thread_sleepers;
+mod walk_floor;
 
 use std::{fs, path::PathBuf};
 
@@ -46,9 +51,20 @@ pub struct BenchArgs {
     #[arg(long = "round-trips", value_name = "N", default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1000..))]
     pub round_trips: u32,
 
-    /// Job cgroups for the /metrics latency and RSS measurement.
+    /// Running jobs for the /metrics latency and RSS measurement, and for
+    /// the daemon's own cost.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: u32,
+
+    /// Threads of each job's process in the daemon's own cost benchmark
+    /// (tasks on the node: --jobs times this).
+    #[arg(long = "threads-per-job", value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub threads_per_job: u32,
+
+    /// Seconds of the window over which the daemon's own CPU is measured,
+    /// per phase and round.
+    #[arg(long = "cost-window", value_name = "SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..))]
+    pub cost_window: u64,
 
     /// GETs of /metrics timed with all those jobs present.
     #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(100..))]
@@ -62,8 +78,8 @@ pub struct BenchArgs {
     #[arg(long = "registrations-per-launcher", value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub registrations_per_launcher: u32,
 
-    /// Runs of the IO- and network-heavy workloads per side and round; the
-    /// round's figure is their median.
+    /// Runs of the dd, page-fault and network workloads per side and
+    /// round; the round's figure is their median.
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeats: u32,
 
@@ -106,23 +122,43 @@ pub struct BenchArgs {
 /// The benchmarks, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Benchmark {
-    /// Cost per program run against an empty program (bpf_stats).
+    /// Every attached program's cost per run and runs per second, under
+    /// each workload (bpf_stats).
     Cost,
     /// Pipe ping-pong with and without the daemon.
     Slowdown,
+    /// dd with 512-byte blocks in a job, with and without the daemon.
+    Io,
+    /// The same dd outside any job, with and without the daemon.
+    IoOutside,
+    /// A page-fault-heavy job (1 GiB in 4 KiB pages), with and without the daemon.
+    Faults,
+    /// A network-heavy job (loopback TCP) with and without the daemon.
+    Network,
+    /// The daemon's own CPU and sample time with many jobs and tasks.
+    DaemonCost,
     /// /metrics latency and daemon RSS with many jobs.
     Scale,
     /// Launcher registrations per second and their latency.
     Registrations,
-    /// Cost per run of the memory, IO and network programs (bpf_stats).
-    ResourceCost,
-    /// An IO-heavy job (dd, 512-byte blocks) with and without the daemon.
-    Io,
-    /// A network-heavy job (loopback TCP) with and without the daemon.
-    Network,
     /// Profiles written per second, and /metrics, the job API and RSS with
     /// many finished jobs in retention.
     Retention,
+}
+
+impl Benchmark {
+    pub const ALL: [Self; 10] = [
+        Self::Cost,
+        Self::Slowdown,
+        Self::Io,
+        Self::IoOutside,
+        Self::Faults,
+        Self::Network,
+        Self::DaemonCost,
+        Self::Scale,
+        Self::Registrations,
+        Self::Retention,
+    ];
 }
 
 /// What every benchmark needs: the built artefacts and where to make cgroups.
@@ -154,107 +190,24 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let setup = prepare()?;
     let environment = system::Environment::probe(&setup.cgroup_mount)?;
-    let runs = |bench: Benchmark| args.only.is_empty() || args.only.contains(&bench);
-    let total = [
-        Benchmark::Cost,
-        Benchmark::Slowdown,
-        Benchmark::Scale,
-        Benchmark::Registrations,
-        Benchmark::ResourceCost,
-        Benchmark::Io,
-        Benchmark::Network,
-        Benchmark::Retention,
-    ]
-    .into_iter()
-    .filter(|b| runs(*b))
-    .count();
-    let mut step = 0;
-    let mut announce = |what: &str| {
-        step += 1;
-        eprintln!("xtask: bench {step}/{total}: {what}");
-    };
-
+    let selected: Vec<Benchmark> = Benchmark::ALL
+        .into_iter()
+        .filter(|b| args.only.is_empty() || args.only.contains(b))
+        .collect();
+    let mut report = report::Report::new(environment, args.rounds, MIN_TRUSTED_ROUNDS);
     // Counted before, between and after the benchmarks, when none of ours runs.
-    let mut foreign = vec![system::foreign_switch_programs()];
-    let mut cost = None;
-    if runs(Benchmark::Cost) {
-        announce("cost per program run against an empty program");
-        cost = Some(program_cost::run(&setup, args)?);
-        foreign.push(system::foreign_switch_programs());
-    }
-    let mut slowdown = None;
-    if runs(Benchmark::Slowdown) {
-        announce("pipe ping-pong with and without the daemon");
-        slowdown = Some(slowdown::run(&setup, args)?);
-        foreign.push(system::foreign_switch_programs());
-    }
-    let mut scale = None;
-    if runs(Benchmark::Scale) {
-        announce(&format!("/metrics and RSS with {} jobs", args.jobs));
-        scale = Some(scale::run(&setup, args)?);
-        foreign.push(system::foreign_switch_programs());
-    }
-    let mut registrations = None;
-    if runs(Benchmark::Registrations) {
-        announce(&format!(
-            "registrations by {} concurrent launchers, {} each",
-            args.launchers, args.registrations_per_launcher
-        ));
-        registrations = Some(registrations::run(&setup, args)?);
-        foreign.push(system::foreign_switch_programs());
-    }
-    let mut resource_cost = None;
-    if runs(Benchmark::ResourceCost) {
-        announce("cost per run of the memory, IO and network programs");
-        resource_cost = Some(resource_cost::run(&setup, args)?);
-        foreign.push(system::foreign_switch_programs());
-    }
-    let mut io = None;
-    if runs(Benchmark::Io) {
-        announce(&format!(
-            "IO-heavy job (dd, {} blocks of 512 bytes) with and without the daemon",
-            args.io_blocks
-        ));
-        io = Some(job_slowdown::run(&setup, args, job_slowdown::Kind::Io)?);
-        foreign.push(system::foreign_switch_programs());
-    }
-    let mut network = None;
-    if runs(Benchmark::Network) {
-        announce(&format!(
-            "network-heavy job (loopback TCP, {} bytes) with and without the daemon",
-            args.net_bytes
-        ));
-        network = Some(job_slowdown::run(
-            &setup,
-            args,
-            job_slowdown::Kind::Network,
-        )?);
-        foreign.push(system::foreign_switch_programs());
-    }
-    let mut retention = None;
-    if runs(Benchmark::Retention) {
-        announce(&format!(
-            "{} finished jobs: profiles written per second, /metrics, the job API and RSS",
-            args.finished_jobs
-        ));
-        retention = Some(retention::run(&setup, args)?);
-        foreign.push(system::foreign_switch_programs());
+    report.foreign_programs.push(system::foreign_programs());
+    for (step, bench) in selected.iter().enumerate() {
+        eprintln!(
+            "xtask: bench {}/{}: {}",
+            step + 1,
+            selected.len(),
+            describe(*bench, args)
+        );
+        run_one(*bench, &setup, args, &mut report)?;
+        report.foreign_programs.push(system::foreign_programs());
     }
 
-    let report = report::Report {
-        environment,
-        rounds: args.rounds,
-        trusted: args.rounds >= MIN_TRUSTED_ROUNDS,
-        foreign_switch_programs: foreign,
-        cost,
-        slowdown,
-        scale,
-        registrations,
-        resource_cost,
-        io,
-        network,
-        retention,
-    };
     let path = workspace_root().join("bench/RESULTS.md");
     let markdown = if args.only.is_empty() {
         report.markdown()
@@ -267,6 +220,69 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     fs::write(&path, markdown).with_context(|| format!("writing {}", path.display()))?;
     println!("{}", report.summary());
     println!("written to {}", path.display());
+    Ok(())
+}
+
+/// What a benchmark does, for the progress line.
+fn describe(bench: Benchmark, args: &BenchArgs) -> String {
+    match bench {
+        Benchmark::Cost => "every program's cost per run, under each workload".into(),
+        Benchmark::Slowdown => "pipe ping-pong with and without the daemon".into(),
+        Benchmark::Io => format!(
+            "dd ({} blocks of 512 bytes) in a job, with and without the daemon",
+            args.io_blocks
+        ),
+        Benchmark::IoOutside => format!(
+            "dd ({} blocks of 512 bytes) outside any job, with and without the daemon",
+            args.io_blocks
+        ),
+        Benchmark::Faults => {
+            "page-fault-heavy job (1 GiB in 4 KiB pages) with and without the daemon".into()
+        }
+        Benchmark::Network => format!(
+            "network-heavy job (loopback TCP, {} bytes) with and without the daemon",
+            args.net_bytes
+        ),
+        Benchmark::DaemonCost => format!(
+            "the daemon's own cost with {} jobs of {} threads",
+            args.jobs, args.threads_per_job
+        ),
+        Benchmark::Scale => format!("/metrics and RSS with {} jobs", args.jobs),
+        Benchmark::Registrations => format!(
+            "registrations by {} concurrent launchers, {} each",
+            args.launchers, args.registrations_per_launcher
+        ),
+        Benchmark::Retention => format!(
+            "{} finished jobs: profiles written per second, /metrics, the job API and RSS",
+            args.finished_jobs
+        ),
+    }
+}
+
+/// Runs one benchmark and puts its result in the report.
+fn run_one(
+    bench: Benchmark,
+    setup: &Setup,
+    args: &BenchArgs,
+    report: &mut report::Report,
+) -> anyhow::Result<()> {
+    use job_slowdown::Kind;
+    match bench {
+        Benchmark::Cost => report.cost = Some(program_cost::run(setup, args)?),
+        Benchmark::Slowdown => report.slowdown = Some(slowdown::run(setup, args)?),
+        Benchmark::Io => report.io = Some(job_slowdown::run(setup, args, Kind::Io)?),
+        Benchmark::IoOutside => {
+            report.io_outside = Some(job_slowdown::run(setup, args, Kind::IoOutside)?);
+        }
+        Benchmark::Faults => report.faults = Some(job_slowdown::run(setup, args, Kind::Faults)?),
+        Benchmark::Network => {
+            report.network = Some(job_slowdown::run(setup, args, Kind::Network)?);
+        }
+        Benchmark::DaemonCost => report.daemon_cost = Some(daemon_cost::run(setup, args)?),
+        Benchmark::Scale => report.scale = Some(scale::run(setup, args)?),
+        Benchmark::Registrations => report.registrations = Some(registrations::run(setup, args)?),
+        Benchmark::Retention => report.retention = Some(retention::run(setup, args)?),
+    }
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{Setup, cgroup, http, metrics};
+use super::{Setup, cgroup, http, metrics, pinned::PinnedPrograms};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,6 +127,11 @@ impl Daemon {
         &self.state_dir
     }
 
+    /// Its programs as pinned under its `--bpf.pin-path`.
+    pub fn programs(&self) -> anyhow::Result<PinnedPrograms> {
+        PinnedPrograms::find(&self.pin_path)
+    }
+
     pub fn metrics(&self) -> anyhow::Result<String> {
         http::get(self.addr, "/metrics")
     }
@@ -134,6 +139,13 @@ impl Daemon {
     /// Waits for `count` more samples of the kernel maps and returns the
     /// /metrics text right after the last one.
     pub fn next_samples(&mut self, count: u32) -> anyhow::Result<String> {
+        self.next_samples_every(count, POLL)
+    }
+
+    /// [`Daemon::next_samples`], reading /metrics every `poll`: with many
+    /// jobs a scrape is work for the daemon, so a measurement of its own
+    /// cost polls gently.
+    pub fn next_samples_every(&mut self, count: u32, poll: Duration) -> anyhow::Result<String> {
         let start = self.samples_taken(&self.metrics()?)?;
         let deadline = Instant::now() + Duration::from_secs(5 + 2 * u64::from(count));
         loop {
@@ -148,7 +160,7 @@ impl Daemon {
                     self.log.display()
                 );
             }
-            thread::sleep(POLL);
+            thread::sleep(poll);
         }
     }
 

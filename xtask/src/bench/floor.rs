@@ -1,7 +1,8 @@
 //! The floor: the empty `bench_floor` program from the daemon's own object,
-//! attached to the sched_switch raw tracepoint (the kind of hook the daemon's
-//! scheduler programs use) next to the daemon's programs, so the hook's fixed
-//! price is measured in the same run. Dropping it detaches it.
+//! attached to the sched_switch raw tracepoint next to the daemon's
+//! programs: a reference for what a program run costs at the least (the
+//! hook and bpf_stats' own clock reads), and, by its runs, a count of the
+//! context switches in a window. Dropping it detaches it.
 use std::{os::fd::OwnedFd, path::Path};
 
 use anyhow::Context as _;
@@ -9,7 +10,7 @@ use aya::{Ebpf, EbpfLoader, programs::RawTracePoint};
 
 use super::bpf_stats::RunStats;
 
-const PROGRAM: &str = "bench_floor";
+pub const PROGRAM: &str = "bench_floor";
 pub const HOOK: &str = "sched_switch";
 
 pub struct Floor {
@@ -42,6 +43,14 @@ impl Floor {
             ebpf,
             _stats: stats,
         })
+    }
+
+    /// Every program in the object (the daemon's and this one).
+    pub fn object_programs(&self) -> Vec<String> {
+        self.ebpf
+            .programs()
+            .map(|(name, _)| name.to_string())
+            .collect()
     }
 
     pub fn stats(&self) -> anyhow::Result<RunStats> {

@@ -1,33 +1,47 @@
-//! Benchmarks 6 and 7: how much slower an IO-heavy job (dd with 512-byte
-//! blocks) and a network-heavy one (loopback TCP) run under the daemon.
-//! As for the ping-pong: runs without (daemon stopped, nothing attached)
-//! and with (daemon running, no bpf_stats) alternate, which goes first
-//! flips every round, and after each run with the daemon the job's
-//! counters are checked, so its programs took the job path.
+//! Benchmarks 3 to 6: how much slower a workload runs under the daemon:
+//! small-block dd in a job, the same dd outside any job (in the v2 root),
+//! a page-fault-heavy job and a network-heavy one. As for the ping-pong:
+//! runs without (daemon stopped, nothing attached) and with (daemon
+//! running, no bpf_stats) alternate, which goes first flips every round,
+//! and after each run with the daemon what it counted is checked, so its
+//! programs took the path measured.
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 
 use super::{
     BenchArgs, Setup,
     cgroup::{self, Root},
     daemon::Daemon,
-    job_workloads, metrics, pingpong,
+    job_workloads, metrics, page_faults, pingpong,
     stats::median,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// dd with 512-byte blocks in a job.
     Io,
+    /// The same dd in the v2 root: a process outside any job.
+    IoOutside,
+    /// 1 GiB touched in 4 KiB pages in a job, a fresh mapping every run.
+    Faults,
+    /// Loopback TCP in a job.
     Network,
 }
 
 impl Kind {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Self::Io => "io",
+            Self::IoOutside => "io-outside",
+            Self::Faults => "faults",
             Self::Network => "network",
         }
+    }
+
+    /// Whether the workload runs in a job (else in the v2 root).
+    fn in_job(self) -> bool {
+        self != Self::IoOutside
     }
 }
 
@@ -38,13 +52,17 @@ pub struct JobSlowdownResult {
     pub without_s: Vec<f64>,
     pub with_s: Vec<f64>,
     pub repeats: u32,
-    /// dd blocks of 512 bytes (io), or bytes sent (network).
+    /// dd blocks of 512 bytes (io), bytes sent (network), bytes touched (faults).
     pub size: u64,
-    /// The CPU dd was pinned to (io); the sender's and the receiver's (network).
+    /// The CPU the workload was pinned to; the sender's and the receiver's (network).
     pub cpus: (usize, usize),
     /// What the daemon credited the job in the last run with it: bytes
-    /// written (io) or sent (network).
+    /// written (io), sent (network), page faults (faults); 0 outside jobs.
     pub credited: f64,
+    /// Faults: the job's RSS peak as the daemon counted it (last run with it).
+    pub rss_peak: Option<f64>,
+    /// Faults: minor faults per run the process itself counted (getrusage), median.
+    pub faults_per_run: Option<f64>,
 }
 
 impl JobSlowdownResult {
@@ -64,41 +82,67 @@ impl JobSlowdownResult {
     /// Payload bytes of one run.
     pub fn bytes(&self) -> u64 {
         match self.kind {
-            Kind::Io => self.size * 512,
-            Kind::Network => self.size,
+            Kind::Io | Kind::IoOutside => self.size * 512,
+            Kind::Network | Kind::Faults => self.size,
         }
+    }
+
+    /// Page faults of one run (faults): one per page.
+    pub fn pages(&self) -> u64 {
+        self.size / job_workloads::PAGE as u64
+    }
+
+    /// What the daemon adds per page fault, from the medians (faults), ns.
+    pub fn extra_ns_per_fault(&self) -> f64 {
+        (self.median_with() - self.median_without()) * 1e9 / self.pages() as f64
+    }
+
+    /// The daemon counted less RSS than the job touched (faults): its
+    /// memory program did not run on the job's faults.
+    pub fn rss_missed(&self) -> bool {
+        self.kind == Kind::Faults && self.rss_peak.is_none_or(|peak| peak < self.size as f64)
     }
 }
 
 pub fn run(setup: &Setup, args: &BenchArgs, kind: Kind) -> anyhow::Result<JobSlowdownResult> {
     let root = Root::create(&setup.cgroup_mount, kind.label())?;
     let scratch = job_workloads::scratch_dir()?;
+    let cpu = pingpong::default_cpu();
     let mut result = JobSlowdownResult {
         kind,
         without_s: Vec::new(),
         with_s: Vec::new(),
         repeats: args.repeats,
         size: match kind {
-            Kind::Io => u64::from(args.io_blocks),
+            Kind::Io | Kind::IoOutside => u64::from(args.io_blocks),
+            Kind::Faults => page_faults::BYTES as u64,
             Kind::Network => args.net_bytes,
         },
         cpus: match kind {
-            Kind::Io => (pingpong::default_cpu(), pingpong::default_cpu()),
             Kind::Network => job_workloads::tcp_cpus(),
+            _ => (cpu, cpu),
         },
         credited: 0.0,
+        rss_peak: None,
+        faults_per_run: None,
     };
-    let workload = |job: &Path| -> anyhow::Result<f64> {
+    let mut faults = Vec::new();
+    let mut workload = |place: &Path| -> anyhow::Result<f64> {
         match kind {
-            Kind::Io => {
-                job_workloads::dd_small_blocks(job, result.cpus.0, &scratch, args.io_blocks)
+            Kind::Io | Kind::IoOutside => {
+                job_workloads::dd_small_blocks(place, cpu, &scratch, args.io_blocks)
+            }
+            Kind::Faults => {
+                let (seconds, taken) = page_faults::touch_fresh(place, cpu, page_faults::BYTES)?;
+                faults.push(taken);
+                Ok(seconds)
             }
             Kind::Network => {
-                job_workloads::loopback_tcp(job, args.net_bytes, job_workloads::tcp_cpus())
+                job_workloads::loopback_tcp(place, args.net_bytes, job_workloads::tcp_cpus())
             }
         }
     };
-    let (mut without, mut with, mut credited) = (Vec::new(), Vec::new(), 0.0);
+    let (mut without, mut with) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
         let with_first = round % 2 == 0;
         for daemon_on in [with_first, !with_first] {
@@ -109,20 +153,28 @@ pub fn run(setup: &Setup, args: &BenchArgs, kind: Kind) -> anyhow::Result<JobSlo
                 None
             };
             // Made after the daemon is up: counting starts when the job dir appears.
-            let job = root.make_job(&name)?;
+            let job = if kind.in_job() {
+                Some(root.make_job(&name)?)
+            } else {
+                None
+            };
+            // The job, or the v2 root for a process outside any job.
+            let place = job.as_deref().unwrap_or(&setup.cgroup_mount);
             let mut seconds = Vec::new();
             for _ in 0..args.repeats {
-                seconds.push(workload(&job)?);
+                seconds.push(workload(place)?);
             }
             let seconds = median(&seconds).unwrap_or(f64::NAN);
             if let Some(mut daemon) = daemon {
-                credited = check_credited(&mut daemon, kind, &name, &result, args.repeats)?;
+                check_credited(&mut daemon, &name, &mut result, args.repeats)?;
                 daemon.stop()?;
                 with.push(seconds);
             } else {
                 without.push(seconds);
             }
-            cgroup::remove_tree(&job)?;
+            if let Some(job) = job {
+                cgroup::remove_tree(&job)?;
+            }
         }
         eprintln!(
             "xtask:   round {round}: without {:.4} s, with {:.4} s",
@@ -132,38 +184,70 @@ pub fn run(setup: &Setup, args: &BenchArgs, kind: Kind) -> anyhow::Result<JobSlo
     }
     result.without_s = without;
     result.with_s = with;
-    result.credited = credited;
+    result.faults_per_run = median(&faults);
     Ok(result)
 }
 
-/// The job's bytes as the daemon counted them: written (io) or sent
-/// (network), at least the payload of every repeat.
+/// What the daemon counted for the job `name` in the last run with it:
+/// at least the payload of every repeat written (io), sent (network) or
+/// faulted (faults); no job at all for a process outside jobs. Records it
+/// (and the RSS peak, for faults) in `result`.
 fn check_credited(
     daemon: &mut Daemon,
-    kind: Kind,
     name: &str,
-    result: &JobSlowdownResult,
+    result: &mut JobSlowdownResult,
     repeats: u32,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<()> {
     let text = daemon.next_samples(1)?;
     let label = format!("jobid=\"{name}\"");
-    let credited = match kind {
-        Kind::Io => metrics::sum_with_label(&text, "monitor_job_io_write_bytes_total", &label),
-        Kind::Network => metrics::sum_with_label(
-            &text
-                .lines()
-                .filter(|l| l.contains("direction=\"tx\""))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            "monitor_job_network_bytes_total",
-            &label,
+    let (credited, expected, what) = match result.kind {
+        Kind::IoOutside => {
+            let running = metrics::value(&text, "monitor_jobs{state=\"running\"}")
+                .context("monitor_jobs missing from /metrics")?;
+            if running != 0.0 {
+                bail!("{running} jobs running while dd ran outside any job: expected none");
+            }
+            result.credited = 0.0;
+            return Ok(());
+        }
+        Kind::Io => (
+            metrics::sum_with_label(&text, "monitor_job_io_write_bytes_total", &label),
+            result.bytes() as f64,
+            "bytes written",
         ),
+        Kind::Network => (
+            metrics::sum_with_label(
+                &text
+                    .lines()
+                    .filter(|l| l.contains("direction=\"tx\""))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                "monitor_job_network_bytes_total",
+                &label,
+            ),
+            result.bytes() as f64,
+            "bytes sent",
+        ),
+        Kind::Faults => {
+            result.rss_peak = Some(metrics::sum_with_label(
+                &text,
+                "monitor_job_memory_rss_peak_bytes",
+                &label,
+            ));
+            (
+                metrics::sum_with_label(&text, "monitor_job_page_faults_total", &label),
+                result.pages() as f64,
+                "page faults",
+            )
+        }
     };
-    let expected = result.bytes() as f64 * f64::from(repeats);
+    let expected = expected * f64::from(repeats);
     if credited < expected {
         bail!(
-            "the daemon credited {credited} bytes to {name}, expected at least {expected}: its programs missed the job path"
+            "the daemon credited {credited} {what} to {name}, expected at least {expected}: \
+             its programs missed the job path"
         );
     }
-    Ok(credited)
+    result.credited = credited;
+    Ok(())
 }

@@ -1,11 +1,11 @@
-//! Workloads of the memory, IO and network benchmarks, each run inside a
-//! job cgroup: small-block dd, loopback TCP, touching memory, direct IO,
-//! in-kernel copies, and an OOM kill.
+//! Workloads of the IO, network and memory benchmarks, each run inside a
+//! cgroup: small-block dd, loopback TCP, an OOM kill, and the helpers
+//! (a measuring process in a job, an anonymous mapping).
 //!
 //! The Rust ones are forked from xtask (single-threaded, so the child may
 //! run ordinary code) and move themselves into the job first.
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{self, Read as _, Write as _},
     net::{Shutdown, TcpListener, TcpStream},
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
@@ -23,7 +23,7 @@ use super::{
 };
 
 const MIB: usize = 1 << 20;
-const PAGE: usize = 4096;
+pub const PAGE: usize = 4096;
 
 /// Where the IO workloads put their files: the workspace's target dir (a
 /// real disk, where /tmp might be tmpfs).
@@ -33,10 +33,16 @@ pub fn scratch_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// `dd if=/dev/zero of=FILE bs=512 count=BLOCKS` in the job, pinned to
-/// `cpu`: one read and one write call per 512 bytes. Returns dd's own
-/// figure for the copy, in seconds (start-up excluded).
-pub fn dd_small_blocks(job: &Path, cpu: usize, dir: &Path, blocks: u32) -> anyhow::Result<f64> {
+/// `dd if=/dev/zero of=FILE bs=512 count=BLOCKS` in the cgroup `dir_of_cgroup`
+/// (a job, or the v2 root for a process outside any job), pinned to `cpu`: one
+/// read and one write call per 512 bytes. Returns dd's own figure for the
+/// copy, in seconds (start-up excluded).
+pub fn dd_small_blocks(
+    dir_of_cgroup: &Path,
+    cpu: usize,
+    dir: &Path,
+    blocks: u32,
+) -> anyhow::Result<f64> {
     let file = dir.join(format!("dd-{}", std::process::id()));
     let mut cmd = Command::new("dd");
     cmd.arg("if=/dev/zero")
@@ -48,7 +54,7 @@ pub fn dd_small_blocks(job: &Path, cpu: usize, dir: &Path, blocks: u32) -> anyho
         .stderr(Stdio::piped());
     // SAFETY: one raw syscall between fork and exec.
     unsafe { cmd.pre_exec(move || pin_to(cpu)) };
-    let child = cgroup::spawn_in(&mut cmd, job)?;
+    let child = cgroup::spawn_in(&mut cmd, dir_of_cgroup)?;
     let output = child.wait_with_output().context("waiting for dd")?;
     let _ = fs::remove_file(&file);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -71,23 +77,39 @@ fn dd_seconds(report: &str) -> Option<f64> {
 /// `cpus.0`, the receiver to `cpus.1`. Returns seconds from the
 /// connection's first write to the receiver's last byte.
 pub fn loopback_tcp(job: &Path, bytes: u64, cpus: (usize, usize)) -> anyhow::Result<f64> {
+    let [seconds] =
+        measure_in_job(job, || Ok([tcp_transfer(bytes, cpus)?])).context("loopback TCP process")?;
+    Ok(seconds)
+}
+
+/// Runs `body` in a process forked from xtask that moved itself into the
+/// cgroup `job` first, and returns the figures it measured.
+pub fn measure_in_job<const N: usize>(
+    job: &Path,
+    body: impl FnOnce() -> io::Result<[f64; N]>,
+) -> anyhow::Result<[f64; N]> {
     let procs = ProcsFile::of(job)?;
     let result = Pipe::new()?;
     let out = result.write.as_raw_fd();
     let child = Forked::spawn(|| {
         procs.enter()?;
-        let seconds = tcp_transfer(bytes, cpus)?;
+        let figures = body()?;
         // SAFETY: the child's own copy of the result pipe's write end.
         let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(out) };
-        file.write_all(&seconds.to_le_bytes())
+        let bytes: Vec<u8> = figures.iter().flat_map(|f| f.to_le_bytes()).collect();
+        file.write_all(&bytes)
     })?;
     drop(result.write);
-    let mut seconds = [0u8; 8];
-    let read = File::from(result.read).read_exact(&mut seconds);
+    let mut bytes = vec![0u8; 8 * N];
+    let read = File::from(result.read).read_exact(&mut bytes);
     let status = child.wait();
-    read.context("reading the loopback transfer's time")?;
-    status.context("loopback TCP process")?;
-    Ok(f64::from_le_bytes(seconds))
+    read.context("reading what the workload process measured")?;
+    status?;
+    let mut figures = [0.0; N];
+    for (figure, chunk) in figures.iter_mut().zip(bytes.chunks_exact(8)) {
+        *figure = f64::from_le_bytes(chunk.try_into().unwrap_or_default());
+    }
+    Ok(figures)
 }
 
 /// The CPUs of the loopback transfer's sender and receiver: both on the
@@ -137,100 +159,6 @@ fn tcp_transfer(bytes: u64, (sender_cpu, receiver_cpu): (usize, usize)) -> io::R
         )));
     }
     Ok(seconds)
-}
-
-/// Maps, touches (one fault and one rss_stat event per 4 KiB page) and
-/// unmaps `mib` MiB in a process in the job.
-pub fn touch_memory(job: &Path, mib: usize) -> anyhow::Result<()> {
-    let procs = ProcsFile::of(job)?;
-    Forked::spawn(|| {
-        procs.enter()?;
-        let mapping = Mapping::new(mib * MIB)?;
-        mapping.touch();
-        Ok(())
-    })?
-    .wait()
-    .context("the memory-touching process")
-}
-
-/// 4 KiB O_DIRECT writes and reads of a file (bios submitted by the job's
-/// own task), then in-kernel copies of it with sendfile and
-/// copy_file_range, in 64 KiB calls.
-pub fn direct_io_and_copies(job: &Path, dir: &Path, mib: usize) -> anyhow::Result<()> {
-    let procs = ProcsFile::of(job)?;
-    let path = dir.join(format!("direct-{}", std::process::id()));
-    let result = Forked::spawn(|| {
-        procs.enter()?;
-        direct_io(&path, mib)
-    })?
-    .wait()
-    .context("the direct IO process");
-    for suffix in ["", ".sendfile", ".copy_file_range"] {
-        let _ = fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    result
-}
-
-fn direct_io(path: &Path, mib: usize) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let size = mib * MIB;
-    let block = Mapping::new(PAGE)?;
-    block.touch();
-    {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)?;
-        for pass in 0..2 {
-            for offset in (0..size).step_by(PAGE) {
-                // SAFETY: a page-aligned buffer of one page, our own fd.
-                let n = unsafe {
-                    if pass == 0 {
-                        libc::pwrite(file.as_raw_fd(), block.address, PAGE, offset as libc::off_t)
-                    } else {
-                        libc::pread(file.as_raw_fd(), block.address, PAGE, offset as libc::off_t)
-                    }
-                };
-                if n != PAGE as isize {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-        }
-    }
-    let source = File::open(path)?;
-    for how in ["sendfile", "copy_file_range"] {
-        let target = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(format!("{}.{how}", path.display()))?;
-        let mut offset: libc::off64_t = 0;
-        while (offset as usize) < size {
-            let want = (64 * 1024).min(size - offset as usize);
-            // SAFETY: valid fds and offset pointer.
-            let n = unsafe {
-                if how == "sendfile" {
-                    libc::sendfile64(target.as_raw_fd(), source.as_raw_fd(), &mut offset, want)
-                } else {
-                    libc::copy_file_range(
-                        source.as_raw_fd(),
-                        &mut offset,
-                        target.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        want,
-                        0,
-                    )
-                }
-            };
-            if n <= 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A process in the job, also in `limit`, touching memory until the OOM
@@ -357,14 +285,15 @@ fn own_v1_memory_cgroup() -> anyhow::Result<Option<PathBuf>> {
     Ok(path.map(|p| mount.join(p.trim_start_matches('/'))))
 }
 
-/// Anonymous memory, 4 KiB pages, unmapped on drop.
-struct Mapping {
+/// Anonymous memory, 4 KiB pages (MADV_NOHUGEPAGE: every page faults on
+/// its first touch), unmapped on drop.
+pub struct Mapping {
     address: *mut libc::c_void,
     len: usize,
 }
 
 impl Mapping {
-    fn new(len: usize) -> io::Result<Self> {
+    pub fn new(len: usize) -> io::Result<Self> {
         // SAFETY: a fresh private anonymous mapping, owned by the result.
         let address = unsafe {
             libc::mmap(
@@ -384,7 +313,8 @@ impl Mapping {
         Ok(Self { address, len })
     }
 
-    fn touch(&self) {
+    /// Writes one byte per page.
+    pub fn touch(&self) {
         for offset in (0..self.len).step_by(PAGE) {
             // SAFETY: inside the mapping.
             unsafe { self.address.cast::<u8>().add(offset).write_volatile(1) };

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use super::cgroup::ProcsFile;
 
 /// Round trips before the clock starts: page faults, caches, first switches.
-const WARMUP: u32 = 10_000;
+pub const WARMUP: u32 = 10_000;
 
 /// CPU 1 where there is one: CPU 0 usually takes more of the interrupts.
 pub fn default_cpu() -> usize {
@@ -205,6 +205,10 @@ impl Forked {
             }
             pid => Ok(Self { pid, reaped: false }),
         }
+    }
+
+    pub(super) fn pid(&self) -> u32 {
+        self.pid.unsigned_abs()
     }
 
     pub(super) fn wait(self) -> anyhow::Result<()> {

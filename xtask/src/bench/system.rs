@@ -56,14 +56,50 @@ fn cpu_model(cpuinfo: &str) -> Option<String> {
     })
 }
 
-/// Programs named sched_switch loaded now. Counted while no daemon of ours
-/// runs, they belong to someone else (another monitor, say) and add to every
-/// figure: the machine is shared.
-pub fn foreign_switch_programs() -> usize {
+/// Programs of a job monitor: ours, those of its earlier versions
+/// (sched_switch and the other per-event hooks), which another monitor on
+/// the node would load too.
+const MONITOR_PROGRAMS: [&str; 21] = [
+    "sched_switch",
+    "sched_wakeup",
+    "sched_wakeup_new",
+    "page_fault_user",
+    "block_bio_queue",
+    "sys_exit_read_family",
+    "sys_exit_write_family",
+    "sys_exit_copy_family",
+    "cpu_flush",
+    "rss_stat",
+    "task_newtask",
+    "task_iter",
+    "cgroup_attach_task",
+    "sched_process_exec",
+    "sched_process_exit",
+    "sched_process_free",
+    "cgroup_mkdir",
+    "cgroup_rmdir",
+    "oom_mark_victim",
+    "net_ingress",
+    "net_egress",
+];
+
+/// Monitor programs loaded now (see [`MONITOR_PROGRAMS`]). Counted while no
+/// daemon of ours runs, they belong to someone else (another monitor, a
+/// test's daemon) and add to every figure: the machine is shared.
+pub fn foreign_programs() -> usize {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter(|p| p.name_as_str() == Some("sched_switch"))
+        .filter(|p| p.name_as_str().is_some_and(is_monitor_program))
         .count()
+}
+
+/// The kernel keeps 15 bytes of a program's name.
+fn is_monitor_program(name: &str) -> bool {
+    const KEPT: usize = 15;
+    !name.is_empty()
+        && MONITOR_PROGRAMS
+            .iter()
+            .any(|known| *known == name || (name.len() == KEPT && known.starts_with(name)))
 }
 
 /// Now as `YYYY-MM-DD HH:MM UTC`.
@@ -104,6 +140,17 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+
+    #[test]
+    fn monitor_programs_by_their_kept_names() {
+        assert!(is_monitor_program("sched_switch"));
+        assert!(is_monitor_program("net_ingress"));
+        assert!(is_monitor_program("sched_process_e"));
+        assert!(is_monitor_program("cgroup_attach_t"));
+        assert!(!is_monitor_program("sched_process"));
+        assert!(!is_monitor_program("bench_floor"));
+        assert!(!is_monitor_program(""));
     }
 
     #[test]

@@ -1,0 +1,385 @@
+//! Benchmark 7: the daemon's own cost on a busy node: 1,000 running jobs,
+//! each a cgroup with one process of 10 sleeping threads (10,000 job
+//! tasks), sampled every second. And, for comparison, the same 10,000 tasks
+//! outside any job: the task iterator still visits every task of the node
+//! but credits none, which tells the walk from the crediting.
+//!
+//! Each phase has a fresh daemon with `--bpf.stats`. Its CPU over a window
+//! of `--cost-window` seconds is its process's utime + stime
+//! (/proc/PID/stat) plus every program's run time (bpf_stats, read from the
+//! pins): the programs that run in other tasks' contexts are the daemon's
+//! cost too. Nothing reads /metrics inside the window (a scrape of 1,000
+//! jobs is work for the daemon); the per-sample figures are read after it,
+//! one scrape per sample. Last, an empty task iterator run from xtask gives
+//! the walk's own floor at the same task count.
+use std::{
+    collections::BTreeMap,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{
+    BenchArgs, Setup, bpf_stats::RunStats, cgroup::Root, daemon::Daemon, metrics, pinned, procfs,
+    stats::median, thread_sleepers::ThreadSleepers, walk_floor::WalkFloor,
+};
+
+const LABEL: &str = "daemon-cost";
+/// The program the daemon runs at every sample (not on any event).
+pub const ITERATOR: &str = "task_iter";
+/// Samples after the jobs are counted and before the window.
+pub const SETTLE_SAMPLES: u32 = 2;
+/// Samples whose duration is read after the window.
+pub const OBSERVED_SAMPLES: u32 = 5;
+/// Walks of the empty iterator per phase.
+pub const FLOOR_WALKS: u32 = 10;
+/// How often /metrics is read while waiting for a sample.
+const POLL: Duration = Duration::from_millis(250);
+const SAMPLES: &str = "monitor_samples_total";
+const SAMPLE_DURATION: &str = "monitor_sample_duration_seconds";
+const CREDIT_DURATION: &str = "monitor_task_credit_duration_seconds";
+const RUNNING_JOBS: &str = "monitor_jobs{state=\"running\"}";
+const JOB_TASKS: &str = "monitor_job_tasks";
+
+/// One phase of one round: with the jobs, or with the same tasks outside jobs.
+#[derive(Debug)]
+pub struct Phase {
+    pub jobs: u32,
+    /// Job tasks the daemon counted (`monitor_job_tasks`, summed).
+    pub job_tasks: f64,
+    /// Tasks on the node (/proc/loadavg), the mean of the window's ends.
+    pub node_tasks: f64,
+    pub window_s: f64,
+    /// utime + stime of the daemon process over the window.
+    pub daemon_cpu_s: f64,
+    /// Every attached program's runs over the window.
+    pub programs: BTreeMap<String, RunStats>,
+    /// Samples taken in the window (`monitor_samples_total`).
+    pub samples: f64,
+    /// `monitor_sample_duration_seconds` and
+    /// `monitor_task_credit_duration_seconds` of the samples after the
+    /// window, ms.
+    pub sample_ms: Vec<f64>,
+    pub credit_ms: Vec<f64>,
+    /// The empty iterator's walks: each one's wall time (ms), and its runs
+    /// over all of them.
+    pub floor_walk_ms: Vec<f64>,
+    pub floor: RunStats,
+}
+
+impl Phase {
+    fn iterator(&self) -> RunStats {
+        self.programs.get(ITERATOR).copied().unwrap_or_default()
+    }
+
+    fn percent(&self, seconds: f64) -> f64 {
+        seconds / self.window_s * 100.0
+    }
+
+    /// The daemon process's CPU, % of one core.
+    pub fn daemon_pct(&self) -> f64 {
+        self.percent(self.daemon_cpu_s)
+    }
+
+    /// Every program's run time, % of one core.
+    pub fn programs_pct(&self) -> f64 {
+        self.percent(self.programs.values().map(|s| s.run_time_ns).sum::<f64>() / 1e9)
+    }
+
+    /// The task iterator's run time, % of one core. It runs in the daemon's
+    /// own read(2), so this is also part of [`Phase::daemon_pct`].
+    pub fn iterator_pct(&self) -> f64 {
+        self.percent(self.iterator().run_time_ns / 1e9)
+    }
+
+    /// Daemon CPU as defined: its process plus every program, % of one core.
+    pub fn total_pct(&self) -> f64 {
+        self.daemon_pct() + self.programs_pct()
+    }
+
+    /// The same without counting the iterator twice.
+    pub fn total_once_pct(&self) -> f64 {
+        self.total_pct() - self.iterator_pct()
+    }
+
+    /// Program runs of the iterator per sample: one per task visited (and
+    /// one to end the walk).
+    pub fn visited_per_walk(&self) -> f64 {
+        self.iterator().run_count / self.samples
+    }
+
+    /// Iterator run time per walk (bpf_stats), ms.
+    pub fn walk_ms(&self) -> f64 {
+        self.iterator().run_time_ns / self.samples / 1e6
+    }
+
+    /// Iterator run time per task visited (bpf_stats), ns.
+    pub fn ns_per_visit(&self) -> f64 {
+        self.iterator().ns_per_run().unwrap_or(f64::NAN)
+    }
+
+    pub fn sample_median_ms(&self) -> f64 {
+        median(&self.sample_ms).unwrap_or(f64::NAN)
+    }
+
+    pub fn credit_median_ms(&self) -> f64 {
+        median(&self.credit_ms).unwrap_or(f64::NAN)
+    }
+
+    /// The empty iterator's walk (wall), median, ms.
+    pub fn floor_walk_ms(&self) -> f64 {
+        median(&self.floor_walk_ms).unwrap_or(f64::NAN)
+    }
+
+    /// The empty iterator per task visited (bpf_stats), ns.
+    pub fn floor_ns_per_visit(&self) -> f64 {
+        self.floor.ns_per_run().unwrap_or(f64::NAN)
+    }
+}
+
+#[derive(Debug)]
+pub struct DaemonCostResult {
+    pub jobs: u32,
+    pub threads_per_job: u32,
+    pub window: Duration,
+    /// One per round, in round order.
+    pub with_jobs: Vec<Phase>,
+    pub without_jobs: Vec<Phase>,
+}
+
+impl DaemonCostResult {
+    /// The median over the rounds of one phase's figure.
+    pub fn median(phases: &[Phase], figure: impl Fn(&Phase) -> f64) -> f64 {
+        median(&phases.iter().map(figure).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+    }
+
+    pub fn tasks(&self) -> u32 {
+        self.jobs * self.threads_per_job
+    }
+
+    /// The goal's figure: daemon CPU with the jobs, % of one core.
+    pub fn total_pct(&self) -> f64 {
+        Self::median(&self.with_jobs, Phase::total_pct)
+    }
+
+    /// The goal's figure: one sample with the jobs, ms (the median of every
+    /// sample observed, over all rounds).
+    pub fn sample_ms(&self) -> f64 {
+        let all: Vec<f64> = self
+            .with_jobs
+            .iter()
+            .flat_map(|p| p.sample_ms.iter().copied())
+            .collect();
+        median(&all).unwrap_or(f64::NAN)
+    }
+
+    /// Every observed credit duration of a phase, median, ms.
+    pub fn credit_ms(phases: &[Phase]) -> f64 {
+        let all: Vec<f64> = phases
+            .iter()
+            .flat_map(|p| p.credit_ms.iter().copied())
+            .collect();
+        median(&all).unwrap_or(f64::NAN)
+    }
+
+    /// What crediting adds per job task, from the iterator's own run time
+    /// (bpf_stats) with and without the jobs, ns.
+    pub fn credit_ns_per_job_task(&self) -> f64 {
+        let with = Self::median(&self.with_jobs, Phase::walk_ms);
+        let without = Self::median(&self.without_jobs, Phase::walk_ms);
+        (with - without) * 1e6 / f64::from(self.tasks())
+    }
+}
+
+pub fn run(setup: &Setup, args: &BenchArgs) -> anyhow::Result<DaemonCostResult> {
+    let mut floor = WalkFloor::load(&setup.object)?;
+    let parked = Root::create(&setup.cgroup_mount, "daemon-cost-parked")?;
+    let started = Instant::now();
+    let sleepers = ThreadSleepers::start(parked.path(), args.jobs, args.threads_per_job)?;
+    eprintln!(
+        "xtask:   {} processes of {} threads started in {:.1?}; {} tasks on the node",
+        args.jobs,
+        args.threads_per_job,
+        started.elapsed(),
+        procfs::node_tasks()?
+    );
+    let mut result = DaemonCostResult {
+        jobs: args.jobs,
+        threads_per_job: args.threads_per_job,
+        window: Duration::from_secs(args.cost_window),
+        with_jobs: Vec::new(),
+        without_jobs: Vec::new(),
+    };
+    for round in 1..=args.rounds {
+        let jobs_first = round % 2 == 0;
+        for with_jobs in [jobs_first, !jobs_first] {
+            let mut phase = phase(setup, &result, &sleepers, &parked, with_jobs)?;
+            (phase.floor_walk_ms, phase.floor) = walk_floor(&mut floor)?;
+            eprintln!(
+                "xtask:   round {round}, {} jobs: daemon {:.3}% + programs {:.3}% of a core \
+                 (iterator {:.3}%); {:.0} tasks, {:.0} visited per walk, {:.2} ms per walk, \
+                 {:.0} ns per task; sample {:.2} ms, credit {:.2} ms; empty walk {:.2} ms, \
+                 {:.0} ns per task",
+                phase.jobs,
+                phase.daemon_pct(),
+                phase.programs_pct(),
+                phase.iterator_pct(),
+                phase.node_tasks,
+                phase.visited_per_walk(),
+                phase.walk_ms(),
+                phase.ns_per_visit(),
+                phase.sample_median_ms(),
+                phase.credit_median_ms(),
+                phase.floor_walk_ms(),
+                phase.floor_ns_per_visit(),
+            );
+            if with_jobs {
+                result.with_jobs.push(phase);
+            } else {
+                result.without_jobs.push(phase);
+            }
+        }
+    }
+    Ok(result)
+}
+
+fn phase(
+    setup: &Setup,
+    result: &DaemonCostResult,
+    sleepers: &ThreadSleepers,
+    parked: &Root,
+    with_jobs: bool,
+) -> anyhow::Result<Phase> {
+    // Declared before the daemon, so dropped after it.
+    let root = Root::create(&setup.cgroup_mount, LABEL)?;
+    let mut daemon = Daemon::start(setup, root.path(), true, LABEL)?;
+    let jobs = if with_jobs { result.jobs } else { 0 };
+    let measured = (|| {
+        if with_jobs {
+            place_in_jobs(&mut daemon, &root, sleepers, result.tasks())?;
+        }
+        daemon.next_samples_every(SETTLE_SAMPLES, POLL)?;
+        measure(&mut daemon, jobs, result.window)
+    })();
+    // Out of the jobs before their root goes (removing it kills what is inside).
+    let moved = if with_jobs {
+        sleepers.move_all(parked.path())
+    } else {
+        Ok(())
+    };
+    let phase = measured?;
+    moved?;
+    daemon.stop()?;
+    Ok(phase)
+}
+
+/// One job per process; returns once the daemon counts every job running.
+fn place_in_jobs(
+    daemon: &mut Daemon,
+    root: &Root,
+    sleepers: &ThreadSleepers,
+    tasks: u32,
+) -> anyhow::Result<()> {
+    for i in 0..sleepers.len() {
+        let job = root.make_job(&format!("job{i:05}"))?;
+        sleepers.move_one(i, &job)?;
+    }
+    let jobs = sleepers.len() as f64;
+    daemon.wait_for("every job to be running", Duration::from_secs(60), |text| {
+        metrics::value(text, RUNNING_JOBS) == Some(jobs)
+    })?;
+    // The task count should follow; go on without it, as the report shows it.
+    let counted = daemon.wait_for(
+        "every job task to be counted",
+        Duration::from_secs(10),
+        |text| job_tasks(text) >= f64::from(tasks),
+    );
+    if let Err(e) = counted {
+        eprintln!("xtask:   {e:#}");
+    }
+    Ok(())
+}
+
+fn job_tasks(text: &str) -> f64 {
+    metrics::sum(text, JOB_TASKS)
+}
+
+/// The window, then the samples after it.
+fn measure(daemon: &mut Daemon, jobs: u32, window: Duration) -> anyhow::Result<Phase> {
+    let programs = daemon.programs()?;
+    let first = daemon.metrics()?;
+    let (start, cpu_before, stats_before, tasks_before) = (
+        Instant::now(),
+        procfs::cpu_seconds(daemon.pid())?,
+        programs.stats()?,
+        procfs::node_tasks()?,
+    );
+    thread::sleep(window);
+    let (stats_after, cpu_after, tasks_after, window_s) = (
+        programs.stats()?,
+        procfs::cpu_seconds(daemon.pid())?,
+        procfs::node_tasks()?,
+        start.elapsed().as_secs_f64(),
+    );
+    let last = daemon.metrics()?;
+    let samples = samples_taken(&last)? - samples_taken(&first)?;
+    if samples < 1.0 {
+        bail!("the daemon took no sample in {window:?}");
+    }
+    let (sample_ms, credit_ms) = observe_samples(daemon, OBSERVED_SAMPLES)?;
+    Ok(Phase {
+        jobs,
+        job_tasks: job_tasks(&last),
+        node_tasks: (tasks_before + tasks_after) as f64 / 2.0,
+        window_s,
+        daemon_cpu_s: cpu_after - cpu_before,
+        programs: pinned::since(&stats_after, &stats_before),
+        samples,
+        sample_ms,
+        credit_ms,
+        floor_walk_ms: Vec::new(),
+        floor: RunStats::default(),
+    })
+}
+
+/// [`FLOOR_WALKS`] walks of the empty iterator: each one's time, ms, and
+/// its runs over all of them.
+fn walk_floor(floor: &mut WalkFloor) -> anyhow::Result<(Vec<f64>, RunStats)> {
+    let before = floor.stats()?;
+    let walks = (0..FLOOR_WALKS)
+        .map(|_| Ok(floor.walk()?.as_secs_f64() * 1000.0))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    Ok((walks, floor.stats()?.since(before)))
+}
+
+/// Each of the next `count` samples' duration and task credit duration, ms,
+/// reading /metrics every [`POLL`].
+fn observe_samples(daemon: &mut Daemon, count: u32) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut sample_ms, mut credit_ms) = (Vec::new(), Vec::new());
+    let mut seen = samples_taken(&daemon.metrics()?)?;
+    let deadline = Instant::now() + Duration::from_secs(5 + 2 * u64::from(count));
+    while sample_ms.len() < count as usize {
+        if Instant::now() > deadline {
+            bail!("the daemon took too few samples");
+        }
+        thread::sleep(POLL);
+        let text = daemon.metrics()?;
+        let taken = samples_taken(&text)?;
+        if taken > seen {
+            seen = taken;
+            let value = |series: &str| {
+                metrics::value(&text, series)
+                    .map(|s| s * 1000.0)
+                    .with_context(|| format!("{series} missing from /metrics"))
+            };
+            sample_ms.push(value(SAMPLE_DURATION)?);
+            credit_ms.push(value(CREDIT_DURATION)?);
+        }
+    }
+    Ok((sample_ms, credit_ms))
+}
+
+fn samples_taken(text: &str) -> anyhow::Result<f64> {
+    metrics::value(text, SAMPLES).with_context(|| format!("{SAMPLES} missing from /metrics"))
+}

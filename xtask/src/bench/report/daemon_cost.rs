@@ -1,0 +1,287 @@
+//! Section 7: the daemon's own cost with many jobs and tasks, and what the
+//! task iterator's walk costs against its crediting.
+use std::collections::BTreeMap;
+
+use super::{MAX_DAEMON_CPU_PCT, MAX_SAMPLE_MS, Report, heading, row, table};
+use crate::bench::{
+    Benchmark,
+    daemon_cost::{
+        DaemonCostResult, FLOOR_WALKS, ITERATOR, OBSERVED_SAMPLES, Phase, SETTLE_SAMPLES,
+    },
+};
+
+impl Report {
+    pub(super) fn daemon_cost_section(&self) -> String {
+        let Some(d) = &self.daemon_cost else {
+            return String::new();
+        };
+        let (jobs, tasks) = (d.jobs, d.tasks());
+        let median =
+            |phases: &[Phase], figure: fn(&Phase) -> f64| DaemonCostResult::median(phases, figure);
+        let both = |figure: fn(&Phase) -> f64, decimals: usize| {
+            (
+                format!("{:.decimals$}", median(&d.with_jobs, figure)),
+                format!("{:.decimals$}", median(&d.without_jobs, figure)),
+            )
+        };
+        let mut rows = Vec::new();
+        let mut add = |what: &str, (with, without): (String, String), goal: &str, result: &str| {
+            rows.push(row([what, &with, &without, goal, result]));
+        };
+        add(
+            "Tasks on the node (/proc/loadavg)",
+            both(|p| p.node_tasks, 0),
+            "",
+            "",
+        );
+        add(
+            "Job tasks the daemon counted (`monitor_job_tasks`)",
+            both(|p| p.job_tasks, 0),
+            "",
+            "",
+        );
+        add(
+            "Daemon process: utime + stime, % of one core",
+            both(Phase::daemon_pct, 3),
+            "",
+            "",
+        );
+        add(
+            "All programs' run time, % of one core",
+            both(Phase::programs_pct, 3),
+            "",
+            "",
+        );
+        add(
+            "of which task_iter (runs in the daemon's read: also in its stime)",
+            both(Phase::iterator_pct, 3),
+            "",
+            "",
+        );
+        let total = d.total_pct();
+        add(
+            "**Daemon CPU: process + programs, % of one core**",
+            both(Phase::total_pct, 3),
+            &format!("<= {MAX_DAEMON_CPU_PCT}%"),
+            self.verdict(total <= MAX_DAEMON_CPU_PCT),
+        );
+        add(
+            "The same, task_iter counted once",
+            both(Phase::total_once_pct, 3),
+            "",
+            "",
+        );
+        let sample_without: Vec<f64> = d
+            .without_jobs
+            .iter()
+            .flat_map(|p| p.sample_ms.iter().copied())
+            .collect();
+        add(
+            "**One sample (`monitor_sample_duration_seconds`), median, ms**",
+            (
+                format!("{:.2}", d.sample_ms()),
+                format!(
+                    "{:.2}",
+                    crate::bench::stats::median(&sample_without).unwrap_or(f64::NAN)
+                ),
+            ),
+            &format!("<= {MAX_SAMPLE_MS} ms"),
+            self.verdict(d.sample_ms() <= MAX_SAMPLE_MS),
+        );
+        let credit = (
+            DaemonCostResult::credit_ms(&d.with_jobs),
+            DaemonCostResult::credit_ms(&d.without_jobs),
+        );
+        add(
+            "Task iterator run (`monitor_task_credit_duration_seconds`), median, ms",
+            (format!("{:.2}", credit.0), format!("{:.2}", credit.1)),
+            "",
+            "",
+        );
+        add(
+            "Task iterator per walk (bpf_stats), ms",
+            both(Phase::walk_ms, 2),
+            "",
+            "",
+        );
+        add(
+            "Program runs per walk (tasks visited, and one to end)",
+            both(Phase::visited_per_walk, 0),
+            "",
+            "",
+        );
+        add(
+            "Per task visited (bpf_stats), ns",
+            both(Phase::ns_per_visit, 0),
+            "",
+            "",
+        );
+        add(
+            "Empty iterator's walk (bench_task_iter_floor, wall), ms",
+            both(Phase::floor_walk_ms, 2),
+            "",
+            "",
+        );
+        add(
+            "Empty iterator per task visited (bpf_stats), ns",
+            both(Phase::floor_ns_per_visit, 0),
+            "",
+            "",
+        );
+        let nodes = (
+            median(&d.with_jobs, |p| p.node_tasks),
+            median(&d.without_jobs, |p| p.node_tasks),
+        );
+        add(
+            "Iterator run (wall) per task on the node, ns",
+            (
+                format!("{:.0}", credit.0 * 1e6 / nodes.0),
+                format!("{:.0}", credit.1 * 1e6 / nodes.1),
+            ),
+            "",
+            "",
+        );
+        let walk_without = median(&d.without_jobs, Phase::walk_ms);
+        let floor_ns = median(&d.without_jobs, Phase::floor_ns_per_visit);
+        let floor_ms = median(&d.without_jobs, Phase::floor_walk_ms);
+        let visited_without = median(&d.without_jobs, Phase::visited_per_walk);
+        let by_credit = (credit.0 - credit.1) * 1e6 / f64::from(tasks);
+        format!(
+            "{} with {jobs} jobs and {tasks} tasks\n\n\
+             {jobs} processes of {} sleeping threads each ({tasks} tasks) are started once, in a cgroup \
+             outside the daemon's root. Each round has two phases, each with a fresh daemon \
+             (`--bpf.stats`, sampling every 1 s), in an order that flips every round: **with jobs**, \
+             each process moved into a job cgroup of its own under the daemon's root (every thread \
+             moves), waited for until the daemon counts all {jobs} jobs running; and **without jobs**, \
+             the same processes left outside, so the task iterator visits as many tasks but credits \
+             none. After {SETTLE_SAMPLES} more samples, a window of {} s in which nothing reads \
+             /metrics (a scrape of {jobs} jobs is work for the daemon): the daemon's utime + stime \
+             (/proc/PID/stat) and every attached program's bpf_stats (from its pins) are read at its \
+             ends. Daemon CPU = utime + stime + every program's run time, as % of one core; the \
+             iterator runs inside the daemon's own read(2), so this counts it twice (an upper bound; \
+             the row below counts it once). Walks in the window: `monitor_samples_total` before and \
+             after. Then the next {OBSERVED_SAMPLES} samples' `monitor_sample_duration_seconds` and \
+             `monitor_task_credit_duration_seconds` are read, one scrape each; their medians over all \
+             rounds are shown. Last, with the daemon stopped, xtask runs the object's empty task \
+             iterator (`bench_task_iter_floor`) {FLOOR_WALKS} times over the same tasks: the walk \
+             itself. bpf_stats adds its own clock reads (tens of ns) to every program run, each task \
+             visited by an iterator included.\n\n{}\n\
+             **Walk against crediting.** The walk itself (the empty iterator) costs {floor_ns:.0} ns \
+             per task by bpf_stats, {floor_ms:.2} ms per walk. Without jobs the daemon's iterator \
+             visits {visited_without:.0} tasks in {walk_without:.2} ms ({:.0} ns per task: the \
+             walk, the task's cgroup read and the \"not a job\" exit). Crediting the {tasks} job \
+             tasks adds {:.0} ns per job task by the iterator's own run time (bpf_stats), \
+             {by_credit:.0} ns by the daemon's timing of the iterator run.\n\n\
+             Programs in the window with the jobs (median of the rounds):\n\n{}\n\
+             Every round:\n\n{}\n",
+            heading(Benchmark::DaemonCost),
+            d.threads_per_job,
+            d.window.as_secs(),
+            table(
+                &[
+                    "Measure",
+                    &format!("With {jobs} jobs"),
+                    "Without jobs (same tasks)",
+                    "Goal",
+                    "Result",
+                ],
+                &rows
+            ),
+            median(&d.without_jobs, Phase::ns_per_visit),
+            d.credit_ns_per_job_task(),
+            programs_table(&d.with_jobs),
+            rounds_table(d),
+        )
+    }
+}
+
+/// Each program's runs per second, ns per run and share of a core in the
+/// window, medians over the rounds.
+fn programs_table(phases: &[Phase]) -> String {
+    let mut names: BTreeMap<&str, ()> = BTreeMap::new();
+    for phase in phases {
+        for name in phase.programs.keys() {
+            names.insert(name, ());
+        }
+    }
+    let rows: Vec<Vec<String>> = names
+        .keys()
+        .map(|name| {
+            let figure = |f: &dyn Fn(&Phase, f64, f64) -> f64| {
+                let values: Vec<f64> = phases
+                    .iter()
+                    .filter_map(|p| {
+                        let s = p.programs.get(*name)?;
+                        Some(f(p, s.run_time_ns, s.run_count))
+                    })
+                    .filter(|v| v.is_finite())
+                    .collect();
+                crate::bench::stats::median(&values)
+            };
+            let runs = figure(&|p, _, count| count / p.window_s);
+            let ns = figure(&|_, time, count| if count > 0.0 { time / count } else { f64::NAN });
+            let pct = figure(&|p, time, _| time / 1e9 / p.window_s * 100.0);
+            let label = if *name == ITERATOR {
+                format!("{name} (a run per task visited)")
+            } else {
+                name.to_string()
+            };
+            row([
+                &label,
+                &runs.map_or_else(|| "-".into(), |r| format!("{r:.1}")),
+                &ns.map_or_else(|| "-".into(), |n| format!("{n:.0}")),
+                &pct.map_or_else(|| "-".into(), |p| format!("{p:.4}%")),
+            ])
+        })
+        .collect();
+    table(&["Program", "Runs per s", "ns/run", "% of one core"], &rows)
+}
+
+fn rounds_table(d: &DaemonCostResult) -> String {
+    let mut rows = Vec::new();
+    let rounds = d.with_jobs.len().max(d.without_jobs.len());
+    for i in 0..rounds {
+        for phase in [d.with_jobs.get(i), d.without_jobs.get(i)]
+            .into_iter()
+            .flatten()
+        {
+            rows.push(row([
+                &(i + 1).to_string(),
+                &phase.jobs.to_string(),
+                &format!("{:.0}", phase.node_tasks),
+                &format!("{:.0}", phase.job_tasks),
+                &format!("{:.1}", phase.window_s),
+                &format!("{:.0}", phase.samples),
+                &format!("{:.3}", phase.daemon_pct()),
+                &format!("{:.3}", phase.programs_pct()),
+                &format!("{:.3}", phase.iterator_pct()),
+                &format!("{:.3}", phase.total_pct()),
+                &format!("{:.2}", phase.walk_ms()),
+                &format!("{:.0}", phase.visited_per_walk()),
+                &format!("{:.0}", phase.ns_per_visit()),
+                &format!("{:.2}", phase.sample_median_ms()),
+                &format!("{:.2}", phase.credit_median_ms()),
+            ]));
+        }
+    }
+    table(
+        &[
+            "Round",
+            "Jobs",
+            "Node tasks",
+            "Job tasks",
+            "Window (s)",
+            "Walks",
+            "Daemon %",
+            "Programs %",
+            "task_iter %",
+            "Total %",
+            "Walk (ms)",
+            "Visited per walk",
+            "ns per task",
+            "Sample (ms)",
+            "Credit (ms)",
+        ],
+        &rows,
+    )
+}

@@ -1,0 +1,236 @@
+//! Sections 2 to 6: how much slower the ping-pong, dd in a job, dd outside
+//! any job, the page-fault-heavy job and the network-heavy job run under
+//! the daemon.
+use super::{
+    MAX_FAULTS_SLOWDOWN, MAX_IO_OUTSIDE_SLOWDOWN, MAX_IO_SLOWDOWN, MAX_NETWORK_SLOWDOWN,
+    MAX_PINGPONG_SLOWDOWN, Report, heading, row, table,
+};
+use crate::bench::{
+    Benchmark,
+    job_slowdown::{JobSlowdownResult, Kind},
+    pingpong,
+    program_cost::Workload,
+    stats::median,
+};
+
+impl Report {
+    pub(super) fn slowdown_section(&self) -> String {
+        let Some(s) = &self.slowdown else {
+            return String::new();
+        };
+        let pass = s.slowdown() <= MAX_PINGPONG_SLOWDOWN;
+        format!(
+            "{}\n\n\
+             Two processes pinned to CPU {} pass one byte over two pipes (two context switches and \
+             two wakeups per round trip), {} round trips timed after {} of warm-up, inside a job \
+             cgroup. After each run with the daemon, the job's context switches it counted are checked \
+             (at least one per round trip). Microseconds per round trip; slowdown = median(with) / \
+             median(without) - 1 = {:+.1}%; goal <= {:.0}%: **{}**.\n\n{}\n{}",
+            heading(Benchmark::Slowdown),
+            s.cpu,
+            s.round_trips,
+            pingpong::WARMUP,
+            s.slowdown() * 100.0,
+            MAX_PINGPONG_SLOWDOWN * 100.0,
+            self.verdict(pass),
+            rounds_table(&s.without_us, &s.with_us, "µs/rt", 3),
+            self.programs_per_round_trip(),
+        )
+    }
+
+    /// A cross-check from benchmark 1: what the daemon's programs ran per
+    /// round trip during its ping-pong window.
+    fn programs_per_round_trip(&self) -> String {
+        let (Some(cost), Some(s)) = (&self.cost, &self.slowdown) else {
+            return String::new();
+        };
+        let (Some(window), Some((round_trips, _))) = (
+            cost.workload(Workload::PingPong),
+            cost.units(Workload::PingPong),
+        ) else {
+            return String::new();
+        };
+        let ns = window.event_ns / round_trips;
+        format!(
+            "Cross-check from benchmark 1: during its ping-pong the daemon's programs (the task \
+             iterator's walks aside) ran {ns:.1} ns per round trip in all, {:.2}% of the median round \
+             trip without the daemon (bpf_stats' clock reads included).\n\n",
+            ns / 1000.0 / s.median_without() * 100.0
+        )
+    }
+
+    pub(super) fn job_slowdown_section(&self, result: Option<&JobSlowdownResult>) -> String {
+        let Some(s) = result else {
+            return String::new();
+        };
+        let (bench, max, how, check) = match s.kind {
+            Kind::Io => (
+                Benchmark::Io,
+                MAX_IO_SLOWDOWN,
+                format!(
+                    "`dd if=/dev/zero of=<file> bs=512 count={}` ({} bytes in {} read and {} write calls) \
+                     inside a job cgroup, pinned to CPU {}, the file on the workspace's disk and removed after \
+                     each run. Time: dd's own figure for the copy (start-up excluded).",
+                    s.size,
+                    s.bytes(),
+                    s.size,
+                    s.size,
+                    s.cpus.0
+                ),
+                format!(
+                    "the job's bytes written are checked (last check: {:.0} for {} runs)",
+                    s.credited, s.repeats
+                ),
+            ),
+            Kind::IoOutside => (
+                Benchmark::IoOutside,
+                MAX_IO_OUTSIDE_SLOWDOWN,
+                format!(
+                    "The same dd (`bs=512 count={}`, pinned to CPU {}) run by a process outside any job: \
+                     in the cgroup v2 root, where every program the daemon has on its path (rss_stat, the \
+                     task lifecycle and network programs, the task iterator's visit) leaves at its \"not a \
+                     job\" check. Time: dd's own figure for the copy.",
+                    s.size, s.cpus.0
+                ),
+                "the daemon is checked to be sampling with no job running".to_string(),
+            ),
+            Kind::Faults => (
+                Benchmark::Faults,
+                MAX_FAULTS_SLOWDOWN,
+                format!(
+                    "A new process in a job cgroup, pinned to CPU {}, maps {} MiB of anonymous memory \
+                     (MADV_NOHUGEPAGE), writes one byte in each 4 KiB page ({} page faults, each changing \
+                     the process's RSS counter: an rss_stat event) and unmaps it; a fresh process and \
+                     mapping every run. Time: from mmap to the end of munmap.",
+                    s.cpus.0,
+                    s.size >> 20,
+                    s.pages()
+                ),
+                format!(
+                    "the job's page faults are checked (last check: {:.0} for {} runs) and its RSS peak \
+                     is read: {}",
+                    s.credited,
+                    s.repeats,
+                    s.rss_peak
+                        .map_or_else(|| "unknown".into(), |b| format!("{b:.0} bytes"))
+                ),
+            ),
+            Kind::Network => (
+                Benchmark::Network,
+                MAX_NETWORK_SLOWDOWN,
+                format!(
+                    "{} bytes over loopback TCP in 64 KiB writes, between two threads of one process inside a \
+                     job cgroup (the listener made inside the job, so both sockets are the job's), {}. Time: \
+                     from the first write to the receiver's last byte.",
+                    s.bytes(),
+                    if s.cpus.0 == s.cpus.1 {
+                        format!("both pinned to CPU {}", s.cpus.0)
+                    } else {
+                        format!(
+                            "the sender pinned to CPU {} and the receiver to CPU {}",
+                            s.cpus.0, s.cpus.1
+                        )
+                    }
+                ),
+                format!(
+                    "the job's bytes sent are checked (last check: {:.0} for {} runs)",
+                    s.credited, s.repeats
+                ),
+            ),
+        };
+        let mut out = format!(
+            "{}\n\n\
+             {how} Each round runs it {} times without the daemon and {} times with it, the median of \
+             each side being the round's figure. After each run with the daemon {check}. Seconds per \
+             run; slowdown = {:+.1}%; goal <= {:.0}%: **{}**.\n\n{}\n",
+            heading(bench),
+            s.repeats,
+            s.repeats,
+            s.slowdown() * 100.0,
+            max * 100.0,
+            if s.rss_missed() {
+                "INVALID"
+            } else {
+                self.verdict(s.slowdown() <= max)
+            },
+            rounds_table(&s.without_s, &s.with_s, "s", 4),
+        );
+        if s.kind == Kind::Faults {
+            out += &self.per_fault(s);
+        }
+        out
+    }
+
+    /// The page-fault job's figures per fault.
+    fn per_fault(&self, s: &JobSlowdownResult) -> String {
+        let pages = s.pages() as f64;
+        let mut out = format!(
+            "Per page fault: {:.0} ns without the daemon, {:.0} ns with it: the daemon adds {:+.1} ns \
+             per fault (from the medians). The process itself counted {} minor faults per run \
+             (getrusage, median).",
+            s.median_without() * 1e9 / pages,
+            s.median_with() * 1e9 / pages,
+            s.extra_ns_per_fault(),
+            s.faults_per_run
+                .map_or_else(|| "an unknown number of".into(), |f| format!("{f:.0}")),
+        );
+        if let Some(cost) = &self.cost
+            && let Some(window) = cost.workload(Workload::PageFaults)
+            && let Some(rss) = window.cells.get("rss_stat")
+            && let Some(ns) = rss.ns_per_run
+        {
+            out += &format!(
+                " From benchmark 1: rss_stat {ns:.0} ns per run, {:.2} runs per page.",
+                rss.runs_per_s * window.seconds / pages
+            );
+        }
+        out += "\n\n";
+        if s.rss_missed() {
+            out += &format!(
+                "**The daemon counted an RSS peak of {} for the job, which touched {} MiB: its memory \
+                 program (rss_stat) did not run on the job's faults, so this slowdown leaves out the \
+                 one program meant to be on the fault path.** The goal is not judged.\n\n",
+                s.rss_peak
+                    .map_or_else(|| "nothing".into(), |b| format!("{b:.0} bytes")),
+                s.size >> 20
+            );
+        }
+        out
+    }
+}
+
+/// Rounds of a slowdown, then the medians.
+fn rounds_table(without: &[f64], with: &[f64], unit: &str, decimals: usize) -> String {
+    let mut rows: Vec<Vec<String>> = without
+        .iter()
+        .zip(with)
+        .enumerate()
+        .map(|(i, (without, with))| {
+            row([
+                &(i + 1).to_string(),
+                &format!("{without:.decimals$}"),
+                &format!("{with:.decimals$}"),
+                &format!("{:+.1}%", (with / without - 1.0) * 100.0),
+            ])
+        })
+        .collect();
+    let (without, with) = (
+        median(without).unwrap_or(f64::NAN),
+        median(with).unwrap_or(f64::NAN),
+    );
+    rows.push(row([
+        "**median**",
+        &format!("**{without:.decimals$}**"),
+        &format!("**{with:.decimals$}**"),
+        &format!("**{:+.1}%**", (with / without - 1.0) * 100.0),
+    ]));
+    table(
+        &[
+            "Round",
+            &format!("Without ({unit})"),
+            &format!("With ({unit})"),
+            "Difference",
+        ],
+        &rows,
+    )
+}
