@@ -187,23 +187,29 @@ pub enum Moment {
 
 /// Brings the accounting of live `task` up to date: credits the cgroup it
 /// was last credited to, then follows it to the cgroup it is in now (a
-/// job: tracked from here; not a job: forgotten).
+/// job: tracked from here; not a job: forgotten). Returns that job
+/// cgroup's id, if the task is a live task of one.
 #[inline(always)]
-pub fn sync(task: u64, moment: Moment) {
+pub fn sync(task: u64, moment: Moment) -> Option<u64> {
+    let cgroup = cgroup_of(task)?;
+    let in_job = slot_of(cgroup).is_some();
+    if moment == Moment::Sample && !in_job {
+        // Most tasks of a node: done after the cgroup id and the slot
+        // lookup (inlined array reads), without a map lookup. A tracked
+        // task leaves a job only through cgroup_attach_task, which syncs it.
+        return None;
+    }
     // An exiting task is credited by the exit programs; one past
     // exit_signals is not moved by cgroup_attach_task either.
     if is_exiting(task) {
-        return;
+        return None;
     }
-    let Some(cgroup) = cgroup_of(task) else {
-        return;
-    };
-    let in_job = slot_of(cgroup).is_some();
-    if moment == Moment::Sample && !in_job {
-        // Most tasks of a node: done without a map lookup. A tracked task
-        // leaves a job only through cgroup_attach_task, which syncs it.
-        return;
-    }
+    sync_live(task, cgroup, in_job, moment);
+    in_job.then_some(cgroup)
+}
+
+#[inline(always)]
+fn sync_live(task: u64, cgroup: u64, in_job: bool, moment: Moment) {
     match state_of(task) {
         Some(state) => {
             if moment == Moment::Attach && state.cgroup == cgroup {

@@ -28,7 +28,7 @@ pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct cgroup *dst_cgrp, const char *path, struct task_struct *task, bool threadgroup)
     let leader: u64 = ctx.arg(2);
     let threadgroup: u64 = ctx.arg(3);
-    sync(leader, Moment::Attach);
+    let _ = sync(leader, Moment::Attach);
     if threadgroup & 0xff != 0 {
         sync_other_threads(leader);
         // The whole process moved: its address space too.
@@ -57,7 +57,7 @@ fn sync_other_threads(leader: u64) {
         }
         let task = node - node_offset;
         if task != leader {
-            sync(task, Moment::Attach);
+            let _ = sync(task, Moment::Attach);
         }
         match read::<u64>(node) {
             Some(next) => node = next,

@@ -37,6 +37,9 @@ use crate::{
     system::cgroupfs,
 };
 
+/// The cgroup-file cross-checks are read every this many samples.
+const CROSS_CHECK_EVERY: u64 = 10;
+
 /// Longest the loop sleeps, so a stop request is seen promptly.
 const MAX_POLL: Duration = Duration::from_millis(200);
 
@@ -327,6 +330,7 @@ impl Sampler {
             .credit_tasks()
             .context("crediting the jobs' tasks")?;
         self.health.task_iter_duration = run.duration;
+        let job_tasks = run.job_tasks;
         let (mut readings, unknown) = self.read_counters()?;
         if !unknown.is_empty() {
             self.drain_events();
@@ -344,7 +348,8 @@ impl Sampler {
             }
         }
 
-        let (tasks, cgroup_tasks) = self.read_cgroup_files();
+        let (tasks, cgroup_tasks) = self.count_tasks(&job_tasks);
+        self.read_cgroup_files();
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let (freed, empty, ended) = {
@@ -521,24 +526,34 @@ impl Sampler {
         Ok(drops)
     }
 
-    /// Threads per job and per cgroup from cgroup.threads of each live
-    /// cgroup, and the cgroup files that cross-check the kernel programs
-    /// where they exist.
-    fn read_cgroup_files(&mut self) -> (HashMap<JobKey, u64>, HashMap<u64, u64>) {
-        let cgroups: Vec<(u64, String, JobKey)> = self
-            .table()
-            .live_cgroups()
-            .map(|(id, path, job)| (id, path.to_string(), job.clone()))
-            .collect();
+    /// Threads per job and per live cgroup, as the task iterator saw them
+    /// (no cgroup file read: at 1,000 jobs that was 1,000 opens a sample).
+    fn count_tasks(&self, seen: &HashMap<u64, u64>) -> (HashMap<JobKey, u64>, HashMap<u64, u64>) {
         let mut tasks: HashMap<JobKey, u64> = HashMap::new();
         let mut cgroup_tasks: HashMap<u64, u64> = HashMap::new();
-        let mut files: HashMap<JobKey, CgroupFileStats> = HashMap::new();
-        for (id, path, job) in cgroups {
-            let dir = JobTable::dir(&self.config.mount, &path);
-            // A cgroup removed since the last event drain counts nothing.
-            let threads = cgroupfs::thread_count(&dir).unwrap_or(0);
+        for (id, _, job) in self.table().live_cgroups() {
+            let threads = seen.get(&id).copied().unwrap_or(0);
             cgroup_tasks.insert(id, threads);
             *tasks.entry(job.clone()).or_default() += threads;
+        }
+        (tasks, cgroup_tasks)
+    }
+
+    /// The cgroup files that cross-check the kernel programs where they
+    /// exist (memory and io controllers: pure cgroup v2 hosts), every
+    /// [`CROSS_CHECK_EVERY`] samples: three opens per cgroup.
+    fn read_cgroup_files(&mut self) {
+        if self.health.samples % CROSS_CHECK_EVERY != 0 {
+            return;
+        }
+        let cgroups: Vec<(String, JobKey)> = self
+            .table()
+            .live_cgroups()
+            .map(|(_, path, job)| (path.to_string(), job.clone()))
+            .collect();
+        let mut files: HashMap<JobKey, CgroupFileStats> = HashMap::new();
+        for (path, job) in cgroups {
+            let dir = JobTable::dir(&self.config.mount, &path);
             let stats = files.entry(job).or_default();
             add(
                 &mut stats.memory_current,
@@ -553,7 +568,6 @@ impl Sampler {
             }
         }
         self.files = files;
-        (tasks, cgroup_tasks)
     }
 
     fn publish(&mut self) {

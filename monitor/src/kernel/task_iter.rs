@@ -1,9 +1,10 @@
 //! Running the task iterator program: every sample, the daemon creates an
 //! iterator from the program's link and reads it to the end, which runs
 //! the program over every task of the node (it credits job tasks in the
-//! kernel and writes nothing). aya 0.14 turns a link into one iterator
+//! kernel and writes each live job task's cgroup id). aya 0.14 turns a link into one iterator
 //! only; these are the two bpf(2) commands to do it again and again.
 use std::{
+    collections::HashMap,
     fs::File,
     io::{self, Read},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -37,10 +38,13 @@ pub struct TaskIterator {
     link: OwnedFd,
 }
 
-/// What one run of the iterator took.
-#[derive(Debug, Clone, Copy, Default)]
+/// What one run of the iterator saw.
+#[derive(Debug, Clone, Default)]
 pub struct IterRun {
     pub duration: Duration,
+    /// Live tasks per job cgroup id (the program writes the cgroup id of
+    /// every live job task it visits).
+    pub job_tasks: HashMap<u64, u64>,
 }
 
 impl TaskIterator {
@@ -77,19 +81,22 @@ impl TaskIterator {
         };
         let fd = bpf(BPF_ITER_CREATE, &attr).map_err(IterError::Create)?;
         let mut file = File::from(fd);
-        // The program writes nothing; a small buffer suffices and the read
-        // returns 0 once every task was visited.
-        let mut buffer = [0u8; 256];
+        let mut output = Vec::new();
         loop {
-            match file.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(_) => {}
+            match file.read_to_end(&mut output) {
+                Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(IterError::Read(e)),
             }
         }
+        let mut job_tasks: HashMap<u64, u64> = HashMap::new();
+        for id in output.chunks_exact(8) {
+            let id = u64::from_ne_bytes([id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]]);
+            *job_tasks.entry(id).or_default() += 1;
+        }
         Ok(IterRun {
             duration: started.elapsed(),
+            job_tasks,
         })
     }
 }

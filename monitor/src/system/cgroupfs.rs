@@ -158,12 +158,6 @@ pub fn ensure_dir(path: &Path) -> Result<(), CgroupError> {
     fs::create_dir_all(path).map_err(io_error(path))
 }
 
-/// Threads now in one cgroup (not its descendants): lines of cgroup.threads.
-pub fn thread_count(cgroup: &Path) -> io::Result<u64> {
-    let text = fs::read(cgroup.join("cgroup.threads"))?;
-    Ok(text.iter().filter(|&&b| b == b'\n').count() as u64)
-}
-
 /// A file holding one number (memory.current, memory.peak); None if absent
 /// (the controller is not enabled for this cgroup) or unreadable.
 pub fn read_number(cgroup: &Path, file: &str) -> Option<u64> {
