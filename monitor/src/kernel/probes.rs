@@ -10,8 +10,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Iter, ProgramInfo, RawTracePoint,
-        TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Iter, ProgramInfo,
+        RawTracePoint, TracePoint,
         links::{FdLink, PinnedLink},
     },
 };
@@ -120,17 +120,19 @@ const CGROUP_SKBS: [(&str, CgroupSkbAttachType); 2] = [
     ("net_ingress", CgroupSkbAttachType::Ingress),
     ("net_egress", CgroupSkbAttachType::Egress),
 ];
-/// Raw tracepoints (the kernel's TP_PROTO arguments: task and mm pointers);
-/// the program is named after its tracepoint. The task's own lifecycle
-/// (born, moved, exited, freed), none on a per-switch, per-syscall or
-/// per-fault path; and rss_stat, on the page-fault path, for the memory peak.
-const RAW_TRACEPOINTS: [&str; 5] = [
+/// Raw tracepoints (the kernel's TP_PROTO arguments: task pointers); the
+/// program is named after its tracepoint. The task's own lifecycle (born,
+/// moved, exited, freed): none is on a per-switch, per-syscall or
+/// per-fault path.
+const RAW_TRACEPOINTS: [&str; 4] = [
     "task_newtask",
     "cgroup_attach_task",
     "sched_process_exit",
     "sched_process_free",
-    "rss_stat",
 ];
+/// BTF tracepoints (typed arguments: fields loaded directly): rss_stat, on
+/// the page-fault path, for the memory peak.
+const BTF_TRACEPOINTS: [&str; 1] = ["rss_stat"];
 /// The task iterator the daemon runs every sample.
 pub const TASK_ITER: &str = "task_iter";
 
@@ -140,6 +142,7 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
         .iter()
         .map(|(program, _, _)| *program)
         .chain(RAW_TRACEPOINTS)
+        .chain(BTF_TRACEPOINTS)
         .chain(CGROUP_SKBS.iter().map(|(program, _)| *program))
         .chain([TASK_ITER])
 }
@@ -410,6 +413,9 @@ impl Probes {
         for name in RAW_TRACEPOINTS {
             self.attach_raw_tracepoint(name)?;
         }
+        for name in BTF_TRACEPOINTS {
+            self.attach_btf_tracepoint(name)?;
+        }
         self.attach_task_iter()
     }
 
@@ -434,6 +440,17 @@ impl Probes {
             self.load_one::<CgroupSkb>(program)?;
         }
         let btf = Btf::from_sys_fs().map_err(ProbeError::KernelBtf)?;
+        for name in BTF_TRACEPOINTS {
+            let (program, _) = self.program::<BtfTracePoint>(name)?;
+            program
+                .load(name, &btf)
+                .map_err(|source| ProbeError::Program { name, source })?;
+            let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
+            let program = ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::MissingProgram(name))?;
+            self.pinning.pin_program(name, program)?;
+        }
         let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
         let program = ebpf
             .program_mut(TASK_ITER)
@@ -561,6 +578,21 @@ impl Probes {
             pinning.pin_link(name, FdLink::from(link))?;
         }
         log::debug!("attached {name} to raw tracepoint {name}");
+        Ok(())
+    }
+
+    fn attach_btf_tracepoint(&mut self, name: &'static str) -> Result<(), ProbeError> {
+        let (program, pinning) = self.program::<BtfTracePoint>(name)?;
+        let id = program
+            .attach()
+            .map_err(|source| ProbeError::Program { name, source })?;
+        if pinning.staging.is_some() {
+            let link = program
+                .take_link(id)
+                .map_err(|source| ProbeError::Program { name, source })?;
+            pinning.pin_link(name, FdLink::from(link))?;
+        }
+        log::debug!("attached {name} to BTF tracepoint {name}");
         Ok(())
     }
 
