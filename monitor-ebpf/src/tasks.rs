@@ -212,9 +212,17 @@ pub fn sync(task: u64, moment: Moment) -> Option<u64> {
 fn sync_live(task: u64, cgroup: u64, in_job: bool, moment: Moment) {
     match state_of(task) {
         Some(state) => {
-            if moment == Moment::Attach && state.cgroup == cgroup {
-                // A move in a v1 hierarchy, or within the same cgroup.
-                return;
+            if state.cgroup == cgroup {
+                if moment == Moment::Attach {
+                    // A move in a v1 hierarchy, or within the same cgroup.
+                    return;
+                }
+                if !ran_since_credit(task, state) {
+                    // Asleep since: every counter is where it was (the
+                    // kernel counts a task's waits, switches, faults and IO
+                    // only as it runs). The common case, done in one read.
+                    return;
+                }
             }
             if let Some(now) = counters_of_task(task) {
                 credit(state, &now);
@@ -236,6 +244,15 @@ fn sync_live(task: u64, cgroup: u64, in_job: bool, moment: Moment) {
         }
         None => {}
     }
+}
+
+/// Whether `task` was on a CPU since `state` was last credited.
+#[inline(always)]
+fn ran_since_credit(task: u64, state: &TaskState) -> bool {
+    read::<u64>(task + layout!(task_sum_exec_runtime)).is_none_or(|cpu| {
+        // SAFETY: an aligned u64 in a map value.
+        cpu != unsafe { core::ptr::read_volatile(&state.credited.cpu_ns) }
+    })
 }
 
 /// Credits exiting or freed `task` (its counters only grow until it is

@@ -64,6 +64,20 @@ fn cpu_of(job: &Value) -> anyhow::Result<f64> {
         .with_context(|| format!("no cpu_seconds in {job}"))
 }
 
+/// Waits until job `jobid` shows as running with more than `cpu` seconds.
+fn wait_until_running(daemon: &Daemon, jobid: &str, cpu: f64) -> anyhow::Result<()> {
+    let (running, jobs) =
+        wait_for_jobs(daemon, "state=running", Duration::from_secs(20), |jobs| {
+            with_id(jobs, jobid)
+                .first()
+                .is_some_and(|j| j["cpu_seconds"].as_f64().unwrap_or(0.0) > cpu)
+        })?;
+    if !running {
+        bail!("job {jobid} never showed as running with {cpu} s of CPU: {jobs:?}");
+    }
+    Ok(())
+}
+
 /// Waits until job `jobid` is listed as finished, and returns it.
 fn finished_job(daemon: &Daemon, jobid: &str) -> anyhow::Result<Value> {
     let (found, jobs) = wait_for_jobs(daemon, "state=finished", Duration::from_secs(30), |jobs| {
@@ -100,13 +114,7 @@ fn kill_9_mid_job_then_restart_loses_nothing() -> anyhow::Result<()> {
     let _machine = cpu_exclusive();
     let mut daemon = Daemon::start_with(&["--job.retention", "10m"])?;
     let job = ChildGuard::spawn(&mut busy_job(&daemon, "k9", 3)?, "a 3 s busy job")?;
-    let (running, jobs) =
-        wait_for_jobs(&daemon, "state=running", Duration::from_secs(20), |jobs| {
-            with_id(jobs, "k9")
-                .first()
-                .is_some_and(|j| j["cpu_seconds"].as_f64().unwrap_or(0.0) > 0.3)
-        })?;
-    assert!(running, "the busy job never showed as running: {jobs:?}");
+    wait_until_running(&daemon, "k9", 0.3)?;
 
     daemon.kill9()?;
     daemon.restart()?;
@@ -159,13 +167,7 @@ fn an_upgrade_mid_job_keeps_the_running_jobs_counts() -> anyhow::Result<()> {
     let _machine = cpu_exclusive();
     let mut daemon = Daemon::start_with(&["--job.retention", "10m"])?;
     let job = ChildGuard::spawn(&mut busy_job(&daemon, "up", 3)?, "a 3 s busy job")?;
-    let (running, jobs) =
-        wait_for_jobs(&daemon, "state=running", Duration::from_secs(20), |jobs| {
-            with_id(jobs, "up")
-                .first()
-                .is_some_and(|j| j["cpu_seconds"].as_f64().unwrap_or(0.0) > 0.5)
-        })?;
-    assert!(running, "the busy job never showed as running: {jobs:?}");
+    wait_until_running(&daemon, "up", 0.5)?;
 
     daemon.terminate()?;
     daemon.restart_with(&["--bpf.max-tasks", "32768"])?;

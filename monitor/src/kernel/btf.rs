@@ -168,16 +168,7 @@ impl Btf {
         strukt: &str,
         path: &[&str],
     ) -> Result<Option<String>, BtfError> {
-        let mut id = self.struct_id(strukt)?;
-        for member in path {
-            let (_, member_type) =
-                self.find_member(id, member.as_bytes(), 0)
-                    .ok_or_else(|| BtfError::NoMember {
-                        strukt: strukt.to_string(),
-                        member: member.to_string(),
-                    })?;
-            id = self.resolve(member_type);
-        }
+        let (_, mut id) = self.member(strukt, path)?;
         if self
             .types
             .get(id as usize)
@@ -225,6 +216,11 @@ impl Btf {
     /// Members of anonymous structs and unions are found as the C
     /// compiler finds them, as if they were members of the outer struct.
     pub fn member_offset(&self, strukt: &str, path: &[&str]) -> Result<u32, BtfError> {
+        Ok(self.member(strukt, path)?.0 / 8)
+    }
+
+    /// (bit offset, resolved type) of a member path of `strukt`.
+    fn member(&self, strukt: &str, path: &[&str]) -> Result<(u32, u32), BtfError> {
         let mut id = self.struct_id(strukt)?;
         let mut bits = 0u32;
         for member in path {
@@ -237,7 +233,7 @@ impl Btf {
             bits += offset;
             id = self.resolve(member_type);
         }
-        Ok(bits / 8)
+        Ok((bits, id))
     }
 
     /// (bit offset, type) of member `name` of struct or union `id`,

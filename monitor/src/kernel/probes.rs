@@ -445,11 +445,7 @@ impl Probes {
             program
                 .load(name, &btf)
                 .map_err(|source| ProbeError::Program { name, source })?;
-            let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
-            let program = ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::MissingProgram(name))?;
-            self.pinning.pin_program(name, program)?;
+            self.pin_program(name)?;
         }
         let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
         let program = ebpf
@@ -474,15 +470,17 @@ impl Probes {
         for<'a> &'a mut P:
             TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
     {
+        let (typed, _) = self.program::<P>(name)?;
+        load_typed(typed, name)?;
+        self.pin_program(name)
+    }
+
+    /// Pins loaded program `name` (when pinning).
+    fn pin_program(&mut self, name: &'static str) -> Result<(), ProbeError> {
         let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
         let program = ebpf
             .program_mut(name)
             .ok_or(ProbeError::MissingProgram(name))?;
-        let typed: &mut P = program
-            .try_into()
-            .map_err(|source| ProbeError::Program { name, source })?;
-        // Loading goes through the typed program; pinning through the enum.
-        load_typed(typed, name)?;
         self.pinning.pin_program(name, program)
     }
 
