@@ -14,7 +14,7 @@ use super::{
     cgroup::{self, Root},
     daemon::Daemon,
     job_workloads, metrics, page_faults, pingpong,
-    stats::median,
+    stats::{median, median_slowdown},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,9 +74,9 @@ impl JobSlowdownResult {
         median(&self.with_s).unwrap_or(f64::NAN)
     }
 
-    /// median(with) / median(without) - 1.
+    /// The median of the rounds' with / without - 1 (see [`median_slowdown`]).
     pub fn slowdown(&self) -> f64 {
-        self.median_with() / self.median_without() - 1.0
+        median_slowdown(&self.without_s, &self.with_s)
     }
 
     /// Payload bytes of one run.
@@ -92,9 +92,10 @@ impl JobSlowdownResult {
         self.size / job_workloads::PAGE as u64
     }
 
-    /// What the daemon adds per page fault, from the medians (faults), ns.
+    /// What the daemon adds per page fault (faults), ns: the slowdown of
+    /// the median run without it.
     pub fn extra_ns_per_fault(&self) -> f64 {
-        (self.median_with() - self.median_without()) * 1e9 / self.pages() as f64
+        self.slowdown() * self.median_without() * 1e9 / self.pages() as f64
     }
 
     /// The daemon counted less RSS than the job touched (faults): its

@@ -334,7 +334,9 @@ impl Report {
              unloaded: nothing attached) and with it (running, no `--bpf.stats`, whose clock reads \
              would add their own cost) alternate, and which side goes first flips every round. After \
              each run with the daemon, what it counted is checked, so its programs took the path \
-             measured. Slowdown = median(with) / median(without) - 1.\n\
+             measured. Slowdown = the median over rounds of with / without - 1: each round runs both \
+             sides back to back, so its ratio cancels what drifts between rounds (load from \
+             others); the medians of each side are shown too.\n\
              - **Program costs** (sections 1 and 7): bpf_stats run time and run count of every \
              program the daemon attached, read from its pins (`--bpf.pin-path`) right before and \
              after each window, not from /metrics (refreshed once per sample only).\n\

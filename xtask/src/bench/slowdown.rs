@@ -10,7 +10,7 @@ use super::{
     cgroup::{self, Root},
     daemon::Daemon,
     metrics, pingpong,
-    stats::median,
+    stats::{median, median_slowdown},
 };
 
 #[derive(Debug)]
@@ -27,10 +27,6 @@ impl SlowdownResult {
         median(&self.without_us).unwrap_or(f64::NAN)
     }
 
-    pub fn median_with(&self) -> f64 {
-        median(&self.with_us).unwrap_or(f64::NAN)
-    }
-
     /// One progress line for round `round` (from 1), once it is complete.
     fn brief(&self, round: u32) -> String {
         let i = round as usize - 1;
@@ -40,9 +36,9 @@ impl SlowdownResult {
         )
     }
 
-    /// median(with) / median(without) - 1.
+    /// The median of the rounds' with / without - 1 (see [`median_slowdown`]).
     pub fn slowdown(&self) -> f64 {
-        self.median_with() / self.median_without() - 1.0
+        median_slowdown(&self.without_us, &self.with_us)
     }
 }
 

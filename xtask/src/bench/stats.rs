@@ -11,6 +11,18 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
+/// The median of the paired ratios `with[i] / without[i] - 1`: each round
+/// ran both sides back to back, so its ratio cancels what drifts between
+/// rounds (load from others, CPU frequency). `NAN` if none.
+pub fn median_slowdown(without: &[f64], with: &[f64]) -> f64 {
+    let ratios: Vec<f64> = without
+        .iter()
+        .zip(with)
+        .map(|(without, with)| with / without - 1.0)
+        .collect();
+    median(&ratios).unwrap_or(f64::NAN)
+}
+
 /// Nearest-rank percentile (`p` in 0..=100). `None` if empty.
 pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
     let sorted = sorted(values);
@@ -30,6 +42,15 @@ fn sorted(values: &[f64]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slowdowns_are_medians_of_paired_ratios() {
+        // A drift that doubles both sides in the last rounds cancels.
+        let without = [1.0, 1.0, 2.0, 2.0, 2.0];
+        let with = [1.01, 1.01, 2.02, 2.02, 2.02];
+        assert!((median_slowdown(&without, &with) - 0.01).abs() < 1e-12);
+        assert!(median_slowdown(&[], &[]).is_nan());
+    }
 
     #[test]
     fn medians() {

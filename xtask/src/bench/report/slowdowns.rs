@@ -10,7 +10,7 @@ use crate::bench::{
     job_slowdown::{JobSlowdownResult, Kind},
     pingpong,
     program_cost::Workload,
-    stats::median,
+    stats::{median, median_slowdown},
 };
 
 impl Report {
@@ -24,8 +24,8 @@ impl Report {
              Two processes pinned to CPU {} pass one byte over two pipes (two context switches and \
              two wakeups per round trip), {} round trips timed after {} of warm-up, inside a job \
              cgroup. After each run with the daemon, the job's context switches it counted are checked \
-             (at least one per round trip). Microseconds per round trip; slowdown = median(with) / \
-             median(without) - 1 = {:+.1}%; goal <= {:.0}%: **{}**.\n\n{}\n{}",
+             (at least one per round trip). Microseconds per round trip; slowdown = the median of \
+             the rounds' with / without - 1 = {:+.1}%; goal <= {:.0}%: **{}**.\n\n{}\n{}",
             heading(Benchmark::Slowdown),
             s.cpu,
             s.round_trips,
@@ -165,9 +165,9 @@ impl Report {
     fn per_fault(&self, s: &JobSlowdownResult) -> String {
         let pages = s.pages() as f64;
         let mut out = format!(
-            "Per page fault: {:.0} ns without the daemon, {:.0} ns with it: the daemon adds {:+.1} ns \
-             per fault (from the medians). The process itself counted {} minor faults per run \
-             (getrusage, median).",
+            "Per page fault: {:.0} ns without the daemon, {:.0} ns with it (medians); the daemon \
+             adds {:+.1} ns per fault (the slowdown, a median of paired rounds, of the median run \
+             without it). The process itself counted {} minor faults per run (getrusage, median).",
             s.median_without() * 1e9 / pages,
             s.median_with() * 1e9 / pages,
             s.extra_ns_per_fault(),
@@ -214,6 +214,9 @@ fn rounds_table(without: &[f64], with: &[f64], unit: &str, decimals: usize) -> S
             ])
         })
         .collect();
+    // Each column's own median; the difference is the median of the
+    // rounds' differences (the slowdown), not the medians' ratio.
+    let slowdown = median_slowdown(without, with);
     let (without, with) = (
         median(without).unwrap_or(f64::NAN),
         median(with).unwrap_or(f64::NAN),
@@ -222,7 +225,7 @@ fn rounds_table(without: &[f64], with: &[f64], unit: &str, decimals: usize) -> S
         "**median**",
         &format!("**{without:.decimals$}**"),
         &format!("**{with:.decimals$}**"),
-        &format!("**{:+.1}%**", (with / without - 1.0) * 100.0),
+        &format!("**{:+.1}%**", slowdown * 100.0),
     ]));
     table(
         &[
