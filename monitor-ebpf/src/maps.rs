@@ -63,6 +63,23 @@ pub static TASK_STATE_COUNT: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 pub static CGROUP_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
+/// Where a typed (BTF) kernel pointer becomes a plain number: the verifier
+/// allows no arithmetic on a typed pointer (a hash, a map key), but a
+/// privileged program may store one and read the number back.
+#[map]
+static ADDRESS_SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The address a typed kernel pointer holds, as a number.
+#[inline(always)]
+pub fn address_of(pointer: *const u8) -> Option<u64> {
+    let slot = ADDRESS_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; volatile so the store and load stay.
+    unsafe {
+        core::ptr::write_volatile(slot as *mut *const u8, pointer);
+        Some(core::ptr::read_volatile(slot))
+    }
+}
+
 /// What the programs had to drop, by [`DropReason`].
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS as u32, 0);

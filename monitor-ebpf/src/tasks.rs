@@ -43,40 +43,105 @@ pub fn read<T>(addr: u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
 }
 
-/// Whether `task` is exiting (or its flags cannot be read).
-#[inline(always)]
-pub fn is_exiting(task: u64) -> bool {
-    read::<u32>(task + layout!(task_flags)).is_none_or(|flags| flags & PF_EXITING != 0)
+/// A task the programs read: by address through the checked helper (raw
+/// tracepoints, whose arguments are plain numbers), or through a typed
+/// pointer whose fields are plain loads the verifier checks against the
+/// kernel's BTF (the task iterator: no helper call per field).
+pub trait Task: Copy {
+    /// The task_struct's address: the state map's key.
+    fn key(self) -> u64;
+    /// The value at byte `offset` of the task_struct.
+    fn field<T: Copy>(self, offset: u64) -> Option<T>;
+    /// The cgroup v2 id: task->cgroups->dfl_cgrp->kn->id.
+    fn cgroup(self) -> Option<u64>;
 }
 
-/// The cgroup v2 id of `task`: task->cgroups->dfl_cgrp->kn->id.
+/// A task by address (raw tracepoint arguments).
+#[derive(Clone, Copy)]
+pub struct TaskAt(pub u64);
+
+impl Task for TaskAt {
+    #[inline(always)]
+    fn key(self) -> u64 {
+        self.0
+    }
+
+    #[inline(always)]
+    fn field<T: Copy>(self, offset: u64) -> Option<T> {
+        read(self.0 + offset)
+    }
+
+    #[inline(always)]
+    fn cgroup(self) -> Option<u64> {
+        let css_set: u64 = read(self.0 + layout!(task_cgroups))?;
+        let cgroup: u64 = read(css_set + layout!(css_set_dfl_cgrp))?;
+        let kn: u64 = read(cgroup + layout!(cgroup_kn))?;
+        read(kn + layout!(kernfs_node_id))
+    }
+}
+
+/// A task by typed (BTF) pointer, with its address.
+#[derive(Clone, Copy)]
+pub struct TypedTask {
+    pub task: *const u8,
+    pub address: u64,
+}
+
+/// The value at byte `offset` of typed kernel pointer `base`. The offsets
+/// are load-time constants the verifier sees as such, so it checks the
+/// load against the kernel's BTF; such a load cannot fault.
 #[inline(always)]
-pub fn cgroup_of(task: u64) -> Option<u64> {
-    let css_set: u64 = read(task + layout!(task_cgroups))?;
-    let cgroup: u64 = read(css_set + layout!(css_set_dfl_cgrp))?;
-    let kn: u64 = read(cgroup + layout!(cgroup_kn))?;
-    read(kn + layout!(kernfs_node_id))
+fn load<T: Copy>(base: *const u8, offset: u64) -> T {
+    // SAFETY: see above.
+    unsafe { core::ptr::read_volatile(base.add(offset as usize) as *const T) }
+}
+
+impl Task for TypedTask {
+    #[inline(always)]
+    fn key(self) -> u64 {
+        self.address
+    }
+
+    #[inline(always)]
+    fn field<T: Copy>(self, offset: u64) -> Option<T> {
+        Some(load(self.task, offset))
+    }
+
+    #[inline(always)]
+    fn cgroup(self) -> Option<u64> {
+        let css_set: *const u8 = load(self.task, layout!(task_cgroups));
+        let cgroup: *const u8 = load(css_set, layout!(css_set_dfl_cgrp));
+        let kn: *const u8 = load(cgroup, layout!(cgroup_kn));
+        Some(load(kn, layout!(kernfs_node_id)))
+    }
+}
+
+/// Whether `task` is exiting (or its flags cannot be read).
+#[inline(always)]
+pub fn is_exiting(task: impl Task) -> bool {
+    task.field::<u32>(layout!(task_flags))
+        .is_none_or(|flags| flags & PF_EXITING != 0)
 }
 
 /// The kernel's counters of `task` now.
 #[inline(always)]
-pub fn counters_of_task(task: u64) -> Option<TaskCounters> {
+pub fn counters_of_task(task: impl Task) -> Option<TaskCounters> {
     // The first six u64 members of task_io_accounting, in this order.
-    let io: [u64; 6] = read(task + layout!(task_ioac))?;
-    let min_flt: u64 = read(task + layout!(task_min_flt))?;
-    let maj_flt: u64 = read(task + layout!(task_maj_flt))?;
+    let io = layout!(task_ioac);
+    let min_flt: u64 = task.field(layout!(task_min_flt))?;
+    let maj_flt: u64 = task.field(layout!(task_maj_flt))?;
     Some(TaskCounters {
-        cpu_ns: read(task + layout!(task_sum_exec_runtime))?,
-        run_delay_ns: read(task + layout!(task_run_delay))?,
-        nvcsw: read(task + layout!(task_nvcsw))?,
-        nivcsw: read(task + layout!(task_nivcsw))?,
+        cpu_ns: task.field(layout!(task_sum_exec_runtime))?,
+        run_delay_ns: task.field(layout!(task_run_delay))?,
+        nvcsw: task.field(layout!(task_nvcsw))?,
+        nivcsw: task.field(layout!(task_nivcsw))?,
         faults: min_flt.wrapping_add(maj_flt),
-        rchar: io[0],
-        wchar: io[1],
-        syscr: io[2],
-        syscw: io[3],
-        read_bytes: io[4],
-        write_bytes: io[5],
+        rchar: task.field(io)?,
+        wchar: task.field(io + 8)?,
+        syscr: task.field(io + 16)?,
+        syscw: task.field(io + 24)?,
+        read_bytes: task.field(io + 32)?,
+        write_bytes: task.field(io + 40)?,
     })
 }
 
@@ -190,8 +255,8 @@ pub enum Moment {
 /// job: tracked from here; not a job: forgotten). Returns that job
 /// cgroup's id, if the task is a live task of one.
 #[inline(always)]
-pub fn sync(task: u64, moment: Moment) -> Option<u64> {
-    let cgroup = cgroup_of(task)?;
+pub fn sync(task: impl Task, moment: Moment) -> Option<u64> {
+    let cgroup = task.cgroup()?;
     let in_job = slot_of(cgroup).is_some();
     if moment == Moment::Sample && !in_job {
         // Most tasks of a node: done after the cgroup id and the slot
@@ -209,8 +274,8 @@ pub fn sync(task: u64, moment: Moment) -> Option<u64> {
 }
 
 #[inline(always)]
-fn sync_live(task: u64, cgroup: u64, in_job: bool, moment: Moment) {
-    match state_of(task) {
+fn sync_live(task: impl Task, cgroup: u64, in_job: bool, moment: Moment) {
+    match state_of(task.key()) {
         Some(state) => {
             if state.cgroup == cgroup {
                 if moment == Moment::Attach {
@@ -231,7 +296,7 @@ fn sync_live(task: u64, cgroup: u64, in_job: bool, moment: Moment) {
                 if in_job {
                     state.cgroup = cgroup;
                 } else {
-                    untrack(task);
+                    untrack(task.key());
                 }
             }
         }
@@ -239,7 +304,7 @@ fn sync_live(task: u64, cgroup: u64, in_job: bool, moment: Moment) {
             // Entered a job (or was there before the programs were): its
             // counts so far are not this job's.
             if let Some(now) = counters_of_task(task) {
-                track(task, cgroup, now);
+                track(task.key(), cgroup, now);
             }
         }
         None => {}
@@ -248,11 +313,12 @@ fn sync_live(task: u64, cgroup: u64, in_job: bool, moment: Moment) {
 
 /// Whether `task` was on a CPU since `state` was last credited.
 #[inline(always)]
-fn ran_since_credit(task: u64, state: &TaskState) -> bool {
-    read::<u64>(task + layout!(task_sum_exec_runtime)).is_none_or(|cpu| {
-        // SAFETY: an aligned u64 in a map value.
-        cpu != unsafe { core::ptr::read_volatile(&state.credited.cpu_ns) }
-    })
+fn ran_since_credit(task: impl Task, state: &TaskState) -> bool {
+    task.field::<u64>(layout!(task_sum_exec_runtime))
+        .is_none_or(|cpu| {
+            // SAFETY: an aligned u64 in a map value.
+            cpu != unsafe { core::ptr::read_volatile(&state.credited.cpu_ns) }
+        })
 }
 
 /// Credits exiting or freed `task` (its counters only grow until it is
@@ -262,8 +328,8 @@ fn ran_since_credit(task: u64, state: &TaskState) -> bool {
 /// tasks, and one that read the task before it began to exit runs inside
 /// an RCU read section that the free (an RCU callback) waits for.
 #[inline(always)]
-pub fn settle(task: u64) {
-    if let Some(state) = state_of(task)
+pub fn settle(task: impl Task) {
+    if let Some(state) = state_of(task.key())
         && let Some(now) = counters_of_task(task)
     {
         credit(state, &now);

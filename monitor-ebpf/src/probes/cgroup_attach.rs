@@ -17,7 +17,7 @@ use crate::{
     config::layout,
     maps::count_drop,
     memory::move_mm,
-    tasks::{Moment, cgroup_of, read, sync},
+    tasks::{Moment, Task, TaskAt, read, sync},
 };
 
 /// Threads of a moved process synced at the move itself.
@@ -28,11 +28,11 @@ pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct cgroup *dst_cgrp, const char *path, struct task_struct *task, bool threadgroup)
     let leader: u64 = ctx.arg(2);
     let threadgroup: u64 = ctx.arg(3);
-    let _ = sync(leader, Moment::Attach);
+    let _ = sync(TaskAt(leader), Moment::Attach);
     if threadgroup & 0xff != 0 {
         sync_other_threads(leader);
         // The whole process moved: its address space too.
-        if let Some(cgroup) = cgroup_of(leader) {
+        if let Some(cgroup) = TaskAt(leader).cgroup() {
             move_mm(leader, cgroup);
         }
     }
@@ -57,7 +57,7 @@ fn sync_other_threads(leader: u64) {
         }
         let task = node - node_offset;
         if task != leader {
-            let _ = sync(task, Moment::Attach);
+            let _ = sync(TaskAt(task), Moment::Attach);
         }
         match read::<u64>(node) {
             Some(next) => node = next,

@@ -7,22 +7,13 @@
 //! the counter is a plain load at an offset the verifier checks against
 //! the kernel's BTF (the offsets are load-time constants it sees as such),
 //! not a helper call.
-use aya_ebpf::{
-    macros::{btf_tracepoint, map},
-    maps::PerCpuArray,
-    programs::BtfTracePointContext,
-};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
     config::layout,
+    maps::address_of,
     memory::{adopt, find, resident_index, update},
 };
-
-/// Where the typed `mm` pointer becomes a plain number (the table key):
-/// the verifier allows no arithmetic on a typed pointer, but a privileged
-/// program may store one and read the number back.
-#[map]
-static MM_KEY: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[btf_tracepoint(function = "rss_stat")]
 pub fn rss_stat(ctx: BtfTracePointContext) -> i32 {
@@ -32,13 +23,8 @@ pub fn rss_stat(ctx: BtfTracePointContext) -> i32 {
     let Some(index) = resident_index(member as u32) else {
         return 0;
     };
-    let Some(key) = MM_KEY.get_ptr_mut(0) else {
+    let Some(mm_key) = address_of(mm) else {
         return 0;
-    };
-    // SAFETY: this CPU's slot; volatile so the store and load stay.
-    let mm_key = unsafe {
-        core::ptr::write_volatile(key as *mut *const u8, mm);
-        core::ptr::read_volatile(key)
     };
     let Some(state) = find(mm_key).or_else(|| adopt(mm_key)) else {
         return 0;

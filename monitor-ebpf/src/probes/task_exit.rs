@@ -12,7 +12,7 @@ use crate::{
     atomics::atomic_add,
     config::layout,
     maps::{OOM_PENDING, OOM_VICTIMS, counters_of},
-    tasks::{read, settle},
+    tasks::{TaskAt, read, settle},
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
@@ -26,7 +26,7 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     } else {
         last_thread(task)
     };
-    settle(task);
+    settle(TaskAt(task));
     let oom_killed = take_oom_victim();
     let Some(counters) = counters_of(unsafe { bpf_get_current_cgroup_id() }) else {
         return 0;

@@ -5,13 +5,13 @@
 //! task's state is dropped.
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
-use crate::tasks::{settle, untrack};
+use crate::tasks::{TaskAt, settle, untrack};
 
 #[raw_tracepoint(tracepoint = "sched_process_free")]
 pub fn sched_process_free(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct task_struct *p)
     let task: u64 = ctx.arg(0);
-    settle(task);
+    settle(TaskAt(task));
     untrack(task);
     0
 }

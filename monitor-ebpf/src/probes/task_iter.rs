@@ -10,13 +10,16 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::bpf_seq_write;
 
-use crate::tasks::{Moment, sync};
+use crate::{
+    maps::address_of,
+    tasks::{Moment, TypedTask, sync},
+};
 
 /// `struct bpf_iter__task { struct bpf_iter_meta *meta; struct task_struct *task; }`.
 #[repr(C)]
 struct IterTaskContext {
     meta: *const IterMeta,
-    task: u64,
+    task: *const u8,
 }
 
 /// `struct bpf_iter_meta { struct seq_file *seq; u64 session_id; u64 seq_num; }`.
@@ -31,10 +34,19 @@ pub fn task_iter(ctx: *mut c_void) -> i32 {
     // SAFETY: the iterator context described above; the task is NULL once
     // past the last task.
     let ctx = unsafe { &*(ctx as *const IterTaskContext) };
-    if ctx.task == 0 {
+    // Loaded once: a second load from the context would be "maybe NULL"
+    // to the verifier again.
+    // SAFETY: the context's task field.
+    let task = unsafe { core::ptr::read_volatile(&ctx.task) };
+    if task.is_null() {
         return 0;
     }
-    if let Some(cgroup) = sync(ctx.task, Moment::Sample) {
+    // The task is a typed pointer here: its fields are plain loads.
+    let Some(address) = address_of(task) else {
+        return 0;
+    };
+    let task = TypedTask { task, address };
+    if let Some(cgroup) = sync(task, Moment::Sample) {
         // SAFETY: meta and its seq_file are valid for this call.
         unsafe {
             let seq = (*ctx.meta).seq;

@@ -13,7 +13,7 @@ use aya_ebpf::{
 use crate::{
     atomics::atomic_add,
     maps::{counters_of, slot_of},
-    tasks::{cgroup_of, counters_of_task, track},
+    tasks::{Task, TaskAt, counters_of_task, track},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -36,7 +36,7 @@ pub fn task_newtask(ctx: RawTracePointContext) -> i32 {
         atomic_add(started, 1u64);
     }
     let cgroup = if clone_flags & CLONE_INTO_CGROUP != 0 {
-        match cgroup_of(child) {
+        match TaskAt(child).cgroup() {
             Some(cgroup) => cgroup,
             None => return 0,
         }
@@ -44,7 +44,7 @@ pub fn task_newtask(ctx: RawTracePointContext) -> i32 {
         parent_cgroup
     };
     if slot_of(cgroup).is_some()
-        && let Some(now) = counters_of_task(child)
+        && let Some(now) = counters_of_task(TaskAt(child))
     {
         // The kernel zeroed the child's counters: all it does is the job's.
         track(child, cgroup, now);
