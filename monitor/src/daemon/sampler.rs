@@ -310,7 +310,7 @@ impl Sampler {
         // The previous snapshots and the scrapes of them are freed by now.
         // Not every sample: trimming gives the pages back and the next
         // sample faults them in again (a few ms a sample at 1,000 jobs).
-        if self.health.samples % TRIM_EVERY == 0 {
+        if self.health.samples.is_multiple_of(TRIM_EVERY) {
             crate::system::memory::release_free_memory();
         }
     }
@@ -550,7 +550,7 @@ impl Sampler {
     /// exist (memory and io controllers: pure cgroup v2 hosts), every
     /// [`CROSS_CHECK_EVERY`] samples: three opens per cgroup.
     fn read_cgroup_files(&mut self) {
-        if self.health.samples % CROSS_CHECK_EVERY != 0 {
+        if !self.health.samples.is_multiple_of(CROSS_CHECK_EVERY) {
             return;
         }
         let cgroups: Vec<(String, JobKey)> = self
