@@ -290,7 +290,7 @@ impl Probes {
                     source,
                 })?;
             }
-            maps.push(map);
+            maps.push((name, map));
         }
         let pinning = Pinning {
             staging: pins,
@@ -304,10 +304,7 @@ impl Probes {
     /// Takes up a set pinned by an earlier run: its programs are running
     /// (they never stopped), so only the daemon's maps are opened.
     pub fn reattach(dir: &Path, sizes: MapSizes) -> Result<Self, ProbeError> {
-        let maps = open_pinned_maps(dir, &DAEMON_MAPS)?
-            .into_iter()
-            .map(|(_, map)| map)
-            .collect();
+        let maps = open_pinned_maps(dir, &DAEMON_MAPS)?;
         let pinning = Pinning {
             dir: Some(dir.to_path_buf()),
             ..Default::default()
@@ -327,9 +324,7 @@ impl Probes {
         // Only the counter maps, which every build has; typing the counter
         // map checks the value layout.
         let mut maps = open_pinned_maps(dir, &DAEMON_MAPS[..COUNTER_MAPS])?.into_iter();
-        let mut next = || maps.next().ok_or(ProbeError::MissingMap("(counter map)"));
-        let kernel_maps = KernelMaps::new(typed(next()?)?, typed(next()?)?, typed(next()?)?)?;
-        let mut old = CounterSlots::new(kernel_maps)?;
+        let mut old = counter_slots(&mut maps)?;
         old.stop_claiming();
         // Reading the whole slot index takes a while: before the last credit.
         old.resync()?;
@@ -352,13 +347,12 @@ impl Probes {
     fn from_maps(
         ebpf: Option<Ebpf>,
         pinning: Pinning,
-        maps: Vec<Map>,
+        maps: Vec<(&'static str, Map)>,
         sizes: MapSizes,
     ) -> Result<Self, ProbeError> {
-        let mut maps = DAEMON_MAPS.into_iter().zip(maps);
+        let mut maps = maps.into_iter();
+        let counters = counter_slots(&mut maps)?;
         let mut next = || maps.next().ok_or(ProbeError::MissingMap("(daemon map)"));
-        let kernel_maps = KernelMaps::new(typed(next()?)?, typed(next()?)?, typed(next()?)?)?;
-        let counters = CounterSlots::new(kernel_maps)?;
         let events = typed(next()?)?;
         let drops = typed(next()?)?;
         let tracked_tasks = typed(next()?)?;
@@ -659,6 +653,16 @@ pub fn constants(offsets: &FieldOffsets, sizes: MapSizes) -> FieldOffsets {
         mm_slot_mask: sizes.mm_slots() - 1,
         ..*offsets
     }
+}
+
+/// The counter slots over the first [`COUNTER_MAPS`] of `maps` (in
+/// [`DAEMON_MAPS`] order).
+fn counter_slots(
+    maps: &mut impl Iterator<Item = (&'static str, Map)>,
+) -> Result<CounterSlots, ProbeError> {
+    let mut next = || maps.next().ok_or(ProbeError::MissingMap("(counter map)"));
+    let kernel_maps = KernelMaps::new(typed(next()?)?, typed(next()?)?, typed(next()?)?)?;
+    Ok(CounterSlots::new(kernel_maps)?)
 }
 
 /// The task iterator of a pinned set.

@@ -7,6 +7,20 @@ pub struct RunStats {
 }
 
 impl RunStats {
+    /// bpf_stats of program `name` of a loaded object.
+    pub fn of(ebpf: &aya::Ebpf, name: &str) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let info = ebpf
+            .program(name)
+            .with_context(|| format!("{name} vanished"))?
+            .info()
+            .with_context(|| format!("reading the stats of {name}"))?;
+        Ok(Self {
+            run_time_ns: info.run_time().as_nanos() as f64,
+            run_count: info.run_count() as f64,
+        })
+    }
+
     /// What happened between `earlier` and `self`.
     pub fn since(self, earlier: Self) -> Self {
         Self {

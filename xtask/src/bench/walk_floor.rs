@@ -78,15 +78,6 @@ impl WalkFloor {
     }
 
     pub fn stats(&self) -> anyhow::Result<RunStats> {
-        let info = self
-            .ebpf
-            .program(PROGRAM)
-            .with_context(|| format!("{PROGRAM} vanished"))?
-            .info()
-            .with_context(|| format!("reading the stats of {PROGRAM}"))?;
-        Ok(RunStats {
-            run_time_ns: info.run_time().as_nanos() as f64,
-            run_count: info.run_count() as f64,
-        })
+        RunStats::of(&self.ebpf, PROGRAM)
     }
 }
