@@ -246,18 +246,24 @@ impl Sampler {
     /// running already: the task iterator runs at once, so each is counted
     /// from now rather than from the next sample.
     fn track_adopted(&mut self) {
-        let ids = self.table().take_untracked();
-        if ids.is_empty() {
-            return;
+        if self.claim_adopted()
+            && let Err(e) = self.probes.credit_tasks()
+        {
+            log::warn!("crediting the tasks of adopted cgroups: {e}");
         }
+    }
+
+    /// Claims counter slots for the cgroups the launcher side adopted;
+    /// whether there were any.
+    fn claim_adopted(&mut self) -> bool {
+        let ids = self.table().take_untracked();
+        let any = !ids.is_empty();
         for id in ids {
             if let Err(e) = self.probes.counters.claim(id) {
                 log::warn!("counting adopted cgroup {id}: {e}");
             }
         }
-        if let Err(e) = self.probes.credit_tasks() {
-            log::warn!("crediting the tasks of adopted cgroups: {e}");
-        }
+        any
     }
 
     fn drain_events(&mut self) {
@@ -317,7 +323,8 @@ impl Sampler {
 
     fn sample_once(&mut self) -> anyhow::Result<()> {
         self.drain_events();
-        self.track_adopted();
+        // The sample's own walk below credits them from now.
+        self.claim_adopted();
         let drops = self.read_drops()?;
         if drops[DropReason::RingBufferFull as usize]
             > self.health.drops[DropReason::RingBufferFull as usize]
