@@ -167,8 +167,12 @@ pub struct TaskState {
     /// v2 cgroup id the task's usage so far was credited to.
     pub cgroup: u64,
     pub credited: TaskCounters,
+    /// Non-zero once the task is being freed: set before its final credit,
+    /// so a walk of this map that read the task's memory and then finds it
+    /// still zero knows the memory was the live task's.
+    pub freed: u64,
 }
-const _: () = assert!(size_of::<TaskState>() == 96);
+const _: () = assert!(size_of::<TaskState>() == 104);
 
 /// The slot of a value: a multiplicative hash, masked to the
 /// (power-of-two) number of slots.

@@ -158,6 +158,7 @@ pub fn track(task: u64, cgroup: u64, counters: TaskCounters) {
     let state = TaskState {
         cgroup,
         credited: counters,
+        freed: 0,
     };
     match TASK_STATE.insert(task, state, BPF_NOEXIST) {
         Ok(()) => {
@@ -182,39 +183,60 @@ pub fn untrack(task: u64) {
 }
 
 /// Advances `*credited` to `now` if that is larger, returning by how much.
-/// One compare-and-swap, no retry: if a concurrent creditor of the same
-/// task advanced it first, what is left (its reading to ours) stays
-/// uncredited until the next credit reads the counter again. Each increment
-/// of a task's counters is thus credited exactly once. (The last credit,
-/// at free, has no concurrent creditor: see [`settle`].)
+/// A compare-and-swap, tried up to `TRIES` times: if a concurrent creditor
+/// of the same task advanced it first, what is left (its reading to ours)
+/// stays uncredited until the next credit reads the counter again. Each
+/// increment of a task's counters is thus credited exactly once. The last
+/// credit, at free, tries again instead ([`LAST`]): nothing comes after it.
 #[inline(always)]
-fn advance(credited: *mut u64, now: u64) -> u64 {
-    // SAFETY: an aligned u64 in a map value.
-    let old = unsafe { core::ptr::read_volatile(credited) };
-    if now > old && compare_exchange(credited, old, now) == old {
-        now - old
-    } else {
-        0
+fn advance<const TRIES: usize>(credited: *mut u64, now: u64) -> u64 {
+    if TRIES == ONCE {
+        // The same without a loop: the verifier walks every path of the
+        // programs that sync up to 256 threads, each branch counts.
+        // SAFETY: an aligned u64 in a map value.
+        let old = unsafe { core::ptr::read_volatile(credited) };
+        return if now > old && compare_exchange(credited, old, now) == old {
+            now - old
+        } else {
+            0
+        };
     }
+    for _ in 0..TRIES {
+        // SAFETY: an aligned u64 in a map value.
+        let old = unsafe { core::ptr::read_volatile(credited) };
+        if now <= old {
+            return 0;
+        }
+        if compare_exchange(credited, old, now) == old {
+            return now - old;
+        }
+    }
+    0
 }
+
+/// Tries of a credit with later credits to come.
+pub const ONCE: usize = 1;
+/// Tries of the last credit: a walk of TASK_STATE that read the task before
+/// it was marked freed may advance each counter once more meanwhile.
+pub const LAST: usize = 3;
 
 /// Credits what `task` counted since `state` was last advanced to the
 /// cgroup `state` names (atomically: the iterator may be preempted by
 /// another program crediting the same cgroup on this CPU).
 #[inline(always)]
-pub fn credit(state: &mut TaskState, now: &TaskCounters) {
+pub fn credit<const TRIES: usize>(state: &mut TaskState, now: &TaskCounters) {
     let last = &mut state.credited;
-    let cpu = advance(&mut last.cpu_ns, now.cpu_ns);
-    let wait = advance(&mut last.run_delay_ns, now.run_delay_ns);
-    let voluntary = advance(&mut last.nvcsw, now.nvcsw);
-    let involuntary = advance(&mut last.nivcsw, now.nivcsw);
-    let faults = advance(&mut last.faults, now.faults);
-    let rchar = advance(&mut last.rchar, now.rchar);
-    let wchar = advance(&mut last.wchar, now.wchar);
-    let syscr = advance(&mut last.syscr, now.syscr);
-    let syscw = advance(&mut last.syscw, now.syscw);
-    let read_bytes = advance(&mut last.read_bytes, now.read_bytes);
-    let write_bytes = advance(&mut last.write_bytes, now.write_bytes);
+    let cpu = advance::<TRIES>(&mut last.cpu_ns, now.cpu_ns);
+    let wait = advance::<TRIES>(&mut last.run_delay_ns, now.run_delay_ns);
+    let voluntary = advance::<TRIES>(&mut last.nvcsw, now.nvcsw);
+    let involuntary = advance::<TRIES>(&mut last.nivcsw, now.nivcsw);
+    let faults = advance::<TRIES>(&mut last.faults, now.faults);
+    let rchar = advance::<TRIES>(&mut last.rchar, now.rchar);
+    let wchar = advance::<TRIES>(&mut last.wchar, now.wchar);
+    let syscr = advance::<TRIES>(&mut last.syscr, now.syscr);
+    let syscw = advance::<TRIES>(&mut last.syscw, now.syscw);
+    let read_bytes = advance::<TRIES>(&mut last.read_bytes, now.read_bytes);
+    let write_bytes = advance::<TRIES>(&mut last.write_bytes, now.write_bytes);
     let Some(counters) = counters_of(state.cgroup) else {
         // The cgroup's counters were read for the last time and freed.
         return;
@@ -290,7 +312,7 @@ fn sync_live(task: impl Task, cgroup: u64, in_job: bool, moment: Moment) {
                 }
             }
             if let Some(now) = counters_of_task(task) {
-                credit(state, &now);
+                credit::<ONCE>(state, &now);
             }
             if state.cgroup != cgroup {
                 if in_job {
@@ -321,17 +343,58 @@ fn ran_since_credit(task: impl Task, state: &TaskState) -> bool {
         })
 }
 
-/// Credits exiting or freed `task` (its counters only grow until it is
-/// freed). Nothing for a task not tracked: its baseline is unknown.
-///
-/// At free no other program credits the task: the iterator skips exiting
-/// tasks, and one that read the task before it began to exit runs inside
-/// an RCU read section that the free (an RCU callback) waits for.
+/// Brings `task`, found by a walk of TASK_STATE with its `state`, up to
+/// date (see [`crate::probes`]' `tracked_task_iter`); returns its job cgroup
+/// if it is live. The task's memory is read through the checked helper:
+/// the walk holds no reference on the task, so it may be freed meanwhile,
+/// and what was read counts only if `state` was not marked freed after.
+#[inline(always)]
+pub fn sync_tracked(task: TaskAt, state: &mut TaskState) -> Option<u64> {
+    if is_freed(state) || is_exiting(task) {
+        // The exit and free programs credit it.
+        return None;
+    }
+    if ran_since_credit(task, state) {
+        let now = counters_of_task(task)?;
+        if is_freed(state) {
+            return None;
+        }
+        credit::<ONCE>(state, &now);
+    } else if is_freed(state) {
+        return None;
+    }
+    Some(state.cgroup)
+}
+
+/// Whether `state`'s task is being freed. A compare-and-swap that changes
+/// nothing: a full barrier, so the task's memory read before it was read
+/// first.
+#[inline(always)]
+fn is_freed(state: &mut TaskState) -> bool {
+    compare_exchange(&mut state.freed, 0, 0) != 0
+}
+
+/// The last credit of `task`, which is being freed, and the end of its
+/// tracking. Marked freed first, so a concurrent walk of TASK_STATE drops
+/// what it read of the task from here on.
+#[inline(always)]
+pub fn release(task: TaskAt) {
+    if let Some(state) = state_of(task.key()) {
+        compare_exchange(&mut state.freed, 0, 1);
+        if let Some(now) = counters_of_task(task) {
+            credit::<LAST>(state, &now);
+        }
+    }
+    untrack(task.key());
+}
+
+/// Credits exiting `task` (its counters only grow until it is freed).
+/// Nothing for a task not tracked: its baseline is unknown.
 #[inline(always)]
 pub fn settle(task: impl Task) {
     if let Some(state) = state_of(task.key())
         && let Some(now) = counters_of_task(task)
     {
-        credit(state, &now);
+        credit::<ONCE>(state, &now);
     }
 }

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 use monitor_tests::{
-    ChildGuard, Daemon, JobCgroup, cpu_exclusive, cpu_shared,
+    ChildGuard, Daemon, JobCgroup, Metrics, cpu_exclusive, cpu_shared,
     process::{allowed_cpus, pin_to_cpu, run_ok},
     require_root_or_skip,
     workload::{Report, report_of, run_to_end, spawn_to_end},
@@ -412,6 +412,67 @@ fn cpu_follows_a_multithreaded_process_moved_between_jobs() -> anyhow::Result<()
         &mut command,
         "three spinning threads moved between jobs",
     )
+}
+
+/// A process of more threads than the move's own thread walk reaches
+/// (256), moved as a whole: the threads past it are found by the next
+/// sample, which then walks every task of the node instead of only the
+/// tracked ones. Every thread counts in the job it moved to, none in the
+/// one it left.
+#[test]
+fn threads_past_the_move_walk_follow_their_process() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    const THREADS: u32 = 300;
+    let _machine = cpu_shared();
+    let daemon = Daemon::start()?;
+    let from = daemon.create_job("many-threads-from")?;
+    let to = daemon.create_job("many-threads-to")?;
+    let mut command = from.command(WORKLOAD)?;
+    command
+        .args(["sleep-threads", &THREADS.to_string()])
+        .stdout(std::process::Stdio::piped());
+    let mut sleepers = ChildGuard::spawn(&mut command, "300 sleeping threads")?;
+    sleepers.lines()?.expect("ready", BUSY_TIMEOUT)?;
+    let tasks = |metrics: &Metrics, job: &JobCgroup| {
+        metrics.value("monitor_job_tasks", &[("jobid", job.name.as_str())])
+    };
+    let all = f64::from(THREADS + 1);
+    let (seen, metrics) = daemon.wait_for(10, |m| tasks(m, &from).is_ok_and(|n| n == all))?;
+    assert!(
+        seen,
+        "job {} never showed {all} tasks:\n{}",
+        from.name, metrics.text
+    );
+
+    let procs = to.dir.join("cgroup.procs");
+    fs::write(&procs, sleepers.id().to_string())
+        .with_context(|| format!("moving the sleepers to {}", procs.display()))?;
+    let metrics = daemon.metrics_after_samples(2)?;
+    let (left, arrived) = (tasks(&metrics, &from)?, tasks(&metrics, &to)?);
+    let truncated = metrics.value(
+        "monitor_bpf_lost_events_total",
+        &[("reason", "thread_walk_truncated")],
+    )?;
+    println!(
+        "{THREADS} threads and the main one moved: {left} tasks left in {}, {arrived} in {}; \
+         thread walks cut short: {truncated}",
+        from.name, to.name
+    );
+    sleepers.kill()?;
+    assert!(
+        truncated >= 1.0,
+        "the move's thread walk was not cut short: {truncated}"
+    );
+    assert_eq!(
+        (left, arrived),
+        (0.0, all),
+        "after the move and two samples every task must count in {} and none in {}",
+        to.name,
+        from.name
+    );
+    Ok(())
 }
 
 #[test]

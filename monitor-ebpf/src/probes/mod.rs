@@ -10,3 +10,4 @@ mod task_exit;
 mod task_free;
 mod task_iter;
 mod task_newtask;
+mod tracked_tasks;

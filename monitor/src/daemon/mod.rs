@@ -24,7 +24,7 @@ use crate::{
     kernel::{
         self, EBPF_OBJECT,
         pins::{self, PinDir, StampInputs},
-        probes::{self, MapSizes, Probes},
+        probes::{self, MapSizes, Probes, Walk},
         program_stats,
     },
     launcher::{
@@ -170,7 +170,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(Upgrade::read_old_counts)
             .unwrap_or_default();
-        sampler.probes_mut().credit_tasks()?;
+        sampler.probes_mut().credit_tasks(Walk::EveryTask)?;
         if let Some(upgrade) = &upgrade {
             upgrade.unload_old()?;
         }

@@ -30,7 +30,11 @@ use crate::{
         registry::Registry,
         table::{EmptyCgroups, Job},
     },
-    kernel::{events, probes::Probes, program_stats},
+    kernel::{
+        events,
+        probes::{Probes, Walk},
+        program_stats,
+    },
     metrics::encode::unix_seconds,
     profile::JobJson,
     store::{Batch, Profile, StoreHandle},
@@ -78,6 +82,9 @@ pub struct Sampler {
     /// store, shown until their retention ends (or a job of the same id
     /// and user replaces them).
     restored: Vec<JobView>,
+    /// The next sample walks every task of the node, not only the tracked
+    /// ones: some job task may not be tracked (see [`Walk::EveryTask`]).
+    walk_every_task: bool,
 }
 
 impl Sampler {
@@ -101,6 +108,8 @@ impl Sampler {
             pending_release: HashSet::new(),
             saved_generation: None,
             restored: Vec::new(),
+            // Tasks may have entered jobs before the programs were attached.
+            walk_every_task: true,
         }
     }
 
@@ -247,7 +256,7 @@ impl Sampler {
     /// from now rather than from the next sample.
     fn track_adopted(&mut self) {
         if self.claim_adopted()
-            && let Err(e) = self.probes.credit_tasks()
+            && let Err(e) = self.probes.credit_tasks(Walk::EveryTask)
         {
             log::warn!("crediting the tasks of adopted cgroups: {e}");
         }
@@ -324,11 +333,18 @@ impl Sampler {
     fn sample_once(&mut self) -> anyhow::Result<()> {
         self.drain_events();
         // The sample's own walk below credits them from now.
-        self.claim_adopted();
+        if self.claim_adopted() {
+            self.walk_every_task = true;
+        }
         let drops = self.read_drops()?;
-        if drops[DropReason::RingBufferFull as usize]
-            > self.health.drops[DropReason::RingBufferFull as usize]
-        {
+        let more = |reason: DropReason| drops[reason as usize] > self.health.drops[reason as usize];
+        if more(DropReason::ThreadWalkTruncated) || more(DropReason::TaskMapFull) {
+            // Threads of a moved process the move did not reach, or tasks
+            // with no room in TASK_STATE then: taken in by a walk of all.
+            self.walk_every_task = true;
+        }
+        if more(DropReason::RingBufferFull) {
+            self.walk_every_task = true;
             // Events were lost: the directories and the slot index are the truth.
             self.probes
                 .counters
@@ -339,10 +355,16 @@ impl Sampler {
         self.health.drops = drops;
 
         // The kernel's per-task counters into the cgroup counters first.
+        let walk = if self.walk_every_task {
+            Walk::EveryTask
+        } else {
+            Walk::JobTasks
+        };
         let run = self
             .probes
-            .credit_tasks()
+            .credit_tasks(walk)
             .context("crediting the jobs' tasks")?;
+        self.walk_every_task = false;
         self.health.task_iter_duration = run.duration;
         let job_tasks = run.job_tasks;
         let (mut readings, unknown) = self.read_counters()?;

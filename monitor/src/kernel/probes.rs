@@ -3,6 +3,7 @@
 //! Dropping [`Probes`] detaches what is not pinned.
 use std::{
     fs::File,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -133,8 +134,23 @@ const RAW_TRACEPOINTS: [&str; 4] = [
 /// BTF tracepoints (typed arguments: fields loaded directly): rss_stat, on
 /// the page-fault path, for the memory peak.
 const BTF_TRACEPOINTS: [&str; 1] = ["rss_stat"];
-/// The task iterator the daemon runs every sample.
+/// The walk of every task of the node: the daemon runs it when job tasks
+/// may be untracked (see [`Walk::EveryTask`]).
 pub const TASK_ITER: &str = "task_iter";
+/// The walk of the tasks the programs track, run at every other sample.
+pub const TRACKED_TASK_ITER: &str = "tracked_task_iter";
+
+/// Which tasks a sample's credit walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walk {
+    /// Every task of the node (10,000 tasks: ~6 ms of the kernel's own
+    /// iteration before any work). Takes in job tasks the programs did not
+    /// see enter their job: those there before the programs, in a cgroup
+    /// adopted while running, or past a move's thread walk.
+    EveryTask,
+    /// Only the tasks the programs track: the jobs' tasks.
+    JobTasks,
+}
 
 /// Every program name, for per-program metrics.
 pub fn program_names() -> impl Iterator<Item = &'static str> {
@@ -144,7 +160,7 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
         .chain(RAW_TRACEPOINTS)
         .chain(BTF_TRACEPOINTS)
         .chain(CGROUP_SKBS.iter().map(|(program, _)| *program))
-        .chain([TASK_ITER])
+        .chain([TASK_ITER, TRACKED_TASK_ITER])
 }
 
 /// Map sizes, from the daemon's flags.
@@ -190,8 +206,10 @@ pub struct Probes {
     /// How many tasks the programs track (TASK_STATE entries).
     pub tracked_tasks: Array<MapData, u64>,
     pub sizes: MapSizes,
-    /// The task iterator, once attached (or reattached).
+    /// The walk of every task, once attached (or reattached).
     iterator: Option<TaskIterator>,
+    /// The walk of the tracked tasks; None in a set pinned without it.
+    tracked: Option<TaskIterator>,
 }
 
 /// Where this run's programs, links and maps are pinned, if anywhere.
@@ -313,7 +331,8 @@ impl Probes {
         // The programs claim counter slots themselves; the daemon only finds them.
         probes.counters.stop_claiming();
         probes.counters.resync()?;
-        probes.iterator = Some(pinned_iterator(dir)?);
+        probes.iterator = Some(pinned_iterator(dir, TASK_ITER)?);
+        probes.tracked = pinned_iterator(dir, TRACKED_TASK_ITER).ok();
         Ok(probes)
     }
 
@@ -331,7 +350,7 @@ impl Probes {
         // A set that credits tasks at samples credits them once more now,
         // so what its tasks did since its last sample is carried too. (Sets
         // of older builds, which credited at every switch, have none.)
-        if let Ok(iterator) = pinned_iterator(dir) {
+        if let Ok(iterator) = pinned_iterator(dir, TASK_ITER) {
             iterator.run()?;
         }
         let mut found = Vec::new();
@@ -365,6 +384,7 @@ impl Probes {
             tracked_tasks,
             sizes,
             iterator: None,
+            tracked: None,
         })
     }
 
@@ -410,13 +430,18 @@ impl Probes {
         for name in BTF_TRACEPOINTS {
             self.attach_btf_tracepoint(name)?;
         }
-        self.attach_task_iter()
+        self.attach_task_iter()?;
+        self.attach_tracked_task_iter()
     }
 
-    /// Runs the task iterator: every job task's counters are credited to
-    /// its cgroup up to now.
-    pub fn credit_tasks(&self) -> Result<IterRun, ProbeError> {
-        let iterator = self.iterator.as_ref().ok_or(ProbeError::NotLoaded)?;
+    /// Runs a walk: every job task's counters are credited to its cgroup
+    /// up to now. A set pinned without the walk of tracked tasks walks
+    /// every task.
+    pub fn credit_tasks(&self, walk: Walk) -> Result<IterRun, ProbeError> {
+        let iterator = match (walk, &self.tracked) {
+            (Walk::JobTasks, Some(tracked)) => tracked,
+            _ => self.iterator.as_ref().ok_or(ProbeError::NotLoaded)?,
+        };
         Ok(iterator.run()?)
     }
 
@@ -454,7 +479,20 @@ impl Probes {
                 name: TASK_ITER,
                 source,
             })?;
-        self.pinning.pin_program(TASK_ITER, program)
+        self.pinning.pin_program(TASK_ITER, program)?;
+        let program = ebpf
+            .program_mut(TRACKED_TASK_ITER)
+            .ok_or(ProbeError::MissingProgram(TRACKED_TASK_ITER))?;
+        let iter: &mut Iter = program.try_into().map_err(|source| ProbeError::Program {
+            name: TRACKED_TASK_ITER,
+            source,
+        })?;
+        iter.load("bpf_map_elem", &btf)
+            .map_err(|source| ProbeError::Program {
+                name: TRACKED_TASK_ITER,
+                source,
+            })?;
+        self.pinning.pin_program(TRACKED_TASK_ITER, program)
     }
 
     /// Loads program `name` into the kernel (and pins it when pinning).
@@ -613,6 +651,30 @@ impl Probes {
         Ok(())
     }
 
+    /// Links the walk of tracked tasks to TASK_STATE, pinned when pinning
+    /// (the link keeps the map).
+    fn attach_tracked_task_iter(&mut self) -> Result<(), ProbeError> {
+        let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
+        let map = match ebpf.map("TASK_STATE") {
+            Some(Map::HashMap(data)) => data.fd().as_fd(),
+            _ => return Err(ProbeError::MissingMap("TASK_STATE")),
+        };
+        let program = ebpf
+            .program(TRACKED_TASK_ITER)
+            .ok_or(ProbeError::MissingProgram(TRACKED_TASK_ITER))?;
+        let program = program.fd().map_err(|source| ProbeError::Program {
+            name: TRACKED_TASK_ITER,
+            source,
+        })?;
+        let iterator = TaskIterator::over_map(program.as_fd(), map)?;
+        if let Some(set) = &self.pinning.staging {
+            iterator.pin(&set.link_path(TRACKED_TASK_ITER, 0))?;
+        }
+        self.tracked = Some(iterator);
+        log::debug!("walk of tracked tasks attached");
+        Ok(())
+    }
+
     /// The kernel's information on program `name` (run time and count).
     pub fn program_info(&self, name: &str) -> Option<ProgramInfo> {
         match (&self.ebpf, &self.pinning.dir) {
@@ -665,13 +727,11 @@ fn counter_slots(
     Ok(CounterSlots::new(kernel_maps)?)
 }
 
-/// The task iterator of a pinned set.
-fn pinned_iterator(dir: &Path) -> Result<TaskIterator, ProbeError> {
-    let path = pins::link_path(dir, TASK_ITER, 0);
-    let link = PinnedLink::from_pin(&path).map_err(|source| ProbeError::Link {
-        program: TASK_ITER,
-        source,
-    })?;
+/// Iterator `program` of a pinned set.
+fn pinned_iterator(dir: &Path, program: &'static str) -> Result<TaskIterator, ProbeError> {
+    let path = pins::link_path(dir, program, 0);
+    let link =
+        PinnedLink::from_pin(&path).map_err(|source| ProbeError::Link { program, source })?;
     Ok(TaskIterator::new(&FdLink::from(link))?)
 }
 

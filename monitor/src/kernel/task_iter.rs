@@ -1,21 +1,32 @@
-//! Running the task iterator program: every sample, the daemon creates an
-//! iterator from the program's link and reads it to the end, which runs
-//! the program over every task of the node (it credits job tasks in the
-//! kernel and writes each live job task's cgroup id). aya 0.14 turns a link into one iterator
-//! only; these are the two bpf(2) commands to do it again and again.
+//! Running the iterator programs: every sample, the daemon creates an
+//! iterator from a program's link and reads it to the end, which runs the
+//! program over every task of the node (`task_iter`) or over every task
+//! the programs track (`tracked_task_iter`, a walk of the TASK_STATE map).
+//! Either credits job tasks in the kernel and writes each live job task's
+//! cgroup id. aya 0.14 turns a link into one iterator only and makes no
+//! map iterator link; these are the bpf(2) commands to do both.
 use std::{
     collections::HashMap,
+    ffi::CString,
     fs::File,
     io::{self, Read},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::{
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::Path,
     time::{Duration, Instant},
 };
 
 use aya::programs::links::FdLink;
 use thiserror::Error;
 
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_ITER_CREATE: libc::c_long = 33;
+/// `enum bpf_attach_type`: an iterator link.
+const BPF_TRACE_ITER: u32 = 28;
 
 #[derive(Debug, Error)]
 pub enum IterError {
@@ -27,13 +38,21 @@ pub enum IterError {
         #[source]
         source: io::Error,
     },
+    #[error("linking the map iterator to its map (BPF_LINK_CREATE): {0}")]
+    MapLink(#[source] io::Error),
+    #[error("pinning the map iterator's link at {path}: {source}")]
+    Pin {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("creating a task iterator (BPF_ITER_CREATE): {0}")]
     Create(#[source] io::Error),
     #[error("running the task iterator: {0}")]
     Read(#[source] io::Error),
 }
 
-/// A task iterator link the daemon can run.
+/// An iterator link the daemon can run (its fd keeps the link alive).
 pub struct TaskIterator {
     link: OwnedFd,
 }
@@ -67,7 +86,74 @@ impl TaskIterator {
         Ok(Self { link: fd })
     }
 
-    /// Runs the program over every task (reads the iterator to its end).
+    /// Links map-element iterator `program` to `map` (every element of
+    /// the map is visited), and keeps the link.
+    pub fn over_map(program: BorrowedFd<'_>, map: BorrowedFd<'_>) -> Result<Self, IterError> {
+        /// `union bpf_iter_link_info`, its map member.
+        #[repr(C)]
+        struct MapLinkInfo {
+            map_fd: u32,
+        }
+        /// `bpf_attr.link_create` for an iterator.
+        #[repr(C)]
+        struct LinkCreate {
+            prog_fd: u32,
+            target_fd: u32,
+            attach_type: u32,
+            flags: u32,
+            iter_info: u64,
+            iter_info_len: u32,
+        }
+        let info = MapLinkInfo {
+            map_fd: map.as_raw_fd() as u32,
+        };
+        let attr = LinkCreate {
+            prog_fd: program.as_raw_fd() as u32,
+            target_fd: 0,
+            attach_type: BPF_TRACE_ITER,
+            flags: 0,
+            iter_info: &info as *const MapLinkInfo as u64,
+            iter_info_len: size_of::<MapLinkInfo>() as u32,
+        };
+        let link = bpf(BPF_LINK_CREATE, &attr).map_err(IterError::MapLink)?;
+        Ok(Self { link })
+    }
+
+    /// Pins the link at `path`, so it outlives the daemon.
+    pub fn pin(&self, path: &Path) -> Result<(), IterError> {
+        #[repr(C)]
+        struct ObjPin {
+            pathname: u64,
+            bpf_fd: u32,
+            file_flags: u32,
+        }
+        let pin_error = |source| IterError::Pin {
+            path: path.to_path_buf(),
+            source,
+        };
+        let name = CString::new(path.as_os_str().as_bytes())
+            .map_err(|e| pin_error(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+        let attr = ObjPin {
+            pathname: name.as_ptr() as u64,
+            bpf_fd: self.link.as_raw_fd() as u32,
+            file_flags: 0,
+        };
+        // SAFETY: as in [`bpf`]; the answer is 0, not an fd.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_PIN,
+                &attr as *const ObjPin,
+                size_of::<ObjPin>() as libc::c_uint,
+            )
+        };
+        if result < 0 {
+            return Err(pin_error(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Runs the program over what it iterates (reads the iterator to its end).
     pub fn run(&self) -> Result<IterRun, IterError> {
         let started = Instant::now();
         #[repr(C)]

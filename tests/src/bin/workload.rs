@@ -60,6 +60,8 @@
 //!     its figures and exit.
 //! workload spin-threads N
 //!     N threads spinning in user space forever (the main thread waits).
+//! workload sleep-threads N
+//!     N threads asleep forever; prints `ready` once all N run.
 //!
 //! The figures, this process's own as the kernel counts them, read as its
 //! last act before exiting: `figures cpu_ns=.. run_delay_ns=.. pcount=..`
@@ -104,6 +106,7 @@ fn main() -> ExitCode {
         ["small-io", dir, mib, chunk] => small_io(Path::new(dir), number(mib), number(chunk)),
         ["faults", mib, rounds] => faults(number(mib), number(rounds)),
         ["spin-threads", threads] => spin_threads(number(threads)),
+        ["sleep-threads", threads] => sleep_threads(number(threads)),
         ["launch", procs, mib, program, rest @ ..] => launch(procs, number(mib), program, rest),
         _ => {
             eprintln!("workload: unknown arguments {args:?} (see the source for usage)");
@@ -781,6 +784,18 @@ fn faults(mib: usize, rounds: usize) -> io::Result<ExitCode> {
         mapping.touch();
     }
     print_figures()
+}
+
+fn sleep_threads(threads: usize) -> io::Result<ExitCode> {
+    let sleepers: Vec<_> = (0..threads)
+        .map(|_| thread::spawn(|| thread::park()))
+        .collect();
+    println!("ready");
+    io::stdout().flush()?;
+    for sleeper in sleepers {
+        let _ = sleeper.join();
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn spin_threads(threads: usize) -> io::Result<ExitCode> {

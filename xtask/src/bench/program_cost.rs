@@ -17,7 +17,7 @@ use super::{
     bpf_stats::RunStats,
     cgroup::Root,
     daemon::Daemon,
-    daemon_cost::ITERATOR,
+    daemon_cost::ITERATORS,
     floor::{self, Floor},
     job_workloads::{self, MemoryLimit},
     lifecycle, metrics, page_faults, pingpong,
@@ -272,11 +272,11 @@ impl Window {
         self.programs.values().map(|s| s.run_time_ns).sum()
     }
 
-    /// Every daemon program's run time but the task iterator's, ns.
+    /// Every daemon program's run time but the iterators', ns.
     fn event_ns(&self) -> f64 {
         self.programs
             .iter()
-            .filter(|(name, _)| name.as_str() != ITERATOR)
+            .filter(|(name, _)| !ITERATORS.contains(&name.as_str()))
             .map(|(_, s)| s.run_time_ns)
             .sum()
     }

@@ -59,7 +59,7 @@ fn cpu_model(cpuinfo: &str) -> Option<String> {
 /// Programs of a job monitor: ours, those of its earlier versions
 /// (sched_switch and the other per-event hooks), which another monitor on
 /// the node would load too.
-const MONITOR_PROGRAMS: [&str; 21] = [
+const MONITOR_PROGRAMS: [&str; 22] = [
     "sched_switch",
     "sched_wakeup",
     "sched_wakeup_new",
@@ -72,6 +72,7 @@ const MONITOR_PROGRAMS: [&str; 21] = [
     "rss_stat",
     "task_newtask",
     "task_iter",
+    "tracked_task_iter",
     "cgroup_attach_task",
     "sched_process_exec",
     "sched_process_exit",

@@ -8,13 +8,14 @@ use crate::bench::{
 
 /// Table order: per-fault, per-task lifecycle, per-sample, per-packet,
 /// per-cgroup programs. Others follow, sorted.
-const ORDER: [&str; 12] = [
+const ORDER: [&str; 13] = [
     "rss_stat",
     "task_newtask",
     "sched_process_exec",
     "sched_process_exit",
     "sched_process_free",
     "cgroup_attach_task",
+    "tracked_task_iter",
     "task_iter",
     "net_ingress",
     "net_egress",
@@ -83,7 +84,7 @@ impl Report {
                 "Window (s)",
                 "Run time (µs per s)",
                 "% of one core",
-                "Per unit of work (task_iter aside)",
+                "Per unit of work (the walks aside)",
                 "Context switches per s (floor runs)",
             ],
             &summary_rows(cost),
@@ -116,8 +117,10 @@ fn method(cost: &CostResult) -> String {
          job, MADV_NOHUGEPAGE, then unmapped); **network** ({} bytes over loopback TCP in 64 KiB \
          writes, in the job); **processes** (in the job: {} fork+exec+exit of `/bin/true`, {} child \
          cgroups made and removed, {} moves of a process between two child cgroups, and {oom}). \
-         Every run of a program counts, the job's and every other task's on the node. `task_iter` runs \
-         once per task visited by each sample's walk (a walk a second), so its ns/run is per task.",
+         Every run of a program counts, the job's and every other task's on the node. \
+         `tracked_task_iter` runs once per job task visited by each sample's walk (a walk a second), \
+         `task_iter` once per task of the node when the daemon walks every task (at start), so their \
+         ns/run is per task.",
         IDLE.as_secs(),
         cost.round_trips,
         pingpong::WARMUP,

@@ -1,12 +1,12 @@
-//! Section 7: the daemon's own cost with many jobs and tasks, and what the
-//! task iterator's walk costs against its crediting.
+//! Section 7: the daemon's own cost with many jobs and tasks, and what its
+//! walk of the tracked tasks costs against a walk of every task.
 use std::collections::BTreeMap;
 
 use super::{MAX_DAEMON_CPU_PCT, MAX_SAMPLE_MS, Report, heading, row, table};
 use crate::bench::{
     Benchmark,
     daemon_cost::{
-        DaemonCostResult, FLOOR_WALKS, ITERATOR, OBSERVED_SAMPLES, Phase, SETTLE_SAMPLES,
+        DaemonCostResult, FLOOR_WALKS, ITERATORS, OBSERVED_SAMPLES, Phase, SETTLE_SAMPLES,
     },
 };
 
@@ -53,7 +53,7 @@ impl Report {
             "",
         );
         add(
-            "of which task_iter (runs in the daemon's read: also in its stime)",
+            "of which the walks (run in the daemon's read: also in its stime)",
             both(Phase::iterator_pct, 3),
             "",
             "",
@@ -66,7 +66,7 @@ impl Report {
             self.verdict(total <= MAX_DAEMON_CPU_PCT),
         );
         add(
-            "The same, task_iter counted once",
+            "The same, the walks counted once",
             both(Phase::total_once_pct, 3),
             "",
             "",
@@ -93,13 +93,13 @@ impl Report {
             DaemonCostResult::credit_ms(&d.without_jobs),
         );
         add(
-            "Task iterator run (`monitor_task_credit_duration_seconds`), median, ms",
+            "Walk (`monitor_task_credit_duration_seconds`), median, ms",
             (format!("{:.2}", credit.0), format!("{:.2}", credit.1)),
             "",
             "",
         );
         add(
-            "Task iterator per walk (bpf_stats), ms",
+            "Walk's program run time (bpf_stats), ms",
             both(Phase::walk_ms, 2),
             "",
             "",
@@ -117,13 +117,13 @@ impl Report {
             "",
         );
         add(
-            "Empty iterator's walk (bench_task_iter_floor, wall), ms",
+            "Empty walk of every task (bench_task_iter_floor, wall), ms",
             both(Phase::floor_walk_ms, 2),
             "",
             "",
         );
         add(
-            "Empty iterator per task visited (bpf_stats), ns",
+            "Empty walk of every task, per task visited (bpf_stats), ns",
             both(Phase::floor_ns_per_visit, 0),
             "",
             "",
@@ -133,7 +133,7 @@ impl Report {
             median(&d.without_jobs, |p| p.node_tasks),
         );
         add(
-            "Iterator run (wall) per task on the node, ns",
+            "Walk (wall) per task on the node, ns",
             (
                 format!("{:.0}", credit.0 * 1e6 / nodes.0),
                 format!("{:.0}", credit.1 * 1e6 / nodes.1),
@@ -153,25 +153,28 @@ impl Report {
              (`--bpf.stats`, sampling every 1 s), in an order that flips every round: **with jobs**, \
              each process moved into a job cgroup of its own under the daemon's root (every thread \
              moves), waited for until the daemon counts all {jobs} jobs running; and **without jobs**, \
-             the same processes left outside, so the task iterator visits as many tasks but credits \
-             none. After {SETTLE_SAMPLES} more samples, a window of {} s in which nothing reads \
+             the same processes left outside, so the sample's walk of the tracked tasks \
+             (`tracked_task_iter`, over the TASK_STATE map) has none to visit. After {SETTLE_SAMPLES} more samples, a window of {} s in which nothing reads \
              /metrics (a scrape of {jobs} jobs is work for the daemon): the daemon's utime + stime \
              (/proc/PID/stat) and every attached program's bpf_stats (from its pins) are read at its \
              ends. Daemon CPU = utime + stime + every program's run time, as % of one core; the \
-             iterator runs inside the daemon's own read(2), so this counts it twice (an upper bound; \
+             walks run inside the daemon's own read(2), so this counts them twice (an upper bound; \
              the row below counts it once). Walks in the window: `monitor_samples_total` before and \
              after. Then the next {OBSERVED_SAMPLES} samples' `monitor_sample_duration_seconds` and \
              `monitor_task_credit_duration_seconds` are read, one scrape each; their medians over all \
              rounds are shown. Last, with the daemon stopped, xtask runs the object's empty task \
-             iterator (`bench_task_iter_floor`) {FLOOR_WALKS} times over the same tasks: the walk \
-             itself. bpf_stats adds its own clock reads (tens of ns) to every program run, each task \
+             iterator (`bench_task_iter_floor`) {FLOOR_WALKS} times over the same tasks: the least a \
+             walk of every task of the node costs, which the daemon now runs only when a job task may \
+             be untracked (at start, on adopting a running cgroup). bpf_stats adds its own clock reads (tens of ns) to every program run, each task \
              visited by an iterator included.\n\n{}\n\
-             **Walk against crediting.** The walk itself (the empty iterator) costs {floor_ns:.0} ns \
-             per task by bpf_stats, {floor_ms:.2} ms per walk. Without jobs the daemon's iterator \
-             visits {visited_without:.0} tasks in {walk_without:.2} ms ({:.0} ns per task: the \
-             walk, the task's cgroup read and the \"not a job\" exit). Crediting the {tasks} job \
-             tasks adds {:.0} ns per job task by the iterator's own run time (bpf_stats), \
-             {by_credit:.0} ns by the daemon's timing of the iterator run.\n\n\
+             **Tracked tasks against every task.** A walk of every task costs at least \
+             {floor_ms:.2} ms ({floor_ns:.0} ns per task by bpf_stats for the empty program, the rest \
+             the kernel's own iteration), whatever the jobs. The sample's walk of the tracked tasks \
+             visits only the job tasks: without jobs it makes {visited_without:.0} program runs in \
+             {walk_without:.2} ms of program time ({:.0} ns per run), and the kernel's scan of the \
+             map's empty buckets is the rest of its {:.2} ms; crediting the {tasks} job tasks costs \
+             {:.0} ns per job task by the program's own run time (bpf_stats), {by_credit:.0} ns by \
+             the daemon's timing of the walk.\n\n\
              Programs in the window with the jobs (median of the rounds):\n\n{}\n\
              Every round:\n\n{}\n",
             heading(Benchmark::DaemonCost),
@@ -188,6 +191,7 @@ impl Report {
                 &rows
             ),
             median(&d.without_jobs, Phase::ns_per_visit),
+            credit.1,
             d.credit_ns_per_job_task(),
             programs_table(&d.with_jobs),
             rounds_table(d),
@@ -221,7 +225,7 @@ fn programs_table(phases: &[Phase]) -> String {
             let runs = figure(&|p, _, count| count / p.window_s);
             let ns = figure(&|_, time, count| if count > 0.0 { time / count } else { f64::NAN });
             let pct = figure(&|p, time, _| time / 1e9 / p.window_s * 100.0);
-            let label = if *name == ITERATOR {
+            let label = if ITERATORS.contains(name) {
                 format!("{name} (a run per task visited)")
             } else {
                 name.to_string()
