@@ -166,13 +166,19 @@ const _: () = assert!(size_of::<TaskCounters>() == 88);
 pub struct TaskState {
     /// v2 cgroup id the task's usage so far was credited to.
     pub cgroup: u64,
-    pub credited: TaskCounters,
     /// Non-zero once the task is being freed: set before its final credit,
     /// so a walk of this map that read the task's memory and then finds it
     /// still zero knows the memory was the live task's.
     pub freed: u64,
+    /// Non-zero once the task is exiting (set by the exit program): no
+    /// longer one of its job's live tasks.
+    pub exited: u64,
+    /// The task's counters when it was last credited. The fields a walk
+    /// reads for a sleeping task (the three above and `credited.cpu_ns`)
+    /// come first: one cache line of the map element.
+    pub credited: TaskCounters,
 }
-const _: () = assert!(size_of::<TaskState>() == 104);
+const _: () = assert!(size_of::<TaskState>() == 112);
 
 /// The slot of a value: a multiplicative hash, masked to the
 /// (power-of-two) number of slots.

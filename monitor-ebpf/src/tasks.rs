@@ -157,8 +157,9 @@ fn state_of(task: u64) -> Option<&'static mut TaskState> {
 pub fn track(task: u64, cgroup: u64, counters: TaskCounters) {
     let state = TaskState {
         cgroup,
-        credited: counters,
         freed: 0,
+        exited: 0,
+        credited: counters,
     };
     match TASK_STATE.insert(task, state, BPF_NOEXIST) {
         Ok(()) => {
@@ -347,22 +348,36 @@ fn ran_since_credit(task: impl Task, state: &TaskState) -> bool {
 /// date (see [`crate::probes`]' `tracked_task_iter`); returns its job cgroup
 /// if it is live. The task's memory is read through the checked helper:
 /// the walk holds no reference on the task, so it may be freed meanwhile,
-/// and what was read counts only if `state` was not marked freed after.
+/// and what was read is credited only if `state` was not marked freed after.
 #[inline(always)]
 pub fn sync_tracked(task: TaskAt, state: &mut TaskState) -> Option<u64> {
-    if is_freed(state) || is_exiting(task) {
-        // The exit and free programs credit it.
+    // SAFETY (the volatile reads): aligned u64s in a map value.
+    let (freed, exited) = unsafe {
+        (
+            core::ptr::read_volatile(&state.freed),
+            core::ptr::read_volatile(&state.exited),
+        )
+    };
+    if freed != 0 || exited != 0 {
+        // The exit and free programs credit it; it is no longer live.
         return None;
     }
-    if ran_since_credit(task, state) {
-        let now = counters_of_task(task)?;
-        if is_freed(state) {
-            return None;
-        }
-        credit::<ONCE>(state, &now);
-    } else if is_freed(state) {
+    let cpu: u64 = task.field(layout!(task_sum_exec_runtime))?;
+    if cpu == unsafe { core::ptr::read_volatile(&state.credited.cpu_ns) } {
+        // Asleep since its last credit, the common case, done in one read
+        // of the task: every counter is where it was (the kernel counts a
+        // task's waits, switches, faults and IO only as it runs), and it is
+        // still live (a task exits by running, and its exit marks it).
+        return Some(state.cgroup);
+    }
+    if is_exiting(task) {
         return None;
     }
+    let now = counters_of_task(task)?;
+    if is_freed(state) {
+        return None;
+    }
+    credit::<ONCE>(state, &now);
     Some(state.cgroup)
 }
 
@@ -388,13 +403,16 @@ pub fn release(task: TaskAt) {
     untrack(task.key());
 }
 
-/// Credits exiting `task` (its counters only grow until it is freed).
-/// Nothing for a task not tracked: its baseline is unknown.
+/// Credits exiting `task` (its counters only grow until it is freed), and
+/// marks it exited for the walk of TASK_STATE. Nothing for a task not
+/// tracked: its baseline is unknown.
 #[inline(always)]
 pub fn settle(task: impl Task) {
-    if let Some(state) = state_of(task.key())
-        && let Some(now) = counters_of_task(task)
-    {
-        credit::<ONCE>(state, &now);
+    if let Some(state) = state_of(task.key()) {
+        // SAFETY: an aligned u64 in a map value.
+        unsafe { core::ptr::write_volatile(&mut state.exited, 1) };
+        if let Some(now) = counters_of_task(task) {
+            credit::<ONCE>(state, &now);
+        }
     }
 }

@@ -582,6 +582,12 @@ impl Sampler {
         if !self.health.samples.is_multiple_of(CROSS_CHECK_EVERY) {
             return;
         }
+        if !self.cgroup_files_exist() {
+            // Hybrid hosts (their controllers are all on v1): the job
+            // cgroups have none of the files, only failed opens to pay for.
+            self.files.clear();
+            return;
+        }
         let cgroups: Vec<(String, JobKey)> = self
             .table()
             .live_cgroups()
@@ -604,6 +610,19 @@ impl Sampler {
             }
         }
         self.files = files;
+    }
+
+    /// Whether any v2 cgroup can have memory or io files: whether the v2
+    /// hierarchy's root hands either controller down (job cgroups may be
+    /// adopted from anywhere in it, so not only the monitored root's).
+    fn cgroup_files_exist(&self) -> bool {
+        std::fs::read_to_string(self.config.mount.join("cgroup.subtree_control")).is_ok_and(
+            |enabled| {
+                enabled
+                    .split_whitespace()
+                    .any(|controller| controller == "memory" || controller == "io")
+            },
+        )
     }
 
     fn publish(&mut self) {

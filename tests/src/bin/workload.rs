@@ -787,9 +787,7 @@ fn faults(mib: usize, rounds: usize) -> io::Result<ExitCode> {
 }
 
 fn sleep_threads(threads: usize) -> io::Result<ExitCode> {
-    let sleepers: Vec<_> = (0..threads)
-        .map(|_| thread::spawn(thread::park))
-        .collect();
+    let sleepers: Vec<_> = (0..threads).map(|_| thread::spawn(thread::park)).collect();
     println!("ready");
     io::stdout().flush()?;
     for sleeper in sleepers {
