@@ -562,7 +562,7 @@ impl Sampler {
         Ok(drops)
     }
 
-    /// Threads per job and per live cgroup, as the task iterator saw them
+    /// Threads per job and per live cgroup, as the sample's walk saw them
     /// (no cgroup file read: at 1,000 jobs that was 1,000 opens a sample).
     fn count_tasks(&self, seen: &HashMap<u64, u64>) -> (HashMap<JobKey, u64>, HashMap<u64, u64>) {
         let mut tasks: HashMap<JobKey, u64> = HashMap::new();

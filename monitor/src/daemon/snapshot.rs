@@ -52,7 +52,7 @@ pub struct Health {
     pub maps: Vec<MapFill>,
     pub drops: [u64; DROP_REASONS],
     pub sample_duration: Duration,
-    /// Of that, the task iterator's run (crediting every job task).
+    /// Of that, the walk of the job tasks (crediting every one).
     pub task_iter_duration: Duration,
     pub sample_success: bool,
     pub samples: u64,

@@ -27,7 +27,7 @@ impl Collector for DaemonCollector {
         let f = family(
             &mut encoder,
             "monitor_task_credit_duration",
-            "How long the last run of the task iterator took (part of the sample: it credits every job task's kernel counters).",
+            "How long the last sample's walk of the job tasks took (part of the sample: it credits every job task's kernel counters).",
             Some(&Unit::Seconds),
             MetricType::Gauge,
         )?;
