@@ -375,10 +375,14 @@ pub struct KernelLayout {
     /// 1 when sched_process_exit passes `group_dead` as an argument (newer
     /// kernels); else the program reads `signal_live`.
     pub exit_group_dead_arg: u32,
+    /// `css_set.subsys[]` (a task's css per controller) and
+    /// `cgroup_subsys_state.cgroup`: the task's cgroup in a v1 hierarchy.
+    pub css_set_subsys: u32,
+    pub css_cgroup: u32,
     /// Keeps the size a multiple of 8.
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<KernelLayout>() == 96);
+const _: () = assert!(size_of::<KernelLayout>() == 104);
 
 /// Which cgroups the programs count: strict descendants of the monitored
 /// root, matched by path prefix (`/monitor.slice/`) when they are created.
@@ -399,6 +403,63 @@ impl RootPrefix {
     };
 }
 
+/// Marks a v1 cgroup's id (its kernfs node id, unique only within its own
+/// hierarchy) where v1 and v2 ids share a table: kernfs ids are an inode
+/// number and a small generation, so bit 63 is never set in either.
+pub const V1_TAG: u64 = 1 << 63;
+/// Path prefixes the kernel side checks at cgroup creation for discovery.
+pub const DISCOVERY_PREFIXES: usize = 4;
+/// Longest discovery prefix.
+pub const DISCOVERY_PREFIX_MAX: usize = 64;
+/// No v1 hierarchy is watched.
+pub const NO_V1: u32 = u32::MAX;
+
+/// One literal path prefix under which new cgroups may be a resource
+/// manager's jobs: they get a counter slot as they are made, so a job is
+/// counted from its first task; the daemon frees the slots of those its
+/// full patterns do not take.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiscoveryPrefix {
+    /// 1: in the watched v1 hierarchy; 0: in the v2 hierarchy.
+    pub v1: u32,
+    pub len: u32,
+    pub bytes: [u8; DISCOVERY_PREFIX_MAX],
+}
+const _: () = assert!(size_of::<DiscoveryPrefix>() == 8 + DISCOVERY_PREFIX_MAX);
+
+/// Where the kernel side looks for resource managers' job cgroups.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Discovery {
+    /// The watched v1 hierarchy's id (the `root` of the cgroup tracepoints,
+    /// the second column of /proc/cgroups), or [`NO_V1`].
+    pub v1_hierarchy: u32,
+    /// Its controller's index in `css_set.subsys[]` (its line in
+    /// /proc/cgroups), or [`NO_V1`].
+    pub v1_subsys: u32,
+    /// How many of `prefixes` are set.
+    pub count: u32,
+    pub _pad: u32,
+    pub prefixes: [DiscoveryPrefix; DISCOVERY_PREFIXES],
+}
+const _: () =
+    assert!(size_of::<Discovery>() == 16 + DISCOVERY_PREFIXES * (8 + DISCOVERY_PREFIX_MAX));
+
+impl Discovery {
+    pub const OFF: Discovery = Discovery {
+        v1_hierarchy: NO_V1,
+        v1_subsys: NO_V1,
+        count: 0,
+        _pad: 0,
+        prefixes: [DiscoveryPrefix {
+            v1: 0,
+            len: 0,
+            bytes: [0; DISCOVERY_PREFIX_MAX],
+        }; DISCOVERY_PREFIXES],
+    };
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers and byte arrays, no padding holes
@@ -411,6 +472,7 @@ mod pod {
     unsafe impl aya::Pod for super::CgroupEvent {}
     unsafe impl aya::Pod for super::FieldOffsets {}
     unsafe impl aya::Pod for super::RootPrefix {}
+    unsafe impl aya::Pod for super::Discovery {}
 }
 
 #[cfg(test)]

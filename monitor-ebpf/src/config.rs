@@ -1,6 +1,6 @@
 //! Read-only globals set by the daemon at load time. They live in `.rodata`,
 //! which the kernel freezes, so the verifier treats their values as constants.
-use monitor_common::{FieldOffsets, KernelLayout, RootPrefix};
+use monitor_common::{Discovery, FieldOffsets, KernelLayout, RootPrefix};
 
 #[unsafe(no_mangle)]
 pub(crate) static FIELD_OFFSETS: FieldOffsets = FieldOffsets {
@@ -39,11 +39,16 @@ pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     mm_users: 0,
     page_shift: 0,
     exit_group_dead_arg: 0,
+    css_set_subsys: 0,
+    css_cgroup: 0,
     _pad: 0,
 };
 
 #[unsafe(no_mangle)]
 static ROOT_PREFIX: RootPrefix = RootPrefix::EMPTY;
+
+#[unsafe(no_mangle)]
+static DISCOVERY: Discovery = Discovery::OFF;
 
 /// One field of [`FieldOffsets`]; volatile so the compiler cannot fold the
 /// zero placeholder in.
@@ -70,3 +75,15 @@ pub(crate) fn root_prefix_len() -> usize {
     // SAFETY: a static; volatile for the same reason as `offset!`.
     unsafe { core::ptr::read_volatile(&raw const ROOT_PREFIX.len) as usize }
 }
+
+pub(crate) fn discovery_filter() -> &'static Discovery {
+    &DISCOVERY
+}
+
+/// One field of [`Discovery`] (volatile like `offset!`).
+macro_rules! discovery {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const crate::config::discovery_filter().$field) }
+    };
+}
+pub(crate) use discovery;

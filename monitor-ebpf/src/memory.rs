@@ -16,14 +16,14 @@
 //! event that lowers a count of an mm without users releases all of it,
 //! since the counts the event reports are batched per CPU and need not
 //! come down to zero by the end.
-use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_task};
+use aya_ebpf::helpers::bpf_get_current_task;
 use monitor_common::{DropReason, MM_PROBES, MmState, hash_slot_index};
 
 use crate::{
     atomics::{atomic_add, compare_exchange, exchange},
     config::{layout, offset},
     maps::{CGROUP_RSS, MM_SLOTS, count_drop, counters_at, slot_of},
-    tasks::read,
+    tasks::{current_job_cgroup, read},
 };
 
 /// The rss_stat members counted (MM_SWAPENTS, 2, is not resident), as an
@@ -66,8 +66,7 @@ pub fn find(mm: u64) -> Option<&'static mut MmState> {
 /// Takes `mm` in when the current task is one of its own and in a job.
 #[inline(always)]
 pub fn adopt(mm: u64) -> Option<&'static mut MmState> {
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    slot_of(cgroup)?;
+    let cgroup = current_job_cgroup()?;
     // Only the mm's own tasks: a job task in direct reclaim or reading
     // another process's memory changes other mms.
     let task = unsafe { bpf_get_current_task() };

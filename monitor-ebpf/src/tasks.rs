@@ -19,12 +19,12 @@
 //! task's own exit on another). Every remembered counter is advanced with a
 //! compare-and-swap to the larger reading, and only the advance is credited:
 //! each increment of a task's counters is credited exactly once.
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use monitor_common::{CgroupCounters, DropReason, TaskCounters, TaskState};
+use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel};
+use monitor_common::{CgroupCounters, DropReason, NO_V1, TaskCounters, TaskState, V1_TAG};
 
 use crate::{
     atomics::{atomic_add, compare_exchange},
-    config::layout,
+    config::{discovery, layout},
     maps::{TASK_STATE, TASK_STATE_COUNT, count_drop, counters_of, slot_of},
 };
 
@@ -54,6 +54,57 @@ pub trait Task: Copy {
     fn field<T: Copy>(self, offset: u64) -> Option<T>;
     /// The cgroup v2 id: task->cgroups->dfl_cgrp->kn->id.
     fn cgroup(self) -> Option<u64>;
+    /// The id of its cgroup in the watched v1 hierarchy, tagged with
+    /// [`V1_TAG`]: task->cgroups->subsys[i]->cgroup->kn->id. Call only
+    /// when one is watched.
+    fn v1_cgroup(self) -> Option<u64>;
+}
+
+/// Whether a v1 hierarchy is watched for resource managers' jobs (hybrid
+/// and v1 hosts, where their job cgroups are v1 cgroups).
+#[inline(always)]
+pub fn v1_watched() -> bool {
+    discovery!(v1_subsys) != NO_V1
+}
+
+/// The offset of the watched v1 controller's css in `css_set`.
+#[inline(always)]
+fn v1_css_offset() -> u64 {
+    layout!(css_set_subsys) + 8 * u64::from(discovery!(v1_subsys))
+}
+
+/// The cgroup `task` counts under, and whether that is a job's: its v2
+/// cgroup if that is a job's; else, where a v1 hierarchy is watched, its
+/// cgroup there if that is a job's; else its v2 cgroup, no job's.
+#[inline(always)]
+pub fn job_cgroup(task: impl Task) -> Option<(u64, bool)> {
+    let v2 = task.cgroup()?;
+    if slot_of(v2).is_some() {
+        return Some((v2, true));
+    }
+    if v1_watched()
+        && let Some(v1) = task.v1_cgroup()
+        && slot_of(v1).is_some()
+    {
+        return Some((v1, true));
+    }
+    Some((v2, false))
+}
+
+/// The job cgroup of the current task, if it is in one (see [`job_cgroup`];
+/// the v2 id through the helper, the cheap common case).
+#[inline(always)]
+pub fn current_job_cgroup() -> Option<u64> {
+    // SAFETY: helpers without arguments.
+    let v2 = unsafe { bpf_get_current_cgroup_id() };
+    if slot_of(v2).is_some() {
+        return Some(v2);
+    }
+    if !v1_watched() {
+        return None;
+    }
+    let v1 = TaskAt(unsafe { bpf_get_current_task() }).v1_cgroup()?;
+    slot_of(v1).map(|_| v1)
 }
 
 /// A task by address (raw tracepoint arguments).
@@ -77,6 +128,15 @@ impl Task for TaskAt {
         let cgroup: u64 = read(css_set + layout!(css_set_dfl_cgrp))?;
         let kn: u64 = read(cgroup + layout!(cgroup_kn))?;
         read(kn + layout!(kernfs_node_id))
+    }
+
+    #[inline(always)]
+    fn v1_cgroup(self) -> Option<u64> {
+        let css_set: u64 = read(self.0 + layout!(task_cgroups))?;
+        let css: u64 = read(css_set + v1_css_offset())?;
+        let cgroup: u64 = read(css + layout!(css_cgroup))?;
+        let kn: u64 = read(cgroup + layout!(cgroup_kn))?;
+        read::<u64>(kn + layout!(kernfs_node_id)).map(|id| id | V1_TAG)
     }
 }
 
@@ -113,6 +173,15 @@ impl Task for TypedTask {
         let cgroup: *const u8 = load(css_set, layout!(css_set_dfl_cgrp));
         let kn: *const u8 = load(cgroup, layout!(cgroup_kn));
         Some(load(kn, layout!(kernfs_node_id)))
+    }
+
+    #[inline(always)]
+    fn v1_cgroup(self) -> Option<u64> {
+        let css_set: *const u8 = load(self.task, layout!(task_cgroups));
+        let css: *const u8 = load(css_set, v1_css_offset());
+        let cgroup: *const u8 = load(css, layout!(css_cgroup));
+        let kn: *const u8 = load(cgroup, layout!(cgroup_kn));
+        Some(load::<u64>(kn, layout!(kernfs_node_id)) | V1_TAG)
     }
 }
 
@@ -279,8 +348,14 @@ pub enum Moment {
 /// cgroup's id, if the task is a live task of one.
 #[inline(always)]
 pub fn sync(task: impl Task, moment: Moment) -> Option<u64> {
-    let cgroup = task.cgroup()?;
-    let in_job = slot_of(cgroup).is_some();
+    let (cgroup, in_job) = job_cgroup(task)?;
+    sync_in(task, cgroup, in_job, moment)
+}
+
+/// [`sync`] for a task known to be in `cgroup` (a job's if `in_job`): the
+/// threads of a process moved as a whole are all where its leader is.
+#[inline(always)]
+pub fn sync_in(task: impl Task, cgroup: u64, in_job: bool, moment: Moment) -> Option<u64> {
     if moment == Moment::Sample && !in_job {
         // Most tasks of a node: done after the cgroup id and the slot
         // lookup (inlined array reads), without a map lookup. A tracked

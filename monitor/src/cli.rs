@@ -159,6 +159,24 @@ pub struct DaemonArgs {
     #[arg(long = "adopt.cgroup", value_name = "REGEX", default_values_t = [crate::launcher::adopt::SLURM_DEFAULT.to_string()])]
     pub adopt_cgroups: Vec<String>,
 
+    /// A resource manager's job layout: `[CONTROLLER:]^REGEX` over a job
+    /// directory's cgroup path, with named captures `jobid` (and `uid`;
+    /// otherwise the directory's owner). A CONTROLLER (e.g. `freezer`)
+    /// puts it in that v1 hierarchy. Matching directories are jobs, counted
+    /// in place from their first task, ended when removed; directories
+    /// below them count in them. Repeatable (up to 4); the defaults are
+    /// Slurm's cgroup/v2 and cgroup/v1 layouts.
+    #[arg(long = "discover.layout", value_name = "[CONTROLLER:]REGEX", default_values_t = [
+        crate::jobs::discovery::SLURM_V2.to_string(),
+        crate::jobs::discovery::SLURM_V1.to_string(),
+    ])]
+    pub discover_layouts: Vec<String>,
+
+    /// Find no resource manager's jobs (only the monitored root's and
+    /// registered ones).
+    #[arg(long = "discover.off")]
+    pub discover_off: bool,
+
     /// Registered tasks (each has its own task cgroup) a non-root user may
     /// have running at once: bounds the cgroups any user can make.
     #[arg(long = "jobs.max-per-user", value_name = "N", default_value_t = 256)]

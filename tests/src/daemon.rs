@@ -89,11 +89,26 @@ impl Daemon {
         Self::start_configured(extra_args, |_| {})
     }
 
+    /// Like [`Daemon::start_with`], with the daemon's default discovery
+    /// layouts (Slurm's) in force: test daemons otherwise run with
+    /// `--discover.off` (see [`Daemon::start_configured`]).
+    pub fn start_discovering(extra_args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_inner(extra_args, |_| {}, true)
+    }
+
     /// Like [`Daemon::start_with`]; `configure` may change the command
     /// further (limits, environment) before it is spawned.
     pub fn start_configured(
         extra_args: &[&str],
         configure: impl FnOnce(&mut Command),
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(extra_args, configure, false)
+    }
+
+    fn start_inner(
+        extra_args: &[&str],
+        configure: impl FnOnce(&mut Command),
+        default_discovery: bool,
     ) -> anyhow::Result<Self> {
         let binary = binary()?;
         let root = unique_root()?;
@@ -159,6 +174,11 @@ impl Daemon {
         }
         if !extra_args.contains(&"--state.dir") {
             args.extend(["--state.dir".into(), state_dir.clone().into()]);
+        }
+        if !default_discovery && !extra_args.iter().any(|a| a.starts_with("--discover.")) {
+            // Test daemons run side by side: one that found another test's
+            // resource-manager jobs would count jobs no test expects.
+            args.push("--discover.off".into());
         }
         args.extend(extra_args.iter().map(Into::into));
         // Leftovers of a crashed run with the same pid: not ours to take up.

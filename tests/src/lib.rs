@@ -15,6 +15,7 @@ pub mod openmetrics;
 pub mod policy;
 pub mod process;
 pub mod prometheus;
+pub mod slurm;
 pub mod workload;
 
 pub use cgroup::JobCgroup;

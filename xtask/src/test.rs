@@ -16,6 +16,7 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
         );
     }
     ensure_promtool()?;
+    ensure_slurm()?;
     let binary = build::build_release()?;
     unload_test_pins(&binary);
     let result = run(cargo()
@@ -57,6 +58,37 @@ fn unload_test_pins(binary: &std::path::Path) {
             eprintln!("xtask: could not unload {}", entry.path().display());
         }
     }
+}
+
+/// The Slurm tests run a real one-node Slurm: install Debian's slurmctld,
+/// slurmd, slurm-client and munge when any is missing.
+fn ensure_slurm() -> anyhow::Result<()> {
+    let binaries = ["slurmctld", "slurmd", "sbatch", "munged"];
+    let found = |binary: &&str| {
+        which::which(binary).is_ok()
+            || ["/usr/sbin", "/usr/bin"]
+                .iter()
+                .any(|dir| std::path::Path::new(dir).join(binary).exists())
+    };
+    if binaries.iter().all(found) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: Slurm or munge is missing; installing Debian's slurmctld, slurmd, slurm-client and munge"
+    );
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "slurmctld",
+            "slurmd",
+            "slurm-client",
+            "munge",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("installing Slurm (apt-get install slurmctld slurmd slurm-client munge)")
 }
 
 /// `promtool check metrics` is one of the tests, and another scrapes the

@@ -17,24 +17,27 @@ use crate::{
     config::layout,
     maps::count_drop,
     memory::move_mm,
-    tasks::{Moment, Task, TaskAt, read, sync},
+    tasks::{Moment, TaskAt, job_cgroup, read, sync_in},
 };
 
 /// Threads of a moved process synced at the move itself.
-const MAX_THREADS: u32 = 256;
+const MAX_THREADS: u32 = 128;
 
 #[raw_tracepoint(tracepoint = "cgroup_attach_task")]
 pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct cgroup *dst_cgrp, const char *path, struct task_struct *task, bool threadgroup)
     let leader: u64 = ctx.arg(2);
     let threadgroup: u64 = ctx.arg(3);
-    let _ = sync(TaskAt(leader), Moment::Attach);
+    // Where the leader is now, and so (for a whole-process move) every
+    // thread of its process.
+    let Some((cgroup, in_job)) = job_cgroup(TaskAt(leader)) else {
+        return 0;
+    };
+    let _ = sync_in(TaskAt(leader), cgroup, in_job, Moment::Attach);
     if threadgroup & 0xff != 0 {
-        sync_other_threads(leader);
+        sync_other_threads(leader, cgroup, in_job);
         // The whole process moved: its address space too.
-        if let Some(cgroup) = TaskAt(leader).cgroup() {
-            move_mm(leader, cgroup);
-        }
+        move_mm(leader, cgroup);
     }
     0
 }
@@ -42,7 +45,7 @@ pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
 /// Syncs the threads of `leader`'s process other than `leader`, through
 /// `signal->thread_head` and each task's `thread_node`.
 #[inline(always)]
-fn sync_other_threads(leader: u64) {
+fn sync_other_threads(leader: u64, cgroup: u64, in_job: bool) {
     let Some(signal) = read::<u64>(leader + layout!(task_signal)) else {
         return;
     };
@@ -57,7 +60,7 @@ fn sync_other_threads(leader: u64) {
         }
         let task = node - node_offset;
         if task != leader {
-            let _ = sync(TaskAt(task), Moment::Attach);
+            let _ = sync_in(TaskAt(task), cgroup, in_job, Moment::Attach);
         }
         match read::<u64>(node) {
             Some(next) => node = next,

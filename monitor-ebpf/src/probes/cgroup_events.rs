@@ -1,9 +1,12 @@
-//! cgroup/cgroup_mkdir and cgroup_rmdir on the v2 hierarchy.
+//! cgroup/cgroup_mkdir and cgroup_rmdir on the v2 hierarchy, and on the
+//! v1 hierarchy watched for resource managers' jobs.
 //!
-//! A new cgroup under the monitored root gets its counter slot right here,
-//! in the kernel, so a job that lives 5 ms is counted from its first
+//! A new cgroup under the monitored root, or under a discovery prefix (where
+//! a resource manager makes its job cgroups), gets its counter slot right
+//! here, in the kernel, so a job that lives 5 ms is counted from its first
 //! instruction; the daemon hears of it (and of its slot) through the ring
-//! buffer afterwards.
+//! buffer afterwards, and frees the slot of a cgroup that is no job. A v1
+//! cgroup's id is tagged with [`V1_TAG`].
 use aya_ebpf::{
     EbpfContext,
     helpers::bpf_probe_read_kernel_str_bytes,
@@ -12,12 +15,12 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    CGROUP_PATH_MAX, CgroupEvent, CgroupEventKind, Claim, DropReason, NO_SLOT, ROOT_PREFIX_MAX,
-    claimable_cgroup_slot,
+    CGROUP_PATH_MAX, CgroupEvent, CgroupEventKind, Claim, DISCOVERY_PREFIX_MAX, DISCOVERY_PREFIXES,
+    DropReason, NO_SLOT, ROOT_PREFIX_MAX, V1_TAG, claimable_cgroup_slot,
 };
 
 use crate::{
-    config::{offset, root_prefix, root_prefix_len},
+    config::{discovery, discovery_filter, offset, root_prefix, root_prefix_len},
     maps::{CGROUP_EVENTS, CGROUP_INDEX, cgroup_at, count_drop},
 };
 
@@ -47,9 +50,11 @@ fn on_cgroup_event(ctx: &TracePointContext, kind: CgroupEventKind) {
     let id = offset!(cgroup_id);
     let path = offset!(cgroup_path);
     // SAFETY (all reads): offsets from the tracepoint's format file.
-    if unsafe { ctx.read_at::<i32>(root) } != Ok(DEFAULT_HIERARCHY) {
-        return;
-    }
+    let v1 = match unsafe { ctx.read_at::<i32>(root) } {
+        Ok(DEFAULT_HIERARCHY) => false,
+        Ok(hierarchy) if hierarchy as u32 == discovery!(v1_hierarchy) => true,
+        _ => return,
+    };
     let Some(event) = EVENT_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -67,7 +72,7 @@ fn on_cgroup_event(ctx: &TracePointContext, kind: CgroupEventKind) {
     };
     event.kind = kind as u32;
     event.level = level;
-    event.id = id;
+    event.id = if v1 { id | V1_TAG } else { id };
     event.slot = NO_SLOT;
     // A __data_loc field: low 16 bits offset into the record, high 16 length.
     let path_offset = (data_loc & 0xffff) as usize;
@@ -76,7 +81,12 @@ fn on_cgroup_event(ctx: &TracePointContext, kind: CgroupEventKind) {
     if unsafe { bpf_probe_read_kernel_str_bytes(src, &mut event.path) }.is_err() {
         return;
     }
-    if !under_monitored_root(&event.path) {
+    let wanted = if v1 {
+        under_discovery_prefix(&event.path, 1)
+    } else {
+        under_monitored_root(&event.path) || under_discovery_prefix(&event.path, 0)
+    };
+    if !wanted {
         return;
     }
     if kind == CgroupEventKind::Mkdir {
@@ -131,4 +141,43 @@ fn under_monitored_root(path: &[u8; CGROUP_PATH_MAX]) -> bool {
         }
     }
     true
+}
+
+/// Does `path` start with one of the discovery prefixes of the v2 (`v1`
+/// 0) or the watched v1 (`v1` 1) hierarchy?
+#[inline(always)]
+fn under_discovery_prefix(path: &[u8; CGROUP_PATH_MAX], v1: u32) -> bool {
+    let count = discovery!(count) as usize;
+    for p in 0..DISCOVERY_PREFIXES {
+        if p >= count {
+            return false;
+        }
+        let prefix = &discovery_filter().prefixes[p];
+        // SAFETY (volatile reads): statics whose compile-time contents are
+        // placeholders.
+        let (its_v1, len) = unsafe {
+            (
+                core::ptr::read_volatile(&raw const prefix.v1),
+                core::ptr::read_volatile(&raw const prefix.len) as usize,
+            )
+        };
+        if its_v1 != v1 || len == 0 || len > DISCOVERY_PREFIX_MAX {
+            continue;
+        }
+        let mut matched = true;
+        for i in 0..DISCOVERY_PREFIX_MAX {
+            if i >= len {
+                break;
+            }
+            let expected = unsafe { core::ptr::read_volatile(&raw const prefix.bytes[i]) };
+            if path[i] != expected {
+                matched = false;
+                break;
+            }
+        }
+        if matched {
+            return true;
+        }
+    }
+    false
 }

@@ -3,16 +3,14 @@
 //! living 5 ms is exact; counts whole-process exits, and OOM kills when
 //! the thread is a victim the OOM killer marked.
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 
 use crate::{
     atomics::atomic_add,
     config::layout,
     maps::{OOM_PENDING, OOM_VICTIMS, counters_of},
-    tasks::{TaskAt, read, settle},
+    tasks::{TaskAt, current_job_cgroup, read, settle},
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
@@ -28,7 +26,7 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     };
     settle(TaskAt(task));
     let oom_killed = take_oom_victim();
-    let Some(counters) = counters_of(unsafe { bpf_get_current_cgroup_id() }) else {
+    let Some(counters) = current_job_cgroup().and_then(counters_of) else {
         return 0;
     };
     if oom_killed {

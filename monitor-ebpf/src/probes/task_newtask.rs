@@ -6,14 +6,12 @@
 //! alike and would count every OpenMP thread as a process. It fires when
 //! the child is complete (in its final cgroup, also with
 //! CLONE_INTO_CGROUP) but has not run yet.
-use aya_ebpf::{
-    helpers::bpf_get_current_cgroup_id, macros::raw_tracepoint, programs::RawTracePointContext,
-};
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 
 use crate::{
     atomics::atomic_add,
-    maps::{counters_of, slot_of},
-    tasks::{Task, TaskAt, counters_of_task, track},
+    maps::counters_of,
+    tasks::{TaskAt, counters_of_task, current_job_cgroup, job_cgroup, track},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -26,8 +24,8 @@ pub fn task_newtask(ctx: RawTracePointContext) -> i32 {
     let clone_flags: u64 = ctx.arg(1);
     // `current` is the parent, whose cgroup the child inherits unless it
     // was cloned into another one.
-    let parent_cgroup = unsafe { bpf_get_current_cgroup_id() };
-    if let Some(counters) = counters_of(parent_cgroup) {
+    let parent_cgroup = current_job_cgroup();
+    if let Some(counters) = parent_cgroup.and_then(counters_of) {
         let started = if clone_flags & CLONE_THREAD != 0 {
             &mut counters.threads_started
         } else {
@@ -36,16 +34,17 @@ pub fn task_newtask(ctx: RawTracePointContext) -> i32 {
         atomic_add(started, 1u64);
     }
     let cgroup = if clone_flags & CLONE_INTO_CGROUP != 0 {
-        match TaskAt(child).cgroup() {
+        match job_cgroup(TaskAt(child)) {
+            Some((cgroup, true)) => cgroup,
+            _ => return 0,
+        }
+    } else {
+        match parent_cgroup {
             Some(cgroup) => cgroup,
             None => return 0,
         }
-    } else {
-        parent_cgroup
     };
-    if slot_of(cgroup).is_some()
-        && let Some(now) = counters_of_task(TaskAt(child))
-    {
+    if let Some(now) = counters_of_task(TaskAt(child)) {
         // The kernel zeroed the child's counters: all it does is the job's.
         track(child, cgroup, now);
     }

@@ -19,8 +19,8 @@ use self::{
 use crate::{
     api::ApiState,
     cli::DaemonArgs,
-    jobs::JobTable,
     jobs::registry::Registry,
+    jobs::{JobTable, discovery::Discovery},
     kernel::{
         self, EBPF_OBJECT,
         pins::{self, PinDir, StampInputs},
@@ -69,7 +69,30 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         cgroups: args.max_cgroups,
         tasks: args.max_tasks,
     };
-    let constants = format!("{:?} {layout:?}", probes::constants(&offsets, sizes));
+    let discovery = if args.discover_off {
+        Discovery::default()
+    } else {
+        Discovery::new(&args.discover_layouts).context("--discover.layout")?
+    };
+    discovery.publish_v1_mount();
+    if discovery.is_off() {
+        log::info!(
+            "no resource manager's job layouts: only the monitored root's and registered jobs"
+        );
+    }
+    if let Some(v1) = discovery.v1() {
+        log::info!(
+            "resource managers' jobs: v1 hierarchy {} (id {}) at {}",
+            v1.controller,
+            v1.hierarchy,
+            v1.mount.display()
+        );
+    }
+    let kernel_discovery = discovery.kernel_filter();
+    let constants = format!(
+        "{:?} {layout:?} {kernel_discovery:?}",
+        probes::constants(&offsets, sizes)
+    );
     let stamp = StampInputs {
         object: EBPF_OBJECT,
         constants: constants.as_bytes(),
@@ -79,8 +102,15 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         cgroup_v2_mount: &mount,
     }
     .stamp();
-    let (probes, upgrade) =
-        load_or_reattach(&args, &offsets, &layout, &root_in_hierarchy, sizes, &stamp)?;
+    let (probes, upgrade) = load_or_reattach(
+        &args,
+        &offsets,
+        &layout,
+        &root_in_hierarchy,
+        &kernel_discovery,
+        sizes,
+        &stamp,
+    )?;
     let reattached = probes.reattached();
     let _stats = if args.bpf_stats {
         Some(program_stats::enable().context("enabling bpf_stats (--bpf.stats)")?)
@@ -95,7 +125,10 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
 
     let shared = Arc::new(SharedSnapshot::default());
-    let table = Arc::new(Mutex::new(JobTable::new(&root_in_hierarchy)));
+    let discovery = Arc::new(discovery);
+    let table = Arc::new(Mutex::new(
+        JobTable::new(&root_in_hierarchy).with_discovery(discovery.clone()),
+    ));
     let wake = Arc::new(Wake::new().context("making the sampler's wake-up pipe")?);
     let registrations = Arc::new(RegistrationStats::default());
     let launcher_config = LauncherConfig {
@@ -113,6 +146,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         interval: args.sample_interval,
         retention: args.job_retention,
         bpf_stats_held: args.bpf_stats,
+        discovery,
     };
     let store = Store::open(&args.state_dir).context("opening the state store (--state.dir)")?;
     let registry = saved_registry(&store);
@@ -285,14 +319,21 @@ fn load_or_reattach(
     offsets: &monitor_common::FieldOffsets,
     layout: &monitor_common::KernelLayout,
     root_in_hierarchy: &str,
+    discovery: &monitor_common::Discovery,
     sizes: MapSizes,
     stamp: &str,
 ) -> anyhow::Result<(Probes, Option<Upgrade>)> {
     if args.pin_path.as_os_str().is_empty() {
-        return Ok((
-            Probes::load(EBPF_OBJECT, offsets, layout, root_in_hierarchy, sizes, None)?,
+        let probes = Probes::load(
+            EBPF_OBJECT,
+            offsets,
+            layout,
+            root_in_hierarchy,
+            discovery,
+            sizes,
             None,
-        ));
+        )?;
+        return Ok((probes, None));
     }
     bpffs::ensure_parent_mounted(&args.pin_path)?;
     let pins = PinDir::new(args.pin_path.clone());
@@ -319,6 +360,7 @@ fn load_or_reattach(
         offsets,
         layout,
         root_in_hierarchy,
+        discovery,
         sizes,
         Some(staging),
     )?;

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use monitor_common::{CgroupCounters, CgroupEventKind, DROP_REASONS, DropReason};
+use monitor_common::{CgroupCounters, CgroupEventKind, DROP_REASONS, DropReason, V1_TAG};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::{
@@ -27,8 +27,9 @@ use super::{
 use crate::{
     jobs::{
         JobKey, JobTable,
+        discovery::{self, Discovery},
         registry::Registry,
-        table::{EmptyCgroups, Job},
+        table::{Added, EmptyCgroups, Job},
     },
     kernel::{
         events,
@@ -58,6 +59,8 @@ pub struct SamplerConfig {
     /// The daemon holds a BPF_ENABLE_STATS fd (`--bpf.stats`); the sysctl
     /// file does not show that.
     pub bpf_stats_held: bool,
+    /// Resource managers' job layouts.
+    pub discovery: Arc<Discovery>,
 }
 
 pub struct Sampler {
@@ -190,6 +193,7 @@ impl Sampler {
             self.probes.counters.track(dir.id)?;
             self.table().add_cgroup(dir.id, &path, dir.uid, dir.created);
         }
+        self.find_discovered()?;
         let mount = self.config.mount.clone();
         let now = Instant::now();
         let mut table = self.table();
@@ -251,6 +255,45 @@ impl Sampler {
         self.wake.drain();
     }
 
+    /// Resource managers' job directories already there (and those made
+    /// while cgroup events were lost): taken in as jobs, counted in place.
+    fn find_discovered(&mut self) -> anyhow::Result<()> {
+        let roots = self.config.discovery.roots(&self.config.mount);
+        for root in roots {
+            let dirs = match cgroupfs::walk(&root.dir) {
+                Ok(dirs) => dirs,
+                // No such resource manager here (yet).
+                Err(e) => {
+                    log::debug!("no job layout's directory at {}: {e}", root.dir.display());
+                    continue;
+                }
+            };
+            for dir in dirs {
+                let Some(path) = root.table_path(&dir.path) else {
+                    continue;
+                };
+                let id = match root.controller {
+                    Some(_) => dir.id | V1_TAG,
+                    None => dir.id,
+                };
+                let mut table = self.table();
+                if table.knows(id) {
+                    continue;
+                }
+                if table.add_cgroup(id, &path, dir.uid, dir.created) == Added::NotAJob {
+                    continue;
+                }
+                drop(table);
+                // Claimed by the daemon at start; found (claimed by the
+                // kernel at mkdir) or claimed now after lost events.
+                if self.probes.counters.claim(id)?.is_some() {
+                    self.walk_every_task = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Starts counting cgroups the launcher side adopted. Their tasks were
     /// running already: the task iterator runs at once, so each is counted
     /// from now rather than from the next sample.
@@ -278,7 +321,14 @@ impl Sampler {
     fn drain_events(&mut self) {
         let mut changes = Vec::new();
         while let Some(item) = self.probes.events.next() {
-            if let Some(change) = events::decode(&item) {
+            if let Some(mut change) = events::decode(&item) {
+                if change.id & V1_TAG != 0 {
+                    // A cgroup of the watched v1 hierarchy: its table path.
+                    let Some(v1) = self.config.discovery.v1() else {
+                        continue;
+                    };
+                    change.path = discovery::v1_table_path(&v1.controller, &change.path);
+                }
                 changes.push(change);
             }
         }
@@ -301,12 +351,25 @@ impl Sampler {
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut not_jobs = Vec::new();
         for (change, uid) in changes.iter().zip(owners) {
             match change.kind {
                 CgroupEventKind::Mkdir => {
-                    table.add_cgroup(change.id, &change.path, uid, wall_now);
+                    let added = table.add_cgroup(change.id, &change.path, uid, wall_now);
+                    if added == Added::NotAJob && self.config.discovery.may_hold_jobs(&change.path)
+                    {
+                        // Given a slot for being under a job layout's
+                        // prefix, but no job: the slot goes back.
+                        not_jobs.push(change.id);
+                    }
                 }
                 CgroupEventKind::Rmdir => table.remove_cgroup(change.id, now),
+            }
+        }
+        drop(table);
+        for id in not_jobs {
+            if let Err(e) = self.probes.counters.release(id) {
+                log::debug!("freeing the slot of cgroup {id}, no job: {e}");
             }
         }
     }

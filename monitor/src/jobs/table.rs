@@ -5,18 +5,24 @@
 //! the peer's uid and the job id it claims, one cgroup per registering task,
 //! or the resource manager's cgroup it was adopted in), or a directory made
 //! by hand directly under the monitored root (named by the directory, owned
-//! by the directory's owner). Cgroups below a known cgroup join its job.
+//! by the directory's owner), or a resource manager's job directory a
+//! discovery layout matches (named and owned as the layout says). Cgroups
+//! below a known cgroup join its job.
 //! A removed cgroup keeps its entry until its final values are read (see
 //! [`JobTable::finalizable`]); a job is finished when its last cgroup is.
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
 use monitor_common::CgroupCounters;
 
-use super::registry::{Registry, SavedCgroup, SavedCounters, SavedJob};
+use super::{
+    discovery::{self, Discovery},
+    registry::{Registry, SavedCgroup, SavedCounters, SavedJob},
+};
 use crate::{metrics::encode::unix_seconds, system::cgroupfs::job_of};
 
 /// How long after a cgroup's removal its counters are read for the last
@@ -43,7 +49,8 @@ pub struct JobMeta {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    /// A directory made under the monitored root by someone else.
+    /// A directory made under the monitored root by someone else, or a
+    /// resource manager's job directory (see [`super::discovery`]).
     Directory,
     /// Registered over the launcher socket.
     Registered,
@@ -139,6 +146,8 @@ pub struct JobTable {
     /// Bumped by every change to what [`JobTable::export`] returns, so the
     /// registry is saved only when it changed.
     generation: u64,
+    /// Resource managers' job layouts.
+    discovery: Arc<Discovery>,
 }
 
 impl JobTable {
@@ -154,7 +163,15 @@ impl JobTable {
             untracked: Vec::new(),
             ended: Vec::new(),
             generation: 0,
+            discovery: Arc::default(),
         }
+    }
+
+    /// Takes resource managers' job directories that `discovery` describes
+    /// as jobs.
+    pub fn with_discovery(mut self, discovery: Arc<Discovery>) -> Self {
+        self.discovery = discovery;
+        self
     }
 
     /// Changes with every change to the exported registry.
@@ -283,6 +300,26 @@ impl JobTable {
         {
             self.insert_cgroup(id, path, key, true, false);
             return Added::JoinedJob;
+        }
+        if let Some(found) = self.discovery.job_of(path) {
+            // A resource manager's job, counted in place; it ends when the
+            // resource manager removes its directory.
+            let key = JobKey {
+                uid: found.uid.unwrap_or(uid),
+                jobid: found.jobid,
+            };
+            let added = if self.live.contains_key(&key) {
+                Added::JoinedJob
+            } else {
+                self.finished.remove(&key);
+                self.live.insert(
+                    key.clone(),
+                    Job::new(key.clone(), Origin::Directory, path, created),
+                );
+                Added::NewJob
+            };
+            self.insert_cgroup(id, path, key, true, false);
+            return added;
         }
         let Some(dir) = job_of(&self.root, path) else {
             return Added::NotAJob;
@@ -607,9 +644,10 @@ impl JobTable {
         self.finished.values()
     }
 
-    /// The directory of a cgroup path under `mount`.
+    /// The directory of a cgroup path: under `mount` (the v2 mount), or in
+    /// the watched v1 hierarchy for a v1 path (`freezer:/slurm/...`).
     pub fn dir(mount: &Path, path: &str) -> PathBuf {
-        mount.join(path.trim_start_matches('/'))
+        discovery::dir(mount, path)
     }
 }
 

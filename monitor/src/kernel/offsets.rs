@@ -143,6 +143,8 @@ fn layout_from(btf: &Btf) -> Result<KernelLayout, OffsetError> {
         signal_thread_head: btf.member_offset("signal_struct", &["thread_head"])?,
         signal_live: btf.member_offset("signal_struct", &["live"])?,
         exit_group_dead_arg: u32::from(btf.tracepoint_args("sched_process_exit")? >= 2),
+        css_set_subsys: btf.member_offset("css_set", &["subsys"])?,
+        css_cgroup: btf.member_offset("cgroup_subsys_state", &["cgroup"])?,
         _pad: 0,
         task_thread_node: task(&["thread_node"])?,
         task_mm: task(&["mm"])?,

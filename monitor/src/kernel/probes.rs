@@ -17,7 +17,8 @@ use aya::{
     },
 };
 use monitor_common::{
-    CGROUP_PROBES, CgroupCounters, FieldOffsets, KernelLayout, ROOT_PREFIX_MAX, RootPrefix,
+    CGROUP_PROBES, CgroupCounters, Discovery, FieldOffsets, KernelLayout, ROOT_PREFIX_MAX,
+    RootPrefix,
 };
 use thiserror::Error;
 
@@ -272,6 +273,7 @@ impl Probes {
         offsets: &FieldOffsets,
         layout: &KernelLayout,
         root_in_hierarchy: &str,
+        discovery: &Discovery,
         sizes: MapSizes,
         pins: Option<PinSet>,
     ) -> Result<Self, ProbeError> {
@@ -290,6 +292,7 @@ impl Probes {
             .override_global("FIELD_OFFSETS", &constants, true)
             .override_global("KERNEL_LAYOUT", layout, true)
             .override_global("ROOT_PREFIX", &prefix, true)
+            .override_global("DISCOVERY", discovery, true)
             .map_max_entries("CGROUP_INDEX", sizes.cgroups)
             .map_max_entries("CGROUP_COUNTERS", sizes.cgroups)
             .map_max_entries("CGROUP_RSS", sizes.cgroups)
@@ -800,6 +803,7 @@ mod tests {
             &FieldOffsets::default(),
             &KernelLayout::default(),
             "/m",
+            &Discovery::OFF,
             sizes,
             None,
         )
