@@ -103,6 +103,45 @@ fn slurm_jobs_are_monitored_without_changing_their_scripts() -> anyhow::Result<(
     compare_while_asleep(&daemon, &slurm, &steps, 3.0)?;
     slurm.wait_done(&steps, JOB_TIMEOUT)?;
 
+    // `monitor run` inside a job step joins the job: its label on the
+    // job's series, no second job.
+    let monitor = monitor_tests::daemon::binary()?;
+    let joined = slurm.sbatch(&format!(
+        "MONITOR_SOCKET={} srun {} run --require --label k=v -- {WORKLOAD} spin 300",
+        daemon.socket().display(),
+        monitor.display()
+    ))?;
+    slurm.wait_done(&joined, JOB_TIMEOUT)?;
+    let labelled = [("jobid", joined.as_str()), ("label_k", "v")];
+    let (seen, metrics) = daemon.wait_for(10, |m| {
+        m.find("monitor_job_info", &labelled)
+            .is_ok_and(|v| v.is_some())
+    })?;
+    assert!(
+        seen,
+        "job {joined} has no k=v label from monitor run:\n{}",
+        metrics.text
+    );
+    // `monitor run` takes SLURM_JOB_ID as its job id: a job of its own
+    // would be a second series of that id, or this one in a task cgroup.
+    let of_job = [("jobid", joined.as_str())];
+    let infos: Vec<_> = metrics.matching("monitor_job_info", &of_job).collect();
+    assert_eq!(
+        infos.len(),
+        1,
+        "two series of job {joined}:\n{}",
+        metrics.text
+    );
+    let cgroup = infos[0]
+        .labels
+        .get("cgroup")
+        .map(String::as_str)
+        .unwrap_or("");
+    assert!(
+        cgroup.starts_with("freezer:/"),
+        "job {joined} is not Slurm's cgroup but {cgroup:?}: monitor run made its own"
+    );
+
     // A 100 ms job, and 20 jobs in a row: every one is kept.
     let short = slurm.sbatch(&format!("{WORKLOAD} spin 100"))?;
     let mut row = Vec::new();

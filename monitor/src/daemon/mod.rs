@@ -134,6 +134,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let launcher_config = LauncherConfig {
         trust,
         adopt,
+        discovery: discovery.clone(),
         max_jobs_per_user: args.max_jobs_per_user,
         hello_timeout: args.hello_timeout,
         mount: mount.clone(),

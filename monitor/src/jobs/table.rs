@@ -25,6 +25,9 @@ use super::{
 };
 use crate::{metrics::encode::unix_seconds, system::cgroupfs::job_of};
 
+/// Labels a discovered job takes from the launchers that join it, in all.
+const MAX_JOINED_LABELS: usize = 32;
+
 /// How long after a cgroup's removal its counters are read for the last
 /// time: the last task's final switch-out can come just after the rmdir.
 pub const FINAL_READ_GRACE: Duration = Duration::from_millis(50);
@@ -469,6 +472,50 @@ impl JobTable {
             job.visible = true;
         }
         true
+    }
+
+    /// The discovered job (a resource manager's) whose cgroup `path` is or
+    /// is below: the deepest known cgroup on the way up, with its path and
+    /// job.
+    pub fn discovered_job_containing(&self, path: &str) -> Option<(u64, String, JobKey)> {
+        let mut at = path;
+        loop {
+            if let Some(&id) = self.paths.get(at)
+                && let Some(entry) = self.cgroups.get(&id)
+                && entry.removed_at.is_none()
+                && let Some(job) = self.live.get(&entry.job)
+                && self.discovery.job_of(&job.cgroup).is_some()
+            {
+                return Some((id, at.to_string(), entry.job.clone()));
+            }
+            match at.rsplit_once('/') {
+                Some((parent, _)) if !parent.is_empty() && !parent.ends_with(':') => at = parent,
+                _ => return None,
+            }
+        }
+    }
+
+    /// A launcher inside live job `key` (a resource manager's) adds its
+    /// name and labels to it.
+    pub fn join(&mut self, key: &JobKey, meta: JobMeta) {
+        let Some(job) = self.live.get_mut(key) else {
+            return;
+        };
+        self.generation += 1;
+        if job.meta.name.is_empty() {
+            job.meta.name = meta.name;
+        }
+        // Every task of the job may join it: the labels of all of them
+        // together stay within what one hello may carry.
+        for (name, value) in meta.labels {
+            if job.meta.labels.len() >= MAX_JOINED_LABELS && !job.meta.labels.contains_key(&name) {
+                break;
+            }
+            job.meta.labels.entry(name).or_insert(value);
+        }
+        if job.meta.launcher.is_empty() {
+            job.meta.launcher = meta.launcher;
+        }
     }
 
     /// Drops a registered job that never got a cgroup (its registration failed).

@@ -110,6 +110,20 @@ impl Peer {
             })
     }
 
+    /// The path of its cgroup in the v1 hierarchy of `controller`, if that
+    /// is mounted (a `N:controller[,...]:/path` line of /proc/PID/cgroup).
+    pub fn v1_cgroup(&self, controller: &str) -> Result<Option<String>, PeerError> {
+        let text = self.read("cgroup")?;
+        Ok(text.lines().find_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_string())
+        }))
+    }
+
     /// The basename of the executable, for job names and the launcher label.
     pub fn exe_name(&self) -> String {
         self.exe

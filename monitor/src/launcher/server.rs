@@ -28,7 +28,10 @@ use super::{
 };
 use crate::{
     daemon::wake::Wake,
-    jobs::{JobKey, JobMeta, JobTable},
+    jobs::{
+        JobKey, JobMeta, JobTable,
+        discovery::{self, Discovery},
+    },
 };
 
 /// Connections handled at once; more are answered "busy" and closed.
@@ -37,6 +40,8 @@ const MAX_CONNECTIONS: usize = 4096;
 pub struct LauncherConfig {
     pub trust: TrustList,
     pub adopt: AdoptRules,
+    /// Resource managers' job layouts: a launcher inside such a job joins it.
+    pub discovery: Arc<Discovery>,
     pub max_jobs_per_user: usize,
     pub hello_timeout: Duration,
     pub mount: PathBuf,
@@ -70,6 +75,9 @@ enum PlaceError {
 struct Placed {
     cgroup_id: u64,
     path: String,
+    /// The peer is inside a resource manager's job the daemon found: it
+    /// joins that job (name, labels) instead of making one.
+    joined: Option<JobKey>,
 }
 
 impl Registrar {
@@ -106,6 +114,9 @@ impl Registrar {
         meta: JobMeta,
     ) -> Result<Placed, PlaceError> {
         let current = peer.cgroup()?;
+        if let Some(placed) = self.join_discovered(peer, &current)? {
+            return Ok(placed);
+        }
         if self.config.adopt.adopts(&current) {
             let dir = JobTable::dir(&self.config.mount, &current);
             let id = std::fs::metadata(&dir)
@@ -119,6 +130,7 @@ impl Registrar {
             return Ok(Placed {
                 cgroup_id: id,
                 path: current,
+                joined: None,
             });
         }
         {
@@ -155,6 +167,7 @@ impl Registrar {
                     &Placed {
                         cgroup_id: id,
                         path: path.clone(),
+                        joined: None,
                     },
                     None,
                 );
@@ -170,7 +183,29 @@ impl Registrar {
         Ok(Placed {
             cgroup_id: id,
             path,
+            joined: None,
         })
+    }
+
+    /// The resource manager's job (found by discovery) the peer runs in,
+    /// by its v2 cgroup or its cgroup in the watched v1 hierarchy.
+    fn join_discovered(&self, peer: &Peer, v2: &str) -> Result<Option<Placed>, PlaceError> {
+        let v1 = match self.config.discovery.v1() {
+            Some(v1) => peer
+                .v1_cgroup(&v1.controller)?
+                .map(|path| discovery::v1_table_path(&v1.controller, &path)),
+            None => None,
+        };
+        let table = self.table();
+        let found = table.discovered_job_containing(v2).or_else(|| {
+            v1.as_deref()
+                .and_then(|p| table.discovered_job_containing(p))
+        });
+        Ok(found.map(|(cgroup_id, path, key)| Placed {
+            cgroup_id,
+            path,
+            joined: Some(key),
+        }))
     }
 
     fn make_task_cgroup(
@@ -222,6 +257,18 @@ impl Registrar {
         hello: Option<&Hello>,
     ) -> Result<JobKey, String> {
         let launcher = peer.exe_name();
+        if let Some(key) = &placed.joined {
+            // The resource manager's job id stands; the launcher adds its
+            // name and labels to it.
+            let meta = JobMeta {
+                name: hello.and_then(|h| h.name.clone()).unwrap_or_default(),
+                user: None,
+                labels: hello.map(|h| h.labels.clone()).unwrap_or_default(),
+                launcher,
+            };
+            self.table().join(key, meta);
+            return Ok(key.clone());
+        }
         let silent_id = format!("{launcher}_{}", peer.pid);
         let Some(hello) = hello else {
             let key = JobKey {
