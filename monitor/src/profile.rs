@@ -73,6 +73,12 @@ pub struct JobJson {
     pub block_read_bytes: u64,
     pub block_write_bytes: u64,
     pub network: Network,
+    /// CPUs in the job's cpuset and its memory limit, where its cgroups
+    /// set them (absent from profiles of older daemons).
+    #[serde(default)]
+    pub cpus_allocated: Option<u64>,
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
 }
 
 impl From<&JobView> for JobJson {
@@ -117,6 +123,8 @@ impl From<&JobView> for JobJson {
                 rx_packets: c.net_rx_packets,
                 tx_packets: c.net_tx_packets,
             },
+            cpus_allocated: job.files.cpus_allocated,
+            memory_limit_bytes: job.files.memory_limit_bytes,
         }
     }
 }

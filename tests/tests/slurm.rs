@@ -73,6 +73,38 @@ fn compare_while_asleep(
         error <= CPU_TOLERANCE,
         "Slurm job {jobid}: {ours:.6} s is not within 2% of its cpuacct.usage {kernel:.6} s"
     );
+    allocation_matches(&metrics, slurm, jobid)
+}
+
+/// What Slurm gave job `jobid` (its cpuset's CPUs, its memory limit), as
+/// the daemon reports it and as the job's v1 cgroups say.
+fn allocation_matches(metrics: &Metrics, slurm: &Slurm, jobid: &str) -> anyhow::Result<()> {
+    let read = |controller: &str, file: &str| -> anyhow::Result<String> {
+        let path = slurm.job_dir(&v1_mount(controller)?, jobid).join(file);
+        fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let cpus: f64 = read("cpuset", "cpuset.cpus")?
+        .trim()
+        .split(',')
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => b.parse::<f64>().unwrap_or(0.0) - a.parse::<f64>().unwrap_or(0.0) + 1.0,
+            None => 1.0,
+        })
+        .sum();
+    let limit: f64 = read("memory", "memory.limit_in_bytes")?.trim().parse()?;
+    let job = [("jobid", jobid), ("user", USER)];
+    let ours = (
+        metrics.value("monitor_job_cpus_allocated", &job)?,
+        metrics.value("monitor_job_memory_limit_bytes", &job)?,
+    );
+    println!(
+        "Slurm job {jobid}: allocated {ours:?} (cpus, memory limit), cgroups say ({cpus}, {limit})"
+    );
+    assert_eq!(
+        ours,
+        (cpus, limit),
+        "job {jobid}'s allocation against its cgroups"
+    );
     Ok(())
 }
 
@@ -97,10 +129,10 @@ fn slurm_jobs_are_monitored_without_changing_their_scripts() -> anyhow::Result<(
     // enough tasks keep that within the bar.
     let steps = slurm.sbatch_with(
         &["--ntasks=2"],
-        &format!("srun -n 2 {WORKLOAD} spin 1500; sleep 4"),
+        &format!("srun -n 2 {WORKLOAD} spin 2500; sleep 4"),
     )?;
     slurm.wait_running(&steps, JOB_TIMEOUT)?;
-    compare_while_asleep(&daemon, &slurm, &steps, 3.0)?;
+    compare_while_asleep(&daemon, &slurm, &steps, 5.0)?;
     slurm.wait_done(&steps, JOB_TIMEOUT)?;
 
     // `monitor run` inside a job step joins the job: its label on the

@@ -27,6 +27,7 @@ use super::{
 use crate::{
     jobs::{
         JobKey, JobTable,
+        allocation::{Allocation, AllocationReader},
         discovery::{self, Discovery},
         registry::Registry,
         table::{Added, EmptyCgroups, Job},
@@ -88,6 +89,10 @@ pub struct Sampler {
     /// The next sample walks every task of the node, not only the tracked
     /// ones: some job task may not be tracked (see [`Walk::EveryTask`]).
     walk_every_task: bool,
+    allocation: AllocationReader,
+    /// What each job was given (read when it is first seen, then with the
+    /// cross-checks); kept for its finished jobs' profiles.
+    allocations: HashMap<JobKey, Allocation>,
 }
 
 impl Sampler {
@@ -98,7 +103,9 @@ impl Sampler {
         config: SamplerConfig,
         shared: Arc<SharedSnapshot>,
     ) -> Self {
+        let allocation = AllocationReader::new(&config.mount);
         Self {
+            allocation,
             probes,
             table,
             wake,
@@ -113,6 +120,7 @@ impl Sampler {
             restored: Vec::new(),
             // Tasks may have entered jobs before the programs were attached.
             walk_every_task: true,
+            allocations: HashMap::new(),
         }
     }
 
@@ -449,6 +457,7 @@ impl Sampler {
 
         let (tasks, cgroup_tasks) = self.count_tasks(&job_tasks);
         self.read_cgroup_files();
+        self.read_allocations();
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let (freed, empty, ended) = {
@@ -675,6 +684,32 @@ impl Sampler {
         self.files = files;
     }
 
+    /// What each live job was given: read for a job not seen before, and
+    /// again with the cross-checks (a resource manager may change it).
+    fn read_allocations(&mut self) {
+        let refresh = self.health.samples.is_multiple_of(CROSS_CHECK_EVERY);
+        let table = self.table.clone();
+        let table = table.lock().unwrap_or_else(|e| e.into_inner());
+        let due: Vec<(JobKey, String)> = table
+            .live_jobs()
+            .filter(|job| refresh || !self.allocations.contains_key(&job.key))
+            .filter(|job| !job.cgroup.is_empty())
+            .map(|job| (job.key.clone(), job.cgroup.clone()))
+            .collect();
+        if refresh {
+            let known: HashSet<&JobKey> = table
+                .live_jobs()
+                .chain(table.finished_jobs())
+                .map(|job| &job.key)
+                .collect();
+            self.allocations.retain(|key, _| known.contains(key));
+        }
+        drop(table);
+        for (key, cgroup) in due {
+            self.allocations.insert(key, self.allocation.read(&cgroup));
+        }
+    }
+
     /// Whether any v2 cgroup can have memory or io files: whether the v2
     /// hierarchy's root hands either controller down (job cgroups may be
     /// adopted from anywhere in it, so not only the monitored root's).
@@ -728,9 +763,14 @@ impl Sampler {
             .user
             .clone()
             .unwrap_or_else(|| self.users.name(job.key.uid).to_string());
+        let mut files = self.files.get(&job.key).cloned().unwrap_or_default();
+        if let Some(allocation) = self.allocations.get(&job.key) {
+            files.cpus_allocated = allocation.cpus;
+            files.memory_limit_bytes = allocation.memory_limit_bytes;
+        }
         JobView {
             counters: job.totals(),
-            files: self.files.get(&job.key).cloned().unwrap_or_default(),
+            files,
             jobid: job.key.jobid,
             uid: job.key.uid,
             user,

@@ -36,6 +36,10 @@ pub struct CgroupFileStats {
     pub memory_peak: Option<u64>,
     pub io_read_bytes: Option<u64>,
     pub io_write_bytes: Option<u64>,
+    /// CPUs in the job's cpuset, and its memory limit (see
+    /// [`crate::jobs::allocation`]), where set.
+    pub cpus_allocated: Option<u64>,
+    pub memory_limit_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -279,7 +279,7 @@ pub fn v1_table_path(controller: &str, path: &str) -> String {
 }
 
 /// `controller:/x` -> (Some(controller), "/x"); `/x` -> (None, "/x").
-fn split(path: &str) -> (Option<&str>, &str) {
+pub fn split(path: &str) -> (Option<&str>, &str) {
     match path.split_once(":/") {
         Some((controller, _)) if !controller.contains('/') => {
             (Some(controller), &path[controller.len() + 1..])
@@ -355,18 +355,7 @@ fn v1_hierarchy(controller: &str, cgroups: &str, mountinfo: &str) -> Option<V1Hi
             let hierarchy: u32 = fields.next()?.parse().ok()?;
             (name == controller && hierarchy != 0).then_some((index as u32, hierarchy))
         })?;
-    let mount = mountinfo.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        let mut after = after.split_whitespace();
-        if after.next()? != "cgroup" {
-            return None;
-        }
-        let options = after.nth(1)?;
-        options
-            .split(',')
-            .any(|o| o == controller)
-            .then(|| before.split_whitespace().nth(4).map(PathBuf::from))?
-    })?;
+    let mount = super::allocation::v1_mount(controller, mountinfo)?;
     Some(V1Hierarchy {
         controller: controller.to_string(),
         hierarchy,

@@ -1,4 +1,5 @@
 //! Jobs: which cgroups make up which job, and each job's totals.
+pub mod allocation;
 pub mod discovery;
 pub mod registry;
 pub mod table;

@@ -64,8 +64,21 @@ type FileStat = (
     fn(&CgroupFileStats) -> Option<u64>,
 );
 
-/// The kernel's own files, where present (pure cgroup v2 hosts).
-const FILES: [FileStat; 4] = [
+/// The kernel's own files, where present (pure cgroup v2 hosts; the
+/// allocation also from a v1 resource manager's cpuset and memory cgroups).
+const FILES: [FileStat; 6] = [
+    (
+        "monitor_job_cpus_allocated",
+        "CPUs in the job's cpuset (cpuset.cpus.effective on v2, a v1 job's cpuset.cpus): CPU efficiency is CPU seconds over elapsed times this.",
+        MetricType::Gauge,
+        |f| f.cpus_allocated,
+    ),
+    (
+        "monitor_job_memory_limit_bytes",
+        "The job's memory limit (memory.max on v2, a v1 job's memory.limit_in_bytes); absent when unlimited.",
+        MetricType::Gauge,
+        |f| f.memory_limit_bytes,
+    ),
     (
         "monitor_job_cgroup_memory_current_bytes",
         "memory.current of the job's cgroups (cross-check; only where the memory controller is enabled).",
