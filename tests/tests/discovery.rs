@@ -23,6 +23,8 @@ const SPIN_MS: u64 = 1500;
 /// Our CPU against the kernel's own accounting of the job's cgroup.
 const CPU_TOLERANCE: f64 = 0.02;
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The uid the v2 jobs' tasks run as (no user of that name needed).
+const JOB_UID: u32 = 4243;
 
 /// The mount point of v1 controller `controller` (its own hierarchy).
 fn v1_mount(controller: &str) -> anyhow::Result<PathBuf> {
@@ -81,6 +83,25 @@ fn relative_difference(ours: f64, kernel: f64) -> f64 {
 fn spin_in(dirs: &[&Path]) -> anyhow::Result<()> {
     let mut command = Command::new(WORKLOAD);
     command.args(["spin", &SPIN_MS.to_string()]);
+    spin(command, dirs)
+}
+
+/// The same, run as `uid` (it joins the cgroups as root, then drops to it).
+fn spin_as(uid: u32, dirs: &[&Path]) -> anyhow::Result<()> {
+    let mut command = Command::new("setpriv");
+    let uid = uid.to_string();
+    command.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={uid}"),
+        "--clear-groups",
+        WORKLOAD,
+        "spin",
+        &SPIN_MS.to_string(),
+    ]);
+    spin(command, dirs)
+}
+
+fn spin(mut command: Command, dirs: &[&Path]) -> anyhow::Result<()> {
     for dir in dirs {
         join_before_exec(&mut command, dir)?;
     }
@@ -155,8 +176,9 @@ fn a_slurm_v1_job_is_found_and_counted_in_place() -> anyhow::Result<()> {
 
 /// Slurm's v2 layouts, `.../slurmstepd.scope/job_<id>/step_<step>` and
 /// (several slurmd on one host) `.../<node>_slurmstepd.scope/job_<id>`:
-/// each job's CPU matches its job cgroup's cpu.stat; the scope's own
-/// `system` cgroup is no job.
+/// each job's CPU matches its job cgroup's cpu.stat; its user is the uid
+/// its tasks run as (the directories are root's, as Slurm makes them); the
+/// scope's own `system` cgroup is no job.
 #[test]
 fn slurm_v2_jobs_are_found_under_both_scope_names() -> anyhow::Result<()> {
     if !require_root_or_skip() {
@@ -179,13 +201,16 @@ fn slurm_v2_jobs_are_found_under_both_scope_names() -> anyhow::Result<()> {
         let job = JobCgroup::create(&scope, &format!("job_{jobid}"))?;
         dirs.0.push(job.dir.clone());
         let step = dirs.make(job.dir.join("step_0"))?;
-        spin_in(&[&step])?;
+        spin_as(JOB_UID, &[&step])?;
         jobs.push((jobid, job));
     }
     let metrics = daemon.metrics_after_samples(2)?;
     let mut errors = Vec::new();
     for (jobid, job) in &jobs {
-        let ours = metrics.value("monitor_job_cpu_seconds_total", &[("jobid", jobid)])?;
+        let ours = metrics.value(
+            "monitor_job_cpu_seconds_total",
+            &[("jobid", jobid), ("user", &JOB_UID.to_string())],
+        )?;
         let kernel = job.cpu_usage_seconds()?;
         let error = relative_difference(ours, kernel);
         println!(

@@ -458,6 +458,7 @@ impl Sampler {
         let (tasks, cgroup_tasks) = self.count_tasks(&job_tasks);
         self.read_cgroup_files();
         self.read_allocations();
+        self.resolve_owners();
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let (freed, empty, ended) = {
@@ -684,6 +685,32 @@ impl Sampler {
         self.files = files;
     }
 
+    /// Owners of resource managers' jobs whose layout names none: the first
+    /// non-root uid among the processes in the job's cgroups.
+    fn resolve_owners(&mut self) {
+        /// Processes looked at per job and sample, at most.
+        const MAX_PIDS: usize = 16;
+        let pending = self.table().pending_owners();
+        for (key, cgroups) in pending {
+            let pids: String = cgroups
+                .iter()
+                .map(|path| {
+                    let procs = JobTable::dir(&self.config.mount, path).join("cgroup.procs");
+                    std::fs::read_to_string(procs).unwrap_or_default()
+                })
+                .collect();
+            let owner = pids
+                .lines()
+                .filter_map(|pid| pid.trim().parse::<u32>().ok())
+                .take(MAX_PIDS)
+                .filter_map(uid_of_process)
+                .find(|&uid| uid != 0);
+            if let Some(uid) = owner {
+                self.table().resolve_owner(&key, uid);
+            }
+        }
+    }
+
     /// What each live job was given: read for a job not seen before, and
     /// again with the cross-checks (a resource manager may change it).
     fn read_allocations(&mut self) {
@@ -795,4 +822,16 @@ fn add(total: &mut Option<u64>, value: Option<u64>) {
 fn owner(dir: &std::path::Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(dir).map(|m| m.uid()).unwrap_or(0)
+}
+
+/// The real uid of process `pid` (/proc/PID/status `Uid:`), if it still runs.
+fn uid_of_process(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

@@ -29,6 +29,9 @@ pub struct SavedJob {
     /// Unix seconds.
     pub start: f64,
     pub visible: bool,
+    /// A resource manager's job whose owner is still to be found.
+    #[serde(default)]
+    pub owner_pending: bool,
     /// Final values of the job's cgroups already removed.
     pub retired: SavedCounters,
     pub cgroups: Vec<SavedCgroup>,

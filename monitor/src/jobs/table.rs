@@ -88,6 +88,9 @@ pub struct Job {
     /// Latest values of the job's live cgroups.
     live: CgroupCounters,
     pub tasks: u64,
+    /// A resource manager's job whose layout names no owner: hidden until
+    /// one of its tasks' uid does (see [`JobTable::resolve_owner`]).
+    pub owner_pending: bool,
 }
 
 impl Job {
@@ -103,6 +106,7 @@ impl Job {
             retired: CgroupCounters::default(),
             live: CgroupCounters::default(),
             tasks: 0,
+            owner_pending: false,
         }
     }
 
@@ -214,6 +218,7 @@ impl JobTable {
                     cgroup: job.cgroup.clone(),
                     start: unix_seconds(job.start),
                     visible: job.visible,
+                    owner_pending: job.owner_pending,
                     retired: SavedCounters::from(&job.retired),
                     cgroups,
                 }
@@ -262,6 +267,7 @@ impl JobTable {
                 launcher: saved.launcher,
             };
             job.visible = saved.visible;
+            job.owner_pending = saved.owner_pending;
             job.retired = CgroupCounters::from(&saved.retired);
             self.live.insert(key.clone(), job);
             for cgroup in saved.cgroups {
@@ -315,10 +321,13 @@ impl JobTable {
                 Added::JoinedJob
             } else {
                 self.finished.remove(&key);
-                self.live.insert(
-                    key.clone(),
-                    Job::new(key.clone(), Origin::Directory, path, created),
-                );
+                let mut job = Job::new(key.clone(), Origin::Directory, path, created);
+                if found.uid.is_none() {
+                    // The directory's owner is the resource manager's (root).
+                    job.owner_pending = true;
+                    job.visible = false;
+                }
+                self.live.insert(key.clone(), job);
                 Added::NewJob
             };
             self.insert_cgroup(id, path, key, true, false);
@@ -495,6 +504,54 @@ impl JobTable {
         }
     }
 
+    /// Live jobs whose owner is still to be found, with their cgroups.
+    pub fn pending_owners(&self) -> Vec<(JobKey, Vec<String>)> {
+        self.live
+            .values()
+            .filter(|job| job.owner_pending)
+            .map(|job| {
+                let cgroups = self
+                    .cgroups
+                    .values()
+                    .filter(|e| e.job == job.key && e.removed_at.is_none())
+                    .map(|e| e.path.clone())
+                    .collect();
+                (job.key.clone(), cgroups)
+            })
+            .collect()
+    }
+
+    /// Job `key`'s owner is `uid` (the uid of one of its tasks): it is
+    /// keyed and shown as that user's from now on.
+    pub fn resolve_owner(&mut self, key: &JobKey, uid: u32) {
+        let Some(mut job) = self.live.remove(key) else {
+            return;
+        };
+        self.generation += 1;
+        let new = JobKey {
+            uid,
+            jobid: key.jobid.clone(),
+        };
+        for entry in self.cgroups.values_mut() {
+            if entry.job == *key {
+                entry.job = new.clone();
+            }
+        }
+        job.key = new.clone();
+        job.owner_pending = false;
+        job.visible = true;
+        self.finished.remove(&new);
+        match self.live.get_mut(&new) {
+            Some(existing) => {
+                existing.retired.add(&job.retired);
+                existing.start = existing.start.min(job.start);
+            }
+            None => {
+                self.live.insert(new, job);
+            }
+        }
+    }
+
     /// A launcher inside live job `key` (a resource manager's) adds its
     /// name and labels to it.
     pub fn join(&mut self, key: &JobKey, meta: JobMeta) {
@@ -634,6 +691,12 @@ impl JobTable {
             job.end = Some(wall_now);
             job.tasks = 0;
             job.live = CgroupCounters::default();
+            if job.owner_pending {
+                // Never seen with a task of a user: shown as its
+                // directory's owner's rather than lost.
+                job.owner_pending = false;
+                job.visible = true;
+            }
             if job.visible {
                 self.ended.push(job.clone());
                 self.finished.insert(job.key.clone(), job);
