@@ -122,7 +122,7 @@ fn a_slurm_v1_job_is_found_and_counted_in_place() -> anyhow::Result<()> {
     let (freezer, cpuacct) = (v1_mount("freezer")?, v1_mount("cpuacct")?);
     let top = format!("slurm_t{}", std::process::id());
     let layout = format!("freezer:^/{top}/uid_(?P<uid>[0-9]+)/job_(?P<jobid>[0-9]+)$");
-    let daemon = Daemon::start_with(&["--discover.layout", &layout])?;
+    let mut daemon = Daemon::start_with(&["--discover.layout", &layout])?;
 
     let mut dirs = Dirs(Vec::new());
     let step = |mount: &Path| mount.join(&top).join("uid_4242/job_901/step_batch");
@@ -156,6 +156,18 @@ fn a_slurm_v1_job_is_found_and_counted_in_place() -> anyhow::Result<()> {
             .is_some(),
         "job 901 is not running with cgroup {cgroup}:\n{}",
         metrics.text
+    );
+
+    // A restart (killed, so nothing is saved at exit) keeps the job and
+    // what it counted: the registry and the pinned programs carry it.
+    daemon.kill9()?;
+    daemon.restart()?;
+    let metrics = daemon.metrics_after_samples(1)?;
+    let after = metrics.value("monitor_job_cpu_seconds_total", &job)?;
+    println!("after a restart: {after:.6} s");
+    assert!(
+        relative_difference(after, ours) <= 0.001,
+        "job 901 counted {ours:.6} s before a restart and {after:.6} s after"
     );
 
     // Slurm removes the job's directories at its end: the job ends.
@@ -228,6 +240,58 @@ fn slurm_v2_jobs_are_found_under_both_scope_names() -> anyhow::Result<()> {
     assert_eq!(
         running, 2.0,
         "two jobs, the scopes' `system` cgroups none:\n{}",
+        metrics.text
+    );
+    Ok(())
+}
+
+/// Slurm 26.05 names v2 job directories by SLUID (without
+/// `CgroupJobIdPaths=yes`): a layout capturing `sluid` takes the job's id
+/// from its tasks' `SLURM_JOB_ID`, as CEEMS does.
+#[test]
+fn a_sluid_named_job_takes_its_id_from_its_tasks() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    let mount = v2_mount()?;
+    let top = format!("sluid-t{}.slice", std::process::id());
+    let layout = format!(
+        r"^/{}/slurmstepd\.scope/job_(?P<sluid>s[0-9A-Za-z]+)$",
+        top.replace('.', r"\.")
+    );
+    let daemon = Daemon::start_with(&["--discover.layout", &layout])?;
+    let mut dirs = Dirs(Vec::new());
+    let scope = dirs.make(mount.join(&top).join("slurmstepd.scope"))?;
+    let job = JobCgroup::create(&scope, "job_s1Z8Kq4")?;
+    dirs.0.push(job.dir.clone());
+    let step = dirs.make(job.dir.join("step_batch"))?;
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            &format!("--reuid={JOB_UID}"),
+            &format!("--regid={JOB_UID}"),
+            "--clear-groups",
+            WORKLOAD,
+            "spin",
+            &SPIN_MS.to_string(),
+        ])
+        .env("SLURM_JOB_ID", "7731");
+    spin(command, &[&step])?;
+    let metrics = daemon.metrics_after_samples(2)?;
+    let uid = JOB_UID.to_string();
+    let ours = metrics.value(
+        "monitor_job_cpu_seconds_total",
+        &[("jobid", "7731"), ("user", &uid)],
+    )?;
+    let kernel = job.cpu_usage_seconds()?;
+    println!("SLUID job 7731: monitor {ours:.6} s, cpu.stat {kernel:.6} s");
+    assert!(relative_difference(ours, kernel) <= CPU_TOLERANCE);
+    assert!(
+        metrics
+            .find("monitor_job_info", &[("jobid", "s1Z8Kq4")])?
+            .is_none(),
+        "the job is shown under its SLUID too:\n{}",
         metrics.text
     );
     Ok(())

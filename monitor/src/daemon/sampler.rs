@@ -458,7 +458,7 @@ impl Sampler {
         let (tasks, cgroup_tasks) = self.count_tasks(&job_tasks);
         self.read_cgroup_files();
         self.read_allocations();
-        self.resolve_owners();
+        self.resolve_identities();
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let (freed, empty, ended) = {
@@ -685,28 +685,37 @@ impl Sampler {
         self.files = files;
     }
 
-    /// Owners of resource managers' jobs whose layout names none: the first
-    /// non-root uid among the processes in the job's cgroups.
-    fn resolve_owners(&mut self) {
+    /// Owners (and ids) of resource managers' jobs whose layout names
+    /// none: the first process in the job's cgroups with a non-root uid
+    /// tells both (its uid, its `SLURM_JOB_ID`).
+    fn resolve_identities(&mut self) {
         /// Processes looked at per job and sample, at most.
         const MAX_PIDS: usize = 16;
-        let pending = self.table().pending_owners();
-        for (key, cgroups) in pending {
-            let pids: String = cgroups
+        let pending = self.table().pending_identities();
+        for job in pending {
+            let pids: String = job
+                .cgroups
                 .iter()
                 .map(|path| {
                     let procs = JobTable::dir(&self.config.mount, path).join("cgroup.procs");
                     std::fs::read_to_string(procs).unwrap_or_default()
                 })
                 .collect();
-            let owner = pids
+            let found = pids
                 .lines()
                 .filter_map(|pid| pid.trim().parse::<u32>().ok())
                 .take(MAX_PIDS)
-                .filter_map(uid_of_process)
-                .find(|&uid| uid != 0);
-            if let Some(uid) = owner {
-                self.table().resolve_owner(&key, uid);
+                .find_map(|pid| {
+                    let uid = uid_of_process(pid).filter(|&uid| uid != 0)?;
+                    let jobid = if job.jobid {
+                        slurm_job_id_of_process(pid)?
+                    } else {
+                        job.key.jobid.clone()
+                    };
+                    Some((if job.owner { uid } else { job.key.uid }, jobid))
+                });
+            if let Some((uid, jobid)) = found {
+                self.table().resolve_identity(&job.key, uid, jobid);
             }
         }
     }
@@ -834,4 +843,24 @@ fn uid_of_process(pid: u32) -> Option<u32> {
         .next()?
         .parse()
         .ok()
+}
+
+/// `SLURM_JOB_ID` in the environment process `pid` started with.
+fn slurm_job_id_of_process(pid: u32) -> Option<String> {
+    /// Environments are read up to this much.
+    const MAX_ENVIRON: u64 = 256 * 1024;
+    use std::io::Read as _;
+    let mut environ = Vec::new();
+    std::fs::File::open(format!("/proc/{pid}/environ"))
+        .ok()?
+        .take(MAX_ENVIRON)
+        .read_to_end(&mut environ)
+        .ok()?;
+    environ
+        .split(|&b| b == 0)
+        .find_map(|var| var.strip_prefix(b"SLURM_JOB_ID="))
+        .map(|id| String::from_utf8_lossy(id).into_owned())
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
 }

@@ -2,8 +2,10 @@
 //! place: a Slurm job is monitored with no change to its script.
 //!
 //! A layout is a regex over a cgroup's path in its hierarchy with named
-//! captures: `jobid` (required), `uid` (optional: otherwise the directory's
-//! owner). It must match the job's directory itself, anchored with `^`;
+//! captures: `jobid`, or `sluid` where the directory is named by Slurm's
+//! SLUID (the job id then comes from a task's `SLURM_JOB_ID`, as CEEMS
+//! reads it), and `uid` (otherwise the first non-root uid among the job's
+//! tasks). It must match the job's directory itself, anchored with `^`;
 //! the directories below a job's (its steps and tasks) count in that job.
 //! A layout for a v1 hierarchy names its controller first
 //! (`freezer:^/slurm/...`); all v1 layouts name the same one, the hierarchy
@@ -39,7 +41,7 @@ pub enum DiscoveryError {
         #[source]
         source: regex::Error,
     },
-    #[error("layout {0:?} has no (?P<jobid>...) capture")]
+    #[error("layout {0:?} has no (?P<jobid>...) or (?P<sluid>...) capture")]
     NoJobId(String),
     #[error("layout {0:?} is not anchored: start it with ^ (after any `controller:`)")]
     NotAnchored(String),
@@ -99,7 +101,11 @@ impl Root {
 /// A job directory a layout matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
+    /// The `jobid` capture; for a `sluid` layout, the SLUID until a task's
+    /// `SLURM_JOB_ID` names the job.
     pub jobid: String,
+    /// The job id is to come from a task's environment (a `sluid` layout).
+    pub jobid_from_tasks: bool,
     pub uid: Option<u32>,
 }
 
@@ -215,12 +221,16 @@ impl Discovery {
             .filter(|l| l.controller.as_deref() == controller)
             .find_map(|l| {
                 let captures = l.pattern.captures(path)?;
-                let jobid = captures.name("jobid")?.as_str();
+                let (jobid, jobid_from_tasks) = match captures.name("jobid") {
+                    Some(jobid) => (jobid.as_str(), false),
+                    None => (captures.name("sluid")?.as_str(), true),
+                };
                 if jobid.is_empty() {
                     return None;
                 }
                 Some(Found {
                     jobid: jobid.to_string(),
+                    jobid_from_tasks,
                     uid: captures.name("uid").and_then(|u| u.as_str().parse().ok()),
                 })
             })
@@ -302,7 +312,10 @@ fn parse_layout(spec: &str) -> Result<Layout, DiscoveryError> {
         layout: spec.to_string(),
         source,
     })?;
-    if !pattern.capture_names().any(|name| name == Some("jobid")) {
+    if !pattern
+        .capture_names()
+        .any(|name| name == Some("jobid") || name == Some("sluid"))
+    {
         return Err(DiscoveryError::NoJobId(spec.to_string()));
     }
     Ok(Layout {
@@ -390,6 +403,7 @@ mod tests {
             job("freezer:/slurm_vm/uid_1001/job_17"),
             Some(Found {
                 jobid: "17".into(),
+                jobid_from_tasks: false,
                 uid: Some(1001)
             })
         );
@@ -418,6 +432,7 @@ mod tests {
             d.job_of("/system.slice/node7_slurmstepd.scope/job_6"),
             Some(Found {
                 jobid: "6".into(),
+                jobid_from_tasks: false,
                 uid: None
             })
         );
@@ -429,6 +444,20 @@ mod tests {
         assert_eq!(
             d.job_of("/user.slice/x/system.slice/slurmstepd.scope/job_5"),
             None
+        );
+    }
+
+    #[test]
+    fn a_sluid_layout_takes_the_job_id_from_its_tasks() {
+        let layout = r"^/system\.slice/slurmstepd\.scope/job_(?P<sluid>s[0-9A-Z]+)$";
+        let d = Discovery::from_system(&[layout.into()], CGROUPS, MOUNTINFO).unwrap();
+        assert_eq!(
+            d.job_of("/system.slice/slurmstepd.scope/job_s1Z3K"),
+            Some(Found {
+                jobid: "s1Z3K".into(),
+                jobid_from_tasks: true,
+                uid: None
+            })
         );
     }
 

@@ -32,6 +32,9 @@ pub struct SavedJob {
     /// A resource manager's job whose owner is still to be found.
     #[serde(default)]
     pub owner_pending: bool,
+    /// A resource manager's job whose id is still to be found.
+    #[serde(default)]
+    pub jobid_pending: bool,
     /// Final values of the job's cgroups already removed.
     pub retired: SavedCounters,
     pub cgroups: Vec<SavedCgroup>,

@@ -89,8 +89,11 @@ pub struct Job {
     live: CgroupCounters,
     pub tasks: u64,
     /// A resource manager's job whose layout names no owner: hidden until
-    /// one of its tasks' uid does (see [`JobTable::resolve_owner`]).
+    /// one of its tasks' uid does (see [`JobTable::resolve_identity`]).
     pub owner_pending: bool,
+    /// Its directory is named by a SLUID: hidden until one of its tasks'
+    /// `SLURM_JOB_ID` names it.
+    pub jobid_pending: bool,
 }
 
 impl Job {
@@ -107,6 +110,7 @@ impl Job {
             live: CgroupCounters::default(),
             tasks: 0,
             owner_pending: false,
+            jobid_pending: false,
         }
     }
 
@@ -115,6 +119,17 @@ impl Job {
         total.add(&self.live);
         total
     }
+}
+
+/// A discovered job whose owner or id its tasks are to tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingIdentity {
+    pub key: JobKey,
+    /// The owner is to be found (else it is `key.uid`).
+    pub owner: bool,
+    /// The id is to be found (else it is `key.jobid`).
+    pub jobid: bool,
+    pub cgroups: Vec<String>,
 }
 
 /// What [`JobTable::add_cgroup`] made of a cgroup.
@@ -219,6 +234,7 @@ impl JobTable {
                     start: unix_seconds(job.start),
                     visible: job.visible,
                     owner_pending: job.owner_pending,
+                    jobid_pending: job.jobid_pending,
                     retired: SavedCounters::from(&job.retired),
                     cgroups,
                 }
@@ -268,6 +284,7 @@ impl JobTable {
             };
             job.visible = saved.visible;
             job.owner_pending = saved.owner_pending;
+            job.jobid_pending = saved.jobid_pending;
             job.retired = CgroupCounters::from(&saved.retired);
             self.live.insert(key.clone(), job);
             for cgroup in saved.cgroups {
@@ -322,11 +339,10 @@ impl JobTable {
             } else {
                 self.finished.remove(&key);
                 let mut job = Job::new(key.clone(), Origin::Directory, path, created);
-                if found.uid.is_none() {
-                    // The directory's owner is the resource manager's (root).
-                    job.owner_pending = true;
-                    job.visible = false;
-                }
+                // The directory's owner is the resource manager's (root).
+                job.owner_pending = found.uid.is_none();
+                job.jobid_pending = found.jobid_from_tasks;
+                job.visible = !job.owner_pending && !job.jobid_pending;
                 self.live.insert(key.clone(), job);
                 Added::NewJob
             };
@@ -504,34 +520,34 @@ impl JobTable {
         }
     }
 
-    /// Live jobs whose owner is still to be found, with their cgroups.
-    pub fn pending_owners(&self) -> Vec<(JobKey, Vec<String>)> {
+    /// Live jobs whose owner or id is still to be found, with their
+    /// cgroups.
+    pub fn pending_identities(&self) -> Vec<PendingIdentity> {
         self.live
             .values()
-            .filter(|job| job.owner_pending)
-            .map(|job| {
-                let cgroups = self
+            .filter(|job| job.owner_pending || job.jobid_pending)
+            .map(|job| PendingIdentity {
+                key: job.key.clone(),
+                owner: job.owner_pending,
+                jobid: job.jobid_pending,
+                cgroups: self
                     .cgroups
                     .values()
                     .filter(|e| e.job == job.key && e.removed_at.is_none())
                     .map(|e| e.path.clone())
-                    .collect();
-                (job.key.clone(), cgroups)
+                    .collect(),
             })
             .collect()
     }
 
-    /// Job `key`'s owner is `uid` (the uid of one of its tasks): it is
-    /// keyed and shown as that user's from now on.
-    pub fn resolve_owner(&mut self, key: &JobKey, uid: u32) {
+    /// Job `key`'s owner is `uid` and its id `jobid` (as one of its tasks
+    /// says, where its layout did not): it is keyed and shown so from now on.
+    pub fn resolve_identity(&mut self, key: &JobKey, uid: u32, jobid: String) {
         let Some(mut job) = self.live.remove(key) else {
             return;
         };
         self.generation += 1;
-        let new = JobKey {
-            uid,
-            jobid: key.jobid.clone(),
-        };
+        let new = JobKey { uid, jobid };
         for entry in self.cgroups.values_mut() {
             if entry.job == *key {
                 entry.job = new.clone();
@@ -539,6 +555,7 @@ impl JobTable {
         }
         job.key = new.clone();
         job.owner_pending = false;
+        job.jobid_pending = false;
         job.visible = true;
         self.finished.remove(&new);
         match self.live.get_mut(&new) {
@@ -691,10 +708,12 @@ impl JobTable {
             job.end = Some(wall_now);
             job.tasks = 0;
             job.live = CgroupCounters::default();
-            if job.owner_pending {
+            if job.owner_pending || job.jobid_pending {
                 // Never seen with a task of a user: shown as its
-                // directory's owner's rather than lost.
+                // directory's owner's, under its directory's id, rather
+                // than lost.
                 job.owner_pending = false;
+                job.jobid_pending = false;
                 job.visible = true;
             }
             if job.visible {
