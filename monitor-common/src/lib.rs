@@ -284,8 +284,11 @@ pub enum DropReason {
     /// program walks: the rest are credited at the next sample instead,
     /// to the cgroup they left.
     ThreadWalkTruncated = 4,
+    /// No room left in the map of v1 jobs' sockets: that socket's traffic
+    /// is not counted.
+    SocketMapFull = 5,
 }
-pub const DROP_REASONS: usize = 5;
+pub const DROP_REASONS: usize = 6;
 
 impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
@@ -294,6 +297,7 @@ impl DropReason {
         DropReason::TaskMapFull,
         DropReason::MmMapFull,
         DropReason::ThreadWalkTruncated,
+        DropReason::SocketMapFull,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -303,6 +307,7 @@ impl DropReason {
             DropReason::TaskMapFull => "task_map_full",
             DropReason::MmMapFull => "mm_map_full",
             DropReason::ThreadWalkTruncated => "thread_walk_truncated",
+            DropReason::SocketMapFull => "socket_map_full",
         }
     }
 }

@@ -54,6 +54,16 @@ pub static OOM_PENDING: Array<u64> = Array::with_max_entries(1, 0);
 pub static TASK_STATE: HashMap<u64, TaskState> =
     HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
+/// The job cgroup of each socket made by a task of a v1 job (one whose
+/// tasks have no v2 cgroup of their own, so the socket's v2 cgroup names no
+/// job), by socket cookie: made at socket creation, removed at release.
+#[map]
+pub static SOCKET_JOBS: HashMap<u64, u64> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// How many entries SOCKET_JOBS has, so packets skip its lookup when none.
+#[map]
+pub static SOCKET_JOBS_COUNT: Array<u64> = Array::with_max_entries(1, 0);
+
 /// How many entries TASK_STATE has (kept by the programs: counting a hash
 /// map's keys from userspace would take a syscall per key).
 #[map]

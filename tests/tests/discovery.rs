@@ -129,7 +129,25 @@ fn a_slurm_v1_job_is_found_and_counted_in_place() -> anyhow::Result<()> {
     let freezer_step = dirs.make(step(&freezer))?;
     let cpuacct_step = dirs.make(step(&cpuacct))?;
     spin_in(&[&freezer_step, &cpuacct_step])?;
+    // Its sockets' v2 cgroup is the root: they are the job's by the
+    // socket's creator. The workload's client socket sends the payload;
+    // the socket the kernel makes for the accepting side is made by no
+    // task of the job (see README, Slurm), so only tx is checked.
+    const PAYLOAD: u64 = 20_000_000;
+    let mut net = Command::new(WORKLOAD);
+    net.args(["net", &PAYLOAD.to_string()]);
+    join_before_exec(&mut net, &freezer_step)?;
+    run_to_end(&mut net, "loopback TCP", "net", RUN_TIMEOUT)?;
     let metrics = daemon.metrics_after_samples(2)?;
+    let sent = metrics.value(
+        "monitor_job_network_bytes_total",
+        &[("jobid", "901"), ("direction", "tx")],
+    )?;
+    println!("v1 job 901 network tx: {sent:.0} B for a payload of {PAYLOAD} B");
+    assert!(
+        (PAYLOAD as f64..=PAYLOAD as f64 * 1.05).contains(&sent),
+        "v1 job 901 sent {sent:.0} B against a payload of {PAYLOAD} B"
+    );
 
     let job = [("jobid", "901"), ("user", "4242")];
     let ours = metrics.value("monitor_job_cpu_seconds_total", &job)?;

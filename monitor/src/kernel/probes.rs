@@ -11,8 +11,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, Iter, ProgramInfo,
-        RawTracePoint, TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, Iter,
+        ProgramInfo, RawTracePoint, TracePoint,
         links::{FdLink, PinnedLink},
     },
 };
@@ -122,6 +122,9 @@ const CGROUP_SKBS: [(&str, CgroupSkbAttachType); 2] = [
     ("net_ingress", CgroupSkbAttachType::Ingress),
     ("net_egress", CgroupSkbAttachType::Egress),
 ];
+/// Socket creation and release on the cgroup v2 root: which v1 job a
+/// socket is of (see `monitor-ebpf/src/probes/network.rs`).
+const CGROUP_SOCKS: [&str; 2] = ["net_sock_create", "net_sock_release"];
 /// Raw tracepoints (the kernel's TP_PROTO arguments: task pointers); the
 /// program is named after its tracepoint. The task's own lifecycle (born,
 /// moved, exited, freed): none is on a per-switch, per-syscall or
@@ -161,6 +164,7 @@ pub fn program_names() -> impl Iterator<Item = &'static str> {
         .chain(RAW_TRACEPOINTS)
         .chain(BTF_TRACEPOINTS)
         .chain(CGROUP_SKBS.iter().map(|(program, _)| *program))
+        .chain(CGROUP_SOCKS)
         .chain([TASK_ITER, TRACKED_TASK_ITER])
 }
 
@@ -427,6 +431,9 @@ impl Probes {
         for (program, attach_type) in CGROUP_SKBS {
             self.attach_cgroup_skb(program, attach_type, &root)?;
         }
+        for program in CGROUP_SOCKS {
+            self.attach_cgroup_sock(program, &root)?;
+        }
         for name in RAW_TRACEPOINTS {
             self.attach_raw_tracepoint(name)?;
         }
@@ -460,6 +467,9 @@ impl Probes {
         }
         for (program, _) in CGROUP_SKBS {
             self.load_one::<CgroupSkb>(program)?;
+        }
+        for program in CGROUP_SOCKS {
+            self.load_one::<CgroupSock>(program)?;
         }
         let btf = Btf::from_sys_fs().map_err(ProbeError::KernelBtf)?;
         for name in BTF_TRACEPOINTS {
@@ -595,6 +605,25 @@ impl Probes {
         Ok(())
     }
 
+    fn attach_cgroup_sock(&mut self, name: &'static str, root: &File) -> Result<(), ProbeError> {
+        let (program, pinning) = self.program::<CgroupSock>(name)?;
+        let id = program
+            .attach(root, CgroupAttachMode::Single)
+            .map_err(|source| ProbeError::Program { name, source })?;
+        if pinning.staging.is_some() {
+            let link = program
+                .take_link(id)
+                .map_err(|source| ProbeError::Program { name, source })?;
+            let link = FdLink::try_from(link).map_err(|source| ProbeError::Link {
+                program: name,
+                source,
+            })?;
+            pinning.pin_link(name, link)?;
+        }
+        log::debug!("attached {name} to the cgroup v2 root");
+        Ok(())
+    }
+
     fn attach_raw_tracepoint(&mut self, name: &'static str) -> Result<(), ProbeError> {
         let (program, pinning) = self.program::<RawTracePoint>(name)?;
         let id = program
@@ -709,7 +738,7 @@ macro_rules! loadable {
         }
     )*};
 }
-loadable!(TracePoint, CgroupSkb, RawTracePoint);
+loadable!(TracePoint, CgroupSkb, CgroupSock, RawTracePoint);
 
 /// The globals baked into the programs.
 pub fn constants(offsets: &FieldOffsets, sizes: MapSizes) -> FieldOffsets {

@@ -59,7 +59,7 @@ fn cpu_model(cpuinfo: &str) -> Option<String> {
 /// Programs of a job monitor: ours, those of its earlier versions
 /// (sched_switch and the other per-event hooks), which another monitor on
 /// the node would load too.
-const MONITOR_PROGRAMS: [&str; 22] = [
+const MONITOR_PROGRAMS: [&str; 24] = [
     "sched_switch",
     "sched_wakeup",
     "sched_wakeup_new",
@@ -73,6 +73,8 @@ const MONITOR_PROGRAMS: [&str; 22] = [
     "task_newtask",
     "task_iter",
     "tracked_task_iter",
+    "net_sock_create",
+    "net_sock_release",
     "cgroup_attach_task",
     "sched_process_exec",
     "sched_process_exit",

@@ -8,7 +8,7 @@ use crate::bench::{
 
 /// Table order: per-fault, per-task lifecycle, per-sample, per-packet,
 /// per-cgroup programs. Others follow, sorted.
-const ORDER: [&str; 13] = [
+const ORDER: [&str; 15] = [
     "rss_stat",
     "task_newtask",
     "sched_process_exec",
@@ -19,6 +19,8 @@ const ORDER: [&str; 13] = [
     "task_iter",
     "net_ingress",
     "net_egress",
+    "net_sock_create",
+    "net_sock_release",
     "cgroup_mkdir",
     "cgroup_rmdir",
     "oom_mark_victim",
