@@ -43,6 +43,29 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
     PathBuf::from(out)
 }
 
+/// Where the v1 hierarchy of `controller` is mounted, from mountinfo text.
+pub fn v1_mount_in(controller: &str, mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mut after = after.split_whitespace();
+        if after.next()? != "cgroup" {
+            return None;
+        }
+        let options = after.nth(1)?;
+        options
+            .split(',')
+            .any(|o| o == controller)
+            .then(|| before.split_whitespace().nth(4).map(PathBuf::from))?
+    })
+}
+
+/// Where this machine's v1 hierarchy of `controller` is mounted.
+pub fn v1_mount(controller: &str) -> anyhow::Result<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    v1_mount_in(controller, &mountinfo)
+        .with_context(|| format!("no v1 {controller} hierarchy mounted"))
+}
+
 /// One job: a direct child cgroup of the daemon's root, named by its directory.
 #[derive(Debug)]
 pub struct JobCgroup {

@@ -196,18 +196,7 @@ fn own_v1_memory_cgroup() -> anyhow::Result<Result<PathBuf, String>> {
 
 /// Where the v1 hierarchy with the memory controller is mounted.
 fn v1_memory_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        let mut after = after.split_whitespace();
-        if after.next()? != "cgroup" {
-            return None;
-        }
-        let options = after.nth(1)?;
-        options
-            .split(',')
-            .any(|o| o == "memory")
-            .then(|| before.split_whitespace().nth(4).map(PathBuf::from))?
-    })
+    crate::cgroup::v1_mount_in("memory", mountinfo)
 }
 
 /// The path of `N:memory:/path` (a line may name several controllers).

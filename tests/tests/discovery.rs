@@ -13,8 +13,10 @@ use std::{
 
 use anyhow::Context as _;
 use monitor_tests::{
-    Daemon, JobCgroup, cgroup::join_before_exec, cgroup::v2_mount, cpu_shared,
-    require_root_or_skip, workload::run_to_end,
+    Daemon, JobCgroup,
+    cgroup::{join_before_exec, v1_mount, v2_mount},
+    cpu_shared, require_root_or_skip,
+    workload::run_to_end,
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
@@ -25,19 +27,6 @@ const CPU_TOLERANCE: f64 = 0.02;
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The uid the v2 jobs' tasks run as (no user of that name needed).
 const JOB_UID: u32 = 4243;
-
-/// The mount point of v1 controller `controller` (its own hierarchy).
-fn v1_mount(controller: &str) -> anyhow::Result<PathBuf> {
-    let text = fs::read_to_string("/proc/self/mountinfo")?;
-    text.lines()
-        .find_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            let mut after = after.split_whitespace();
-            (after.next()? == "cgroup" && after.nth(1)?.split(',').any(|o| o == controller))
-                .then(|| before.split_whitespace().nth(4).map(PathBuf::from))?
-        })
-        .with_context(|| format!("no v1 {controller} hierarchy mounted"))
-}
 
 /// Directories made for a test, removed deepest first when it ends.
 struct Dirs(Vec<PathBuf>);
@@ -86,18 +75,20 @@ fn spin_in(dirs: &[&Path]) -> anyhow::Result<()> {
     spin(command, dirs)
 }
 
-/// The same, run as `uid` (it joins the cgroups as root, then drops to it).
-fn spin_as(uid: u32, dirs: &[&Path]) -> anyhow::Result<()> {
+/// The same, run as `uid` with `env` added (it joins the cgroups as root,
+/// then drops to the uid).
+fn spin_as(uid: u32, env: &[(&str, &str)], dirs: &[&Path]) -> anyhow::Result<()> {
     let mut command = Command::new("setpriv");
-    let uid = uid.to_string();
-    command.args([
-        &format!("--reuid={uid}"),
-        &format!("--regid={uid}"),
-        "--clear-groups",
-        WORKLOAD,
-        "spin",
-        &SPIN_MS.to_string(),
-    ]);
+    command
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            WORKLOAD,
+            "spin",
+            &SPIN_MS.to_string(),
+        ])
+        .envs(env.iter().copied());
     spin(command, dirs)
 }
 
@@ -231,7 +222,7 @@ fn slurm_v2_jobs_are_found_under_both_scope_names() -> anyhow::Result<()> {
         let job = JobCgroup::create(&scope, &format!("job_{jobid}"))?;
         dirs.0.push(job.dir.clone());
         let step = dirs.make(job.dir.join("step_0"))?;
-        spin_as(JOB_UID, &[&step])?;
+        spin_as(JOB_UID, &[], &[&step])?;
         jobs.push((jobid, job));
     }
     let metrics = daemon.metrics_after_samples(2)?;
@@ -284,18 +275,7 @@ fn a_sluid_named_job_takes_its_id_from_its_tasks() -> anyhow::Result<()> {
     let job = JobCgroup::create(&scope, "job_s1Z8Kq4")?;
     dirs.0.push(job.dir.clone());
     let step = dirs.make(job.dir.join("step_batch"))?;
-    let mut command = Command::new("setpriv");
-    command
-        .args([
-            &format!("--reuid={JOB_UID}"),
-            &format!("--regid={JOB_UID}"),
-            "--clear-groups",
-            WORKLOAD,
-            "spin",
-            &SPIN_MS.to_string(),
-        ])
-        .env("SLURM_JOB_ID", "7731");
-    spin(command, &[&step])?;
+    spin_as(JOB_UID, &[("SLURM_JOB_ID", "7731")], &[&step])?;
     let metrics = daemon.metrics_after_samples(2)?;
     let uid = JOB_UID.to_string();
     let ours = metrics.value(

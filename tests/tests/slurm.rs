@@ -2,30 +2,19 @@
 //! and slurmd (Debian's 22.05, cgroup/v1 plugins on this hybrid host) run
 //! jobs as a normal user, and a daemon with its default discovery layouts
 //! finds them. One test, in order: Slurm is one per machine.
-use std::{fs, path::PathBuf, time::Duration};
+use std::{fs, time::Duration};
 
 use anyhow::Context as _;
 use monitor_tests::{
-    Daemon, Metrics, cpu_exclusive, require_root_or_skip,
+    Daemon, Metrics,
+    cgroup::v1_mount,
+    cpu_exclusive, require_root_or_skip,
     slurm::{Slurm, USER},
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
 const CPU_TOLERANCE: f64 = 0.02;
 const JOB_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The mount of v1 controller `controller`.
-fn v1_mount(controller: &str) -> anyhow::Result<PathBuf> {
-    let text = fs::read_to_string("/proc/self/mountinfo")?;
-    text.lines()
-        .find_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            let mut after = after.split_whitespace();
-            (after.next()? == "cgroup" && after.nth(1)?.split(',').any(|o| o == controller))
-                .then(|| before.split_whitespace().nth(4).map(PathBuf::from))?
-        })
-        .with_context(|| format!("no v1 {controller} hierarchy mounted"))
-}
 
 fn cpu_of(metrics: &Metrics, jobid: &str) -> anyhow::Result<f64> {
     metrics.value(

@@ -324,17 +324,19 @@ fn load_or_reattach(
     sizes: MapSizes,
     stamp: &str,
 ) -> anyhow::Result<(Probes, Option<Upgrade>)> {
-    if args.pin_path.as_os_str().is_empty() {
-        let probes = Probes::load(
+    let load = |pins| {
+        Probes::load(
             EBPF_OBJECT,
             offsets,
             layout,
             root_in_hierarchy,
             discovery,
             sizes,
-            None,
-        )?;
-        return Ok((probes, None));
+            pins,
+        )
+    };
+    if args.pin_path.as_os_str().is_empty() {
+        return Ok((load(None)?, None));
     }
     bpffs::ensure_parent_mounted(&args.pin_path)?;
     let pins = PinDir::new(args.pin_path.clone());
@@ -355,16 +357,7 @@ fn load_or_reattach(
             ),
         }
     }
-    let staging = pins.stage(stamp)?;
-    let probes = Probes::load(
-        EBPF_OBJECT,
-        offsets,
-        layout,
-        root_in_hierarchy,
-        discovery,
-        sizes,
-        Some(staging),
-    )?;
+    let probes = load(Some(pins.stage(stamp)?))?;
     Ok((
         probes,
         Some(Upgrade {

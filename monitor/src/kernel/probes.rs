@@ -250,6 +250,15 @@ impl Pinning {
         Ok(())
     }
 
+    /// Pins a link taken from its program (when pinning).
+    fn pin_taken<L>(&mut self, program: &'static str, link: L) -> Result<(), ProbeError>
+    where
+        FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+    {
+        let link = FdLink::try_from(link).map_err(|source| ProbeError::Link { program, source })?;
+        self.pin_link(program, link)
+    }
+
     fn pin_program(
         &self,
         name: &'static str,
@@ -567,9 +576,7 @@ impl Probes {
                         name: program,
                         source,
                     })?;
-                let link = FdLink::try_from(link)
-                    .map_err(|source| ProbeError::Link { program, source })?;
-                pinning.pin_link(program, link)?;
+                pinning.pin_taken(program, link)?;
             }
         }
         log::debug!(
@@ -595,11 +602,7 @@ impl Probes {
             let link = program
                 .take_link(id)
                 .map_err(|source| ProbeError::Program { name, source })?;
-            let link = FdLink::try_from(link).map_err(|source| ProbeError::Link {
-                program: name,
-                source,
-            })?;
-            pinning.pin_link(name, link)?;
+            pinning.pin_taken(name, link)?;
         }
         log::debug!("attached {name} to the cgroup v2 root");
         Ok(())
@@ -614,11 +617,7 @@ impl Probes {
             let link = program
                 .take_link(id)
                 .map_err(|source| ProbeError::Program { name, source })?;
-            let link = FdLink::try_from(link).map_err(|source| ProbeError::Link {
-                program: name,
-                source,
-            })?;
-            pinning.pin_link(name, link)?;
+            pinning.pin_taken(name, link)?;
         }
         log::debug!("attached {name} to the cgroup v2 root");
         Ok(())
