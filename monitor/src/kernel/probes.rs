@@ -488,33 +488,13 @@ impl Probes {
                 .map_err(|source| ProbeError::Program { name, source })?;
             self.pin_program(name)?;
         }
-        let ebpf = self.ebpf.as_mut().ok_or(ProbeError::NotLoaded)?;
-        let program = ebpf
-            .program_mut(TASK_ITER)
-            .ok_or(ProbeError::MissingProgram(TASK_ITER))?;
-        let iter: &mut Iter = program.try_into().map_err(|source| ProbeError::Program {
-            name: TASK_ITER,
-            source,
-        })?;
-        iter.load("task", &btf)
-            .map_err(|source| ProbeError::Program {
-                name: TASK_ITER,
-                source,
-            })?;
-        self.pinning.pin_program(TASK_ITER, program)?;
-        let program = ebpf
-            .program_mut(TRACKED_TASK_ITER)
-            .ok_or(ProbeError::MissingProgram(TRACKED_TASK_ITER))?;
-        let iter: &mut Iter = program.try_into().map_err(|source| ProbeError::Program {
-            name: TRACKED_TASK_ITER,
-            source,
-        })?;
-        iter.load("bpf_map_elem", &btf)
-            .map_err(|source| ProbeError::Program {
-                name: TRACKED_TASK_ITER,
-                source,
-            })?;
-        self.pinning.pin_program(TRACKED_TASK_ITER, program)
+        for (name, target) in [(TASK_ITER, "task"), (TRACKED_TASK_ITER, "bpf_map_elem")] {
+            let (iter, _) = self.program::<Iter>(name)?;
+            iter.load(target, &btf)
+                .map_err(|source| ProbeError::Program { name, source })?;
+            self.pin_program(name)?;
+        }
+        Ok(())
     }
 
     /// Loads program `name` into the kernel (and pins it when pinning).
