@@ -212,7 +212,7 @@ pub struct DaemonArgs {
     /// so counting goes on while the daemon is stopped, restarted or
     /// upgraded; a restarted daemon takes them up again. Empty: nothing is
     /// pinned and the programs go with the daemon.
-    #[arg(long = "bpf.pin-path", value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
+    #[arg(long = "bpf.pin-path", value_name = "DIR", default_value = DEFAULT_PIN_PATH, value_parser = path_or_empty)]
     pub pin_path: PathBuf,
 
     /// Unload everything pinned under --bpf.pin-path (stopping all counting
@@ -327,4 +327,10 @@ mod tests {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
         }
     }
+}
+
+/// A path, or empty (clap's own path parser refuses an empty value, which
+/// `--bpf.pin-path` gives a meaning: pin nothing).
+fn path_or_empty(value: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(value))
 }

@@ -5,11 +5,11 @@
 //! and without the monitor are interleaved, and every goal compares figures
 //! taken in the same run. Timings are reported here, never asserted in tests.
 mod bpf_stats;
-mod cgroup;
+pub(crate) mod cgroup;
 mod daemon;
 mod daemon_cost;
 mod floor;
-mod http;
+pub(crate) mod http;
 mod job_slowdown;
 mod job_workloads;
 mod lifecycle;
@@ -25,7 +25,7 @@ mod retention;
 mod scale;
 mod slowdown;
 mod stats;
-mod system;
+pub(crate) mod system;
 mod thread_sleepers;
 mod walk_floor;
 

@@ -33,7 +33,73 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
     // Each test daemon unloads its own programs; a killed test run cannot,
     // and pinned programs would go on running on every context switch.
     unload_test_pins(&binary);
-    result
+    result?;
+    the_try_out_leaves_nothing_loaded()
+}
+
+/// `cargo xtask run` (the README's try-out), stopped with SIGINT as Ctrl-C
+/// stops it, leaves no program of ours loaded. Run here, after the tests:
+/// it is this binary's own `run`, which builds with cargo (not possible
+/// under the test run's cargo lock).
+fn the_try_out_leaves_nothing_loaded() -> anyhow::Result<()> {
+    use std::{net::SocketAddr, os::unix::process::CommandExt as _, time::Duration};
+
+    use crate::bench::{http, system::foreign_programs};
+
+    eprintln!("xtask: the try-out (`cargo xtask run`) stopped with SIGINT");
+    let dir = std::env::temp_dir().join(format!("xtask-try-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    let v2 = crate::bench::cgroup::v2_mount()?;
+    let root = v2.join(format!("xtask-try-out-{}.slice", std::process::id()));
+    let before = foreign_programs();
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("run")
+        .arg("--")
+        .args(["--web.listen-address", &address.to_string()])
+        .arg("--cgroup.root")
+        .arg(&root)
+        .arg("--socket.path")
+        .arg(dir.join("launcher.sock"))
+        .arg("--state.dir")
+        .arg(dir.join("state"))
+        .process_group(0)
+        .spawn()
+        .context("starting `xtask run`")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let served = loop {
+        if http::get(address, "/metrics").is_ok() {
+            break true;
+        }
+        if std::time::Instant::now() >= deadline || child.try_wait()?.is_some() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let during = foreign_programs();
+    // Ctrl-C: SIGINT to the whole foreground process group.
+    // SAFETY: a signal to the process group this function made.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
+    let status = child.wait().context("waiting for `xtask run`")?;
+    let after = foreign_programs();
+    let _ = std::fs::remove_dir(&root);
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "xtask: try-out: {before} programs of ours loaded before, {during} while it ran, {after} after it stopped ({status})"
+    );
+    if !served || during <= before {
+        bail!("the try-out never served /metrics with its programs loaded");
+    }
+    if after != before {
+        bail!(
+            "the try-out left {} of its programs loaded after it stopped",
+            after - before
+        );
+    }
+    Ok(())
 }
 
 /// Unloads what test daemons pinned (`/sys/fs/bpf/monitor-test-*`).
