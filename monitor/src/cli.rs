@@ -272,6 +272,12 @@ fn parse_positive_duration(value: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A path, or empty (clap's own path parser refuses an empty value, which
+/// `--bpf.pin-path` gives a meaning: pin nothing).
+fn path_or_empty(value: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(value))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -327,10 +333,4 @@ mod tests {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
         }
     }
-}
-
-/// A path, or empty (clap's own path parser refuses an empty value, which
-/// `--bpf.pin-path` gives a meaning: pin nothing).
-fn path_or_empty(value: &str) -> Result<PathBuf, std::convert::Infallible> {
-    Ok(PathBuf::from(value))
 }

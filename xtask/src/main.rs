@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run, test and benchmark the job monitor.
 mod bench;
 mod build;
+mod package;
 mod run;
 mod test;
 mod toolchain;
@@ -37,6 +38,8 @@ enum Command {
     },
     /// Run the benchmarks and write bench/RESULTS.md.
     Bench(bench::BenchArgs),
+    /// Build the Debian package (target/debian/monitor_<version>_<arch>.deb).
+    Package,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +51,6 @@ fn main() -> anyhow::Result<()> {
         Command::Run { args } => run::run(&args),
         Command::Test { args } => test::test(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Package => package::package().map(|_| ()),
     }
 }

@@ -34,7 +34,77 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
     // and pinned programs would go on running on every context switch.
     unload_test_pins(&binary);
     result?;
-    the_try_out_leaves_nothing_loaded()
+    the_try_out_leaves_nothing_loaded()?;
+    the_package_installs_serves_and_removes_cleanly()
+}
+
+/// The Debian package: built, installed with dpkg, its unit's ExecStart
+/// (with the packaged /etc/default/monitor) run by hand with the unit's
+/// capability bounding set and no-new-privs, as systemd would; it serves
+/// /metrics; removed, it leaves no program of ours loaded.
+fn the_package_installs_serves_and_removes_cleanly() -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+
+    use crate::bench::{http, system::foreign_programs};
+
+    eprintln!("xtask: the Debian package");
+    let deb = crate::package::package()?;
+    let before = foreign_programs();
+    run(Command::new("dpkg").arg("-i").arg(&deb)).context("dpkg -i")?;
+    let unit = std::fs::read_to_string("/lib/systemd/system/monitor.service")?;
+    let defaults = std::fs::read_to_string("/etc/default/monitor")?;
+    let field = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().trim_matches('"').to_string())
+    };
+    let exec = field(&unit, "ExecStart=").context("no ExecStart in the unit")?;
+    let args = field(&defaults, "MONITOR_ARGS=").unwrap_or_default();
+    let exec = exec.replace("$MONITOR_ARGS", &args);
+    let caps = field(&unit, "CapabilityBoundingSet=").context("no CapabilityBoundingSet")?;
+    let bounding: Vec<String> = caps
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let mut words = exec.split_whitespace();
+    let program = words.next().context("an empty ExecStart")?;
+    let mut daemon = Command::new("setpriv")
+        .arg(format!("--bounding-set=-all,{}", bounding.join(",")))
+        .arg("--no-new-privs")
+        .arg(program)
+        .args(words)
+        .spawn()
+        .context("starting the packaged ExecStart")?;
+    let address = ([127, 0, 0, 1], 9959).into();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let served = loop {
+        if let Ok(body) = http::get(address, "/metrics") {
+            break body.contains("monitor_build_info");
+        }
+        if Instant::now() >= deadline || daemon.try_wait()?.is_some() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // SAFETY: a signal to the daemon this function started.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait()?;
+    let pinned = foreign_programs();
+    run(Command::new("dpkg").args(["--purge", "monitor"])).context("dpkg --purge")?;
+    let after = foreign_programs();
+    eprintln!(
+        "xtask: package: {before} programs of ours before, {pinned} pinned after the daemon stopped, {after} after removal"
+    );
+    if !served {
+        bail!("the packaged daemon ({exec}, bounding set {caps}) never served /metrics on :9959");
+    }
+    if after != before {
+        bail!(
+            "removing the package left {} programs loaded",
+            after - before
+        );
+    }
+    Ok(())
 }
 
 /// `cargo xtask run` (the README's try-out), stopped with SIGINT as Ctrl-C
