@@ -49,7 +49,7 @@ fn the_package_installs_serves_and_removes_cleanly() -> anyhow::Result<()> {
 
     eprintln!("xtask: the Debian package");
     let deb = crate::package::package()?;
-    let before = foreign_programs();
+    let before = programs_settled();
     run(Command::new("dpkg").arg("-i").arg(&deb)).context("dpkg -i")?;
     let unit = std::fs::read_to_string("/lib/systemd/system/monitor.service")?;
     let defaults = std::fs::read_to_string("/etc/default/monitor")?;
@@ -91,14 +91,14 @@ fn the_package_installs_serves_and_removes_cleanly() -> anyhow::Result<()> {
     daemon.wait()?;
     let pinned = foreign_programs();
     run(Command::new("dpkg").args(["--purge", "monitor"])).context("dpkg --purge")?;
-    let after = foreign_programs();
+    let after = programs_settled_to(before);
     eprintln!(
         "xtask: package: {before} programs of ours before, {pinned} pinned after the daemon stopped, {after} after removal"
     );
     if !served {
         bail!("the packaged daemon ({exec}, bounding set {caps}) never served /metrics on :9959");
     }
-    if after != before {
+    if after > before {
         bail!(
             "removing the package left {} programs loaded",
             after - before
@@ -125,7 +125,7 @@ fn the_try_out_leaves_nothing_loaded() -> anyhow::Result<()> {
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
     let v2 = crate::bench::cgroup::v2_mount()?;
     let root = v2.join(format!("xtask-try-out-{}.slice", std::process::id()));
-    let before = foreign_programs();
+    let before = programs_settled();
     let mut child = Command::new(std::env::current_exe()?)
         .arg("run")
         .arg("--")
@@ -154,7 +154,7 @@ fn the_try_out_leaves_nothing_loaded() -> anyhow::Result<()> {
     // SAFETY: a signal to the process group this function made.
     unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
     let status = child.wait().context("waiting for `xtask run`")?;
-    let after = foreign_programs();
+    let after = programs_settled_to(before);
     let _ = std::fs::remove_dir(&root);
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!(
@@ -163,7 +163,7 @@ fn the_try_out_leaves_nothing_loaded() -> anyhow::Result<()> {
     if !served || during <= before {
         bail!("the try-out never served /metrics with its programs loaded");
     }
-    if after != before {
+    if after > before {
         bail!(
             "the try-out left {} of its programs loaded after it stopped",
             after - before
@@ -240,4 +240,36 @@ fn ensure_promtool() -> anyhow::Result<()> {
         .args(["install", "-y", "--no-install-recommends", "prometheus"])
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("installing promtool and prometheus (apt-get install prometheus)")
+}
+
+/// Our programs loaded, once the count is down to `expected` or 10 s have
+/// passed: the kernel frees a program after its last link and descriptor
+/// go, an RCU grace period later.
+fn programs_settled_to(expected: usize) -> usize {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = crate::bench::system::foreign_programs();
+        if now <= expected || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Our programs loaded once the count has stopped falling (earlier test
+/// daemons' programs are freed a grace period after they exit), waiting at
+/// most 10 s.
+fn programs_settled() -> usize {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = crate::bench::system::foreign_programs();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = crate::bench::system::foreign_programs();
+        if now >= last || Instant::now() >= deadline {
+            return now;
+        }
+        last = now;
+    }
 }
