@@ -18,9 +18,9 @@ mod schema;
 pub mod writer;
 
 use std::{
-    fs::DirBuilder,
+    fs::{self, DirBuilder, Permissions},
     io,
-    os::unix::fs::DirBuilderExt as _,
+    os::unix::fs::{DirBuilderExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
     time::Duration,
@@ -184,16 +184,28 @@ impl Store {
     /// Opens `dir/jobs.db`, creating the directory (0755) and the database
     /// as needed, and migrates its schema.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        // Every user's jobs are in it: the daemon's alone (the directory
+        // too, for the WAL files and a store of an older daemon made 0755).
+        let private = |path: &Path, mode: u32| {
+            fs::set_permissions(path, Permissions::from_mode(mode)).map_err(|source| {
+                StoreError::CreateDir {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })
+        };
         DirBuilder::new()
             .recursive(true)
-            .mode(0o755)
+            .mode(0o700)
             .create(dir)
             .map_err(|source| StoreError::CreateDir {
                 path: dir.to_path_buf(),
                 source,
             })?;
+        private(dir, 0o700)?;
         let path = dir.join(DB_FILE);
         let mut conn = Connection::open(&path).map_err(StoreError::sqlite(&path, "opening"))?;
+        private(&path, 0o600)?;
         let sql = |what| StoreError::sqlite(&path, what);
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(sql("setting the busy timeout"))?;
@@ -413,12 +425,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_store_an_older_daemon_left_readable_is_made_private() {
+        let dir = TestDir::new("private");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        std::fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        std::fs::set_permissions(dir.path().join(DB_FILE), Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&dir.path().join(DB_FILE)), 0o600);
+    }
+
+    #[test]
     fn creates_the_directory_and_round_trips_profiles_and_registry() {
         let dir = TestDir::new("round-trip");
         let nested = dir.path().join("state/dir");
         let mut store = Store::open(&nested).unwrap();
-        let mode = std::fs::metadata(&nested).unwrap().permissions().mode();
-        assert_eq!(mode & 0o7777 & !0o022, 0o755 & !0o022, "{mode:o}");
+        // Every user's jobs are in it: the daemon's alone.
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&nested), 0o700, "{:o}", mode(&nested));
+        assert_eq!(mode(&nested.join(DB_FILE)), 0o600);
         assert_eq!(store.path(), nested.join(DB_FILE));
         assert_eq!(store.count().unwrap(), 0);
         assert_eq!(store.registry().unwrap(), None);
