@@ -63,6 +63,10 @@ struct Layout {
     /// The v1 controller whose hierarchy it is in; None: the v2 hierarchy.
     controller: Option<String>,
     pattern: Regex,
+    /// Its literal start as the kernel compares it (at most
+    /// [`DISCOVERY_PREFIX_MAX`] bytes): what the kernel gives slots under is
+    /// what the daemon frees them under.
+    prefix: String,
 }
 
 /// The watched v1 hierarchy.
@@ -195,9 +199,8 @@ impl Discovery {
             filter.v1_subsys = v1.subsys;
         }
         for (slot, layout) in filter.prefixes.iter_mut().zip(&self.layouts) {
-            let prefix = literal_prefix(layout.pattern.as_str());
-            let bytes = prefix.as_bytes();
-            let len = bytes.len().min(DISCOVERY_PREFIX_MAX);
+            let bytes = layout.prefix.as_bytes();
+            let len = bytes.len();
             *slot = DiscoveryPrefix {
                 v1: u32::from(layout.controller.is_some()),
                 len: len as u32,
@@ -240,10 +243,9 @@ impl Discovery {
     /// kernel gave it a slot for that reason).
     pub fn may_hold_jobs(&self, path: &str) -> bool {
         let (controller, path) = split(path);
-        self.layouts.iter().any(|l| {
-            l.controller.as_deref() == controller
-                && path.starts_with(&literal_prefix(l.pattern.as_str()))
-        })
+        self.layouts
+            .iter()
+            .any(|l| l.controller.as_deref() == controller && path.starts_with(&l.prefix))
     }
 
     /// The directories to walk for jobs already there (at start, and after
@@ -252,8 +254,10 @@ impl Discovery {
     pub fn roots(&self, v2_mount: &Path) -> Vec<Root> {
         let mut roots: Vec<Root> = Vec::new();
         for layout in &self.layouts {
-            let prefix = literal_prefix(layout.pattern.as_str());
-            let parent = prefix.rsplit_once('/').map_or("", |(parent, _)| parent);
+            let parent = layout
+                .prefix
+                .rsplit_once('/')
+                .map_or("", |(parent, _)| parent);
             let mount = match (&layout.controller, &self.v1) {
                 (None, _) => v2_mount.to_path_buf(),
                 (Some(_), Some(v1)) => v1.mount.clone(),
@@ -318,9 +322,14 @@ fn parse_layout(spec: &str) -> Result<Layout, DiscoveryError> {
     {
         return Err(DiscoveryError::NoJobId(spec.to_string()));
     }
+    let mut prefix = literal_prefix(pattern.as_str());
+    while prefix.len() > DISCOVERY_PREFIX_MAX {
+        prefix.pop();
+    }
     Ok(Layout {
         controller,
         pattern,
+        prefix,
     })
 }
 
@@ -477,6 +486,22 @@ mod tests {
         };
         assert_eq!(prefix(0), (0, "/system.slice/".to_string()));
         assert_eq!(prefix(1), (1, "/slurm".to_string()));
+    }
+
+    #[test]
+    fn a_long_literal_start_is_cut_where_the_kernel_cuts_it() {
+        let long = "a".repeat(DISCOVERY_PREFIX_MAX + 10);
+        let d = Discovery::from_system(
+            &[format!("^/{long}/job_(?P<jobid>[0-9]+)$")],
+            CGROUPS,
+            MOUNTINFO,
+        )
+        .unwrap();
+        let filter = d.kernel_filter();
+        assert_eq!(filter.prefixes[0].len as usize, DISCOVERY_PREFIX_MAX);
+        // Under the cut prefix but not the full one: given a slot by the
+        // kernel, so freed by the daemon.
+        assert!(d.may_hold_jobs(&format!("/{}b", &long[..DISCOVERY_PREFIX_MAX - 1])));
     }
 
     #[test]
