@@ -1,0 +1,565 @@
+//! The Prometheus rules and Grafana dashboards in packaging/: promtool
+//! accepts the rules and passes their unit tests, every alert and recording
+//! rule has such tests, every dashboard query is PromQL promtool parses once
+//! Grafana's variables are filled in, the queries and rules name only
+//! metrics the README documents, and the job dashboard shows every per-job
+//! family of the README's metrics table.
+//!
+//! No daemon and no root: only promtool (Debian's `prometheus` package,
+//! which `cargo xtask test` installs).
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail, ensure};
+use monitor_tests::{ChildGuard, launcher::TempDir, skip_or_fail};
+use serde_json::Value;
+
+const PROMTOOL_TIMEOUT: Duration = Duration::from_secs(60);
+/// In packaging/prometheus.
+const RULE_FILES: [&str; 2] = ["monitor.rules.yml", "monitor.alerts.yml"];
+const RULE_TESTS: &str = "monitor.rules.test.yml";
+/// In packaging/grafana.
+const NODE_DASHBOARD: &str = "monitor-node.json";
+const JOB_DASHBOARD: &str = "monitor-job.json";
+
+/// What Grafana puts in for its variables when it runs a query.
+const VARIABLES: [(&str, &str); 9] = [
+    ("jobid", "42"),
+    ("user", "alice"),
+    ("instance", "node01:9959"),
+    ("datasource", "prometheus"),
+    ("__rate_interval", "4m"),
+    ("__interval", "1m"),
+    ("__interval_ms", "60000"),
+    ("__range", "6h"),
+    ("__range_s", "21600"),
+];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is a directory of the workspace")
+        .to_path_buf()
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// promtool on PATH (`cargo xtask test` installs Debian's prometheus package).
+fn promtool() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("promtool"))
+        .find(|p| p.is_file())
+}
+
+fn promtool_or_skip() -> Option<PathBuf> {
+    let found = promtool();
+    if found.is_none() {
+        skip_or_fail(
+            "promtool is not on PATH (cargo xtask test installs it: apt-get install prometheus)",
+        );
+    }
+    found
+}
+
+/// Runs promtool with `args` in `dir`; fails quoting everything it said.
+fn run_promtool(promtool: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let what = format!("promtool {}", args.join(" "));
+    let mut command = Command::new(promtool);
+    command
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = ChildGuard::spawn(&mut command, &what)?.wait_with_output(PROMTOOL_TIMEOUT)?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    ensure!(
+        output.status.success(),
+        "{what} (in {}) failed ({}):\n{said}",
+        dir.display(),
+        output.status
+    );
+    println!("{what}:\n{said}");
+    Ok(said)
+}
+
+#[test]
+fn rules_pass_promtool_check_and_unit_tests() -> anyhow::Result<()> {
+    let Some(promtool) = promtool_or_skip() else {
+        return Ok(());
+    };
+    let dir = workspace().join("packaging/prometheus");
+    let mut check = vec!["check", "rules"];
+    check.extend(RULE_FILES);
+    run_promtool(&promtool, &dir, &check)?;
+    run_promtool(&promtool, &dir, &["test", "rules", RULE_TESTS])?;
+    Ok(())
+}
+
+/// promtool runs only the cases written: make sure none is missing.
+#[test]
+fn every_alert_and_recording_rule_is_unit_tested() -> anyhow::Result<()> {
+    let dir = workspace().join("packaging/prometheus");
+    let tests = read(&dir.join(RULE_TESTS))?;
+    let cases = alert_cases(&tests)?;
+    let checked: BTreeSet<&str> = tests
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- expr: "))
+        .map(str::trim)
+        .collect();
+    let mut missing = Vec::new();
+    let (mut alerts, mut records) = (0, 0);
+    for file in RULE_FILES {
+        let rules = read(&dir.join(file))?;
+        for line in rules.lines().map(str::trim) {
+            if let Some(alert) = line.strip_prefix("- alert: ") {
+                alerts += 1;
+                let (fires, quiet) = cases.get(alert).copied().unwrap_or_default();
+                if !fires {
+                    missing.push(format!("{file}: no case where {alert} fires"));
+                }
+                if !quiet {
+                    missing.push(format!("{file}: no case where {alert} stays quiet"));
+                }
+            } else if let Some(record) = line.strip_prefix("- record: ") {
+                records += 1;
+                if !checked.contains(record) {
+                    missing.push(format!("{file}: no promql_expr_test of {record}"));
+                }
+            }
+        }
+    }
+    ensure!(
+        alerts > 0 && records > 0,
+        "found {alerts} alerts and {records} recording rules in {RULE_FILES:?}"
+    );
+    ensure!(
+        missing.is_empty(),
+        "{RULE_TESTS} misses cases:\n{}",
+        missing.join("\n")
+    );
+    Ok(())
+}
+
+/// Per alert name in a promtool test file: (a case expects it firing, a
+/// case expects it quiet). Each `alertname:` is followed by its
+/// `exp_alerts:`, `[]` when nothing should fire.
+fn alert_cases(tests: &str) -> anyhow::Result<BTreeMap<String, (bool, bool)>> {
+    let mut cases: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    let mut current = None;
+    for line in tests.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("alertname: ") {
+            current = Some(name.trim().to_string());
+        } else if let Some(expected) = line.strip_prefix("exp_alerts:") {
+            let name = current
+                .take()
+                .with_context(|| format!("exp_alerts without an alertname: {line:?}"))?;
+            let case = cases.entry(name).or_default();
+            if expected.trim() == "[]" {
+                case.1 = true;
+            } else {
+                case.0 = true;
+            }
+        }
+    }
+    Ok(cases)
+}
+
+/// A dashboard query, and where it is (for messages).
+struct Query {
+    source: String,
+    expr: String,
+}
+
+fn dashboard(name: &str) -> anyhow::Result<Value> {
+    let path = workspace().join("packaging/grafana").join(name);
+    serde_json::from_str(&read(&path)?).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Every panel, those in rows included; rows themselves hold no query.
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    fn walk<'a>(list: &'a Value, out: &mut Vec<&'a Value>) {
+        for panel in list.as_array().into_iter().flatten() {
+            if let Some(nested) = panel.get("panels") {
+                walk(nested, out);
+            }
+            if panel["type"] != "row" {
+                out.push(panel);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// A data source Grafana resolves in each installation: a template
+/// variable, never one installation's data source uid.
+fn portable_datasource(datasource: &Value) -> bool {
+    datasource["uid"]
+        .as_str()
+        .is_some_and(|uid| uid.starts_with('$'))
+}
+
+/// Every query of a dashboard: its panels' targets, and the selectors of
+/// its `label_values(...)` variables. Fails on a panel without a portable
+/// data source or without a query.
+fn queries(name: &str, dashboard: &Value) -> anyhow::Result<Vec<Query>> {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for panel in panels(dashboard) {
+        let title = panel["title"].as_str().unwrap_or("(untitled)");
+        if !portable_datasource(&panel["datasource"]) {
+            problems.push(format!(
+                "panel {title:?}: data source {} is not a template variable",
+                panel["datasource"]
+            ));
+        }
+        let targets = panel["targets"].as_array().map_or(&[][..], Vec::as_slice);
+        if targets.is_empty() {
+            problems.push(format!("panel {title:?} has no query"));
+        }
+        for target in targets {
+            let ref_id = target["refId"].as_str().unwrap_or("?");
+            if !target["datasource"].is_null() && !portable_datasource(&target["datasource"]) {
+                problems.push(format!(
+                    "panel {title:?} query {ref_id}: data source {} is not a template variable",
+                    target["datasource"]
+                ));
+            }
+            match target["expr"].as_str().map(str::trim) {
+                Some(expr) if !expr.is_empty() => found.push(Query {
+                    source: format!("{name} panel {title:?} query {ref_id}"),
+                    expr: expr.to_string(),
+                }),
+                _ => problems.push(format!("panel {title:?} query {ref_id} has no expr")),
+            }
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if variable["type"] != "query" {
+            continue;
+        }
+        let var = variable["name"].as_str().unwrap_or("?");
+        // Older Grafana saves the query as a string, newer as an object.
+        let query = variable["query"]
+            .as_str()
+            .or_else(|| variable["query"]["query"].as_str())
+            .unwrap_or_default();
+        match label_values_selector(query) {
+            Some(selector) => found.push(Query {
+                source: format!("{name} variable {var}"),
+                expr: selector.to_string(),
+            }),
+            None => problems.push(format!(
+                "variable {var}: {query:?} is not label_values(SELECTOR, LABEL)"
+            )),
+        }
+    }
+    ensure!(problems.is_empty(), "{name}:\n{}", problems.join("\n"));
+    Ok(found)
+}
+
+/// The series selector of `label_values(SELECTOR, LABEL)`.
+fn label_values_selector(query: &str) -> Option<&str> {
+    let args = query
+        .trim()
+        .strip_prefix("label_values(")?
+        .strip_suffix(')')?;
+    let (selector, label) = args.rsplit_once(',')?;
+    (!label.trim().is_empty()).then_some(selector.trim())
+}
+
+/// `expr` with Grafana's `$name` and `${name}` / `${name:format}` filled in
+/// from [`VARIABLES`]; an unknown variable is an error. A `$` not followed
+/// by a name (a regex anchor) stays.
+fn substitute(expr: &str) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(expr.len());
+    let mut rest = expr;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, tail) = if let Some(braced) = after.strip_prefix('{') {
+            let end = braced
+                .find('}')
+                .with_context(|| format!("unclosed ${{ in {expr:?}"))?;
+            // The format only changes how several values are joined.
+            let name = braced[..end].split(':').next().unwrap_or_default();
+            (name, &braced[end + 1..])
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            after.split_at(end)
+        };
+        if name.is_empty() {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        let value = VARIABLES
+            .iter()
+            .find(|(variable, _)| *variable == name)
+            .map(|(_, value)| *value)
+            .with_context(|| format!("unknown Grafana variable ${name} in {expr:?}"))?;
+        out.push_str(value);
+        rest = tail;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A rules file with each query as a recording rule, for promtool to parse.
+fn as_recording_rules(queries: &[Query]) -> anyhow::Result<String> {
+    let mut yaml = String::from("groups:\n  - name: dashboard-queries\n    rules:\n");
+    for (i, query) in queries.iter().enumerate() {
+        let expr = substitute(&query.expr).with_context(|| query.source.clone())?;
+        writeln!(yaml, "      # {}", query.source.replace('\n', " "))?;
+        writeln!(yaml, "      - record: dashboard:query_{i}")?;
+        yaml.push_str("        expr: |-\n");
+        for line in expr.lines() {
+            writeln!(yaml, "          {line}")?;
+        }
+    }
+    Ok(yaml)
+}
+
+#[test]
+fn dashboards_have_portable_data_sources_and_their_variables() -> anyhow::Result<()> {
+    for (name, variables) in [
+        (NODE_DASHBOARD, &["datasource", "instance"][..]),
+        (JOB_DASHBOARD, &["datasource", "jobid", "user"][..]),
+    ] {
+        let dashboard = dashboard(name)?;
+        ensure!(
+            dashboard["uid"].as_str().is_some_and(|uid| !uid.is_empty()),
+            "{name} has no uid (links between the dashboards use it)"
+        );
+        let list = dashboard["templating"]["list"]
+            .as_array()
+            .with_context(|| format!("{name} has no templating.list"))?;
+        for variable in variables {
+            ensure!(
+                list.iter().any(|v| v["name"] == *variable),
+                "{name} has no ${variable} variable"
+            );
+        }
+        // Import works anywhere because every panel takes this variable.
+        ensure!(
+            list.iter()
+                .any(|v| v["type"] == "datasource" && v["query"] == "prometheus"),
+            "{name} has no Prometheus data source variable"
+        );
+        let queries = queries(name, &dashboard)?;
+        ensure!(!queries.is_empty(), "{name} has no query");
+    }
+    Ok(())
+}
+
+#[test]
+fn dashboard_queries_are_valid_promql() -> anyhow::Result<()> {
+    let Some(promtool) = promtool_or_skip() else {
+        return Ok(());
+    };
+    let mut all = Vec::new();
+    for name in [NODE_DASHBOARD, JOB_DASHBOARD] {
+        all.extend(queries(name, &dashboard(name)?)?);
+    }
+    let rules = as_recording_rules(&all)?;
+    let dir = TempDir::new("dashboard-queries")?;
+    fs::write(dir.0.join("dashboards.rules.yml"), &rules)?;
+    if let Err(error) = run_promtool(
+        &promtool,
+        &dir.0,
+        &["check", "rules", "dashboards.rules.yml"],
+    ) {
+        // promtool names the failing rules ("dashboard:query_N"): say which
+        // panels' queries those are.
+        let said = format!("{error:#}");
+        let named: Vec<String> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| said.contains(&format!("\"dashboard:query_{i}\"")))
+            .map(|(i, query)| format!("dashboard:query_{i} is {}:\n  {}", query.source, query.expr))
+            .collect();
+        if named.is_empty() {
+            bail!("{said}\nthe rules checked:\n{rules}");
+        }
+        bail!("{said}\n{}", named.join("\n"));
+    }
+    Ok(())
+}
+
+/// Metric names in the README's "## Metrics" section: each code span that
+/// starts with `monitor_`, with its label set (`name{a,b}` at the end)
+/// dropped and alternatives (`a_{x,y}_b`) expanded.
+fn documented_metrics() -> anyhow::Result<BTreeSet<String>> {
+    let readme = read(&workspace().join("README.md"))?;
+    let start = readme
+        .find("\n## Metrics\n")
+        .context("README.md has no \"## Metrics\" section")?
+        + 1;
+    let section = &readme[start..];
+    let section = &section[..section[1..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 1)];
+    // Fences hold three backticks, which would pair the wrong ones.
+    let text: Vec<&str> = section
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("```"))
+        .collect();
+    let mut names = BTreeSet::new();
+    for span in text.join("\n").split('`').skip(1).step_by(2) {
+        if span.starts_with("monitor_") {
+            names.extend(expand_metric(span));
+        }
+    }
+    for name in &names {
+        ensure!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "README.md's metrics: {name:?} is not a metric name (a code span this test misreads?)"
+        );
+    }
+    ensure!(
+        names.len() > 20,
+        "only {} metrics found in README.md's metrics section: {names:?}",
+        names.len()
+    );
+    Ok(names)
+}
+
+/// `a_{x,y}_b` is `a_x_b` and `a_y_b`; `name{label,...}` is `name`.
+fn expand_metric(span: &str) -> Vec<String> {
+    let Some(open) = span.find('{') else {
+        return vec![span.to_string()];
+    };
+    match span[open..].find('}').map(|close| open + close) {
+        Some(close) if close + 1 < span.len() => {
+            let (head, tail) = (&span[..open], &span[close + 1..]);
+            span[open + 1..close]
+                .split(',')
+                .flat_map(|alternative| expand_metric(&format!("{head}{alternative}{tail}")))
+                .collect()
+        }
+        _ => vec![span[..open].to_string()],
+    }
+}
+
+/// The metric names `text` uses: words starting with `monitor_`, recording
+/// rules' names (which hold colons) excluded.
+fn monitor_metrics_in(text: &str) -> BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|word| word.starts_with("monitor_") && !word.contains(':'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// promtool parses a misspelt metric name happily: only this catches it.
+#[test]
+fn dashboards_and_rules_name_only_documented_metrics() -> anyhow::Result<()> {
+    let documented = documented_metrics()?;
+    let mut unknown = Vec::new();
+    for name in [NODE_DASHBOARD, JOB_DASHBOARD] {
+        for query in queries(name, &dashboard(name)?)? {
+            for metric in monitor_metrics_in(&query.expr) {
+                if !documented.contains(&metric) {
+                    unknown.push(format!("{}: {metric}", query.source));
+                }
+            }
+        }
+    }
+    let dir = workspace().join("packaging/prometheus");
+    for file in RULE_FILES.into_iter().chain([RULE_TESTS]) {
+        for metric in monitor_metrics_in(&read(&dir.join(file))?) {
+            if !documented.contains(&metric) {
+                unknown.push(format!("{file}: {metric}"));
+            }
+        }
+    }
+    ensure!(
+        unknown.is_empty(),
+        "metrics README.md's \"Metrics\" section does not list:\n{}",
+        unknown.join("\n")
+    );
+    Ok(())
+}
+
+#[test]
+fn job_dashboard_shows_every_per_job_family() -> anyhow::Result<()> {
+    let families: BTreeSet<String> = documented_metrics()?
+        .into_iter()
+        .filter(|name| name.starts_with("monitor_job_"))
+        .collect();
+    let shown: BTreeSet<String> = queries(JOB_DASHBOARD, &dashboard(JOB_DASHBOARD)?)?
+        .iter()
+        .flat_map(|query| monitor_metrics_in(&query.expr))
+        .collect();
+    let missing: Vec<&String> = families.difference(&shown).collect();
+    ensure!(
+        missing.is_empty(),
+        "{JOB_DASHBOARD} has no query of {missing:?} (README.md's metrics table lists them)"
+    );
+    Ok(())
+}
+
+#[test]
+fn grafana_variables_are_filled_in() -> anyhow::Result<()> {
+    assert_eq!(
+        substitute(r#"rate(x{jobid="$jobid",user=~"${user}"}[$__rate_interval])"#)?,
+        r#"rate(x{jobid="42",user=~"alice"}[4m])"#
+    );
+    assert_eq!(
+        substitute("$__range_s / ${__interval:text} $__range")?,
+        "21600 / 1m 6h"
+    );
+    // A regex anchor is not a variable.
+    assert_eq!(substitute(r#"x{a=~"b$"}"#)?, r#"x{a=~"b$"}"#);
+    let Err(error) = substitute("x[$jobId]") else {
+        bail!("an unknown variable was accepted");
+    };
+    assert!(error.to_string().contains("$jobId"), "{error:#}");
+    Ok(())
+}
+
+#[test]
+fn readme_metric_spans_are_read_as_names() {
+    assert_eq!(
+        expand_metric("monitor_job_cgroup_io_{read,write}_bytes_total"),
+        [
+            "monitor_job_cgroup_io_read_bytes_total",
+            "monitor_job_cgroup_io_write_bytes_total"
+        ]
+    );
+    assert_eq!(
+        expand_metric("monitor_job_info{jobid,user,label_*}"),
+        ["monitor_job_info"]
+    );
+    assert_eq!(expand_metric("monitor_job_tasks"), ["monitor_job_tasks"]);
+    assert_eq!(
+        label_values_selector(r#"label_values(monitor_job_info{user=~"$user"}, jobid)"#),
+        Some(r#"monitor_job_info{user=~"$user"}"#)
+    );
+    assert_eq!(
+        monitor_metrics_in(
+            "sum(rate(monitor_job_cpu_seconds_total[5m])) / jobid:monitor_job_cpus_allocated:sum"
+        ),
+        BTreeSet::from(["monitor_job_cpu_seconds_total".to_string()])
+    );
+}
