@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node daemon (root): load the kernel programs, watch job cgroups, serve /metrics.
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Register with the daemon as a job, then run CMD in it (the job's process is CMD itself).
     Run(RunArgs),
     /// List running and recently finished jobs (--all: every stored profile).
@@ -117,6 +117,19 @@ pub struct DaemonArgs {
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
+
+    /// Prometheus exporter-toolkit web configuration (YAML): TLS, client
+    /// certificates, response headers and basic auth for the web port
+    /// (metrics and the JSON API). Reread when it or a file it names
+    /// changes, and on SIGHUP. See README, "Securing the endpoint".
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Connections the web port serves at once (more wait in the kernel's
+    /// backlog); the API socket takes the same number, a quarter of them
+    /// at most from any one user.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
 
     /// How often to read the kernel maps (e.g. 500ms, 1s, 5s).
     #[arg(long = "sample.interval", value_name = "DURATION", default_value = "1s", value_parser = parse_positive_duration)]

@@ -19,7 +19,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Daemon(args) => {
             init_logging(args.log_level);
-            daemon::run(args)
+            daemon::run(*args)
         }
         cli::Command::Run(args) => {
             init_logging(log::LevelFilter::Warn);

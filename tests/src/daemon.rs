@@ -19,7 +19,7 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::{cgroup, cgroup::JobCgroup, http, openmetrics::Metrics};
+use crate::{cgroup, cgroup::JobCgroup, openmetrics::Metrics, tls::Curl};
 
 /// Short, so a test waits little for the daemon to read the kernel maps.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
@@ -74,6 +74,9 @@ pub struct Daemon {
     root: PathBuf,
     socket: PathBuf,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// How the web port is reached when `--web.config.file` secures it
+    /// (None: plain HTTP).
+    client: Option<Curl>,
 }
 
 impl Daemon {
@@ -93,7 +96,14 @@ impl Daemon {
     /// layouts (Slurm's) in force: test daemons otherwise run with
     /// `--discover.off` (see [`Daemon::start_configured`]).
     pub fn start_discovering(extra_args: &[&str]) -> anyhow::Result<Self> {
-        Self::start_inner(extra_args, |_| {}, true)
+        Self::start_inner(extra_args, |_| {}, true, None)
+    }
+
+    /// Like [`Daemon::start_with`] for a daemon whose web port is secured
+    /// (`--web.config.file` among the flags): `client` reaches it, for the
+    /// start-up wait and every later scrape.
+    pub fn start_secured(extra_args: &[&str], client: Curl) -> anyhow::Result<Self> {
+        Self::start_inner(extra_args, |_| {}, false, Some(client))
     }
 
     /// Like [`Daemon::start_with`]; `configure` may change the command
@@ -102,13 +112,14 @@ impl Daemon {
         extra_args: &[&str],
         configure: impl FnOnce(&mut Command),
     ) -> anyhow::Result<Self> {
-        Self::start_inner(extra_args, configure, false)
+        Self::start_inner(extra_args, configure, false, None)
     }
 
     fn start_inner(
         extra_args: &[&str],
         configure: impl FnOnce(&mut Command),
         default_discovery: bool,
+        client: Option<Curl>,
     ) -> anyhow::Result<Self> {
         let binary = binary()?;
         let root = unique_root()?;
@@ -196,6 +207,7 @@ impl Daemon {
             root,
             socket,
             stderr,
+            client,
         };
         daemon.wait_until_ready()?;
         Ok(daemon)
@@ -301,7 +313,10 @@ impl Daemon {
 
     /// GETs `path` from the daemon's web port (the body of a 200 answer).
     pub fn get(&self, path: &str) -> anyhow::Result<String> {
-        crate::http::get(self.address, path)
+        match &self.client {
+            None => crate::http::get(self.address, path),
+            Some(curl) => curl.get_ok(self.address, path),
+        }
     }
 
     /// The daemon's launcher socket.
@@ -321,7 +336,8 @@ impl Daemon {
 
     /// One scrape of the telemetry path, parsed.
     pub fn metrics(&self) -> anyhow::Result<Metrics> {
-        let text = http::get(self.address, TELEMETRY_PATH)
+        let text = self
+            .get(TELEMETRY_PATH)
             .with_context(|| format!("scraping the daemon; its stderr:\n{}", self.stderr()))?;
         Metrics::parse(&text).context("parsing /metrics")
     }

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod process;
 pub mod prometheus;
 pub mod slurm;
+pub mod tls;
 pub mod workload;
 
 pub use cgroup::JobCgroup;

@@ -48,6 +48,18 @@ impl Prometheus {
         path: &str,
         interval: Duration,
     ) -> anyhow::Result<Self> {
+        Self::start_scraping(binary, target, path, interval, "")
+    }
+
+    /// Like [`Prometheus::start`], with more lines for the scrape config
+    /// (`scheme`, `tls_config`, `basic_auth`), each indented by four spaces.
+    pub fn start_scraping(
+        binary: &PathBuf,
+        target: SocketAddr,
+        path: &str,
+        interval: Duration,
+        scrape_lines: &str,
+    ) -> anyhow::Result<Self> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = TempDir::new(&format!(
             "prometheus-{}",
@@ -59,7 +71,7 @@ impl Prometheus {
             &config,
             format!(
                 "global:\n  scrape_interval: {seconds}\n  scrape_timeout: {seconds}\n\
-                 scrape_configs:\n  - job_name: {SCRAPE_JOB}\n    metrics_path: {path}\n    \
+                 scrape_configs:\n  - job_name: {SCRAPE_JOB}\n    metrics_path: {path}\n{scrape_lines}    \
                  static_configs:\n      - targets: ['{target}']\n"
             ),
         )

@@ -54,6 +54,34 @@ pub fn package() -> anyhow::Result<PathBuf> {
         "/usr/share/doc/monitor/examples/apptainer.conf",
         0o644,
     )?;
+    put(
+        &packaging.join("web/web-config.yml.example"),
+        "/usr/share/doc/monitor/examples/web-config.yml",
+        0o644,
+    )?;
+    // Rules and dashboards for the site's Prometheus and Grafana.
+    for (from, to) in [
+        (
+            "prometheus/monitor.rules.yml",
+            "prometheus/monitor.rules.yml",
+        ),
+        (
+            "prometheus/monitor.alerts.yml",
+            "prometheus/monitor.alerts.yml",
+        ),
+        (
+            "prometheus/monitor.rules.test.yml",
+            "prometheus/monitor.rules.test.yml",
+        ),
+        ("grafana/monitor-node.json", "grafana/monitor-node.json"),
+        ("grafana/monitor-job.json", "grafana/monitor-job.json"),
+    ] {
+        put(
+            &packaging.join(from),
+            &format!("/usr/share/monitor/{to}"),
+            0o644,
+        )?;
+    }
     for script in ["postinst", "prerm", "postrm"] {
         put(
             &packaging.join("debian").join(script),

@@ -17,6 +17,7 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
     }
     ensure_promtool()?;
     ensure_slurm()?;
+    ensure_web_tools()?;
     let binary = build::build_release()?;
     unload_test_pins(&binary);
     let result = run(cargo()
@@ -225,6 +226,33 @@ fn ensure_slurm() -> anyhow::Result<()> {
         ])
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("installing Slurm (apt-get install slurmctld slurmd slurm-client munge)")
+}
+
+/// The web-config tests make certificates and password hashes as a site
+/// does (openssl, htpasswd) and fetch with curl: install what is missing.
+fn ensure_web_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [
+        ("openssl", "openssl"),
+        ("htpasswd", "apache2-utils"),
+        ("curl", "curl"),
+    ]
+    .into_iter()
+    .filter(|(binary, _)| which::which(binary).is_err())
+    .map(|(_, package)| package)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing {} for the web-config tests",
+        missing.join(", ")
+    );
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("installing {} (apt-get install)", missing.join(" ")))
 }
 
 /// `promtool check metrics` is one of the tests, and another scrapes the

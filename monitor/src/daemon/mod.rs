@@ -35,6 +35,7 @@ use crate::{
     },
     store::{Store, StoreReader},
     system::{bpffs, cgroupfs, privileges, tracefs},
+    web::WebConfigSource,
 };
 
 pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
@@ -48,6 +49,14 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         // Say so before touching the system.
         return Err(kernel::probes::ProbeError::EmptyObject.into());
     }
+    // Before anything is loaded: a bad file stops the start with the key named.
+    let web_config = Arc::new(
+        WebConfigSource::open(args.web_config_file.as_deref()).context("--web.config.file")?,
+    );
+    if args.web_config_file.is_some() {
+        log::info!("web port: {}", web_config.current().describe());
+    }
+    let web_limits = crate::web::Limits::new(args.max_connections as usize);
     let tracefs = tracefs::ensure_mounted()?;
     let mount = cgroupfs::find_v2_mount()?;
     let v2_mount = mount.clone();
@@ -244,12 +253,20 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         let api_server = {
             let (api, path) = (api.clone(), api_socket.clone());
             tokio::spawn(async move {
-                if let Err(e) = crate::web::serve_api_socket(&path, api).await {
+                if let Err(e) = crate::web::serve_api_socket(&path, api, web_limits).await {
                     log::error!("{e:#} (`monitor jobs` cannot reach the daemon; the web port still serves the API)");
                 }
             })
         };
-        let served = crate::web::serve(args.listen_address, &args.telemetry_path, registry, api, shutdown_signal()).await;
+        let reloads = tokio::spawn(reload_on_hangup(web_config.clone()));
+        let web = crate::web::WebServer {
+            address: args.listen_address,
+            telemetry_path: &args.telemetry_path,
+            source: web_config,
+            limits: web_limits,
+        };
+        let served = crate::web::serve(web, registry, api, shutdown_signal()).await;
+        reloads.abort();
         launchers.abort();
         api_server.abort();
         let _ = std::fs::remove_file(&args.socket_path);
@@ -444,6 +461,21 @@ fn raise_fd_limit() {
         }
         Ok(_) => {}
         Err(e) => log::warn!("reading the open-file limit: {e}"),
+    }
+}
+
+/// SIGHUP rereads `--web.config.file` (`systemctl reload monitor`).
+async fn reload_on_hangup(source: Arc<WebConfigSource>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        log::warn!(
+            "cannot catch SIGHUP: the web configuration is reread only when its files change"
+        );
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        log::info!("SIGHUP: rereading the web configuration");
+        source.reload();
     }
 }
 

@@ -1,5 +1,12 @@
 //! The HTTP side: the telemetry path, the job API and a landing page on
-//! the web port; the job API alone on the API socket.
+//! the web port (under `--web.config.file`'s TLS and basic auth); the job
+//! API alone on the API socket.
+mod basic_auth;
+pub mod config;
+mod connections;
+pub mod settings;
+mod tls;
+
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::Context as _;
@@ -12,15 +19,28 @@ use axum::{
 };
 use prometheus_client::registry::Registry;
 
+pub use self::{connections::Limits, settings::WebConfigSource};
 use crate::{api::ApiState, metrics::exposition};
 
+pub struct WebServer<'a> {
+    pub address: SocketAddr,
+    pub telemetry_path: &'a str,
+    pub source: Arc<WebConfigSource>,
+    pub limits: Limits,
+}
+
 pub async fn serve(
-    address: SocketAddr,
-    telemetry_path: &str,
+    server: WebServer<'_>,
     registry: Registry,
     api: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let WebServer {
+        address,
+        telemetry_path,
+        source,
+        limits,
+    } = server;
     let registry = Arc::new(registry);
     let landing = landing_page(telemetry_path);
     let app = Router::new()
@@ -31,21 +51,23 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("listening on {address} (--web.listen-address)"))?;
-    log::info!("serving metrics on http://{address}{telemetry_path}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server")
+    let scheme = if source.current().tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    log::info!("serving metrics on {scheme}://{address}{telemetry_path}");
+    connections::serve_tcp(listener, app, source, limits, shutdown).await;
+    Ok(())
 }
 
 /// The job API on a Unix socket, for `monitor jobs` (read-only; every
 /// user may connect, as every user may read /metrics).
-pub async fn serve_api_socket(path: &Path, api: ApiState) -> anyhow::Result<()> {
+pub async fn serve_api_socket(path: &Path, api: ApiState, limits: Limits) -> anyhow::Result<()> {
     let listener = crate::launcher::socket::bind(path)?;
     log::info!("job API socket at {}", path.display());
-    axum::serve(listener, crate::api::routes().with_state(api))
-        .await
-        .context("job API socket")
+    connections::serve_unix(listener, crate::api::routes().with_state(api), limits).await;
+    Ok(())
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {
