@@ -135,7 +135,7 @@ fn resident(state: &MmState) -> i64 {
 /// view of its peak.
 #[inline(always)]
 fn apply(slot: u32, delta: i64) {
-    let Some(counters) = counters_at(slot) else {
+    let Some(mut counters) = counters_at(slot) else {
         return;
     };
     atomic_add(&mut counters.rss_delta_bytes, delta);

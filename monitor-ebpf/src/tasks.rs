@@ -307,11 +307,11 @@ pub fn credit<const TRIES: usize>(state: &mut TaskState, now: &TaskCounters) {
     let syscw = advance::<TRIES>(&mut last.syscw, now.syscw);
     let read_bytes = advance::<TRIES>(&mut last.read_bytes, now.read_bytes);
     let write_bytes = advance::<TRIES>(&mut last.write_bytes, now.write_bytes);
-    let Some(counters) = counters_of(state.cgroup) else {
+    let Some(mut counters) = counters_of(state.cgroup) else {
         // The cgroup's counters were read for the last time and freed.
         return;
     };
-    let c: &mut CgroupCounters = counters;
+    let c: &mut CgroupCounters = &mut counters;
     add(&mut c.cpu_ns, cpu);
     add(&mut c.runqueue_wait_ns, wait);
     add(&mut c.voluntary_switches, voluntary);

@@ -210,13 +210,15 @@ pub struct DaemonArgs {
     /// Threads of jobs tracked at once (about 200 bytes of kernel memory
     /// each, allocated as jobs start them). A job thread started when all
     /// are taken is not counted, and is counted in
-    /// monitor_bpf_lost_events_total{reason="task_map_full"}. The old name
-    /// --bpf.task-slots is accepted too.
+    /// monitor_bpf_lost_events_total{reason="task_map_full"}. Every sample
+    /// scans the map's buckets (one per possible entry), so a larger map
+    /// costs each sample a little more. The old name --bpf.task-slots is
+    /// accepted too.
     #[arg(
         long = "bpf.max-tasks",
         alias = "bpf.task-slots",
         value_name = "N",
-        default_value_t = 65536,
+        default_value_t = 16384,
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_tasks: u32,

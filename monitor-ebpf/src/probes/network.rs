@@ -92,7 +92,7 @@ enum Direction {
 fn count(ctx: &SkBuffContext, direction: Direction) {
     // SAFETY: the context's skb.
     let cgroup = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
-    let counters = match counters_of(cgroup) {
+    let mut counters = match counters_of(cgroup) {
         Some(counters) => counters,
         None if any_socket_jobs() => {
             // SAFETY: the context's skb.

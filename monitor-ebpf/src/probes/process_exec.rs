@@ -5,7 +5,7 @@ use crate::{atomics::atomic_add, maps::counters_of, tasks::current_job_cgroup};
 
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
-    if let Some(counters) = current_job_cgroup().and_then(counters_of) {
+    if let Some(mut counters) = current_job_cgroup().and_then(counters_of) {
         atomic_add(&mut counters.execs, 1u64);
     }
     0

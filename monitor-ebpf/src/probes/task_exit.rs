@@ -26,7 +26,10 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     };
     settle(TaskAt(task));
     let oom_killed = take_oom_victim();
-    let Some(counters) = current_job_cgroup().and_then(counters_of) else {
+    if !oom_killed && !group_dead {
+        return 0;
+    }
+    let Some(mut counters) = current_job_cgroup().and_then(counters_of) else {
         return 0;
     };
     if oom_killed {

@@ -25,7 +25,7 @@ pub fn task_newtask(ctx: RawTracePointContext) -> i32 {
     // `current` is the parent, whose cgroup the child inherits unless it
     // was cloned into another one.
     let parent_cgroup = current_job_cgroup();
-    if let Some(counters) = parent_cgroup.and_then(counters_of) {
+    if let Some(mut counters) = parent_cgroup.and_then(counters_of) {
         let started = if clone_flags & CLONE_THREAD != 0 {
             &mut counters.threads_started
         } else {

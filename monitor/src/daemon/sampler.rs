@@ -41,6 +41,7 @@ use crate::{
     profile::JobJson,
     store::{Batch, Profile, StoreHandle},
     system::cgroupfs,
+    system::ids::IdMap,
 };
 
 /// Freed memory is returned to the kernel every this many samples.
@@ -598,19 +599,22 @@ impl Sampler {
     /// and unknown to the job table.
     #[allow(clippy::type_complexity)]
     fn read_counters(
-        &self,
+        &mut self,
     ) -> anyhow::Result<(Vec<(u64, CgroupCounters)>, Vec<(u64, CgroupCounters)>)> {
-        let ids = self.probes.counters.ids();
-        let mut values = Vec::with_capacity(ids.len());
         // Read for the last time already; freed once their job is stored.
-        for id in ids
+        let ids: Vec<u64> = self
+            .probes
+            .counters
+            .ids()
             .into_iter()
             .filter(|id| !self.pending_release.contains(id))
-        {
+            .collect();
+        let mut values = Vec::with_capacity(ids.len());
+        for id in ids {
             let Some(sum) = self
                 .probes
                 .counters
-                .read(id)
+                .read_latest(id)
                 .context("reading cgroup counters")?
             else {
                 continue;
@@ -637,9 +641,9 @@ impl Sampler {
 
     /// Threads per job and per live cgroup, as the sample's walk saw them
     /// (no cgroup file read: at 1,000 jobs that was 1,000 opens a sample).
-    fn count_tasks(&self, seen: &HashMap<u64, u64>) -> (HashMap<JobKey, u64>, HashMap<u64, u64>) {
+    fn count_tasks(&self, seen: &IdMap<u64, u64>) -> (HashMap<JobKey, u64>, IdMap<u64, u64>) {
         let mut tasks: HashMap<JobKey, u64> = HashMap::new();
-        let mut cgroup_tasks: HashMap<u64, u64> = HashMap::new();
+        let mut cgroup_tasks: IdMap<u64, u64> = IdMap::default();
         for (id, _, job) in self.table().live_cgroups() {
             let threads = seen.get(&id).copied().unwrap_or(0);
             cgroup_tasks.insert(id, threads);
@@ -724,6 +728,9 @@ impl Sampler {
     /// again with the cross-checks (a resource manager may change it).
     fn read_allocations(&mut self) {
         let refresh = self.health.samples.is_multiple_of(CROSS_CHECK_EVERY);
+        if refresh {
+            self.allocation.refresh_controllers();
+        }
         let table = self.table.clone();
         let table = table.lock().unwrap_or_else(|e| e.into_inner());
         let due: Vec<(JobKey, String)> = table

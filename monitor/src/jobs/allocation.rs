@@ -28,16 +28,40 @@ pub struct AllocationReader {
     v2_mount: PathBuf,
     cpuset_v1: Option<PathBuf>,
     memory_v1: Option<PathBuf>,
+    /// The controllers the v2 root hands down: a v2 job cgroup can have a
+    /// controller's files only then (on hybrid hosts none, and every open
+    /// of a job's file would fail: 2,000 failed opens a refresh at 1,000
+    /// jobs).
+    v2_cpuset: bool,
+    v2_memory: bool,
 }
 
 impl AllocationReader {
     pub fn new(v2_mount: &Path) -> Self {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        Self {
+        let mut reader = Self {
             v2_mount: v2_mount.to_path_buf(),
             cpuset_v1: v1_mount("cpuset", &mountinfo),
             memory_v1: v1_mount("memory", &mountinfo),
-        }
+            v2_cpuset: false,
+            v2_memory: false,
+        };
+        reader.refresh_controllers();
+        reader
+    }
+
+    /// Rereads which controllers the v2 root hands down (a site may
+    /// enable one while the daemon runs).
+    pub fn refresh_controllers(&mut self) {
+        let enabled =
+            fs::read_to_string(self.v2_mount.join("cgroup.subtree_control")).unwrap_or_default();
+        let has = |name: &str| {
+            enabled
+                .split_whitespace()
+                .any(|controller| controller == name)
+        };
+        self.v2_cpuset = has("cpuset");
+        self.v2_memory = has("memory");
     }
 
     /// The allocation of the job whose (first) cgroup is table path `cgroup`.
@@ -57,11 +81,17 @@ impl AllocationReader {
             }
             (None, path) => {
                 let dir = self.v2_mount.join(path.trim_start_matches('/'));
-                let read = |file: &str| fs::read_to_string(dir.join(file)).ok();
+                let read = |enabled: bool, file: &str| {
+                    enabled
+                        .then(|| fs::read_to_string(dir.join(file)).ok())
+                        .flatten()
+                };
                 Allocation {
-                    cpus: read("cpuset.cpus.effective").and_then(|t| count_cpus(&t)),
+                    cpus: read(self.v2_cpuset, "cpuset.cpus.effective")
+                        .and_then(|t| count_cpus(&t)),
                     // "max": no limit.
-                    memory_limit_bytes: read("memory.max").and_then(|t| t.trim().parse().ok()),
+                    memory_limit_bytes: read(self.v2_memory, "memory.max")
+                        .and_then(|t| t.trim().parse().ok()),
                 }
             }
         }
@@ -145,11 +175,17 @@ mod tests {
         fs::write(v1_memory.join("memory.limit_in_bytes"), "1073741824\n").unwrap();
         fs::write(v2_job.join("cpuset.cpus.effective"), "3\n").unwrap();
         fs::write(v2_job.join("memory.max"), "max\n").unwrap();
-        let reader = AllocationReader {
+        let mut reader = AllocationReader {
             v2_mount: base.join("v2"),
             cpuset_v1: Some(base.join("cpuset")),
             memory_v1: Some(base.join("memory")),
+            v2_cpuset: false,
+            v2_memory: false,
         };
+        // The v2 root hands neither controller down: no v2 file is opened.
+        assert_eq!(reader.read("/jobs/a"), Allocation::default());
+        fs::write(base.join("v2/cgroup.subtree_control"), "cpuset memory\n").unwrap();
+        reader.refresh_controllers();
         assert_eq!(
             reader.read("freezer:/slurm/uid_1/job_5"),
             Allocation {

@@ -11,7 +11,7 @@
 //! A removed cgroup keeps its entry until its final values are read (see
 //! [`JobTable::finalizable`]); a job is finished when its last cgroup is.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -23,7 +23,13 @@ use super::{
     discovery::{self, Discovery},
     registry::{Registry, SavedCgroup, SavedCounters, SavedJob},
 };
-use crate::{metrics::encode::unix_seconds, system::cgroupfs::job_of};
+use crate::{
+    metrics::encode::unix_seconds,
+    system::{
+        cgroupfs::job_of,
+        ids::{IdMap, IdSet},
+    },
+};
 
 /// Labels a discovered job takes from the launchers that join it, in all.
 const MAX_JOINED_LABELS: usize = 32;
@@ -153,7 +159,7 @@ pub struct EmptyCgroups {
 #[derive(Debug)]
 pub struct JobTable {
     root: String,
-    cgroups: HashMap<u64, CgroupEntry>,
+    cgroups: IdMap<u64, CgroupEntry>,
     paths: HashMap<String, u64>,
     /// Paths the registrar is about to make, and the job each is for.
     expected: HashMap<String, JobKey>,
@@ -177,7 +183,7 @@ impl JobTable {
     pub fn new(root: &str) -> Self {
         Self {
             root: root.trim_end_matches('/').to_string(),
-            cgroups: HashMap::new(),
+            cgroups: IdMap::default(),
             paths: HashMap::new(),
             expected: HashMap::new(),
             live: BTreeMap::new(),
@@ -681,7 +687,7 @@ impl JobTable {
         }
         // Removed cgroups whose map entry was never there (map full, or a
         // cgroup the walk raced): drop them too.
-        let read: HashSet<u64> = readings.iter().map(|(id, _)| *id).collect();
+        let read: IdSet<u64> = readings.iter().map(|(id, _)| *id).collect();
         let stale: Vec<u64> = self
             .cgroups
             .keys()
@@ -729,7 +735,7 @@ impl JobTable {
     /// "no task in any of its cgroups" ends it; a task that re-registers
     /// elsewhere leaves no empty cgroup behind. Cgroups still being filled
     /// (unarmed) and jobs whose id is not settled yet are left alone.
-    pub fn empty_cgroups(&self, tasks: &HashMap<u64, u64>) -> EmptyCgroups {
+    pub fn empty_cgroups(&self, tasks: &IdMap<u64, u64>) -> EmptyCgroups {
         let mut empty = EmptyCgroups::default();
         for (id, entry) in &self.cgroups {
             let registered = self
@@ -965,7 +971,7 @@ mod tests {
         );
         let now = Instant::now();
         assert_eq!(
-            table.empty_cgroups(&HashMap::new()),
+            table.empty_cgroups(&IdMap::default()),
             EmptyCgroups {
                 owned: vec![],
                 adopted: vec![7]
@@ -973,14 +979,14 @@ mod tests {
             "task-1 is not armed yet"
         );
         table.arm(1);
-        let busy = HashMap::from([(1, 2), (7, 1)]);
+        let busy = IdMap::from_iter([(1, 2), (7, 1)]);
         assert_eq!(
             table.empty_cgroups(&busy),
             EmptyCgroups::default(),
             "tasks are running"
         );
         assert_eq!(
-            table.empty_cgroups(&HashMap::from([(7, 1)])),
+            table.empty_cgroups(&IdMap::from_iter([(7, 1)])),
             EmptyCgroups {
                 owned: vec![(1, "/monitor.slice/task-1".into())],
                 adopted: vec![]
@@ -1077,7 +1083,7 @@ mod tests {
         table.add_cgroup(10, "/monitor.slice/a", 0, T);
         table.apply_sample(&[], &HashMap::new(), Instant::now(), T);
         assert_eq!(
-            table.empty_cgroups(&HashMap::new()),
+            table.empty_cgroups(&IdMap::default()),
             EmptyCgroups::default()
         );
     }

@@ -29,13 +29,15 @@
 //! Freeing is the daemon's alone, after a removed cgroup's final read: its
 //! per-CPU counters are zeroed first, then the slot is marked free, so a
 //! cgroup that claims the slot next starts from zero.
-use std::collections::HashMap;
 
 use aya::{
     maps::{Array, MapData, MapError, PerCpuArray, PerCpuValues},
     util::nr_cpus,
 };
 use monitor_common::{CgroupCounters, Claim, FREE_SLOT, claimable_cgroup_slot};
+
+use super::changed_flags::ChangedFlags;
+use crate::system::ids::IdMap;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -70,6 +72,11 @@ pub trait SlotMaps {
     fn counters(&self, slot: u32) -> Result<CgroupCounters, CountersError>;
     /// Zeroes `CGROUP_COUNTERS[slot]` on every CPU.
     fn zero_counters(&mut self, slot: u32) -> Result<(), CountersError>;
+    /// Whether `CGROUP_COUNTERS[slot]` may have changed since this was
+    /// last asked (and from now on, not): true when unknown.
+    fn take_changed(&self, _slot: u32) -> bool {
+        true
+    }
 }
 
 /// The kernel maps.
@@ -80,6 +87,9 @@ pub struct KernelMaps {
     rss: Array<MapData, i64>,
     /// Possible CPUs: one counter copy each.
     cpus: usize,
+    /// The programs' change flags; None for a set of an older build,
+    /// which has none (every slot is then read).
+    changed: Option<ChangedFlags>,
 }
 
 impl KernelMaps {
@@ -100,6 +110,7 @@ impl KernelMaps {
             counters,
             rss,
             cpus,
+            changed: None,
         })
     }
 }
@@ -133,6 +144,10 @@ impl SlotMaps for KernelMaps {
         Ok(sum)
     }
 
+    fn take_changed(&self, slot: u32) -> bool {
+        self.changed.as_ref().is_none_or(|flags| flags.take(slot))
+    }
+
     fn zero_counters(&mut self, slot: u32) -> Result<(), CountersError> {
         let zeros = PerCpuValues::try_from(vec![CgroupCounters::default(); self.cpus])
             .map_err(CountersError::Cpus)?;
@@ -153,12 +168,22 @@ pub struct CounterSlots<M = KernelMaps> {
     maps: M,
     mask: u32,
     /// Slot of every cgroup known to hold one, and the reverse.
-    by_id: HashMap<u64, u32>,
-    by_slot: HashMap<u32, u64>,
+    by_id: IdMap<u64, u32>,
+    by_slot: IdMap<u32, u64>,
     /// Whether [`Self::track`] may claim free slots (only at start).
     claiming: bool,
     /// Cgroups this side left without a slot (see [`Self::refused`]).
     refused: u64,
+    /// What [`Self::read_latest`] last read of each cgroup.
+    latest: IdMap<u64, CgroupCounters>,
+}
+
+impl CounterSlots<KernelMaps> {
+    /// From here on [`Self::read_latest`] reads only slots the programs
+    /// marked changed.
+    pub fn watch_changes(&mut self, flags: ChangedFlags) {
+        self.maps.changed = Some(flags);
+    }
 }
 
 impl<M: SlotMaps> CounterSlots<M> {
@@ -173,10 +198,11 @@ impl<M: SlotMaps> CounterSlots<M> {
         Ok(Self {
             maps,
             mask: len - 1,
-            by_id: HashMap::new(),
-            by_slot: HashMap::new(),
+            by_id: IdMap::default(),
+            by_slot: IdMap::default(),
             claiming: true,
             refused: 0,
+            latest: IdMap::default(),
         })
     }
 
@@ -284,6 +310,22 @@ impl<M: SlotMaps> CounterSlots<M> {
             .transpose()
     }
 
+    /// Like [`Self::read`], but a slot the programs did not change since
+    /// its last read here is not read again: its last reading is returned.
+    pub fn read_latest(&mut self, id: u64) -> Result<Option<CgroupCounters>, CountersError> {
+        let Some(&slot) = self.by_id.get(&id) else {
+            return Ok(None);
+        };
+        // Flag first, then read: see the changed_flags module.
+        let changed = self.maps.take_changed(slot);
+        if !changed && let Some(latest) = self.latest.get(&id) {
+            return Ok(Some(*latest));
+        }
+        let counters = self.maps.counters(slot)?;
+        self.latest.insert(id, counters);
+        Ok(Some(counters))
+    }
+
     /// Frees the slot of cgroup `id` after its final read: zeroes its
     /// counters on every CPU, *then* marks it free. The other order would let
     /// a new cgroup claim the slot and count on top of the old values, or
@@ -303,7 +345,9 @@ impl<M: SlotMaps> CounterSlots<M> {
     /// events were lost. Returns the cgroups found that were not known (made
     /// while events were lost); known ones no longer there are forgotten.
     pub fn resync(&mut self) -> Result<Vec<u64>, CountersError> {
-        let mut found = HashMap::new();
+        // Read everything afresh after events were lost.
+        self.latest.clear();
+        let mut found = IdMap::default();
         for slot in 0..self.capacity() {
             let id = self.maps.id_at(slot)?;
             if id != FREE_SLOT {
@@ -323,6 +367,7 @@ impl<M: SlotMaps> CounterSlots<M> {
     fn record(&mut self, id: u64, slot: u32) {
         if let Some(old) = self.by_id.insert(id, slot) {
             self.by_slot.remove(&old);
+            self.latest.remove(&id);
         }
         self.by_slot.insert(slot, id);
     }
@@ -331,6 +376,7 @@ impl<M: SlotMaps> CounterSlots<M> {
         if let Some(slot) = self.by_id.remove(&id) {
             self.by_slot.remove(&slot);
         }
+        self.latest.remove(&id);
     }
 }
 
@@ -346,6 +392,8 @@ mod tests {
         ids: Vec<u64>,
         counters: Vec<CgroupCounters>,
         writes: Vec<String>,
+        /// Slots marked changed, as the programs mark them.
+        changed: std::cell::RefCell<std::collections::HashSet<u32>>,
     }
 
     impl FakeMaps {
@@ -354,7 +402,14 @@ mod tests {
                 ids: vec![FREE_SLOT; len],
                 counters: vec![CgroupCounters::default(); len],
                 writes: Vec::new(),
+                changed: Default::default(),
             }
+        }
+
+        /// A program's update: the counters, then the flag.
+        fn update(&mut self, slot: u32, counters: CgroupCounters) {
+            self.counters[slot as usize] = counters;
+            self.changed.borrow_mut().insert(slot);
         }
     }
 
@@ -378,6 +433,32 @@ mod tests {
             self.counters[slot as usize] = CgroupCounters::default();
             Ok(())
         }
+        fn take_changed(&self, slot: u32) -> bool {
+            self.changed.borrow_mut().remove(&slot)
+        }
+    }
+
+    #[test]
+    fn unchanged_slots_are_not_read_again() {
+        let mut slots = slots(64);
+        let slot = slots.track(7).unwrap().unwrap();
+        // Never read: read even though not marked.
+        assert_eq!(
+            slots.read_latest(7).unwrap(),
+            Some(CgroupCounters::default())
+        );
+        slots.maps.update(slot, busy(5));
+        assert_eq!(slots.read_latest(7).unwrap(), Some(busy(5)));
+        // A change the flag does not show (impossible in the kernel) is not
+        // read: proof that an unmarked slot costs no read.
+        slots.maps.counters[slot as usize] = busy(9);
+        assert_eq!(slots.read_latest(7).unwrap(), Some(busy(5)));
+        slots.maps.update(slot, busy(11));
+        assert_eq!(slots.read_latest(7).unwrap(), Some(busy(11)));
+        // Freed and claimed again by another cgroup: nothing stale is kept.
+        slots.release(7).unwrap();
+        assert_eq!(slots.read_latest(7).unwrap(), None);
+        assert!(slots.latest.is_empty());
     }
 
     fn slots(len: usize) -> CounterSlots<FakeMaps> {

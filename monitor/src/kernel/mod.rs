@@ -1,6 +1,7 @@
 //! The kernel side as the daemon sees it: the embedded object, the field
 //! offsets it needs, loading and attaching, and reading its maps.
 pub mod btf;
+pub mod changed_flags;
 pub mod counters;
 pub mod events;
 pub mod offsets;

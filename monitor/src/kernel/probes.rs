@@ -23,6 +23,7 @@ use monitor_common::{
 use thiserror::Error;
 
 use super::{
+    changed_flags::{ChangedFlags, ChangedFlagsError},
     counters::{CounterSlots, CountersError, KernelMaps},
     pins::{self, PinSet},
     task_iter::{IterError, IterRun, TaskIterator},
@@ -30,6 +31,8 @@ use super::{
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
+    #[error(transparent)]
+    ChangedFlags(#[from] ChangedFlagsError),
     #[error(
         "the daemon was built without its kernel programs (the eBPF toolchain was missing). \
          Rebuild with `cargo xtask build-ebpf` (or `cargo xtask run`)"
@@ -190,10 +193,11 @@ impl MapSizes {
 
 /// The maps the daemon itself reads and writes; every other map lives on
 /// through the programs that use it.
-const DAEMON_MAPS: [&str; 6] = [
+const DAEMON_MAPS: [&str; 7] = [
     "CGROUP_INDEX",
     "CGROUP_COUNTERS",
     "CGROUP_RSS",
+    "CGROUP_CHANGED",
     "CGROUP_EVENTS",
     "DROPS",
     "TASK_STATE_COUNT",
@@ -309,6 +313,7 @@ impl Probes {
             .map_max_entries("CGROUP_INDEX", sizes.cgroups)
             .map_max_entries("CGROUP_COUNTERS", sizes.cgroups)
             .map_max_entries("CGROUP_RSS", sizes.cgroups)
+            .map_max_entries("CGROUP_CHANGED", sizes.cgroups)
             .map_max_entries("TASK_STATE", sizes.tasks)
             .map_max_entries("MM_SLOTS", sizes.mm_slots())
             .load(object)
@@ -386,8 +391,9 @@ impl Probes {
         sizes: MapSizes,
     ) -> Result<Self, ProbeError> {
         let mut maps = maps.into_iter();
-        let counters = counter_slots(&mut maps)?;
+        let mut counters = counter_slots(&mut maps)?;
         let mut next = || maps.next().ok_or(ProbeError::MissingMap("(daemon map)"));
+        counters.watch_changes(ChangedFlags::map(next()?.1)?);
         let events = typed(next()?)?;
         let drops = typed(next()?)?;
         let tracked_tasks = typed(next()?)?;

@@ -6,7 +6,6 @@
 //! cgroup id. aya 0.14 turns a link into one iterator only and makes no
 //! map iterator link; these are the bpf(2) commands to do both.
 use std::{
-    collections::HashMap,
     ffi::CString,
     fs::File,
     io::{self, Read},
@@ -20,6 +19,8 @@ use std::{
 
 use aya::programs::links::FdLink;
 use thiserror::Error;
+
+use crate::system::ids::IdMap;
 
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_LINK_CREATE: libc::c_long = 28;
@@ -66,7 +67,7 @@ pub struct IterRun {
     pub duration: Duration,
     /// Live tasks per job cgroup id (the program writes the cgroup id of
     /// every live job task it visits).
-    pub job_tasks: HashMap<u64, u64>,
+    pub job_tasks: IdMap<u64, u64>,
 }
 
 impl TaskIterator {
@@ -174,7 +175,7 @@ impl TaskIterator {
         // 80 KB, which a growing Vec would copy over and over.
         let mut buffer = vec![0u8; READ_BUFFER];
         let mut kept = 0;
-        let mut job_tasks: HashMap<u64, u64> = HashMap::new();
+        let mut job_tasks: IdMap<u64, u64> = IdMap::default();
         loop {
             let read = match file.read(&mut buffer[kept..]) {
                 Ok(0) => break,

@@ -2,6 +2,7 @@
 pub mod bpffs;
 pub mod cgroupfs;
 pub mod duration;
+pub mod ids;
 pub mod memory;
 pub mod privileges;
 pub mod tracefs;
