@@ -389,7 +389,7 @@ fn memory_peak(report: &Report, style: Style) -> String {
     };
     let place = if several {
         format!(
-            "; highest on {}: {}",
+            "; closest to its limit on {}: {}",
             row.node,
             bytes(row.counts.memory_rss_peak_bytes)
         )
