@@ -19,13 +19,13 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum HttpError {
-    #[error("connecting: {0}")]
+    #[error("connecting")]
     Connect(#[source] io::Error),
     #[error("{0} resolves to no address")]
     NoAddress(String),
-    #[error("sending the request: {0}")]
+    #[error("sending the request")]
     Send(#[source] io::Error),
-    #[error("reading the answer: {0}")]
+    #[error("reading the answer")]
     Read(#[source] io::Error),
     #[error("the answer has no end of headers")]
     NoHeaders,

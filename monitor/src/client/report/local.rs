@@ -15,7 +15,7 @@ use crate::{
 pub enum LocalError {
     #[error(
         "asking the daemon's job API at {socket} (is `monitor daemon` running? set --socket.path \
-         or MONITOR_SOCKET to its launcher socket): {source}"
+         or MONITOR_SOCKET to its launcher socket)"
     )]
     Http {
         socket: String,
@@ -24,7 +24,7 @@ pub enum LocalError {
     },
     #[error("the daemon answered {status}: {body}")]
     Status { status: String, body: String },
-    #[error("the daemon's answer is not a job list: {0}")]
+    #[error("the daemon's answer is not a job list")]
     Json(#[from] serde_json::Error),
 }
 

@@ -106,10 +106,10 @@ fn from_prometheus(args: &ReportArgs, url: &str, now: f64) -> anyhow::Result<Vec
             .map(|user| format!(" of user {user:?}"))
             .unwrap_or_default();
         bail!(
-            "no job {:?}{of_user} in Prometheus at {} over the last {:?} (a longer --range finds older jobs)",
+            "no job {:?}{of_user} in Prometheus at {} over the last {} (a longer --range finds older jobs)",
             args.jobid,
             prometheus.url,
-            args.range
+            prometheus::humantime(args.range)
         );
     }
     Ok(jobs)

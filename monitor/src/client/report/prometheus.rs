@@ -18,7 +18,7 @@ use crate::client::http::{self, HttpError, percent_encode};
 pub enum PromError {
     #[error("--prometheus {url:?}: {why}")]
     BadUrl { url: String, why: &'static str },
-    #[error("asking Prometheus at {url}: {source}")]
+    #[error("asking Prometheus at {url}")]
     Http {
         url: String,
         #[source]
@@ -519,7 +519,7 @@ pub fn gather(
 }
 
 /// `1d`, `6h`, `90s`: a range as typed.
-fn humantime(range: Duration) -> String {
+pub fn humantime(range: Duration) -> String {
     let secs = range.as_secs();
     match secs {
         s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
