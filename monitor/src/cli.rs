@@ -1,7 +1,7 @@
 //! The command line. Daemon flags follow the Prometheus exporter style.
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::system::duration::parse_duration;
 
@@ -25,6 +25,8 @@ pub enum Command {
     Run(RunArgs),
     /// List running and recently finished jobs (--all: every stored profile).
     Jobs(JobsArgs),
+    /// One job's report: CPU efficiency, memory peak against the limit, run-queue wait, IO and network, with advice.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +63,70 @@ pub const DEFAULT_SOCKET: &str = "/run/monitor/monitor.sock";
 /// moves every peer into a job.
 pub fn api_socket(launcher_socket: &std::path::Path) -> PathBuf {
     launcher_socket.with_extension("api.sock")
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+What the figures are:
+  CPU efficiency   CPU time over elapsed time x CPUs allocated (the job's cpuset; without
+                   one, the node's CPUs, and the report says so). Over several nodes: CPU
+                   time over the sum of each node's CPUs x its elapsed time.
+  Memory peak      the highest resident memory of the job's processes (every page-fault
+                   event counts, not only samples) against its memory limit (without one,
+                   the node's MemTotal, and the report says so).
+  Run-queue wait   time the job's threads were ready to run but waited for a CPU, as a
+                   share of its CPU time: high when it runs more threads than cores.
+Notes flag efficiency under 25%, a peak over 90% of the limit, a wait over 20% and OOM kills.
+
+Sources: the local daemon's job API (as `monitor jobs`), or with --prometheus every node the \
+job ran on (series summed over Prometheus' `instance`, one row per node), finished jobs \
+included while Prometheus keeps them within --range. Exit status 1 when no job has that id.
+
+Examples:
+  monitor report 42
+  monitor report 42 --user alice --json
+  monitor report 1234567 --prometheus http://prometheus:9090 --range 7d")]
+pub struct ReportArgs {
+    /// The job id (as `monitor jobs` lists it: Slurm's job id for Slurm jobs).
+    #[arg(value_name = "JOBID")]
+    pub jobid: String,
+
+    /// Only the job of this user (job ids are per user); without it, every user's job with that id is reported.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Print the report as JSON (an array with one object per job found) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Ask this Prometheus (http://HOST:PORT[/PREFIX]) instead of the local daemon: the job
+    /// over every node whose daemon it scrapes.
+    #[arg(long, value_name = "URL")]
+    pub prometheus: Option<String>,
+
+    /// With --prometheus: how far back to look for the job's series (finished jobs older than
+    /// this are not found).
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = parse_positive_duration)]
+    pub range: Duration,
+
+    /// Colour and bars: auto (on a terminal, colour unless NO_COLOR is set), always, never.
+    #[arg(long, value_name = "WHEN", default_value = "auto")]
+    pub color: ColorChoice,
+
+    /// The daemon's launcher socket (the API socket is found next to it).
+    #[arg(long = "socket.path", value_name = "PATH", env = "MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket_path: PathBuf,
+}
+
+/// When the text report has colour and bars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour and bars when stdout is a terminal (colour off when NO_COLOR is set).
+    Auto,
+    /// Colour and bars even when piped.
+    Always,
+    /// Plain text.
+    Never,
 }
 
 #[derive(Debug, Args)]
@@ -332,6 +398,23 @@ mod tests {
         assert_eq!(args.command, vec!["sleep", "--help"]);
         assert!(Cli::try_parse_from(["monitor", "run"]).is_err());
         assert!(Cli::try_parse_from(["monitor", "run", "--label", "x", "--", "true"]).is_err());
+    }
+
+    #[test]
+    fn report_takes_a_job_id_and_its_sources() {
+        let cli = Cli::parse_from(["monitor", "report", "42", "--user", "alice"]);
+        let Command::Report(args) = cli.command else {
+            panic!("not report");
+        };
+        assert_eq!(
+            (args.jobid.as_str(), args.user.as_deref()),
+            ("42", Some("alice"))
+        );
+        assert_eq!(args.range, Duration::from_secs(86_400));
+        assert_eq!(args.color, ColorChoice::Auto);
+        assert!(args.prometheus.is_none() && !args.json);
+        assert!(Cli::try_parse_from(["monitor", "report"]).is_err());
+        assert!(Cli::try_parse_from(["monitor", "report", "1", "--color", "sometimes"]).is_err());
     }
 
     #[test]

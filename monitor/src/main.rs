@@ -29,6 +29,10 @@ fn main() -> std::process::ExitCode {
             init_logging(log::LevelFilter::Warn);
             client::jobs::run(args)
         }
+        cli::Command::Report(args) => {
+            init_logging(log::LevelFilter::Warn);
+            client::report::run(args)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

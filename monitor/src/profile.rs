@@ -24,13 +24,13 @@ pub fn state_of(job: &JobView) -> JobState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Switches {
     pub voluntary: u64,
     pub involuntary: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Network {
     pub rx_bytes: u64,
     pub tx_bytes: u64,

@@ -7,6 +7,7 @@
 //! themselves.
 pub mod cgroup;
 pub mod daemon;
+pub mod grafana;
 pub mod http;
 pub mod jobs_api;
 pub mod launcher;

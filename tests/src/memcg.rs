@@ -199,8 +199,9 @@ fn v1_memory_mount(mountinfo: &str) -> Option<PathBuf> {
     crate::cgroup::v1_mount_in("memory", mountinfo)
 }
 
-/// The path of `N:memory:/path` (a line may name several controllers).
-fn own_v1_memory_path(proc_cgroup: &str) -> Option<&str> {
+/// The path of `N:memory:/path` in /proc/PID/cgroup text (a line may name
+/// several controllers): where a process sits in the v1 memory hierarchy.
+pub fn own_v1_memory_path(proc_cgroup: &str) -> Option<&str> {
     proc_cgroup.lines().find_map(|line| {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);

@@ -60,6 +60,23 @@ impl Prometheus {
         interval: Duration,
         scrape_lines: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_scraping_all(binary, &[target], path, interval, scrape_lines)
+    }
+
+    /// Like [`Prometheus::start_scraping`], with several targets in the one
+    /// scrape job: several nodes' daemons, each its own `instance`.
+    pub fn start_scraping_all(
+        binary: &PathBuf,
+        targets: &[SocketAddr],
+        path: &str,
+        interval: Duration,
+        scrape_lines: &str,
+    ) -> anyhow::Result<Self> {
+        if targets.is_empty() {
+            bail!("prometheus needs at least one target to scrape");
+        }
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let targets = targets.join(", ");
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = TempDir::new(&format!(
             "prometheus-{}",
@@ -72,7 +89,7 @@ impl Prometheus {
             format!(
                 "global:\n  scrape_interval: {seconds}\n  scrape_timeout: {seconds}\n\
                  scrape_configs:\n  - job_name: {SCRAPE_JOB}\n    metrics_path: {path}\n{scrape_lines}    \
-                 static_configs:\n      - targets: ['{target}']\n"
+                 static_configs:\n      - targets: [{targets}]\n"
             ),
         )
         .with_context(|| format!("writing {}", config.display()))?;
@@ -124,6 +141,11 @@ impl Prometheus {
         Ok(())
     }
 
+    /// Where it serves its HTTP API.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
     /// Its output so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(unreadable: {e})"))
@@ -148,15 +170,21 @@ impl Prometheus {
     /// Waits until Prometheus has scraped its target successfully
     /// (`up{job="monitor"} == 1`), at most `timeout`.
     pub fn wait_for_scrape(&self, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_for_targets(1, timeout)
+    }
+
+    /// Waits until Prometheus has scraped `targets` targets successfully,
+    /// at most `timeout`.
+    pub fn wait_for_targets(&self, targets: usize, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         let up = format!("up{{job=\"{SCRAPE_JOB}\"}} == 1");
         loop {
-            if !self.query(&up)?.is_empty() {
+            if self.query(&up)?.len() >= targets {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "prometheus did not scrape its target successfully within {timeout:?} \
+                    "prometheus did not scrape {targets} target(s) successfully within {timeout:?} \
                      (up: {:?}); its log:\n{}",
                     self.query(&format!("up{{job=\"{SCRAPE_JOB}\"}}")),
                     self.log()

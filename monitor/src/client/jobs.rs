@@ -1,20 +1,14 @@
 //! `monitor jobs`: running and finished jobs as a table (like squeue and
 //! sacct), or as the API's JSON, read from the daemon's job API socket.
-use std::{
-    io::{Read as _, Write as _},
-    os::unix::net::UnixStream,
-    path::Path,
-    time::{Duration, SystemTime},
-};
+use std::{io::Write as _, path::Path, time::SystemTime};
 
 use anyhow::{Context as _, bail};
 
+use super::http::{self, percent_encode};
 use crate::{
     cli::{JobsArgs, api_socket},
     profile::{JobJson, JobState},
 };
-
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn run(args: JobsArgs) -> anyhow::Result<()> {
     let socket = api_socket(&args.socket_path);
@@ -50,47 +44,23 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GET over the Unix socket; HTTP/1.0, so the daemon closes after one answer.
+/// GET over the API socket; the body of a 200 answer.
 fn get(socket: &Path, path: &str) -> anyhow::Result<String> {
-    let mut stream = UnixStream::connect(socket).with_context(|| {
+    let response = http::unix_get(socket, path).with_context(|| {
         format!(
-            "connecting to the daemon's job API at {} (is `monitor daemon` running? \
+            "asking the daemon's job API at {} (is `monitor daemon` running? \
              set --socket.path or MONITOR_SOCKET to its launcher socket)",
             socket.display()
         )
     })?;
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .context("setting a timeout")?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: monitor\r\n\r\n")
-        .context("sending the request")?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .context("reading the answer")?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("the daemon's answer has no end of headers")?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let body =
-        String::from_utf8(response[split + 4..].to_vec()).context("the answer is not UTF-8")?;
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        bail!("the daemon answered {status}: {body}");
+    if response.status != 200 {
+        bail!(
+            "the daemon answered {}: {}",
+            response.status_line,
+            response.body
+        );
     }
-    Ok(body)
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    Ok(response.body)
 }
 
 const HEADER: [&str; 9] = [
@@ -154,7 +124,7 @@ fn table(jobs: &[JobJson], now: SystemTime) -> String {
 }
 
 /// `[D-]HH:MM:SS`, as squeue shows times; sub-second times keep two decimals.
-fn elapsed(seconds: f64) -> String {
+pub(super) fn elapsed(seconds: f64) -> String {
     let seconds = seconds.max(0.0);
     if seconds < 60.0 {
         return format!("{seconds:.2}s");
@@ -174,7 +144,7 @@ fn elapsed(seconds: f64) -> String {
     }
 }
 
-fn bytes(n: u64) -> String {
+pub(super) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;
@@ -190,7 +160,7 @@ fn bytes(n: u64) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC (days to civil date: Howard Hinnant's algorithm).
-fn utc(unix: f64) -> String {
+pub(super) fn utc(unix: f64) -> String {
     let secs = unix.max(0.0) as i64;
     let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
@@ -224,6 +194,5 @@ mod tests {
         assert_eq!(elapsed(90_061.0), "1-01:01:01");
         assert_eq!(bytes(512), "512B");
         assert_eq!(bytes(3 << 20), "3.0MiB");
-        assert_eq!(percent_encode("a b/é"), "a%20b%2F%C3%A9");
     }
 }

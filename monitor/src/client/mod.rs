@@ -1,4 +1,6 @@
-//! Client commands: `run` registers over the launcher socket, `jobs` reads
-//! the job API socket next to it.
+//! Client commands: `run` registers over the launcher socket; `jobs` and
+//! `report` read the job API socket next to it (`report` also Prometheus).
+mod http;
 pub mod jobs;
+pub mod report;
 pub mod run;
