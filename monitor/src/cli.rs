@@ -233,8 +233,11 @@ pub struct DaemonArgs {
     pub trust_self: bool,
 
     /// A regex over a launcher's cgroup v2 path: matching launchers are adopted
-    /// where they are (their resource manager's limits stay) instead of moved
-    /// (repeatable; the default matches Slurm's job_N/step_N layout).
+    /// where they are (their resource manager's limits stay) instead of moved,
+    /// if that directory and all above it are root's (a user's own
+    /// directories never are a resource manager's). Repeatable; anchor it
+    /// with ^. The default matches Slurm's
+    /// /system.slice/..slurmstepd.scope/job_N/step_N layout.
     #[arg(long = "adopt.cgroup", value_name = "REGEX", default_values_t = [crate::launcher::adopt::SLURM_DEFAULT.to_string()])]
     pub adopt_cgroups: Vec<String>,
 

@@ -449,6 +449,14 @@ impl JobTable {
         }
     }
 
+    /// The live job counting cgroup `id`, if any.
+    pub fn job_of_cgroup(&self, id: u64) -> Option<JobKey> {
+        self.cgroups
+            .get(&id)
+            .filter(|entry| entry.removed_at.is_none() && self.live.contains_key(&entry.job))
+            .map(|entry| entry.job.clone())
+    }
+
     /// The registrar finished moving tasks into cgroup `id`.
     pub fn arm(&mut self, id: u64) {
         if let Some(entry) = self.cgroups.get_mut(&id) {

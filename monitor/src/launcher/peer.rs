@@ -16,13 +16,15 @@ use std::{
 
 use nix::{
     errno::Errno,
-    fcntl::{OFlag, openat, readlinkat},
+    fcntl::{AtFlags, OFlag, openat, readlinkat},
     poll::{PollFd, PollFlags, PollTimeout, poll},
     sys::{
         socket::{getsockopt, sockopt},
-        stat::Mode,
+        stat::{Mode, fstatat},
     },
 };
+
+pub use super::trust::FileIdentity;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -44,8 +46,13 @@ pub struct Peer {
     pub pid: i32,
     pub uid: u32,
     pub gid: u32,
-    /// What `/proc/PID/exe` says (symlinks resolved by the kernel at exec).
+    /// What `/proc/PID/exe` says (symlinks resolved by the kernel at exec),
+    /// as seen in the peer's own mount namespace: for logs and names only.
     pub exe: PathBuf,
+    /// The device and inode of the file the peer runs: what trust is
+    /// decided on (a path can be made to name another file in a private
+    /// mount namespace; the file cannot be made another file).
+    pub exe_file: Option<FileIdentity>,
     proc_dir: OwnedFd,
     pidfd: OwnedFd,
 }
@@ -82,6 +89,7 @@ impl Peer {
             uid: credentials.uid(),
             gid: credentials.gid(),
             exe: PathBuf::new(),
+            exe_file: None,
             proc_dir,
             pidfd,
         };
@@ -89,7 +97,18 @@ impl Peer {
             return Err(PeerError::Gone);
         }
         let exe = peer.read_link("exe")?;
-        Ok(Peer { exe, ..peer })
+        // stat follows the magic link to the very file the exec opened.
+        let exe_file = fstatat(&peer.proc_dir, "exe", AtFlags::empty())
+            .ok()
+            .map(|stat| FileIdentity::of(&stat));
+        if !peer.alive() {
+            return Err(PeerError::Gone);
+        }
+        Ok(Peer {
+            exe,
+            exe_file,
+            ..peer
+        })
     }
 
     /// Is the peer still running (the pidfd is readable once it exits)?

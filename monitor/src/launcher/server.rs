@@ -19,7 +19,7 @@ use tokio::{
 };
 
 use super::{
-    adopt::AdoptRules,
+    adopt::{self, AdoptRules},
     hello::{Hello, MAX_HELLO, Reply},
     peer::{Peer, PeerError},
     placement,
@@ -117,12 +117,22 @@ impl Registrar {
         if let Some(placed) = self.join_discovered(peer, &current)? {
             return Ok(placed);
         }
-        if self.config.adopt.adopts(&current) {
-            let dir = JobTable::dir(&self.config.mount, &current);
+        let dir = JobTable::dir(&self.config.mount, &current);
+        if self.config.adopt.adopts(&current) && adopt::manager_owned(&self.config.mount, &dir) {
             let id = std::fs::metadata(&dir)
                 .map_err(|source| PlaceError::Cgroup { path: dir, source })?
                 .ino();
             let mut table = self.table();
+            if let Some(key) = table.job_of_cgroup(id) {
+                // Adopted already (a second launcher in the same step): it
+                // joins that job. Re-pointing the cgroup at a new job would
+                // leave the first running with no cgroup for ever.
+                return Ok(Placed {
+                    cgroup_id: id,
+                    path: current,
+                    joined: Some(key),
+                });
+            }
             table.register_job(provisional, meta, &current, SystemTime::now());
             table.adopt_cgroup(id, &current, provisional);
             drop(table);
@@ -364,9 +374,10 @@ async fn register(stream: &mut UnixStream, registrar: &Arc<Registrar>) -> Outcom
             return Outcome::Error;
         }
     };
-    if !registrar.config.trust.is_trusted(&peer.exe) {
+    if registrar.config.trust.trusted_path(peer.exe_file).is_none() {
+        // The path is the peer's view (see trust.rs): logged, not believed.
         log::warn!(
-            "untrusted launcher refused: pid {} uid {} gid {} exe {}",
+            "untrusted launcher refused: pid {} uid {} gid {} runs {} (as its mount namespace names it), which is not a trusted file",
             peer.pid,
             peer.uid,
             peer.gid,

@@ -1,0 +1,276 @@
+//! What a hostile local user tries against the daemon, run as that user
+//! (nobody) against the real daemon.
+use std::{path::Path, process::Command};
+
+use anyhow::Context as _;
+use monitor_tests::{
+    Daemon, JobCgroup, cgroup, cpu_shared,
+    launcher::{Reply, check_others_may_run, in_hierarchy, registrations},
+    process::{NOBODY, run_as},
+    require_root_or_skip, skip_or_fail,
+};
+
+/// A one-line client in Python: connects to the socket given and prints
+/// the daemon's first answer.
+const PYTHON_CLIENT: &str = "import socket, sys\n\
+s = socket.socket(socket.AF_UNIX)\n\
+s.settimeout(10)\n\
+s.connect(sys.argv[1])\n\
+print(s.makefile().readline(), end='')\n";
+
+fn python() -> Option<&'static Path> {
+    ["/usr/bin/python3"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+}
+
+/// Issue 13, item 1: in a private mount namespace, a user bind-mounts
+/// python3 over the daemon's trusted path and execs it. `/proc/PID/exe`
+/// then shows the trusted path, but the file is python3: refused.
+#[test]
+fn a_trusted_path_over_another_file_in_a_private_namespace_is_refused() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let Some(python) = python() else {
+        skip_or_fail("python3 is not installed (apt-get install python3)");
+        return Ok(());
+    };
+    let daemon = Daemon::start()?;
+    let trusted = monitor_tests::daemon::binary()?.canonicalize()?;
+    check_others_may_run(&trusted)?;
+    let userns = Command::new("unshare")
+        .args(["-Urm", "true"])
+        .as_nobody()
+        .status();
+    if !userns.is_ok_and(|s| s.success()) {
+        skip_or_fail(
+            "unprivileged user namespaces are off on this kernel (unshare -Urm fails as nobody)",
+        );
+        return Ok(());
+    }
+    let before = registrations(&daemon.metrics()?, "untrusted")?;
+    let script = format!(
+        "mount --bind {python} {trusted} && exec {trusted} -c \"$0\" {socket}",
+        python = python.display(),
+        trusted = trusted.display(),
+        socket = daemon.socket().display(),
+    );
+    let output = Command::new("unshare")
+        .args(["-Urm", "sh", "-c", &script, PYTHON_CLIENT])
+        .as_nobody()
+        .output()
+        .context("running the impostor")?;
+    let answer = String::from_utf8_lossy(&output.stdout);
+    let reply = Reply::parse(answer.trim()).with_context(|| {
+        format!(
+            "the impostor got no answer line: {answer:?}; stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    let refusal = reply
+        .refusal()
+        .context("the impostor was accepted as a trusted launcher")?;
+    assert!(refusal.contains("untrusted"), "{refusal}");
+    let metrics = daemon.metrics_after_samples(1)?;
+    assert_eq!(registrations(&metrics, "untrusted")?, before + 1.0);
+    // The real binary, run by the same user, is still trusted.
+    let output = monitor_tests::launcher::monitor_run(daemon.socket())?
+        .args(["--require", "--job-id", "honest", "--", "/bin/true"])
+        .as_nobody()
+        .output()?;
+    assert!(
+        output.status.success(),
+        "the trusted binary was refused: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+trait AsNobody {
+    fn as_nobody(&mut self) -> &mut Self;
+}
+
+impl AsNobody for Command {
+    fn as_nobody(&mut self) -> &mut Self {
+        run_as(self, NOBODY, NOBODY);
+        self.current_dir("/")
+    }
+}
+
+/// A directory tree in the v2 hierarchy outside the daemon's root (a
+/// resource manager's, or a user's), removed on drop.
+struct Tree(std::path::PathBuf);
+
+impl Tree {
+    fn new(name: &str) -> anyhow::Result<Self> {
+        let dir = cgroup::v2_mount()?.join(format!("{name}-{}", std::process::id()));
+        cgroup::remove_tree(&dir)?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+
+    fn in_hierarchy(&self, below: &str) -> anyhow::Result<String> {
+        Ok(format!("{}/{below}", in_hierarchy(&self.0)?))
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        if let Err(e) = cgroup::remove_tree(&self.0) {
+            eprintln!("removing {}: {e:#}", self.0.display());
+        }
+    }
+}
+
+/// The jobs the API lists with `jobid`, as (state, cgroup).
+fn jobs_named(daemon: &Daemon, jobid: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let all: serde_json::Value = serde_json::from_str(&daemon.get("/api/v1/jobs")?)?;
+    Ok(all
+        .as_array()
+        .context("the API did not list jobs")?
+        .iter()
+        .filter(|job| job["jobid"] == jobid)
+        .map(|job| {
+            (
+                job["state"].as_str().unwrap_or_default().to_string(),
+                job["cgroup"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect())
+}
+
+/// Issue 13, item 2: a second `monitor run` with another job id inside a
+/// step that is adopted already joins the step's job. It used to re-point
+/// the cgroup at a new job, and the first stayed "running" for ever.
+#[test]
+fn a_second_registration_in_an_adopted_step_leaves_no_ghost() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    let tree = Tree::new("hostile-slurm")?;
+    let step = JobCgroup {
+        name: "step_0".into(),
+        dir: tree.0.join("job_8/step_0"),
+    };
+    std::fs::create_dir_all(&step.dir)?;
+    let rule = format!("^{}/job_[0-9]+/step_[^/]+$", in_hierarchy(&tree.0)?);
+    let daemon = Daemon::start_with(&["--adopt.cgroup", &rule])?;
+    let binary = monitor_tests::daemon::binary()?;
+    let socket = daemon.socket().display().to_string();
+    let inner = format!(
+        "{bin} run --require --socket.path {socket} --job-id second -- /bin/true",
+        bin = binary.display()
+    );
+    let output = step
+        .command(&binary)?
+        .args([
+            "run",
+            "--require",
+            "--socket.path",
+            &socket,
+            "--job-id",
+            "first",
+            "--",
+        ])
+        .args(["/bin/sh", "-c", &inner])
+        .output()?;
+    assert!(
+        output.status.success(),
+        "the launchers failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The step is empty now: its job ends, and nothing stays running.
+    let (ended, metrics) = daemon.wait_for(25, |_| {
+        jobs_named(&daemon, "first")
+            .is_ok_and(|jobs| jobs.iter().any(|(state, _)| state == "finished"))
+    })?;
+    assert!(ended, "the step's job never ended:\n{}", metrics.text);
+    assert_eq!(
+        jobs_named(&daemon, "second")?,
+        Vec::new(),
+        "the second launcher made a job of its own"
+    );
+    let first = jobs_named(&daemon, "first")?;
+    assert!(
+        first.iter().all(|(state, _)| state == "finished"),
+        "a ghost: {first:?}"
+    );
+    Ok(())
+}
+
+/// Issue 13, item 3: `.../job_1/step_0` made by a user in a subtree
+/// delegated to them is theirs, not a resource manager's: even under a
+/// loose `--adopt.cgroup` rule it is not adopted as a job's cgroup.
+#[test]
+fn a_users_own_job_and_step_directories_are_not_adopted() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    let tree = Tree::new("hostile-delegated")?;
+    // Delegated to nobody, as systemd delegates a user manager's subtree.
+    for file in [
+        "",
+        "cgroup.procs",
+        "cgroup.subtree_control",
+        "cgroup.threads",
+    ] {
+        let path = tree.0.join(file);
+        nix::unistd::chown(&path, Some(NOBODY.into()), Some(NOBODY.into()))
+            .with_context(|| format!("chown {}", path.display()))?;
+    }
+    let made = Command::new("mkdir")
+        .args(["-p", "job_1/step_0"])
+        .current_dir(&tree.0)
+        .as_nobody_here()
+        .status()?;
+    assert!(
+        made.success(),
+        "nobody could not make job_1/step_0 in its own subtree"
+    );
+    let step = JobCgroup {
+        name: "step_0".into(),
+        dir: tree.0.join("job_1/step_0"),
+    };
+    // The old default rule, unanchored: ownership alone must decide.
+    let daemon = Daemon::start_with(&["--adopt.cgroup", "/job_[0-9]+/step_[^/]+(/|$)"])?;
+    let output = step
+        .command(monitor_tests::daemon::binary()?)?
+        .args(["run", "--require", "--socket.path"])
+        .arg(daemon.socket())
+        .args(["--job-id", "mine", "--", "/bin/true"])
+        .as_nobody()
+        .output()?;
+    assert!(
+        output.status.success(),
+        "the registration failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let user_step = tree.in_hierarchy("job_1/step_0")?;
+    let (seen, metrics) = daemon.wait_for(10, |_| {
+        jobs_named(&daemon, "mine").is_ok_and(|jobs| !jobs.is_empty())
+    })?;
+    assert!(seen, "the job never showed:\n{}", metrics.text);
+    let jobs = jobs_named(&daemon, "mine")?;
+    assert!(
+        jobs.iter().all(|(_, cgroup)| *cgroup != user_step),
+        "the user's own directory was adopted as a resource manager's: {jobs:?} (stderr: {})",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+trait InPlace {
+    fn as_nobody_here(&mut self) -> &mut Self;
+}
+
+impl InPlace for Command {
+    /// As nobody, in the directory already set.
+    fn as_nobody_here(&mut self) -> &mut Self {
+        run_as(self, NOBODY, NOBODY);
+        self
+    }
+}
