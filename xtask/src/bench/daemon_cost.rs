@@ -249,11 +249,14 @@ pub fn run(setup: &Setup, args: &BenchArgs) -> anyhow::Result<DaemonCostResult> 
             let mut phase = phase(setup, &result, &sleepers, &parked, with_jobs)?;
             (phase.floor_walk_ms, phase.floor) = walk_floor(&mut floor)?;
             eprintln!(
-                "xtask:   round {round}, {} jobs: daemon {:.3}% + programs {:.3}% of a core \
+                "xtask:   round {round}, {} jobs: daemon CPU {:.3}% of a core (process {:.3}% \
+                 with bpf_stats off); with bpf_stats on: daemon {:.3}% + programs {:.3}% \
                  (iterator {:.3}%); {:.0} tasks, {:.0} visited per walk, {:.2} ms per walk, \
                  {:.0} ns per task; sample {:.2} ms, credit {:.2} ms; empty walk {:.2} ms, \
                  {:.0} ns per task",
                 phase.jobs,
+                phase.cost_pct(),
+                phase.quiet_daemon_pct(),
                 phase.daemon_pct(),
                 phase.programs_pct(),
                 phase.iterator_pct(),
