@@ -274,3 +274,57 @@ impl InPlace for Command {
         self
     }
 }
+
+/// Issue 13, item 6: a job name and label with terminal escapes and a
+/// bidi override reach `monitor jobs` and `monitor report` shown escaped,
+/// never as bytes a terminal acts on.
+#[test]
+fn escape_sequences_in_names_never_reach_the_terminal() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let daemon = Daemon::start()?;
+    let binary = monitor_tests::daemon::binary()?;
+    check_others_may_run(&binary)?;
+    let hostile = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{202e}kcatta";
+    let output = monitor_tests::launcher::monitor_run(daemon.socket())?
+        .args(["--require", "--job-id", "escapes", "--name", hostile])
+        .args(["--label", &format!("note={hostile}"), "--", "/bin/true"])
+        .as_nobody()
+        .output()?;
+    assert!(
+        output.status.success(),
+        "the registration failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (seen, metrics) = daemon.wait_for(10, |_| {
+        jobs_named(&daemon, "escapes").is_ok_and(|jobs| !jobs.is_empty())
+    })?;
+    assert!(seen, "the job never showed:\n{}", metrics.text);
+    for args in [vec!["jobs"], vec!["report", "escapes"]] {
+        let shown = Command::new(&binary)
+            .args(&args)
+            .arg("--socket.path")
+            .arg(daemon.socket())
+            .output()?;
+        let text = String::from_utf8_lossy(&shown.stdout);
+        assert!(
+            shown.status.success(),
+            "monitor {args:?}: {}",
+            String::from_utf8_lossy(&shown.stderr)
+        );
+        assert!(
+            text.contains("kcatta"),
+            "monitor {args:?} does not show the name:\n{text}"
+        );
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{202e}'),
+            "monitor {args:?} printed the raw escapes: {text:?}"
+        );
+        assert!(
+            text.contains("\\u{1b}"),
+            "monitor {args:?} hid the escapes instead of showing them: {text:?}"
+        );
+    }
+    Ok(())
+}

@@ -4,7 +4,10 @@ use std::{io::Write as _, path::Path, time::SystemTime};
 
 use anyhow::{Context as _, bail};
 
-use super::http::{self, percent_encode};
+use super::{
+    http::{self, percent_encode},
+    printable::printable,
+};
 use crate::{
     cli::{JobsArgs, api_socket},
     profile::{JobJson, JobState},
@@ -85,8 +88,8 @@ fn table(jobs: &[JobJson], now: SystemTime) -> String {
         .map(|job| {
             let end = job.end_time.unwrap_or(now);
             [
-                job.jobid.clone(),
-                job.user.clone(),
+                printable(&job.jobid).into_owned(),
+                printable(&job.user).into_owned(),
                 match job.state {
                     JobState::Running => "RUNNING".into(),
                     JobState::Finished => "FINISHED".into(),
@@ -96,7 +99,7 @@ fn table(jobs: &[JobJson], now: SystemTime) -> String {
                 elapsed(job.cpu_seconds),
                 bytes(job.memory_rss_peak_bytes),
                 job.tasks.to_string(),
-                job.name.clone(),
+                printable(&job.name).into_owned(),
             ]
         })
         .collect();

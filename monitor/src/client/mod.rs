@@ -2,5 +2,6 @@
 //! `report` read the job API socket next to it (`report` also Prometheus).
 mod http;
 pub mod jobs;
+mod printable;
 pub mod report;
 pub mod run;

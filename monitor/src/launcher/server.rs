@@ -377,17 +377,17 @@ async fn register(stream: &mut UnixStream, registrar: &Arc<Registrar>) -> Outcom
     if registrar.config.trust.trusted_path(peer.exe_file).is_none() {
         // The path is the peer's view (see trust.rs): logged, not believed.
         log::warn!(
-            "untrusted launcher refused: pid {} uid {} gid {} runs {} (as its mount namespace names it), which is not a trusted file",
+            "untrusted launcher refused: pid {} uid {} gid {} runs {:?} (as its mount namespace names it), which is not a trusted file",
             peer.pid,
             peer.uid,
             peer.gid,
-            peer.exe.display()
+            peer.exe
         );
         reply(
             stream,
             &Reply::error(format!(
-                "untrusted launcher: {} is not on the trust list",
-                peer.exe.display()
+                "untrusted launcher: {:?} is not a trusted file",
+                peer.exe
             )),
         )
         .await;

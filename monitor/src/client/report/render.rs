@@ -9,7 +9,10 @@ use super::figures::{
 };
 use crate::{
     cli::ColorChoice,
-    client::jobs::{bytes, elapsed, utc},
+    client::{
+        jobs::{bytes, elapsed, utc},
+        printable::printable,
+    },
 };
 
 /// Width of a bar, in characters.
@@ -187,6 +190,29 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// `report` with every text a user may have chosen (ids, names, node
+/// names, and the notes that quote them) safe to print.
+fn printable_report(report: &Report) -> Report {
+    let clean = |text: &String| printable(text).into_owned();
+    let mut report = report.clone();
+    for field in [
+        &mut report.jobid,
+        &mut report.user,
+        &mut report.name,
+        &mut report.source,
+    ] {
+        *field = clean(field);
+    }
+    report.memory_peak_node = report.memory_peak_node.as_ref().map(clean);
+    for node in &mut report.nodes {
+        node.node = clean(&node.node);
+    }
+    for note in &mut report.notes {
+        note.text = clean(&note.text);
+    }
+    report
+}
+
 /// Lines of the text report: sections, and label-value lines under them.
 struct Text {
     out: String,
@@ -208,6 +234,7 @@ impl Text {
 
 /// The text report of one job.
 pub fn text(report: &Report, style: Style) -> String {
+    let report = &printable_report(report);
     let mut text = Text {
         out: String::new(),
         style,
