@@ -264,6 +264,13 @@ pub struct DaemonArgs {
     #[arg(long = "jobs.max-per-user", value_name = "N", default_value_t = 256)]
     pub max_jobs_per_user: usize,
 
+    /// Launcher connections a non-root user may hold at once (a silent
+    /// launcher, Apptainer's starter, holds one while its container runs);
+    /// more are refused at once, and counted as
+    /// monitor_registrations_total{result="over_limit"}.
+    #[arg(long = "socket.max-connections-per-user", value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_user: u32,
+
     /// How long a launcher has to send its hello line before it counts as silent.
     #[arg(long = "socket.hello-timeout", value_name = "DURATION", default_value = "2s", value_parser = parse_positive_duration)]
     pub hello_timeout: Duration,

@@ -562,7 +562,7 @@ fn a_copy_of_a_trusted_binary_is_untrusted() -> anyhow::Result<()> {
         "{}",
         reply.line
     );
-    let log = format!("pid {pid} uid 0 gid 0 exe {}", copy.display());
+    let log = format!("pid {pid} uid 0 gid 0 runs {copy:?}");
     assert!(
         daemon.stderr().contains(&log),
         "no log line with {log:?}; stderr:\n{}",

@@ -1,6 +1,6 @@
 //! What a hostile local user tries against the daemon, run as that user
 //! (nobody) against the real daemon.
-use std::{path::Path, process::Command};
+use std::{path::Path, process::Command, time::Duration};
 
 use anyhow::Context as _;
 use monitor_tests::{
@@ -326,5 +326,87 @@ fn escape_sequences_in_names_never_reach_the_terminal() -> anyhow::Result<()> {
             "monitor {args:?} hid the escapes instead of showing them: {text:?}"
         );
     }
+    Ok(())
+}
+
+const STARTER: &str = env!("CARGO_BIN_EXE_fake_starter");
+
+/// Issue 13, item 7: one uid cannot hold every launcher connection. Over
+/// its share its connections are refused at once, counted and answered,
+/// and everyone else still registers.
+#[test]
+fn one_user_cannot_hold_every_launcher_connection() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    check_others_may_run(Path::new(STARTER))?;
+    let daemon = Daemon::start_with(&[
+        "--trust.path",
+        STARTER,
+        "--socket.max-connections-per-user",
+        "8",
+        "--socket.hello-timeout",
+        "500ms",
+    ])?;
+    let before = registrations(&daemon.metrics()?, "over_limit")?;
+    let mut hog = Command::new(STARTER);
+    hog.args(["silent"])
+        .arg(daemon.socket())
+        .arg("20")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .as_nobody();
+    let mut hog = monitor_tests::ChildGuard::spawn(&mut hog, "20 silent connections as nobody")?;
+    let lines = hog.lines()?;
+    lines.expect("connected", Duration::from_secs(30))?;
+    // Refused at accept, before the hello timeout: counted at once.
+    let (counted, metrics) = daemon.wait_for(10, |m| {
+        registrations(m, "over_limit").is_ok_and(|n| n - before >= 12.0)
+    })?;
+    assert!(
+        counted,
+        "nobody's 12 connections over its share of 8 were not refused:\n{}",
+        metrics.text
+    );
+    // Everyone else is served meanwhile, root and another user alike.
+    for uid in [0, 4244] {
+        let mut run = monitor_tests::launcher::monitor_run(daemon.socket())?;
+        run.args(["--require", "--", "/bin/true"]).current_dir("/");
+        run_as(&mut run, uid, uid);
+        let output = run.output()?;
+        assert!(
+            output.status.success(),
+            "uid {uid} could not register while nobody held its share: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    hog.close_stdin();
+    hog.wait(Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// Issue 13, item 7: a silent launcher's connection is held while the
+/// launcher lives, not for as long as some other process keeps the socket
+/// open: the daemon closes its end when the launcher exits.
+#[test]
+fn a_held_connection_goes_when_its_launcher_exits() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    check_others_may_run(Path::new(STARTER))?;
+    let mut daemon =
+        Daemon::start_with(&["--trust.path", STARTER, "--socket.hello-timeout", "500ms"])?;
+    let output = Command::new(STARTER)
+        .arg("orphan")
+        .arg(daemon.socket())
+        .arg("1.5")
+        .as_nobody()
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("connected") && text.contains("closed"),
+        "the daemon held the connection after its launcher exited: {text:?}"
+    );
+    daemon.still_serving()?;
     Ok(())
 }

@@ -145,6 +145,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         adopt,
         discovery: discovery.clone(),
         max_jobs_per_user: args.max_jobs_per_user,
+        max_connections_per_user: args.max_connections_per_user as usize,
         hello_timeout: args.hello_timeout,
         mount: mount.clone(),
         root_dir: root_dir.clone(),

@@ -111,6 +111,26 @@ impl Peer {
         })
     }
 
+    /// Resolves when the peer exits (its pidfd turns readable); never, if
+    /// the pidfd cannot be watched. Only the pidfd is kept meanwhile.
+    pub async fn exit(self) {
+        let Peer { pidfd, .. } = self;
+        // SAFETY: an OwnedFd stays open, and is the same descriptor, for as
+        // long as the AsyncFd that owns it.
+        let watched = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+        };
+        match watched {
+            Ok(watched) => {
+                let _ = watched.readable().await;
+            }
+            Err(e) => {
+                log::debug!("cannot watch a launcher's pidfd: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Is the peer still running (the pidfd is readable once it exits)?
     pub fn alive(&self) -> bool {
         let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];

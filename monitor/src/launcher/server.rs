@@ -32,6 +32,7 @@ use crate::{
         JobKey, JobMeta, JobTable,
         discovery::{self, Discovery},
     },
+    system::shares::Shares,
 };
 
 /// Connections handled at once; more are answered "busy" and closed.
@@ -43,6 +44,8 @@ pub struct LauncherConfig {
     /// Resource managers' job layouts: a launcher inside such a job joins it.
     pub discovery: Arc<Discovery>,
     pub max_jobs_per_user: usize,
+    /// Launcher connections a non-root uid may hold at once.
+    pub max_connections_per_user: usize,
     pub hello_timeout: Duration,
     pub mount: PathBuf,
     pub root_dir: PathBuf,
@@ -318,9 +321,15 @@ fn uid_of(user: &str) -> Option<u32> {
         .map(|u| u.uid.as_raw())
 }
 
+/// How often refusals of a uid over its share are logged (with their count).
+const OVER_SHARE_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Accepts launcher connections until the runtime shuts down.
 pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Checked before a global slot is taken: no uid can hold them all.
+    let shares = Shares::<u32>::new(registrar.config.max_connections_per_user);
+    let mut over_share = OverShareLog::default();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -329,6 +338,32 @@ pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
                 log::warn!("accepting a launcher connection: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
+            }
+        };
+        let uid = stream
+            .peer_cred()
+            .map(|cred| cred.uid())
+            .unwrap_or(u32::MAX);
+        let share = if uid == 0 {
+            None
+        } else {
+            match shares.take(uid) {
+                Some(share) => Some(share),
+                None => {
+                    registrar.stats.count(Outcome::OverLimit);
+                    over_share.refused(uid, shares.per_holder());
+                    let message = format!(
+                        "uid {uid} holds {} launcher connections already (--socket.max-connections-per-user)",
+                        shares.per_holder()
+                    );
+                    tokio::spawn(async move {
+                        let mut stream = stream;
+                        let _ = stream
+                            .write_all(Reply::error(message).line().as_bytes())
+                            .await;
+                    });
+                    continue;
+                }
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -347,24 +382,65 @@ pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
         let registrar = registrar.clone();
         tokio::spawn(async move {
             handle(stream, &registrar).await;
-            drop(permit);
+            drop((permit, share));
         });
     }
 }
 
+/// Refusals of uids over their share, logged at most every
+/// [`OVER_SHARE_LOG_EVERY`] with how many there were.
+#[derive(Default)]
+struct OverShareLog {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl OverShareLog {
+    fn refused(&mut self, uid: u32, share: usize) {
+        self.since += 1;
+        if self
+            .last
+            .is_none_or(|last| last.elapsed() >= OVER_SHARE_LOG_EVERY)
+        {
+            log::warn!(
+                "launcher connections refused: uid {uid} (and {} refusals in all since the last such line) over its share of {share}",
+                self.since
+            );
+            self.last = Some(std::time::Instant::now());
+            self.since = 0;
+        }
+    }
+}
+
 async fn handle(mut stream: UnixStream, registrar: &Arc<Registrar>) {
-    let outcome = register(&mut stream, registrar).await;
+    let mut held = None;
+    let outcome = register(&mut stream, registrar, &mut held).await;
     // Counted when settled, not when the peer hangs up (which for a silent
     // Apptainer starter is when its container ends).
     registrar.stats.count(outcome);
     if outcome == Outcome::Silent {
-        // Apptainer keeps the connection open while its container runs; by
-        // now the peer's pidfd and /proc handle are closed: one fd each.
-        wait_for_close(&mut stream).await;
+        // Apptainer keeps the connection open while its container runs.
+        // Held until it closes or the peer that made it exits (it may have
+        // passed the socket on to a process that never closes it): a
+        // socket and a pidfd each.
+        let exited = async {
+            match held {
+                Some(peer) => peer.exit().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = wait_for_close(&mut stream) => {}
+            () = exited => {}
+        }
     }
 }
 
-async fn register(stream: &mut UnixStream, registrar: &Arc<Registrar>) -> Outcome {
+async fn register(
+    stream: &mut UnixStream,
+    registrar: &Arc<Registrar>,
+    held: &mut Option<Peer>,
+) -> Outcome {
     let peer = match Peer::identify(stream.as_fd()) {
         Ok(peer) => peer,
         Err(PeerError::Gone) => return Outcome::Exited,
@@ -459,6 +535,7 @@ async fn register(stream: &mut UnixStream, registrar: &Arc<Registrar>) -> Outcom
         }
         HelloRead::Silent | HelloRead::Closed => {
             let _ = registrar.settle(&peer, &placed, None);
+            *held = Some(peer);
             Outcome::Silent
         }
     }

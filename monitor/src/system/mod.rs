@@ -5,4 +5,5 @@ pub mod duration;
 pub mod ids;
 pub mod memory;
 pub mod privileges;
+pub mod shares;
 pub mod tracefs;

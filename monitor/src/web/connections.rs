@@ -8,14 +8,7 @@
 //! API socket a peer is a uid; on the web port a remote address, with every
 //! loopback address as one peer (local users cannot crowd out a remote
 //! Prometheus; a connection over its share is closed at once).
-use std::{
-    collections::HashMap,
-    convert::Infallible,
-    future::Future,
-    hash::Hash,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{convert::Infallible, future::Future, net::IpAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -33,6 +26,7 @@ use tokio::{
 use tower::ServiceExt as _;
 
 use super::settings::{WebConfigSource, WebSettings};
+use crate::system::shares::Shares;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -64,7 +58,8 @@ pub async fn serve_tcp(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let held = Shares::default();
+    // A loopback peer is `None`: every local user together.
+    let held = Shares::<Option<IpAddr>>::new(limits.per_peer);
     tokio::pin!(shutdown);
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -87,7 +82,7 @@ pub async fn serve_tcp(
         } else {
             Some(peer.ip().to_canonical())
         };
-        let Some(share) = Share::take(&held, peer_key, limits.per_peer) else {
+        let Some(share) = held.take(peer_key) else {
             log::debug!(
                 "web port: {peer} is over its share of connections ({})",
                 limits.per_peer
@@ -124,7 +119,7 @@ pub async fn serve_tcp(
 /// The API socket: open to every local user, a share of the connections each.
 pub async fn serve_unix(listener: UnixListener, app: Router, limits: Limits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let held = Shares::default();
+    let held = Shares::<u32>::new(limits.per_peer);
     let settings = Arc::new(WebSettings::open());
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -141,7 +136,7 @@ pub async fn serve_unix(listener: UnixListener, app: Router, limits: Limits) {
         let Some(uid) = stream.peer_cred().ok().map(|cred| cred.uid()) else {
             continue;
         };
-        let Some(share) = Share::take(&held, uid, limits.per_peer) else {
+        let Some(share) = held.take(uid) else {
             // Dropped unanswered: the user's own connections are what hold the slots.
             log::debug!(
                 "API socket: uid {uid} already holds {} connections",
@@ -158,45 +153,6 @@ pub async fn serve_unix(listener: UnixListener, app: Router, limits: Limits) {
             )
             .await;
         });
-    }
-}
-
-/// Connections held per peer (a loopback TCP peer is `None`).
-type Shares<K> = Arc<Mutex<HashMap<K, usize>>>;
-
-/// One connection in its peer's count, given back on drop.
-struct Share<K: Hash + Eq + Copy> {
-    held: Shares<K>,
-    peer: K,
-}
-
-impl<K: Hash + Eq + Copy> Share<K> {
-    fn take(held: &Shares<K>, peer: K, per_peer: usize) -> Option<Self> {
-        let mut counts = held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let count = counts.entry(peer).or_default();
-        if *count >= per_peer {
-            return None;
-        }
-        *count += 1;
-        Some(Self {
-            held: held.clone(),
-            peer,
-        })
-    }
-}
-
-impl<K: Hash + Eq + Copy> Drop for Share<K> {
-    fn drop(&mut self) {
-        let mut counts = self
-            .held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(count) = counts.get_mut(&self.peer) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.peer);
-            }
-        }
     }
 }
 

@@ -22,6 +22,11 @@
 //! fake_starter silent SOCKET [COUNT]
 //!     Open COUNT connections (default 1), send nothing, print
 //!     `connected COUNT`, then hold them until stdin reaches EOF.
+//! fake_starter orphan SOCKET WAIT_SECONDS
+//!     Connect, send nothing, print `connected`, wait WAIT_SECONDS (the
+//!     daemon takes it for a silent launcher), fork a child that keeps the
+//!     connection, and exit. The child reads until the daemon closes its
+//!     end and prints `closed`, or `held` after 15 s.
 //! fake_starter busy CPU_SECONDS
 //!     (A job's command, e.g. under `monitor run`.) Print `ready PID`, spin
 //!     until this process has used CPU_SECONDS of CPU, print `cpu SECONDS`.
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
         ["send", socket, payload, flags @ ..] => send(socket, payload, flags),
         ["silent", socket] => silent(socket, 1),
         ["silent", socket, count] => silent(socket, count.parse().expect("COUNT")),
+        ["orphan", socket, wait] => orphan(socket, seconds(wait)),
         ["busy", cpu] => busy(seconds(cpu)),
         ["repeat", socket, job_id, count] => repeat(socket, job_id, count.parse().expect("COUNT")),
         _ => {
@@ -201,6 +207,38 @@ fn silent(socket: &str, count: usize) -> io::Result<()> {
     let mut sink = Vec::new();
     io::stdin().read_to_end(&mut sink)?;
     drop(streams);
+    Ok(())
+}
+
+fn orphan(socket: &str, wait: f64) -> io::Result<()> {
+    let mut stream = UnixStream::connect(socket)?;
+    say("connected");
+    std::thread::sleep(Duration::from_secs_f64(wait));
+    // SAFETY: this program is single-threaded; the child only reads and exits.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if child == 0 {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+        let mut buffer = [0u8; 256];
+        let line = loop {
+            match stream.read(&mut buffer) {
+                Ok(0) => break "closed",
+                Ok(_) => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut =>
+                {
+                    break "held";
+                }
+                Err(_) => break "closed",
+            }
+        };
+        say(line);
+        // SAFETY: leave without running the parent's atexit handlers.
+        unsafe { libc::_exit(0) };
+    }
     Ok(())
 }
 
