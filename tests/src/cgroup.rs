@@ -166,7 +166,7 @@ fn join_cgroup(procs: &CString) -> io::Result<()> {
 }
 
 /// rmdir, retrying while the last tasks are still on their way out (EBUSY).
-fn rmdir_when_empty(dir: &Path) -> anyhow::Result<()> {
+pub fn rmdir_when_empty(dir: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match fs::remove_dir(dir) {

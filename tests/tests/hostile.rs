@@ -89,13 +89,20 @@ fn a_trusted_path_over_another_file_in_a_private_namespace_is_refused() -> anyho
 }
 
 trait AsNobody {
+    /// As nobody, from `/`.
     fn as_nobody(&mut self) -> &mut Self;
+    /// As nobody, in the directory already set.
+    fn as_nobody_here(&mut self) -> &mut Self;
 }
 
 impl AsNobody for Command {
     fn as_nobody(&mut self) -> &mut Self {
+        self.as_nobody_here().current_dir("/")
+    }
+
+    fn as_nobody_here(&mut self) -> &mut Self {
         run_as(self, NOBODY, NOBODY);
-        self.current_dir("/")
+        self
     }
 }
 
@@ -263,18 +270,6 @@ fn a_users_own_job_and_step_directories_are_not_adopted() -> anyhow::Result<()> 
     Ok(())
 }
 
-trait InPlace {
-    fn as_nobody_here(&mut self) -> &mut Self;
-}
-
-impl InPlace for Command {
-    /// As nobody, in the directory already set.
-    fn as_nobody_here(&mut self) -> &mut Self {
-        run_as(self, NOBODY, NOBODY);
-        self
-    }
-}
-
 /// Issue 13, item 6: a job name and label with terminal escapes and a
 /// bidi override reach `monitor jobs` and `monitor report` shown escaped,
 /// never as bytes a terminal acts on.
@@ -408,5 +403,62 @@ fn a_held_connection_goes_when_its_launcher_exits() -> anyhow::Result<()> {
         "the daemon held the connection after its launcher exited: {text:?}"
     );
     daemon.still_serving()?;
+    Ok(())
+}
+
+/// Issue 13, item 13: the socket's directory is made with its own mode
+/// whatever the umask (users must reach the socket), and a directory
+/// another user owns or may write is refused at start, naming it.
+#[test]
+fn socket_directories_are_made_exactly_and_checked() -> anyhow::Result<()> {
+    use std::os::unix::{fs::MetadataExt as _, process::CommandExt as _};
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let scratch = monitor_tests::launcher::TempDir::new("socket-dirs")?;
+    let socket = scratch.0.join("fresh/sub/monitor.sock");
+    let daemon =
+        Daemon::start_configured(&["--socket.path", &socket.to_string_lossy()], |command| {
+            // SAFETY: umask only, between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::umask(0o077);
+                    Ok(())
+                });
+            }
+        })?;
+    for dir in [scratch.0.join("fresh"), scratch.0.join("fresh/sub")] {
+        let mode = std::fs::metadata(&dir)?.mode() & 0o7777;
+        assert_eq!(
+            mode,
+            0o755,
+            "{} made {mode:o} under umask 077",
+            dir.display()
+        );
+    }
+    drop(daemon);
+
+    let planted = scratch.0.join("planted");
+    std::fs::create_dir(&planted)?;
+    nix::unistd::chown(&planted, Some(NOBODY.into()), Some(NOBODY.into()))?;
+    let output = Command::new(monitor_tests::daemon::binary()?)
+        .args([
+            "daemon",
+            "--web.listen-address",
+            "127.0.0.1:1",
+            "--bpf.pin-path=",
+        ])
+        .arg("--socket.path")
+        .arg(planted.join("monitor.sock"))
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the daemon used a directory nobody owns"
+    );
+    assert!(
+        stderr.contains(&planted.display().to_string()) && stderr.contains("uid 65534"),
+        "the refusal does not name the directory and its owner: {stderr}"
+    );
     Ok(())
 }

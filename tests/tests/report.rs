@@ -9,7 +9,7 @@
 //!   efficiencies those computed by hand; and every query of the two
 //!   Grafana dashboards answers from that Prometheus.
 use std::{
-    fs, io,
+    fs,
     os::unix::process::ExitStatusExt as _,
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use monitor_tests::{
     ChildGuard, Daemon,
-    cgroup::{join_before_exec, v1_mount, v2_mount},
+    cgroup::{join_before_exec, rmdir_when_empty, v1_mount, v2_mount},
     cpu_exclusive, cpu_shared, daemon,
     grafana::{self, JOB_DASHBOARD, NODE_DASHBOARD},
     jobs_api::{wait_for_jobs, with_id},
@@ -567,21 +567,6 @@ impl Drop for NodeJobs {
     fn drop(&mut self) {
         while let Some(node) = self.0.pop() {
             drop(node);
-        }
-    }
-}
-
-/// rmdir, retrying while the last tasks are still on their way out.
-fn rmdir_when_empty(dir: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(e).with_context(|| format!("removing {}", dir.display())),
         }
     }
 }

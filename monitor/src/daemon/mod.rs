@@ -357,6 +357,8 @@ fn load_or_reattach(
         return Ok((load(None)?, None));
     }
     bpffs::ensure_parent_mounted(&args.pin_path)?;
+    // Root's alone before anything pinned there is taken up or added.
+    crate::system::secure_dir::ensure(&args.pin_path, 0o700).context("--bpf.pin-path")?;
     let pins = PinDir::new(args.pin_path.clone());
     if let Some(dir) = pins.existing(stamp)
         && pins::link_count(&dir) > 0

@@ -10,12 +10,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum SocketError {
-    #[error("creating {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("the socket's directory: {0}")]
+    Dir(#[from] crate::system::secure_dir::SecureDirError),
     #[error("{0} is in use by a running daemon (another `monitor daemon`?)")]
     InUse(PathBuf),
     #[error("{0} exists and is not a socket; refusing to replace it")]
@@ -30,11 +26,9 @@ pub enum SocketError {
 
 /// Binds `path` for the async runtime. Must be called inside it.
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, SocketError> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|source| SocketError::Dir {
-            path: parent.to_path_buf(),
-            source,
-        })?;
+    // Traversable by every user (they connect), changed by root alone.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::system::secure_dir::ensure(parent, 0o755)?;
     }
     remove_stale(path)?;
     let listener = tokio::net::UnixListener::bind(path).map_err(|source| SocketError::Bind {

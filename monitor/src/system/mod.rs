@@ -5,5 +5,6 @@ pub mod duration;
 pub mod ids;
 pub mod memory;
 pub mod privileges;
+pub mod secure_dir;
 pub mod shares;
 pub mod tracefs;
