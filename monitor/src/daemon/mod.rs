@@ -4,10 +4,7 @@ pub mod snapshot;
 mod users;
 pub mod wake;
 
-use std::{
-    sync::{Arc, Mutex, atomic::AtomicBool},
-    thread,
-};
+use std::sync::{Arc, Mutex, atomic::AtomicBool};
 
 use anyhow::Context as _;
 
@@ -229,9 +226,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let sampler_thread = {
         let stop = stop.clone();
-        thread::Builder::new()
-            .name("sampler".into())
-            .spawn(move || sampler.run(&stop))
+        crate::system::vital_thread::spawn("sampler", move || sampler.run(&stop))
             .context("starting the sampler thread")?
     };
 

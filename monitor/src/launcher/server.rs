@@ -504,41 +504,60 @@ async fn register(
         }
     };
 
-    match read_hello(stream, registrar.config.hello_timeout).await {
+    // A hello that cannot be taken still leaves the job measured, under
+    // its silent id: nothing is lost.
+    let (hello, refusal) = match read_hello(stream, registrar.config.hello_timeout).await {
         HelloRead::Line(line) => match Hello::parse(&line, peer.uid == 0) {
-            Ok(hello) => match registrar.settle(&peer, &placed, Some(&hello)) {
-                Ok(key) => {
-                    reply(stream, &Reply::ok(&key.jobid, &placed.path)).await;
-                    Outcome::Ok
-                }
-                Err(message) => {
-                    let _ = registrar.settle(&peer, &placed, None);
-                    reply(stream, &Reply::error(message)).await;
-                    Outcome::Invalid
-                }
-            },
-            Err(e) => {
-                // Still measured, under its silent id: nothing is lost.
-                let _ = registrar.settle(&peer, &placed, None);
-                reply(stream, &Reply::error(e)).await;
-                Outcome::Invalid
-            }
+            Ok(hello) => (Some(hello), None),
+            Err(e) => (None, Some(e.to_string())),
         },
-        HelloRead::TooLong => {
-            let _ = registrar.settle(&peer, &placed, None);
-            reply(
-                stream,
-                &Reply::error(format!("hello longer than {MAX_HELLO} bytes")),
-            )
-            .await;
+        HelloRead::TooLong => (None, Some(format!("hello longer than {MAX_HELLO} bytes"))),
+        HelloRead::Silent | HelloRead::Closed => (None, None),
+    };
+    let said = hello.is_some();
+    let Some((peer, placed, settled)) = settle_off_workers(registrar, peer, placed, hello).await
+    else {
+        return Outcome::Error;
+    };
+    match (said, refusal, settled) {
+        (_, Some(refusal), _) => {
+            reply(stream, &Reply::error(refusal)).await;
             Outcome::Invalid
         }
-        HelloRead::Silent | HelloRead::Closed => {
-            let _ = registrar.settle(&peer, &placed, None);
+        (true, None, Ok(key)) => {
+            reply(stream, &Reply::ok(&key.jobid, &placed.path)).await;
+            Outcome::Ok
+        }
+        (true, None, Err(message)) => {
+            let _ = settle_off_workers(registrar, peer, placed, None).await;
+            reply(stream, &Reply::error(message)).await;
+            Outcome::Invalid
+        }
+        (false, None, _) => {
             *held = Some(peer);
             Outcome::Silent
         }
     }
+}
+
+/// [`Registrar::settle`] on the blocking pool: it takes the job table's
+/// lock, which a sample holds for milliseconds, and may ask NSS for a
+/// user; neither may stall the async workers that serve the sockets.
+async fn settle_off_workers(
+    registrar: &Arc<Registrar>,
+    peer: Peer,
+    placed: Placed,
+    hello: Option<Hello>,
+) -> Option<(Peer, Placed, Result<JobKey, String>)> {
+    let registrar = registrar.clone();
+    let settled = tokio::task::spawn_blocking(move || {
+        let settled = registrar.settle(&peer, &placed, hello.as_ref());
+        (peer, placed, settled)
+    })
+    .await;
+    settled
+        .inspect_err(|e| log::error!("settling a registration failed: {e}"))
+        .ok()
 }
 
 enum HelloRead {

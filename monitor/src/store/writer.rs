@@ -104,9 +104,7 @@ pub fn spawn(store: Store, retention: Option<Duration>) -> Result<StoreHandle, S
         retry_at: None,
         prune_at: Instant::now(),
     };
-    let thread = thread::Builder::new()
-        .name("store-writer".into())
-        .spawn(move || writer.run())
+    let thread = crate::system::vital_thread::spawn("store-writer", move || writer.run())
         .map_err(StoreError::Spawn)?;
     Ok(StoreHandle {
         batches: Some(batches),

@@ -8,3 +8,4 @@ pub mod privileges;
 pub mod secure_dir;
 pub mod shares;
 pub mod tracefs;
+pub mod vital_thread;

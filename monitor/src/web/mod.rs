@@ -71,29 +71,43 @@ pub async fn serve_api_socket(path: &Path, api: ApiState, limits: Limits) -> any
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    match crate::metrics::render(&registry) {
-        Ok(body) if exposition::wants_openmetrics(accept) => (
-            [(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)],
-            body,
-        )
-            .into_response(),
-        Ok(body) => {
-            let text = exposition::to_prometheus_text(&body);
-            drop(body);
-            crate::system::memory::release_free_memory();
-            (
-                [(header::CONTENT_TYPE, exposition::PROMETHEUS_CONTENT_TYPE)],
-                text,
-            )
-                .into_response()
-        }
-        Err(e) => (
+    let openmetrics =
+        exposition::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    // Encoding 10,000 jobs takes a while: on the blocking pool, so that the
+    // async workers go on serving launchers and other scrapes meanwhile.
+    let rendered = tokio::task::spawn_blocking(move || render(&registry, openmetrics)).await;
+    match rendered {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics: {e}"),
         )
             .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics failed: {e}"),
+        )
+            .into_response(),
     }
+}
+
+fn render(registry: &Registry, openmetrics: bool) -> Result<Response, std::fmt::Error> {
+    let body = crate::metrics::render(registry)?;
+    if openmetrics {
+        return Ok((
+            [(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)],
+            body,
+        )
+            .into_response());
+    }
+    let text = exposition::to_prometheus_text(&body);
+    drop(body);
+    crate::system::memory::release_free_memory();
+    Ok((
+        [(header::CONTENT_TYPE, exposition::PROMETHEUS_CONTENT_TYPE)],
+        text,
+    )
+        .into_response())
 }
 
 fn landing_page(telemetry_path: &str) -> String {
