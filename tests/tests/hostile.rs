@@ -462,3 +462,57 @@ fn socket_directories_are_made_exactly_and_checked() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Issue 13, item 11: registrations of one uid at the same moment cannot
+/// overshoot `--jobs.max-per-user` (the check and the reservation are one
+/// step).
+#[test]
+fn concurrent_registrations_do_not_overshoot_the_per_user_cap() -> anyhow::Result<()> {
+    const CAP: usize = 3;
+    const LAUNCHERS: usize = 24;
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    let daemon = Daemon::start_with(&["--jobs.max-per-user", &CAP.to_string()])?;
+    check_others_may_run(&monitor_tests::daemon::binary()?)?;
+    let launchers = (0..LAUNCHERS)
+        .map(|n| {
+            let mut command = monitor_tests::launcher::monitor_run(daemon.socket())?;
+            command
+                .args([
+                    "--require",
+                    "--job-id",
+                    &format!("crowd-{n}"),
+                    "--",
+                    "/bin/sleep",
+                    "6",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .as_nobody();
+            monitor_tests::ChildGuard::spawn(&mut command, "a launcher of the crowd")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut registered = 0;
+    let mut refusals = Vec::new();
+    for launcher in launchers {
+        let output = launcher.wait_with_output(Duration::from_secs(60))?;
+        if output.status.success() {
+            registered += 1;
+        } else {
+            refusals.push(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+    }
+    assert!(
+        (1..=CAP).contains(&registered),
+        "{registered} of {LAUNCHERS} simultaneous registrations of one uid went through a cap of {CAP}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .all(|r| r.contains("jobs.max-per-user") || r.contains("limit")),
+        "refusals that do not say why: {refusals:?}"
+    );
+    Ok(())
+}

@@ -146,7 +146,7 @@ impl Registrar {
                 joined: None,
             });
         }
-        {
+        let reserved = {
             let mut table = self.table();
             let limit = self.config.max_jobs_per_user;
             if peer.uid != 0 && table.task_cgroups_of(peer.uid) >= limit {
@@ -156,8 +156,13 @@ impl Registrar {
                 });
             }
             table.register_job(provisional, meta, "", SystemTime::now());
-        }
-        let (id, path, dir) = match self.make_task_cgroup(peer, provisional) {
+            // Reserved under the lock of the check: concurrent registrations
+            // of one uid cannot all pass it before any counts.
+            let reserved = self.task_cgroup_name(peer);
+            table.expect_cgroup(&self.task_cgroup_path(&reserved), provisional);
+            reserved
+        };
+        let (id, path, dir) = match self.make_task_cgroup(provisional, reserved) {
             Ok(made) => made,
             Err(e) => {
                 self.table().abandon(provisional);
@@ -221,27 +226,41 @@ impl Registrar {
         }))
     }
 
+    /// A fresh task cgroup name for `peer`.
+    fn task_cgroup_name(&self, peer: &Peer) -> String {
+        format!(
+            "task-{}-{}",
+            peer.pid,
+            self.sequence.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn task_cgroup_path(&self, name: &str) -> String {
+        format!(
+            "{}/{name}",
+            self.config.root_in_hierarchy.trim_end_matches('/')
+        )
+    }
+
+    /// Makes the task cgroup reserved as `name` (expected for `key`), or
+    /// the next free name if that one exists.
     fn make_task_cgroup(
         &self,
-        peer: &Peer,
         key: &JobKey,
+        mut name: String,
     ) -> Result<(u64, String, PathBuf), PlaceError> {
         loop {
-            let name = format!(
-                "task-{}-{}",
-                peer.pid,
-                self.sequence.fetch_add(1, Ordering::Relaxed)
-            );
-            let path = format!(
-                "{}/{name}",
-                self.config.root_in_hierarchy.trim_end_matches('/')
-            );
+            let path = self.task_cgroup_path(&name);
             let dir = self.config.root_dir.join(&name);
-            self.table().expect_cgroup(&path, key);
             match std::fs::create_dir(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    self.table().made_cgroup(&path, None);
+                    // The reservation moves to the next name in one step.
+                    let next = format!("{name}-{}", self.sequence.fetch_add(1, Ordering::Relaxed));
+                    let mut table = self.table();
+                    table.made_cgroup(&path, None);
+                    table.expect_cgroup(&self.task_cgroup_path(&next), key);
+                    name = next;
                     continue;
                 }
                 Err(source) => {
