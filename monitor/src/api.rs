@@ -12,7 +12,7 @@
 use std::{collections::HashSet, sync::Arc};
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
@@ -34,6 +34,22 @@ pub struct ApiState {
     /// The state store; None when it could not be opened (the API then
     /// lists what the snapshot has, and says so in the log).
     pub store: Option<Arc<StoreReader>>,
+    /// `--api.private`: the API socket shows each uid its own jobs only
+    /// (root sees all), as Slurm's `PrivateData=jobs`.
+    pub private: bool,
+}
+
+/// Who asks: the uid at the other end of the API socket; None on the web
+/// port, whose clients have no uid (protect it with `--web.config.file`).
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer(pub Option<u32>);
+
+impl ApiState {
+    /// The only uid whose jobs `viewer` may see, if it is limited to one.
+    fn only_uid(&self, viewer: Option<Extension<Viewer>>) -> Option<u32> {
+        let uid = viewer.and_then(|Extension(Viewer(uid))| uid)?;
+        (self.private && uid != 0).then_some(uid)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,9 +84,15 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/jobs/{jobid}", get(one))
 }
 
-async fn list(State(state): State<ApiState>, Query(filter): Query<JobFilter>) -> Response {
+async fn list(
+    State(state): State<ApiState>,
+    viewer: Option<Extension<Viewer>>,
+    Query(filter): Query<JobFilter>,
+) -> Response {
+    let only = state.only_uid(viewer);
     let query = ProfileQuery {
         user: filter.user.clone(),
+        uid: only,
         jobid: None,
         since: filter.since,
         limit: filter.limit,
@@ -86,16 +108,25 @@ async fn list(State(state): State<ApiState>, Query(filter): Query<JobFilter>) ->
     };
     let snapshot = state.shared.latest();
     let jobs = merge(
-        snapshot.jobs.iter().filter(|job| filter.matches(job)),
+        snapshot
+            .jobs
+            .iter()
+            .filter(|job| filter.matches(job) && only.is_none_or(|uid| job.uid == uid)),
         stored,
         filter.limit,
     );
     Json(jobs).into_response()
 }
 
-async fn one(State(state): State<ApiState>, Path(jobid): Path<String>) -> Response {
+async fn one(
+    State(state): State<ApiState>,
+    viewer: Option<Extension<Viewer>>,
+    Path(jobid): Path<String>,
+) -> Response {
+    let only = state.only_uid(viewer);
     let query = ProfileQuery {
         jobid: Some(jobid.clone()),
+        uid: only,
         ..Default::default()
     };
     let stored = match stored(&state, query).await {
@@ -104,7 +135,10 @@ async fn one(State(state): State<ApiState>, Path(jobid): Path<String>) -> Respon
     };
     let snapshot = state.shared.latest();
     let jobs = merge(
-        snapshot.jobs.iter().filter(|job| job.jobid == jobid),
+        snapshot
+            .jobs
+            .iter()
+            .filter(|job| job.jobid == jobid && only.is_none_or(|uid| job.uid == uid)),
         stored,
         None,
     );

@@ -191,6 +191,13 @@ pub struct DaemonArgs {
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
 
+    /// The API socket (`monitor jobs`, `monitor report`) shows each user
+    /// their own jobs only; root sees every job. As Slurm's
+    /// PrivateData=jobs. The web port is not affected: protect it with
+    /// --web.config.file.
+    #[arg(long = "api.private")]
+    pub api_private: bool,
+
     /// Connections the web port serves at once (more wait in the kernel's
     /// backlog); the API socket takes the same number, a quarter of them
     /// at most from any one user.

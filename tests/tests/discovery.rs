@@ -127,7 +127,10 @@ fn a_slurm_v1_job_is_found_and_counted_in_place() -> anyhow::Result<()> {
     const PAYLOAD: u64 = 20_000_000;
     let mut net = Command::new(WORKLOAD);
     net.args(["net", &PAYLOAD.to_string()]);
+    // In the cpuacct step too: its CPU is the job's, and cpuacct.usage
+    // must see it (a busy machine makes it 2% of the spin's).
     join_before_exec(&mut net, &freezer_step)?;
+    join_before_exec(&mut net, &cpuacct_step)?;
     run_to_end(&mut net, "loopback TCP", "net", RUN_TIMEOUT)?;
     let metrics = daemon.metrics_after_samples(2)?;
     let sent = metrics.value(

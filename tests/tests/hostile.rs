@@ -297,11 +297,20 @@ fn escape_sequences_in_names_never_reach_the_terminal() -> anyhow::Result<()> {
     })?;
     assert!(seen, "the job never showed:\n{}", metrics.text);
     for args in [vec!["jobs"], vec!["report", "escapes"]] {
-        let shown = Command::new(&binary)
-            .args(&args)
-            .arg("--socket.path")
-            .arg(daemon.socket())
-            .output()?;
+        // The job may be between two snapshots (it ends as this runs):
+        // asked again for a few seconds until an answer comes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let shown = loop {
+            let shown = Command::new(&binary)
+                .args(&args)
+                .arg("--socket.path")
+                .arg(daemon.socket())
+                .output()?;
+            if shown.status.success() || std::time::Instant::now() >= deadline {
+                break shown;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         let text = String::from_utf8_lossy(&shown.stdout);
         assert!(
             shown.status.success(),
@@ -513,6 +522,64 @@ fn concurrent_registrations_do_not_overshoot_the_per_user_cap() -> anyhow::Resul
             .iter()
             .all(|r| r.contains("jobs.max-per-user") || r.contains("limit")),
         "refusals that do not say why: {refusals:?}"
+    );
+    Ok(())
+}
+
+/// Issue 13, item 12: under `--api.private` the API socket shows each uid
+/// its own jobs only (root all of them), as Slurm's `PrivateData=jobs`.
+#[test]
+fn the_private_api_shows_each_user_their_own_jobs() -> anyhow::Result<()> {
+    const MINE: u32 = 4245;
+    const THEIRS: u32 = 4246;
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let binary = monitor_tests::daemon::binary()?;
+    check_others_may_run(&binary)?;
+    let daemon = Daemon::start_with(&["--api.private"])?;
+    for (uid, jobid) in [(MINE, "mine"), (THEIRS, "theirs")] {
+        let mut run = monitor_tests::launcher::monitor_run(daemon.socket())?;
+        run.args(["--require", "--job-id", jobid, "--", "/bin/true"])
+            .current_dir("/");
+        run_as(&mut run, uid, uid);
+        let output = run.output()?;
+        assert!(
+            output.status.success(),
+            "uid {uid}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let (seen, metrics) = daemon.wait_for(10, |_| {
+        jobs_named(&daemon, "theirs").is_ok_and(|jobs| !jobs.is_empty())
+            && jobs_named(&daemon, "mine").is_ok_and(|jobs| !jobs.is_empty())
+    })?;
+    assert!(seen, "the jobs never showed:\n{}", metrics.text);
+    let jobids = |uid: u32, args: &[&str]| -> anyhow::Result<(bool, String)> {
+        let mut command = Command::new(&binary);
+        command
+            .args(args)
+            .arg("--socket.path")
+            .arg(daemon.socket())
+            .current_dir("/");
+        run_as(&mut command, uid, uid);
+        let output = command.output()?;
+        Ok((
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        ))
+    };
+    let (_, own) = jobids(MINE, &["jobs", "--json"])?;
+    assert!(
+        own.contains("\"mine\"") && !own.contains("\"theirs\""),
+        "uid {MINE} sees: {own}"
+    );
+    let (found, _) = jobids(MINE, &["report", "theirs"])?;
+    assert!(!found, "uid {MINE} got a report of another user's job");
+    let (_, all) = jobids(0, &["jobs", "--json"])?;
+    assert!(
+        all.contains("\"mine\"") && all.contains("\"theirs\""),
+        "root sees: {all}"
     );
     Ok(())
 }

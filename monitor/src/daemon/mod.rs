@@ -239,6 +239,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let api = ApiState {
         shared: shared.clone(),
         store: reader,
+        private: args.api_private,
     };
     let registrar = Arc::new(Registrar::new(launcher_config, table, registrations, wake));
     let served = runtime.block_on(async {

@@ -74,6 +74,8 @@ pub struct Batch {
 #[derive(Debug, Clone, Default)]
 pub struct ProfileQuery {
     pub user: Option<String>,
+    /// Only this owner's (the API socket's per-user view).
+    pub uid: Option<u32>,
     pub jobid: Option<String>,
     /// Only jobs that ended at or after this (unix seconds).
     pub since: Option<f64>,
@@ -530,6 +532,11 @@ pub(crate) mod tests {
             ..query()
         };
         assert_eq!(store.profiles(&by_user).unwrap(), json(&[3, 2, 0]));
+        let by_uid = ProfileQuery {
+            uid: Some(1001),
+            ..query()
+        };
+        assert_eq!(store.profiles(&by_uid).unwrap(), json(&[4, 1]));
         let by_jobid = ProfileQuery {
             jobid: Some("1".into()),
             ..query()
@@ -550,6 +557,7 @@ pub(crate) mod tests {
             jobid: Some("1".into()),
             since: Some(50.0),
             limit: Some(1),
+            uid: None,
         };
         assert_eq!(store.profiles(&all).unwrap(), json(&[3]));
         let none = ProfileQuery {

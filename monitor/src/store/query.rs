@@ -21,6 +21,10 @@ pub fn profiles(
         conditions.push("user = ?");
         args.push(user);
     }
+    if let Some(uid) = &query.uid {
+        conditions.push("uid = ?");
+        args.push(uid);
+    }
     if let Some(jobid) = &query.jobid {
         conditions.push("jobid = ?");
         args.push(jobid);

@@ -26,7 +26,7 @@ use tokio::{
 use tower::ServiceExt as _;
 
 use super::settings::{WebConfigSource, WebSettings};
-use crate::system::shares::Shares;
+use crate::{api::Viewer, system::shares::Shares};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -95,7 +95,7 @@ pub async fn serve_tcp(
             let (_slot, _share) = (slot, share);
             let served = tokio::time::timeout(limits.max_lifetime, async {
                 match settings.tls.clone() {
-                    None => serve_http(stream, app, settings, limits).await,
+                    None => serve_http(stream, app, settings, limits, None).await,
                     Some(tls) => {
                         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
                         match tokio::time::timeout(
@@ -104,7 +104,7 @@ pub async fn serve_tcp(
                         )
                         .await
                         {
-                            Ok(Ok(stream)) => serve_http(stream, app, settings, limits).await,
+                            Ok(Ok(stream)) => serve_http(stream, app, settings, limits, None).await,
                             Ok(Err(e)) => log::debug!("TLS handshake with {peer}: {e}"),
                             Err(_) => log::debug!("TLS handshake with {peer}: timed out"),
                         }
@@ -149,20 +149,25 @@ pub async fn serve_unix(listener: UnixListener, app: Router, limits: Limits) {
             let (_slot, _share) = (slot, share);
             let _ = tokio::time::timeout(
                 limits.max_lifetime,
-                serve_http(stream, app, settings, limits),
+                serve_http(stream, app, settings, limits, Some(uid)),
             )
             .await;
         });
     }
 }
 
-async fn serve_http<S>(stream: S, app: Router, settings: Arc<WebSettings>, limits: Limits)
-where
+async fn serve_http<S>(
+    stream: S,
+    app: Router,
+    settings: Arc<WebSettings>,
+    limits: Limits,
+    viewer: Option<u32>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (app, settings) = (app.clone(), settings.clone());
-        async move { Ok::<_, Infallible>(respond(app, &settings, request).await) }
+        async move { Ok::<_, Infallible>(respond(app, &settings, request, viewer).await) }
     });
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -177,8 +182,10 @@ where
 async fn respond(
     app: Router,
     settings: &WebSettings,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
+    viewer: Option<u32>,
 ) -> Response<Body> {
+    request.extensions_mut().insert(Viewer(viewer));
     if !settings
         .auth
         .admits(request.headers().get(header::AUTHORIZATION))
