@@ -22,23 +22,7 @@ impl Pki {
     pub fn new(name: &str) -> anyhow::Result<Self> {
         let dir = TempDir::new(name)?;
         let pki = Self { dir };
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ])?;
+        pki.self_signed("ca", "/CN=test CA")?;
         pki.signed(
             "server",
             "/CN=localhost",
@@ -54,7 +38,18 @@ impl Pki {
             "/CN=intruder",
             "subjectAltName=DNS:intruder.example",
         )?;
-        pki.openssl(&[
+        pki.self_signed("rogue", "/CN=rogue")?;
+        Ok(pki)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.0.join(file)
+    }
+
+    /// `NAME.key` and a self-signed `NAME.pem`.
+    fn self_signed(&self, name: &str, subject: &str) -> anyhow::Result<()> {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        self.openssl(&[
             "req",
             "-x509",
             "-newkey",
@@ -65,17 +60,12 @@ impl Pki {
             "-days",
             "2",
             "-subj",
-            "/CN=rogue",
+            subject,
             "-keyout",
-            "rogue.key",
+            &key,
             "-out",
-            "rogue.pem",
-        ])?;
-        Ok(pki)
-    }
-
-    pub fn path(&self, file: &str) -> PathBuf {
-        self.dir.0.join(file)
+            &pem,
+        ])
     }
 
     /// `NAME.key` and `NAME.pem`, signed by the CA.

@@ -5,6 +5,7 @@ use std::{path::Path, process::Command, time::Duration};
 use anyhow::Context as _;
 use monitor_tests::{
     Daemon, JobCgroup, cgroup, cpu_shared,
+    jobs_api::{api_jobs, with_id},
     launcher::{Reply, check_others_may_run, in_hierarchy, registrations},
     process::{NOBODY, run_as},
     require_root_or_skip, skip_or_fail,
@@ -133,17 +134,12 @@ impl Drop for Tree {
 
 /// The jobs the API lists with `jobid`, as (state, cgroup).
 fn jobs_named(daemon: &Daemon, jobid: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let all: serde_json::Value = serde_json::from_str(&daemon.get("/api/v1/jobs")?)?;
-    Ok(all
-        .as_array()
-        .context("the API did not list jobs")?
-        .iter()
-        .filter(|job| job["jobid"] == jobid)
+    let jobs = api_jobs(daemon, "")?;
+    Ok(with_id(&jobs, jobid)
+        .into_iter()
         .map(|job| {
-            (
-                job["state"].as_str().unwrap_or_default().to_string(),
-                job["cgroup"].as_str().unwrap_or_default().to_string(),
-            )
+            let text = |key: &str| job[key].as_str().unwrap_or_default().to_string();
+            (text("state"), text("cgroup"))
         })
         .collect())
 }

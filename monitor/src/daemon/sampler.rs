@@ -40,7 +40,7 @@ use crate::{
     metrics::encode::unix_seconds,
     profile::JobJson,
     store::{Batch, Profile, StoreHandle},
-    system::cgroupfs,
+    system::cgroupfs::{self, RootControllers},
     system::ids::IdMap,
 };
 
@@ -91,6 +91,8 @@ pub struct Sampler {
     /// ones: some job task may not be tracked (see [`Walk::EveryTask`]).
     walk_every_task: bool,
     allocation: AllocationReader,
+    /// What the v2 root hands down, reread with the cross-checks.
+    controllers: RootControllers,
     /// What each job was given (read when it is first seen, then with the
     /// cross-checks); kept for its finished jobs' profiles.
     allocations: HashMap<JobKey, Allocation>,
@@ -105,8 +107,10 @@ impl Sampler {
         shared: Arc<SharedSnapshot>,
     ) -> Self {
         let allocation = AllocationReader::new(&config.mount);
+        let controllers = RootControllers::read(&config.mount);
         Self {
             allocation,
+            controllers,
             probes,
             table,
             wake,
@@ -457,6 +461,10 @@ impl Sampler {
         }
 
         let (tasks, cgroup_tasks) = self.count_tasks(&job_tasks);
+        if self.health.samples.is_multiple_of(CROSS_CHECK_EVERY) {
+            // Once for both below (a site may enable one while we run).
+            self.controllers = RootControllers::read(&self.config.mount);
+        }
         self.read_cgroup_files();
         self.read_allocations();
         self.resolve_identities();
@@ -659,7 +667,9 @@ impl Sampler {
         if !self.health.samples.is_multiple_of(CROSS_CHECK_EVERY) {
             return;
         }
-        if !self.cgroup_files_exist() {
+        // Job cgroups may be adopted from anywhere in the v2 hierarchy, so
+        // the root's controllers decide, not only the monitored root's.
+        if !(self.controllers.has("memory") || self.controllers.has("io")) {
             // Hybrid hosts (their controllers are all on v1): the job
             // cgroups have none of the files, only failed opens to pay for.
             self.files.clear();
@@ -728,9 +738,6 @@ impl Sampler {
     /// again with the cross-checks (a resource manager may change it).
     fn read_allocations(&mut self) {
         let refresh = self.health.samples.is_multiple_of(CROSS_CHECK_EVERY);
-        if refresh {
-            self.allocation.refresh_controllers();
-        }
         let table = self.table.clone();
         let table = table.lock().unwrap_or_else(|e| e.into_inner());
         let due: Vec<(JobKey, String)> = table
@@ -749,21 +756,9 @@ impl Sampler {
         }
         drop(table);
         for (key, cgroup) in due {
-            self.allocations.insert(key, self.allocation.read(&cgroup));
+            let allocation = self.allocation.read(&cgroup, &self.controllers);
+            self.allocations.insert(key, allocation);
         }
-    }
-
-    /// Whether any v2 cgroup can have memory or io files: whether the v2
-    /// hierarchy's root hands either controller down (job cgroups may be
-    /// adopted from anywhere in it, so not only the monitored root's).
-    fn cgroup_files_exist(&self) -> bool {
-        std::fs::read_to_string(self.config.mount.join("cgroup.subtree_control")).is_ok_and(
-            |enabled| {
-                enabled
-                    .split_whitespace()
-                    .any(|controller| controller == "memory" || controller == "io")
-            },
-        )
     }
 
     fn publish(&mut self) {

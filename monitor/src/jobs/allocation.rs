@@ -7,6 +7,7 @@
 //! `freezer:/slurm_node/uid_1/job_5`) has the same path in the cpuset and
 //! memory hierarchies, where Slurm's task/cgroup sets `cpuset.cpus` and
 //! `memory.limit_in_bytes`.
+use crate::system::cgroupfs::RootControllers;
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -28,44 +29,23 @@ pub struct AllocationReader {
     v2_mount: PathBuf,
     cpuset_v1: Option<PathBuf>,
     memory_v1: Option<PathBuf>,
-    /// The controllers the v2 root hands down: a v2 job cgroup can have a
-    /// controller's files only then (on hybrid hosts none, and every open
-    /// of a job's file would fail: 2,000 failed opens a refresh at 1,000
-    /// jobs).
-    v2_cpuset: bool,
-    v2_memory: bool,
 }
 
 impl AllocationReader {
     pub fn new(v2_mount: &Path) -> Self {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut reader = Self {
+        Self {
             v2_mount: v2_mount.to_path_buf(),
             cpuset_v1: v1_mount("cpuset", &mountinfo),
             memory_v1: v1_mount("memory", &mountinfo),
-            v2_cpuset: false,
-            v2_memory: false,
-        };
-        reader.refresh_controllers();
-        reader
+        }
     }
 
-    /// Rereads which controllers the v2 root hands down (a site may
-    /// enable one while the daemon runs).
-    pub fn refresh_controllers(&mut self) {
-        let enabled =
-            fs::read_to_string(self.v2_mount.join("cgroup.subtree_control")).unwrap_or_default();
-        let has = |name: &str| {
-            enabled
-                .split_whitespace()
-                .any(|controller| controller == name)
-        };
-        self.v2_cpuset = has("cpuset");
-        self.v2_memory = has("memory");
-    }
-
-    /// The allocation of the job whose (first) cgroup is table path `cgroup`.
-    pub fn read(&self, cgroup: &str) -> Allocation {
+    /// The allocation of the job whose (first) cgroup is table path
+    /// `cgroup`; a v2 one's files are opened only for the `controllers`
+    /// the root hands down (on a hybrid host, 2,000 failed opens a refresh
+    /// at 1,000 jobs otherwise).
+    pub fn read(&self, cgroup: &str, controllers: &RootControllers) -> Allocation {
         match super::discovery::split(cgroup) {
             (Some(_), path) => {
                 let relative = path.trim_matches('/');
@@ -87,10 +67,10 @@ impl AllocationReader {
                         .flatten()
                 };
                 Allocation {
-                    cpus: read(self.v2_cpuset, "cpuset.cpus.effective")
+                    cpus: read(controllers.has("cpuset"), "cpuset.cpus.effective")
                         .and_then(|t| count_cpus(&t)),
                     // "max": no limit.
-                    memory_limit_bytes: read(self.v2_memory, "memory.max")
+                    memory_limit_bytes: read(controllers.has("memory"), "memory.max")
                         .and_then(|t| t.trim().parse().ok()),
                 }
             }
@@ -175,26 +155,25 @@ mod tests {
         fs::write(v1_memory.join("memory.limit_in_bytes"), "1073741824\n").unwrap();
         fs::write(v2_job.join("cpuset.cpus.effective"), "3\n").unwrap();
         fs::write(v2_job.join("memory.max"), "max\n").unwrap();
-        let mut reader = AllocationReader {
+        let reader = AllocationReader {
             v2_mount: base.join("v2"),
             cpuset_v1: Some(base.join("cpuset")),
             memory_v1: Some(base.join("memory")),
-            v2_cpuset: false,
-            v2_memory: false,
         };
         // The v2 root hands neither controller down: no v2 file is opened.
-        assert_eq!(reader.read("/jobs/a"), Allocation::default());
+        let none = RootControllers::read(&base.join("v2"));
+        assert_eq!(reader.read("/jobs/a", &none), Allocation::default());
         fs::write(base.join("v2/cgroup.subtree_control"), "cpuset memory\n").unwrap();
-        reader.refresh_controllers();
+        let controllers = RootControllers::read(&base.join("v2"));
         assert_eq!(
-            reader.read("freezer:/slurm/uid_1/job_5"),
+            reader.read("freezer:/slurm/uid_1/job_5", &controllers),
             Allocation {
                 cpus: Some(2),
                 memory_limit_bytes: Some(1 << 30)
             }
         );
         assert_eq!(
-            reader.read("/jobs/a"),
+            reader.read("/jobs/a", &controllers),
             Allocation {
                 cpus: Some(1),
                 memory_limit_bytes: None
@@ -206,7 +185,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            reader.read("freezer:/slurm/uid_1/job_5").memory_limit_bytes,
+            reader
+                .read("freezer:/slurm/uid_1/job_5", &controllers)
+                .memory_limit_bytes,
             None
         );
         fs::remove_dir_all(&base).unwrap();

@@ -261,3 +261,21 @@ mod tests {
         assert_eq!(job_of("/", "/a/b"), Some("a"));
     }
 }
+
+/// The controllers the v2 hierarchy's root hands down (its
+/// `cgroup.subtree_control`): a cgroup below it can have a controller's
+/// files only then. On hybrid hosts there are none, and a job's memory, io
+/// or cpuset file opened anyway only fails.
+#[derive(Debug, Clone, Default)]
+pub struct RootControllers(Vec<String>);
+
+impl RootControllers {
+    pub fn read(mount: &Path) -> Self {
+        let enabled = fs::read_to_string(mount.join("cgroup.subtree_control")).unwrap_or_default();
+        Self(enabled.split_whitespace().map(str::to_string).collect())
+    }
+
+    pub fn has(&self, controller: &str) -> bool {
+        self.0.iter().any(|c| c == controller)
+    }
+}
