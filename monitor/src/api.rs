@@ -111,6 +111,7 @@ async fn list(
         snapshot
             .jobs
             .iter()
+            .map(|job| &**job)
             .filter(|job| filter.matches(job) && only.is_none_or(|uid| job.uid == uid)),
         stored,
         filter.limit,
@@ -138,6 +139,7 @@ async fn one(
         snapshot
             .jobs
             .iter()
+            .map(|job| &**job)
             .filter(|job| job.jobid == jobid && only.is_none_or(|uid| job.uid == uid)),
         stored,
         None,

@@ -41,7 +41,6 @@ use crate::{
     profile::JobJson,
     store::{Batch, Profile, StoreHandle},
     system::cgroupfs::{self, RootControllers},
-    system::ids::IdMap,
 };
 
 /// Freed memory is returned to the kernel every this many samples.
@@ -86,7 +85,7 @@ pub struct Sampler {
     /// Jobs that finished within the retention before a restart, from the
     /// store, shown until their retention ends (or a job of the same id
     /// and user replaces them).
-    restored: Vec<JobView>,
+    restored: Vec<Arc<JobView>>,
     /// The next sample walks every task of the node, not only the tracked
     /// ones: some job task may not be tracked (see [`Walk::EveryTask`]).
     walk_every_task: bool,
@@ -96,6 +95,14 @@ pub struct Sampler {
     /// What each job was given (read when it is first seen, then with the
     /// cross-checks); kept for its finished jobs' profiles.
     allocations: HashMap<JobKey, Allocation>,
+    /// The known cgroups' counters, refilled every sample: kept, so the
+    /// sample does not map and fault in a fresh block each time (184 KB
+    /// at 1,000 cgroups, over glibc's mmap threshold).
+    readings: Vec<(u64, CgroupCounters)>,
+    /// Each shown job's view as last published, and the sample that last
+    /// published it: a job whose figures did not change (a finished job,
+    /// a sleeping one) keeps its view instead of being copied anew.
+    views: HashMap<JobKey, (Arc<JobView>, u64)>,
 }
 
 impl Sampler {
@@ -126,12 +133,14 @@ impl Sampler {
             // Tasks may have entered jobs before the programs were attached.
             walk_every_task: true,
             allocations: HashMap::new(),
+            readings: Vec::new(),
+            views: HashMap::new(),
         }
     }
 
     /// Serves `jobs` (finished before a restart) for the rest of their retention.
     pub fn with_recently_finished(mut self, jobs: Vec<JobView>) -> Self {
-        self.restored = jobs;
+        self.restored = jobs.into_iter().map(Arc::new).collect();
         self
     }
 
@@ -443,7 +452,8 @@ impl Sampler {
         self.walk_every_task = false;
         self.health.task_iter_duration = run.duration;
         let job_tasks = run.job_tasks;
-        let (mut readings, unknown) = self.read_counters()?;
+        let mut readings = std::mem::take(&mut self.readings);
+        let unknown = self.read_counters(&mut readings)?;
         if !unknown.is_empty() {
             self.drain_events();
             self.reconcile()?;
@@ -460,7 +470,6 @@ impl Sampler {
             }
         }
 
-        let (tasks, cgroup_tasks) = self.count_tasks(&job_tasks);
         if self.health.samples.is_multiple_of(CROSS_CHECK_EVERY) {
             // Once for both below (a site may enable one while we run).
             self.controllers = RootControllers::read(&self.config.mount);
@@ -472,14 +481,13 @@ impl Sampler {
         let wall_now = SystemTime::now();
         let (freed, empty, ended) = {
             let mut table = self.table();
-            let freed = table.apply_sample(&readings, &tasks, now, wall_now);
+            // Threads per cgroup as the sample's walk saw them (no cgroup
+            // file read: at 1,000 jobs that was 1,000 opens a sample).
+            let freed = table.apply_sample(&readings, &job_tasks, now, wall_now);
             table.expire(self.config.retention, wall_now);
-            (
-                freed,
-                table.empty_cgroups(&cgroup_tasks),
-                table.take_ended(),
-            )
+            (freed, table.empty_cgroups(&job_tasks), table.take_ended())
         };
+        self.readings = readings;
         self.save(freed, &ended);
         self.end_empty(empty);
 
@@ -562,7 +570,7 @@ impl Sampler {
 
     /// A finished job's frozen profile.
     fn profile(&mut self, job: &Job) -> Option<Profile> {
-        let view = self.view(job.clone());
+        let view = self.view(job);
         let json = match serde_json::to_string(&JobJson::from(&view)) {
             Ok(json) => json,
             Err(e) => {
@@ -603,22 +611,21 @@ impl Sampler {
         }
     }
 
-    /// Summed counters of every cgroup with a known slot, split into known
-    /// and unknown to the job table.
-    #[allow(clippy::type_complexity)]
+    /// Summed counters of every cgroup with a known slot: those the job
+    /// table knows into `known` (emptied first), the others returned.
     fn read_counters(
         &mut self,
-    ) -> anyhow::Result<(Vec<(u64, CgroupCounters)>, Vec<(u64, CgroupCounters)>)> {
-        // Read for the last time already; freed once their job is stored.
-        let ids: Vec<u64> = self
-            .probes
-            .counters
-            .ids()
-            .into_iter()
-            .filter(|id| !self.pending_release.contains(id))
-            .collect();
-        let mut values = Vec::with_capacity(ids.len());
-        for id in ids {
+        known: &mut Vec<(u64, CgroupCounters)>,
+    ) -> anyhow::Result<Vec<(u64, CgroupCounters)>> {
+        known.clear();
+        let mut unknown = Vec::new();
+        let table = self.table.clone();
+        let table = table.lock().unwrap_or_else(|e| e.into_inner());
+        for id in self.probes.counters.ids() {
+            // Read for the last time already; freed once their job is stored.
+            if self.pending_release.contains(&id) {
+                continue;
+            }
             let Some(sum) = self
                 .probes
                 .counters
@@ -627,10 +634,13 @@ impl Sampler {
             else {
                 continue;
             };
-            values.push((id, sum));
+            if table.knows(id) {
+                known.push((id, sum));
+            } else {
+                unknown.push((id, sum));
+            }
         }
-        let table = self.table();
-        Ok(values.into_iter().partition(|(id, _)| table.knows(*id)))
+        Ok(unknown)
     }
 
     fn read_drops(&self) -> anyhow::Result<[u64; DROP_REASONS]> {
@@ -645,19 +655,6 @@ impl Sampler {
         }
         drops[DropReason::CgroupMapFull as usize] += self.probes.counters.refused();
         Ok(drops)
-    }
-
-    /// Threads per job and per live cgroup, as the sample's walk saw them
-    /// (no cgroup file read: at 1,000 jobs that was 1,000 opens a sample).
-    fn count_tasks(&self, seen: &IdMap<u64, u64>) -> (HashMap<JobKey, u64>, IdMap<u64, u64>) {
-        let mut tasks: HashMap<JobKey, u64> = HashMap::new();
-        let mut cgroup_tasks: IdMap<u64, u64> = IdMap::default();
-        for (id, _, job) in self.table().live_cgroups() {
-            let threads = seen.get(&id).copied().unwrap_or(0);
-            cgroup_tasks.insert(id, threads);
-            *tasks.entry(job.clone()).or_default() += threads;
-        }
-        (tasks, cgroup_tasks)
     }
 
     /// The cgroup files that cross-check the kernel programs where they
@@ -762,16 +759,17 @@ impl Sampler {
     }
 
     fn publish(&mut self) {
-        let jobs: Vec<_> = {
-            let table = self.table();
-            table
+        let table = self.table.clone();
+        let sample = self.health.samples;
+        let mut jobs: Vec<Arc<JobView>> = {
+            let table = table.lock().unwrap_or_else(|e| e.into_inner());
+            let shown = table
                 .live_jobs()
                 .chain(table.finished_jobs())
-                .filter(|job| job.visible)
-                .cloned()
-                .collect()
+                .filter(|job| job.visible);
+            shown.map(|job| self.current_view(job, sample)).collect()
         };
-        let mut jobs: Vec<JobView> = jobs.into_iter().map(|job| self.view(job)).collect();
+        self.views.retain(|_, (_, published)| *published == sample);
         if !self.restored.is_empty() {
             let now = SystemTime::now();
             let retention = self.config.retention;
@@ -795,27 +793,79 @@ impl Sampler {
         });
     }
 
-    fn view(&mut self, job: Job) -> JobView {
-        let user = job
-            .meta
-            .user
-            .clone()
-            .unwrap_or_else(|| self.users.name(job.key.uid).to_string());
+    /// `job`'s view: the one last published if nothing in it changed
+    /// (compared in place, nothing copied), else a new one; remembered as
+    /// published at `sample`.
+    fn current_view(&mut self, job: &Job, sample: u64) -> Arc<JobView> {
+        let counters = job.totals();
+        let files = self.files_of(job);
+        let users = &mut self.users;
+        let kept = self.views.get(&job.key).and_then(|(view, _)| {
+            let user = match &job.meta.user {
+                Some(user) => user.as_str(),
+                None => users.name(job.key.uid),
+            };
+            let unchanged = view.counters == counters
+                && view.files == files
+                && view.tasks == job.tasks
+                && view.end == job.end
+                && view.start == job.start
+                && view.user == user
+                && view.name == job.meta.name
+                && view.launcher == job.meta.launcher
+                && view.labels == job.meta.labels
+                && view.cgroup == job.cgroup;
+            unchanged.then(|| view.clone())
+        });
+        let view = match kept {
+            Some(view) => view,
+            None => Arc::new(self.view_with(job, counters, files)),
+        };
+        match self.views.get_mut(&job.key) {
+            Some(entry) => *entry = (view.clone(), sample),
+            None => {
+                self.views.insert(job.key.clone(), (view.clone(), sample));
+            }
+        }
+        view
+    }
+
+    fn view(&mut self, job: &Job) -> JobView {
+        let files = self.files_of(job);
+        self.view_with(job, job.totals(), files)
+    }
+
+    /// What the cgroup files and the allocation say of `job`.
+    fn files_of(&self, job: &Job) -> CgroupFileStats {
         let mut files = self.files.get(&job.key).cloned().unwrap_or_default();
         if let Some(allocation) = self.allocations.get(&job.key) {
             files.cpus_allocated = allocation.cpus;
             files.memory_limit_bytes = allocation.memory_limit_bytes;
         }
+        files
+    }
+
+    fn view_with(
+        &mut self,
+        job: &Job,
+        counters: CgroupCounters,
+        files: CgroupFileStats,
+    ) -> JobView {
+        let user = job
+            .meta
+            .user
+            .clone()
+            .unwrap_or_else(|| self.users.name(job.key.uid).to_string());
         JobView {
-            counters: job.totals(),
+            counters,
             files,
-            jobid: job.key.jobid,
+            jobid: job.key.jobid.clone(),
             uid: job.key.uid,
             user,
-            name: job.meta.name,
-            launcher: job.meta.launcher,
-            labels: job.meta.labels,
-            cgroup: job.cgroup,
+            name: job.meta.name.clone(),
+            launcher: job.meta.launcher.clone(),
+            labels: job.meta.labels.clone(),
+            cgroup: job.cgroup.clone(),
             tasks: job.tasks,
             start: job.start,
             end: job.end,

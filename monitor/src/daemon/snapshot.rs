@@ -70,7 +70,10 @@ pub struct Health {
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub jobs: Vec<JobView>,
+    /// Shared, not copied: each view is its own small block, so a sample
+    /// with thousands of jobs reuses freed blocks instead of mapping one
+    /// large array afresh.
+    pub jobs: Vec<Arc<JobView>>,
     pub health: Health,
 }
 

@@ -660,19 +660,28 @@ impl JobTable {
     }
 
     /// Applies one sample: `readings` has the summed counters of every
-    /// known cgroup read this round; `tasks` the thread count per job.
+    /// known cgroup read this round; `tasks` the thread count per cgroup id.
     /// Cgroups that are finalizable get folded into their job for good and
     /// are returned, so the caller can free their map entries.
     pub fn apply_sample(
         &mut self,
         readings: &[(u64, CgroupCounters)],
-        tasks: &HashMap<JobKey, u64>,
+        tasks: &IdMap<u64, u64>,
         now: Instant,
         wall_now: SystemTime,
     ) -> Vec<u64> {
         for job in self.live.values_mut() {
             job.live = CgroupCounters::default();
-            job.tasks = tasks.get(&job.key).copied().unwrap_or(0);
+            job.tasks = 0;
+        }
+        for (id, entry) in &self.cgroups {
+            let threads = tasks.get(id).copied().unwrap_or(0);
+            if threads > 0
+                && entry.removed_at.is_none()
+                && let Some(job) = self.live.get_mut(&entry.job)
+            {
+                job.tasks += threads;
+            }
         }
         let mut finalized = Vec::new();
         for (id, counters) in readings {
@@ -844,7 +853,7 @@ mod tests {
                 (11, counters(7, 2)),
                 (12, counters(1, 0)),
             ],
-            &HashMap::from([(key(0, "a"), 3)]),
+            &IdMap::from_iter([(10, 1), (11, 2)]),
             Instant::now(),
             T,
         );
@@ -863,7 +872,7 @@ mod tests {
         // Within the grace the removed cgroup still counts as live.
         let freed = table.apply_sample(
             &[(10, counters(1, 0)), (11, counters(9, 1))],
-            &HashMap::new(),
+            &IdMap::default(),
             start,
             T,
         );
@@ -871,12 +880,12 @@ mod tests {
         let later = start + FINAL_READ_GRACE;
         let freed = table.apply_sample(
             &[(10, counters(2, 0)), (11, counters(10, 1))],
-            &HashMap::new(),
+            &IdMap::default(),
             later,
             T,
         );
         assert_eq!(freed, vec![11]);
-        table.apply_sample(&[(10, counters(3, 0))], &HashMap::new(), later, T);
+        table.apply_sample(&[(10, counters(3, 0))], &IdMap::default(), later, T);
         let a = table.live_jobs().next().unwrap();
         assert_eq!(a.totals(), counters(13, 1));
     }
@@ -890,7 +899,7 @@ mod tests {
         table.remove_cgroup(10, now);
         table.apply_sample(
             &[(10, counters(4, 1))],
-            &HashMap::new(),
+            &IdMap::default(),
             now + FINAL_READ_GRACE,
             t0,
         );
@@ -909,7 +918,7 @@ mod tests {
         table.add_cgroup(10, "/monitor.slice/a", 0, T);
         let now = Instant::now();
         table.remove_cgroup(10, now);
-        table.apply_sample(&[], &HashMap::new(), now + FINAL_READ_GRACE, T);
+        table.apply_sample(&[], &IdMap::default(), now + FINAL_READ_GRACE, T);
         assert_eq!(table.finished_jobs().count(), 1);
         table.add_cgroup(20, "/monitor.slice/a", 0, T);
         assert_eq!(
@@ -945,7 +954,7 @@ mod tests {
                 (2, counters(2, 1)),
                 (3, counters(4, 1)),
             ],
-            &HashMap::new(),
+            &IdMap::default(),
             Instant::now(),
             T,
         );
@@ -1005,7 +1014,7 @@ mod tests {
         table.remove_cgroup(7, now);
         table.apply_sample(
             &[(1, counters(5, 1)), (7, counters(6, 0))],
-            &HashMap::new(),
+            &IdMap::default(),
             now + FINAL_READ_GRACE,
             T,
         );
@@ -1028,7 +1037,7 @@ mod tests {
         table.remove_cgroup(3, now);
         table.apply_sample(
             &[(3, counters(7, 1))],
-            &HashMap::new(),
+            &IdMap::default(),
             now + FINAL_READ_GRACE,
             T,
         );
@@ -1072,7 +1081,7 @@ mod tests {
         restarted.remove_cgroup(1, now);
         restarted.apply_sample(
             &[(1, counters(5, 1))],
-            &HashMap::new(),
+            &IdMap::default(),
             now + FINAL_READ_GRACE,
             T,
         );
@@ -1089,7 +1098,7 @@ mod tests {
     fn directory_jobs_are_not_ended_by_the_daemon() {
         let mut table = JobTable::new("/monitor.slice");
         table.add_cgroup(10, "/monitor.slice/a", 0, T);
-        table.apply_sample(&[], &HashMap::new(), Instant::now(), T);
+        table.apply_sample(&[], &IdMap::default(), Instant::now(), T);
         assert_eq!(
             table.empty_cgroups(&IdMap::default()),
             EmptyCgroups::default()
