@@ -202,6 +202,11 @@ impl JobTable {
         self
     }
 
+    /// The monitored root in hierarchy form.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
     /// Changes with every change to the exported registry.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -288,10 +293,19 @@ impl JobTable {
                 labels: saved.labels,
                 launcher: saved.launcher,
             };
-            job.visible = saved.visible;
+            // A registration in flight when the earlier run stopped (saved
+            // before its id was settled): its launcher's connection went
+            // with that run, so it is settled now under the id it had, as
+            // a silent launcher's job, and ends when its cgroups empty.
+            job.visible = saved.visible || saved.registered;
             job.owner_pending = saved.owner_pending;
             job.jobid_pending = saved.jobid_pending;
             job.retired = CgroupCounters::from(&saved.retired);
+            if saved.registered && saved.cgroups.is_empty() {
+                // Saved between its registration and its cgroup's making:
+                // nothing ran in it, nothing would ever end it.
+                continue;
+            }
             self.live.insert(key.clone(), job);
             for cgroup in saved.cgroups {
                 if self.cgroups.contains_key(&cgroup.id) {
@@ -379,6 +393,34 @@ impl JobTable {
         );
         self.insert_cgroup(id, path, key, true, false);
         Added::NewJob
+    }
+
+    /// Records a task cgroup of the daemon's (see [`super::task_cgroup`])
+    /// found under the root: unless the registrar is making it now or it
+    /// is known, it was made for a registration no saved registry holds
+    /// (the earlier run stopped before saving it), and is `key`'s
+    /// registered job again, removed and ended when it empties.
+    pub fn add_task_cgroup(
+        &mut self,
+        id: u64,
+        path: &str,
+        key: JobKey,
+        created: SystemTime,
+    ) -> Added {
+        if self.cgroups.contains_key(&id) || self.expected.contains_key(path) {
+            return self.add_cgroup(id, path, key.uid, created);
+        }
+        let added = if self.live.contains_key(&key) {
+            Added::JoinedJob
+        } else {
+            self.finished.remove(&key);
+            let mut job = Job::new(key.clone(), Origin::Registered, path, created);
+            job.visible = true;
+            self.live.insert(key.clone(), job);
+            Added::NewJob
+        };
+        self.insert_cgroup(id, path, key, true, true);
+        added
     }
 
     fn insert_cgroup(&mut self, id: u64, path: &str, job: JobKey, armed: bool, owned: bool) {
