@@ -1128,6 +1128,68 @@ mod tests {
     }
 
     #[test]
+    fn registrations_in_flight_at_a_restart_are_settled_or_dropped() {
+        let mut table = JobTable::new("/monitor.slice");
+        // Placed, its hello not in yet.
+        register(
+            &mut table,
+            1,
+            "/monitor.slice/task-1-1",
+            &key(1000, "run_1"),
+        );
+        // Registered, its cgroup not made yet.
+        assert!(table.register_job(&key(1000, "run_2"), JobMeta::default(), "", T));
+        let json = serde_json::to_string(&table.export()).unwrap();
+
+        let mut restarted = JobTable::new("/monitor.slice");
+        assert_eq!(
+            restarted.import(serde_json::from_str(&json).unwrap()),
+            vec![1]
+        );
+        let jobs: Vec<(&JobKey, bool)> =
+            restarted.live_jobs().map(|j| (&j.key, j.visible)).collect();
+        assert_eq!(jobs, vec![(&key(1000, "run_1"), true)]);
+        assert_eq!(
+            restarted.empty_cgroups(&IdMap::default()).owned,
+            vec![(1, "/monitor.slice/task-1-1".to_string())],
+            "removed once empty, ending its job"
+        );
+    }
+
+    #[test]
+    fn a_task_cgroup_no_registry_holds_is_its_recorded_job_again() {
+        let mut table = JobTable::new("/monitor.slice");
+        let path = "/monitor.slice/task-7-1";
+        assert_eq!(
+            table.add_task_cgroup(2, path, key(1000, "42"), T),
+            Added::NewJob
+        );
+        let job = table.live_jobs().next().unwrap();
+        assert_eq!(
+            (&job.key, job.origin, job.visible),
+            (&key(1000, "42"), Origin::Registered, true)
+        );
+        assert_eq!(
+            table.task_cgroups_of(1000),
+            1,
+            "the daemon's, under the cap"
+        );
+        assert_eq!(
+            table.empty_cgroups(&IdMap::default()).owned,
+            vec![(2, path.to_string())]
+        );
+        // One the registrar is making now is its registration's.
+        let making = "/monitor.slice/task-8-1";
+        assert!(table.register_job(&key(1000, "run_8"), JobMeta::default(), "", T));
+        table.expect_cgroup(making, &key(1000, "run_8"));
+        assert_eq!(
+            table.add_task_cgroup(3, making, key(0, "task-8-1"), T),
+            Added::JoinedJob
+        );
+        assert!(table.live_jobs().all(|j| j.key.jobid != "task-8-1"));
+    }
+
+    #[test]
     fn directory_jobs_are_not_ended_by_the_daemon() {
         let mut table = JobTable::new("/monitor.slice");
         table.add_cgroup(10, "/monitor.slice/a", 0, T);
