@@ -249,6 +249,19 @@ impl Daemon {
     }
 
     /// Its `--state.dir`.
+    /// Like [`Daemon::restart`], with `flag`'s value replaced by `value`
+    /// (added when absent) from now on.
+    pub fn restart_replacing(&mut self, flag: &str, value: &str) -> anyhow::Result<()> {
+        match self.args.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < self.args.len() => self.args[i + 1] = value.into(),
+            _ => self.args.extend([flag.into(), value.into()]),
+        }
+        if flag == "--sample.interval" {
+            self.interval = parse_interval(value)?;
+        }
+        self.restart()
+    }
+
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }

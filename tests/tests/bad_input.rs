@@ -73,7 +73,10 @@ fn send(socket: &Path, payload: &str) -> anyhow::Result<(u32, Reply)> {
     Ok((pid, Reply::from_output(&stdout)?))
 }
 
-fn counts_differ(before: &[f64; 7], after: &[f64; 7]) -> Vec<(&'static str, f64)> {
+fn counts_differ(
+    before: &[f64; RESULTS.len()],
+    after: &[f64; RESULTS.len()],
+) -> Vec<(&'static str, f64)> {
     RESULTS
         .iter()
         .zip(before.iter().zip(after))
@@ -86,7 +89,7 @@ fn counts_differ(before: &[f64; 7], after: &[f64; 7]) -> Vec<(&'static str, f64)
 /// which results moved by how much.
 fn wait_for_outcomes(
     daemon: &Daemon,
-    before: &[f64; 7],
+    before: &[f64; RESULTS.len()],
     total: f64,
 ) -> anyhow::Result<Vec<(&'static str, f64)>> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -967,5 +970,156 @@ fn launchers_exiting_during_registration_leave_nothing_behind() -> anyhow::Resul
                 .join("\n")
         );
     }
+    Ok(())
+}
+
+/// SO_PEERPIDFD's option number (asm-generic/socket.h).
+const SO_PEERPIDFD: u32 = 77;
+
+/// Makes the daemon's `getsockopt(SOL_SOCKET, SO_PEERPIDFD)` fail with
+/// `errno`, as kernels answer that this one cannot: 6.5 to 6.15 give
+/// EINVAL for a peer already reaped (6.16 and later give a pidfd of the
+/// reaped peer instead), older ones ENOPROTOOPT. A seccomp filter
+/// installed between fork and exec; every other call passes.
+fn peer_pidfd_fails_with(command: &mut Command, errno: i32) {
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xC000_003E;
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xC000_00B7;
+    let statement = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    // Jump to "allow" (the last statement) unless equal.
+    let unless = |k: u32, to_allow: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: 0,
+        jf: to_allow,
+        k,
+    };
+    let load = |offset: u32| statement(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, offset);
+    // seccomp_data: nr at 0, arch at 4, the arguments' low halves at 16 + 8 i.
+    let filter = [
+        load(4),
+        unless(ARCH, 7),
+        load(0),
+        unless(libc::SYS_getsockopt as u32, 5),
+        load(16 + 8),
+        unless(libc::SOL_SOCKET as u32, 3),
+        load(16 + 16),
+        unless(SO_PEERPIDFD, 1),
+        statement(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | errno as u32,
+        ),
+        statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    // SAFETY: prctl only, on a filter that lives in the closure (copied
+    // into the child by fork); nothing allocated after fork.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(command, move || {
+            let program = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &program as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Spawns `command` with pid `pid` (free again after its process was
+/// reaped), by setting the kernel's last pid just before; None when
+/// another process on the machine took it first every time.
+fn spawn_with_pid(command: &mut Command, pid: u32) -> anyhow::Result<Option<ChildGuard>> {
+    for _ in 0..50 {
+        fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .context("writing /proc/sys/kernel/ns_last_pid")?;
+        let child = ChildGuard::spawn(command, "a process given a reaped launcher's pid")?;
+        if child.id() == pid {
+            return Ok(Some(child));
+        }
+    }
+    Ok(None)
+}
+
+/// Issue 13, item 9: on kernels 6.5 to 6.15, SO_PEERPIDFD answers EINVAL
+/// when the peer is reaped already, and its pid may be another process's
+/// by then. A launcher connects, sends a hello and is reaped while the
+/// daemon is stopped; a root process (running the trusted binary) is
+/// given its pid. The daemon, answered EINVAL as such a kernel does, must
+/// refuse the registration (gone), never open the pid and move that
+/// process into the launcher's job, which it used to. The fallback where
+/// the option does not exist (ENOPROTOOPT, before 6.5) still registers.
+#[test]
+fn a_reaped_launchers_pid_given_to_another_process_is_never_placed() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    let mut daemon = Daemon::start_configured(&["--trust.path", STARTER], |command| {
+        peer_pidfd_fails_with(command, libc::EINVAL)
+    })?;
+    let before = all_registrations(&daemon.metrics()?)?;
+    let socket = daemon.socket().to_str().context("socket path")?.to_string();
+
+    let stopped = Stopped::stop(daemon.pid())?;
+    let args = [
+        "send",
+        socket.as_str(),
+        r#"{"job_id":"ghost"}"#,
+        "--exit-without-reading",
+    ];
+    let mut launcher = starter_command(Path::new(STARTER), &args);
+    run_as(&mut launcher, NOBODY, NOBODY);
+    let launcher = ChildGuard::spawn(&mut launcher, "a launcher that exits")?;
+    let pid = launcher.id();
+    let status = launcher.wait(RUN_TIMEOUT)?;
+    assert!(status.success(), "{status}");
+    // Idle until a line on stdin: the trusted binary, as root.
+    let mut victim = starter_command(
+        Path::new(STARTER),
+        &["send", socket.as_str(), "{}", "--after-stdin-line"],
+    );
+    victim.stdin(Stdio::piped());
+    let Some(victim) = spawn_with_pid(&mut victim, pid)? else {
+        bail!("no process could be given pid {pid} again (the machine forks too fast)");
+    };
+    let victim_cgroup = cgroup_of(victim.id())?;
+    drop(stopped);
+
+    let moved = wait_for_outcomes(&daemon, &before, 1.0)?;
+    println!("a reaped launcher whose pid is another process's: {moved:?}");
+    assert_eq!(
+        cgroup_of(victim.id())?,
+        victim_cgroup,
+        "the process given the reaped launcher's pid was moved into its job"
+    );
+    assert_eq!(moved, vec![("exited", 1.0)]);
+    let metrics = daemon.still_serving()?;
+    assert!(
+        !has_job(&metrics, "ghost"),
+        "the reaped launcher's hello made a job:\n{}",
+        metrics.text
+    );
+    drop(victim);
+    drop(daemon);
+
+    // Before 6.5 the option does not exist: a pidfd is opened by pid.
+    let daemon = Daemon::start_configured(&["--trust.path", STARTER], |command| {
+        peer_pidfd_fails_with(command, libc::ENOPROTOOPT)
+    })?;
+    let (_, reply) = send(daemon.socket(), r#"{"job_id":"old-kernel"}"#)?;
+    assert!(reply.ok, "refused without SO_PEERPIDFD: {reply:?}");
     Ok(())
 }

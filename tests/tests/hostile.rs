@@ -579,3 +579,140 @@ fn the_private_api_shows_each_user_their_own_jobs() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A controller of the v2 hierarchy to set a limit with, enabled in the
+/// root's `cgroup.subtree_control` for the test (and disabled again after,
+/// where the test enabled it).
+struct V2Controller {
+    mount: std::path::PathBuf,
+    name: &'static str,
+    enabled_here: bool,
+}
+
+impl V2Controller {
+    /// The first of pids, memory and hugetlb the v2 hierarchy has (on a
+    /// hybrid host the others are bound to v1 hierarchies).
+    fn enable() -> anyhow::Result<Option<Self>> {
+        let mount = cgroup::v2_mount()?;
+        let read = |file: &str| std::fs::read_to_string(mount.join(file)).unwrap_or_default();
+        let available = read("cgroup.controllers");
+        let Some(name) = ["pids", "memory", "hugetlb"]
+            .into_iter()
+            .find(|c| available.split_whitespace().any(|a| a == *c))
+        else {
+            return Ok(None);
+        };
+        let enabled_here = !read("cgroup.subtree_control")
+            .split_whitespace()
+            .any(|c| c == name);
+        if enabled_here {
+            std::fs::write(mount.join("cgroup.subtree_control"), format!("+{name}"))
+                .with_context(|| format!("enabling {name} in the v2 root"))?;
+        }
+        Ok(Some(Self {
+            mount,
+            name,
+            enabled_here,
+        }))
+    }
+
+    /// Sets a limit on cgroup `dir`: its file and value.
+    fn limit(&self, dir: &Path) -> anyhow::Result<(String, String)> {
+        let (file, value) = match self.name {
+            "pids" => ("pids.max".to_string(), "1000"),
+            "memory" => ("memory.max".to_string(), "1073741824"),
+            _ => {
+                let mut files: Vec<String> = std::fs::read_dir(dir)?
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|f| {
+                        f.starts_with("hugetlb.") && f.ends_with(".max") && !f.contains("rsvd")
+                    })
+                    .collect();
+                files.sort();
+                (files.first().context("no hugetlb.*.max file")?.clone(), "0")
+            }
+        };
+        std::fs::write(dir.join(&file), value)
+            .with_context(|| format!("setting {file} of {}", dir.display()))?;
+        Ok((file, value.to_string()))
+    }
+}
+
+impl Drop for V2Controller {
+    fn drop(&mut self) {
+        if self.enabled_here {
+            let _ = std::fs::write(
+                self.mount.join("cgroup.subtree_control"),
+                format!("-{}", self.name),
+            );
+        }
+    }
+}
+
+/// Issue 13, item 8: a user's process bound by a cgroup v2 limit (here on
+/// its parent, as systemd's TasksMax is on `user-UID.slice`) that
+/// registers is not moved out of it into a task cgroup: the registration
+/// is refused with the limit named, counted as `result="cgroup_limits"`,
+/// and the command (run unmonitored) is still under the limit. A process
+/// under no limit still registers.
+#[test]
+fn registering_never_takes_a_process_out_of_a_cgroup_limit() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    let Some(controller) = V2Controller::enable()? else {
+        skip_or_fail("the v2 hierarchy has none of pids, memory, hugetlb to set a limit with");
+        return Ok(());
+    };
+    let tree = Tree::new("hostile-limited")?;
+    let (file, value) = controller.limit(&tree.0)?;
+    let session = tree.0.join("session");
+    std::fs::create_dir(&session)?;
+    let daemon = Daemon::start()?;
+    // (No such series before this change: the escape is what fails there.)
+    let before = registrations(&daemon.metrics()?, "cgroup_limits").unwrap_or(0.0);
+
+    let run = |require: bool| -> anyhow::Result<std::process::Output> {
+        let mut run = monitor_tests::launcher::monitor_run(daemon.socket())?;
+        if require {
+            run.arg("--require");
+        }
+        run.args(["--job-id", "limited", "--", "/bin/sh", "-c"])
+            .arg("sed -n 's/^0:://p' /proc/self/cgroup");
+        // Joins the limited cgroup as root, then runs as nobody.
+        cgroup::join_before_exec(&mut run, &session)?;
+        Ok(run.as_nobody().output()?)
+    };
+    let output = run(false)?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let limited = in_hierarchy(&tree.0)?;
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        in_hierarchy(&session)?,
+        "registering took the process out of {file} = {value} of {limited}; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&file) && stderr.contains(&limited),
+        "the refusal does not name the limit and its cgroup: {stderr}"
+    );
+    let output = run(true)?;
+    assert!(
+        !output.status.success(),
+        "--require ran the command though it was not registered"
+    );
+    let metrics = daemon.metrics_after_samples(1)?;
+    assert_eq!(registrations(&metrics, "cgroup_limits")?, before + 2.0);
+
+    // Under no limit (the v2 root): registered as ever.
+    let output = monitor_tests::launcher::monitor_run(daemon.socket())?
+        .args(["--require", "--job-id", "unlimited", "--", "/bin/true"])
+        .as_nobody()
+        .output()?;
+    assert!(
+        output.status.success(),
+        "a process under no limit was refused: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}

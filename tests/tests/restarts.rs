@@ -5,16 +5,18 @@
 //! `monitor jobs` agreeing with it; an upgrade that loads new programs
 //! carries the running jobs' counts over.
 use std::{
+    path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Duration,
+    thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use monitor_tests::{
     ChildGuard, Daemon, cgroup, cpu_exclusive, cpu_shared,
     jobs_api::{api_jobs, monitor_jobs, monitor_jobs_table, wait_for_jobs, with_id},
-    launcher::monitor_run,
-    process::run_ok,
+    launcher::{cgroup_of, check_others_may_run, in_hierarchy, monitor_run, registrations},
+    process::{NOBODY, run_as, run_ok},
     require_root_or_skip,
 };
 use serde_json::Value;
@@ -286,4 +288,199 @@ fn the_store_keeps_every_profile_across_restarts() -> anyhow::Result<()> {
         "/api/v1/jobs/kept-3 after restarts: {one}"
     );
     Ok(())
+}
+
+/// The trusted launcher of these tests (see `src/bin/fake_starter.rs`).
+const STARTER: &str = env!("CARGO_BIN_EXE_fake_starter");
+const LAUNCHER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The fake starter run as nobody with `args`, its stdin a pipe (it holds
+/// its connection until the pipe closes).
+fn launcher_as_nobody(args: &[&str]) -> anyhow::Result<ChildGuard> {
+    check_others_may_run(Path::new(STARTER))?;
+    let mut command = Command::new(STARTER);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    run_as(&mut command, NOBODY, NOBODY);
+    ChildGuard::spawn(&mut command, "a launcher run as nobody")
+}
+
+/// Waits until process `pid` is in one of the daemon's task cgroups, and
+/// returns that cgroup's directory.
+fn task_cgroup_of(daemon: &Daemon, pid: u32) -> anyhow::Result<PathBuf> {
+    let prefix = format!("{}/task-", in_hierarchy(daemon.root())?);
+    let deadline = Instant::now() + LAUNCHER_TIMEOUT;
+    loop {
+        let cgroup = cgroup_of(pid)?;
+        if cgroup.starts_with(&prefix) {
+            return Ok(cgroup::v2_mount()?.join(cgroup.trim_start_matches('/')));
+        }
+        if Instant::now() > deadline {
+            bail!("pid {pid} was never placed in a task cgroup (it is in {cgroup})");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The registry of running jobs the daemon last saved (`{"jobs":[...]}`).
+fn saved_registry(daemon: &Daemon) -> anyhow::Result<Value> {
+    let path = daemon.state_dir().join("jobs.db");
+    let db =
+        rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening {}", path.display()))?;
+    let json: Option<String> = db
+        .query_row("SELECT json FROM registry WHERE id = 1", [], |row| {
+            row.get(0)
+        })
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    Ok(match json {
+        Some(json) => serde_json::from_str(&json).context("the saved registry")?,
+        None => serde_json::json!({ "jobs": [] }),
+    })
+}
+
+fn saved_job<'a>(registry: &'a Value, jobid: &str) -> Option<&'a Value> {
+    registry["jobs"]
+        .as_array()?
+        .iter()
+        .find(|job| job["jobid"] == jobid)
+}
+
+/// Waits until job `jobid` is listed in `state`, and returns it.
+fn job_in_state(daemon: &Daemon, jobid: &str, state: &str) -> anyhow::Result<Value> {
+    let query = format!("state={state}");
+    let (found, jobs) = wait_for_jobs(daemon, &query, Duration::from_secs(20), |jobs| {
+        !with_id(jobs, jobid).is_empty()
+    })?;
+    if !found {
+        bail!(
+            "job {jobid} is not listed as {state}: {jobs:?}\n--- daemon stderr ---\n{}",
+            daemon.stderr()
+        );
+    }
+    Ok(with_id(&jobs, jobid)[0].clone())
+}
+
+/// After the restart: the launcher's job runs as nobody's, and no job is
+/// named after a task cgroup or owned by root; once the launcher exits,
+/// its task cgroup is removed and the job ends.
+fn check_settled_then_ended(
+    daemon: &Daemon,
+    launcher: ChildGuard,
+    task_dir: &Path,
+    jobid: &str,
+) -> anyhow::Result<()> {
+    let job = job_in_state(daemon, jobid, "running")?;
+    assert_eq!(job["uid"], NOBODY, "the job is not nobody's: {job}");
+    let running = api_jobs(daemon, "state=running")?;
+    let ghosts: Vec<&Value> = running
+        .iter()
+        .filter(|j| j["jobid"].as_str().unwrap_or_default().starts_with("task-") || j["uid"] == 0)
+        .collect();
+    assert!(
+        ghosts.is_empty(),
+        "a task cgroup came back as a job of its own: {ghosts:?}"
+    );
+    let mut launcher = launcher;
+    launcher.close_stdin();
+    launcher.wait(LAUNCHER_TIMEOUT)?;
+    let ended = job_in_state(daemon, jobid, "finished")?;
+    assert_eq!(ended["uid"], NOBODY, "{ended}");
+    let deadline = Instant::now() + LAUNCHER_TIMEOUT;
+    while task_dir.exists() {
+        if Instant::now() > deadline {
+            bail!(
+                "the emptied task cgroup {} was never removed",
+                task_dir.display()
+            );
+        }
+        thread::sleep(daemon.sample_interval());
+    }
+    assert!(
+        api_jobs(daemon, "state=running")?
+            .iter()
+            .all(|j| j["jobid"] != jobid),
+        "job {jobid} is still running with no process"
+    );
+    Ok(())
+}
+
+/// Issue 13, item 10: a registration in flight (placed, its hello not in
+/// yet) when the registry is saved, then a kill -9. It used to come back
+/// hidden for ever, its task cgroup never removed: it is settled as the
+/// silent launcher's job it was, and ends when its launcher does.
+#[test]
+fn a_registration_in_flight_at_a_kill_9_is_settled_after_the_restart() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    let mut daemon =
+        Daemon::start_with(&["--trust.path", STARTER, "--socket.hello-timeout", "3600s"])?;
+    let socket = daemon.socket().display().to_string();
+    let mut launcher = launcher_as_nobody(&["silent", &socket])?;
+    launcher.lines()?.expect("connected", LAUNCHER_TIMEOUT)?;
+    let pid = launcher.id();
+    let task_dir = task_cgroup_of(&daemon, pid)?;
+    let jobid = format!("fake_starter_{pid}");
+    // Saved while its hello is awaited.
+    let deadline = Instant::now() + LAUNCHER_TIMEOUT;
+    loop {
+        let registry = saved_registry(&daemon)?;
+        if let Some(job) = saved_job(&registry, &jobid) {
+            assert_eq!(job["visible"], false, "settled already: {job}");
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the registration in flight was never saved: {registry}");
+        }
+        thread::sleep(daemon.sample_interval());
+    }
+
+    daemon.kill9()?;
+    daemon.restart()?;
+    check_settled_then_ended(&daemon, launcher, &task_dir, &jobid)
+}
+
+/// Issue 13, item 10: a task cgroup made (and its job settled) after the
+/// last save of the registry, then a kill -9. It used to come back as a
+/// directory job of root's named after the cgroup, which never ends: it
+/// is the registered job it was, nobody's, ended when its launcher is.
+#[test]
+fn a_task_cgroup_made_after_the_last_save_comes_back_as_its_job() -> anyhow::Result<()> {
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    // The start's sample saves the registry; the next is an hour away.
+    let mut daemon = Daemon::start_with(&["--trust.path", STARTER, "--sample.interval", "3600s"])?;
+    let socket = daemon.socket().display().to_string();
+    let hello = r#"{"job_id":"unsaved"}"#;
+    let mut launcher = launcher_as_nobody(&["send", &socket, hello, "--hold-until-stdin-eof"])?;
+    launcher.lines()?.expect("connected", LAUNCHER_TIMEOUT)?;
+    let task_dir = task_cgroup_of(&daemon, launcher.id())?;
+    // Settled (the hello taken) before the kill.
+    let deadline = Instant::now() + LAUNCHER_TIMEOUT;
+    while registrations(&daemon.metrics()?, "ok")? < 1.0 {
+        if Instant::now() > deadline {
+            bail!("the hello was never taken:\n{}", daemon.stderr());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let registry = saved_registry(&daemon)?;
+    assert!(
+        saved_job(&registry, "unsaved").is_none(),
+        "saved already, the test proves nothing: {registry}"
+    );
+
+    daemon.kill9()?;
+    daemon.restart_replacing("--sample.interval", "200ms")?;
+    check_settled_then_ended(&daemon, launcher, &task_dir, "unsaved")
 }

@@ -31,6 +31,7 @@ use crate::{
         discovery::{self, Discovery},
         registry::Registry,
         table::{Added, EmptyCgroups, Job},
+        task_cgroup,
     },
     kernel::{
         events,
@@ -213,7 +214,12 @@ impl Sampler {
             }
             let path = cgroupfs::path_in_hierarchy(&self.config.mount, &dir.path)?;
             self.probes.counters.track(dir.id)?;
-            self.table().add_cgroup(dir.id, &path, dir.uid, dir.created);
+            let task = self.task_cgroup_job(&path);
+            let mut table = self.table();
+            match task {
+                Some(key) => table.add_task_cgroup(dir.id, &path, key, dir.created),
+                None => table.add_cgroup(dir.id, &path, dir.uid, dir.created),
+            };
         }
         self.find_discovered()?;
         let mount = self.config.mount.clone();
@@ -223,6 +229,18 @@ impl Sampler {
             table.remove_cgroup(id, now);
         }
         Ok(())
+    }
+
+    /// For one of the daemon's task cgroups (by its name and place), the
+    /// job it records, should the table not know it (see
+    /// [`crate::jobs::task_cgroup`]). Read before the table is locked.
+    fn task_cgroup_job(&self, path: &str) -> Option<JobKey> {
+        let root = self.table().root().to_string();
+        let name = task_cgroup::name_under(&root, path)?;
+        Some(task_cgroup::found(
+            &JobTable::dir(&self.config.mount, path),
+            name,
+        ))
     }
 
     pub fn run(mut self, stop: &AtomicBool) {
@@ -365,6 +383,13 @@ impl Sampler {
                 CgroupEventKind::Rmdir => 0,
             })
             .collect();
+        let tasks: Vec<Option<JobKey>> = changes
+            .iter()
+            .map(|c| match c.kind {
+                CgroupEventKind::Mkdir => self.task_cgroup_job(&c.path),
+                CgroupEventKind::Rmdir => None,
+            })
+            .collect();
         for change in changes.iter().filter(|c| c.kind == CgroupEventKind::Mkdir) {
             if let Err(e) = self.probes.counters.adopt(change.id, change.slot) {
                 log::warn!("cgroup {}: {e}", change.path);
@@ -374,10 +399,13 @@ impl Sampler {
         let wall_now = SystemTime::now();
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         let mut not_jobs = Vec::new();
-        for (change, uid) in changes.iter().zip(owners) {
+        for ((change, uid), task) in changes.iter().zip(owners).zip(tasks) {
             match change.kind {
                 CgroupEventKind::Mkdir => {
-                    let added = table.add_cgroup(change.id, &change.path, uid, wall_now);
+                    let added = match task {
+                        Some(key) => table.add_task_cgroup(change.id, &change.path, key, wall_now),
+                        None => table.add_cgroup(change.id, &change.path, uid, wall_now),
+                    };
                     if added == Added::NotAJob && self.config.discovery.may_hold_jobs(&change.path)
                     {
                         // Given a slot for being under a job layout's

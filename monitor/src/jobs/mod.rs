@@ -3,5 +3,6 @@ pub mod allocation;
 pub mod discovery;
 pub mod registry;
 pub mod table;
+pub mod task_cgroup;
 
 pub use table::{JobKey, JobMeta, JobTable};

@@ -202,6 +202,11 @@ impl JobTable {
         self
     }
 
+    /// The monitored root in hierarchy form.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
     /// Changes with every change to the exported registry.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -288,10 +293,19 @@ impl JobTable {
                 labels: saved.labels,
                 launcher: saved.launcher,
             };
-            job.visible = saved.visible;
+            // A registration in flight when the earlier run stopped (saved
+            // before its id was settled): its launcher's connection went
+            // with that run, so it is settled now under the id it had, as
+            // a silent launcher's job, and ends when its cgroups empty.
+            job.visible = saved.visible || saved.registered;
             job.owner_pending = saved.owner_pending;
             job.jobid_pending = saved.jobid_pending;
             job.retired = CgroupCounters::from(&saved.retired);
+            if saved.registered && saved.cgroups.is_empty() {
+                // Saved between its registration and its cgroup's making:
+                // nothing ran in it, nothing would ever end it.
+                continue;
+            }
             self.live.insert(key.clone(), job);
             for cgroup in saved.cgroups {
                 if self.cgroups.contains_key(&cgroup.id) {
@@ -379,6 +393,34 @@ impl JobTable {
         );
         self.insert_cgroup(id, path, key, true, false);
         Added::NewJob
+    }
+
+    /// Records a task cgroup of the daemon's (see [`super::task_cgroup`])
+    /// found under the root: unless the registrar is making it now or it
+    /// is known, it was made for a registration no saved registry holds
+    /// (the earlier run stopped before saving it), and is `key`'s
+    /// registered job again, removed and ended when it empties.
+    pub fn add_task_cgroup(
+        &mut self,
+        id: u64,
+        path: &str,
+        key: JobKey,
+        created: SystemTime,
+    ) -> Added {
+        if self.cgroups.contains_key(&id) || self.expected.contains_key(path) {
+            return self.add_cgroup(id, path, key.uid, created);
+        }
+        let added = if self.live.contains_key(&key) {
+            Added::JoinedJob
+        } else {
+            self.finished.remove(&key);
+            let mut job = Job::new(key.clone(), Origin::Registered, path, created);
+            job.visible = true;
+            self.live.insert(key.clone(), job);
+            Added::NewJob
+        };
+        self.insert_cgroup(id, path, key, true, true);
+        added
     }
 
     fn insert_cgroup(&mut self, id: u64, path: &str, job: JobKey, armed: bool, owned: bool) {
@@ -1092,6 +1134,68 @@ mod tests {
             ("42", counters(5, 1))
         );
         assert!(restarted.take_ended().is_empty());
+    }
+
+    #[test]
+    fn registrations_in_flight_at_a_restart_are_settled_or_dropped() {
+        let mut table = JobTable::new("/monitor.slice");
+        // Placed, its hello not in yet.
+        register(
+            &mut table,
+            1,
+            "/monitor.slice/task-1-1",
+            &key(1000, "run_1"),
+        );
+        // Registered, its cgroup not made yet.
+        assert!(table.register_job(&key(1000, "run_2"), JobMeta::default(), "", T));
+        let json = serde_json::to_string(&table.export()).unwrap();
+
+        let mut restarted = JobTable::new("/monitor.slice");
+        assert_eq!(
+            restarted.import(serde_json::from_str(&json).unwrap()),
+            vec![1]
+        );
+        let jobs: Vec<(&JobKey, bool)> =
+            restarted.live_jobs().map(|j| (&j.key, j.visible)).collect();
+        assert_eq!(jobs, vec![(&key(1000, "run_1"), true)]);
+        assert_eq!(
+            restarted.empty_cgroups(&IdMap::default()).owned,
+            vec![(1, "/monitor.slice/task-1-1".to_string())],
+            "removed once empty, ending its job"
+        );
+    }
+
+    #[test]
+    fn a_task_cgroup_no_registry_holds_is_its_recorded_job_again() {
+        let mut table = JobTable::new("/monitor.slice");
+        let path = "/monitor.slice/task-7-1";
+        assert_eq!(
+            table.add_task_cgroup(2, path, key(1000, "42"), T),
+            Added::NewJob
+        );
+        let job = table.live_jobs().next().unwrap();
+        assert_eq!(
+            (&job.key, job.origin, job.visible),
+            (&key(1000, "42"), Origin::Registered, true)
+        );
+        assert_eq!(
+            table.task_cgroups_of(1000),
+            1,
+            "the daemon's, under the cap"
+        );
+        assert_eq!(
+            table.empty_cgroups(&IdMap::default()).owned,
+            vec![(2, path.to_string())]
+        );
+        // One the registrar is making now is its registration's.
+        let making = "/monitor.slice/task-8-1";
+        assert!(table.register_job(&key(1000, "run_8"), JobMeta::default(), "", T));
+        table.expect_cgroup(making, &key(1000, "run_8"));
+        assert_eq!(
+            table.add_task_cgroup(3, making, key(0, "task-8-1"), T),
+            Added::JoinedJob
+        );
+        assert!(table.live_jobs().all(|j| j.key.jobid != "task-8-1"));
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! from making jobs at all; it is not what the claims rest on.
 pub mod adopt;
 pub mod hello;
+pub mod limits;
+pub mod log_every;
 pub mod peer;
+pub mod pidfd;
 pub mod placement;
 pub mod server;
 pub mod socket;

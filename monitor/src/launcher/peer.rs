@@ -8,7 +8,7 @@ use std::{
     ffi::OsString,
     fs, io,
     os::{
-        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
         unix::ffi::OsStringExt,
     },
     path::PathBuf,
@@ -63,9 +63,13 @@ impl Peer {
             getsockopt(&socket, sockopt::PeerCredentials).map_err(PeerError::Credentials)?;
         let pidfd = match getsockopt(&socket, sockopt::PeerPidfd) {
             Ok(pidfd) => pidfd,
-            // Kernels before 6.5: open one now (the pid could be reused in between).
-            Err(Errno::ENOPROTOOPT | Errno::EINVAL) => pidfd_open(credentials.pid())?,
-            Err(Errno::ESRCH) => return Err(PeerError::Gone),
+            // Kernels before 6.5 have no such option: open one now (the
+            // peer could have exited and its pid been reused in between;
+            // nothing better exists there).
+            Err(Errno::ENOPROTOOPT) => pidfd_open(credentials.pid())?,
+            // 6.5 and later answer EINVAL when the peer is reaped already:
+            // its pid may be another process's by now, never to be opened.
+            Err(Errno::EINVAL | Errno::ESRCH) => return Err(PeerError::Gone),
             Err(e) => return Err(PeerError::Credentials(e)),
         };
         let pid = pid_of(&pidfd)?;
@@ -129,6 +133,11 @@ impl Peer {
                 std::future::pending::<()>().await;
             }
         }
+    }
+
+    /// The pidfd pinning the peer.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
     }
 
     /// Is the peer still running (the pidfd is readable once it exits)?
@@ -214,16 +223,10 @@ impl Peer {
 }
 
 fn pidfd_open(pid: i32) -> Result<OwnedFd, PeerError> {
-    // SAFETY: plain syscall; on success it returns a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(match Errno::last() {
-            Errno::ESRCH => PeerError::Gone,
-            e => PeerError::Credentials(e),
-        });
-    }
-    // SAFETY: a fresh fd from the kernel.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    super::pidfd::open(pid).map_err(|e| match e {
+        Errno::ESRCH => PeerError::Gone,
+        e => PeerError::Credentials(e),
+    })
 }
 
 /// The pid a pidfd refers to, from `/proc/self/fdinfo` (`Pid: -1` once it exited).

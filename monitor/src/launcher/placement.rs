@@ -3,43 +3,103 @@
 use std::{
     collections::{HashMap, HashSet},
     fs, io,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
     path::Path,
 };
 
-/// Moves `peer` and its descendants that share its cgroup into `target`.
-/// `source` is the peer's cgroup (its path in the hierarchy, and its
-/// directory). Children forked while we move land in the source if their
-/// parent had not moved yet, so this repeats until a pass finds nothing
-/// left. Descendants in other cgroups are left where they are (another
-/// manager put them there). Returns how many processes moved.
-pub fn move_tree(peer: i32, source: (&str, &Path), target: &Path) -> io::Result<usize> {
+use super::pidfd;
+
+/// Moves `peer` (pinned by `peer_pidfd`) and its descendants that share
+/// its cgroup into `target`. `source` is the peer's cgroup (its path in
+/// the hierarchy, and its directory). Children forked while we move land
+/// in the source if their parent had not moved yet, so this repeats until
+/// a pass finds nothing left. Descendants in other cgroups are left where
+/// they are (another manager put them there). Returns how many processes
+/// moved.
+///
+/// `cgroup.procs` takes pid numbers, and a number is reused once its
+/// process is reaped; so every process is moved through a pidfd (see
+/// [`move_pinned`]), and a descendant only once its pidfd's process is
+/// found to be a child of one already moved.
+pub fn move_tree(
+    peer: i32,
+    peer_pidfd: BorrowedFd<'_>,
+    source: (&str, &Path),
+    target: &Path,
+) -> io::Result<usize> {
     const MAX_PASSES: usize = 16;
     let procs = target.join("cgroup.procs");
-    let mut roots: HashSet<i32> = HashSet::from([peer]);
-    write_pid(&procs, peer)?;
+    if !move_pinned(&procs, peer, peer_pidfd)? {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
     let mut moved = 1;
+    // The processes moved, pinned: their pids stay theirs while unreaped.
+    let mut roots: HashMap<i32, Option<OwnedFd>> = HashMap::from([(peer, None)]);
     for _ in 0..MAX_PASSES {
-        let to_move = match children_files_descendants(&roots) {
-            Some(descendants) => descendants
-                .into_iter()
-                .filter(|&pid| cgroup_of(pid).as_deref() == Some(source.0))
-                .collect(),
-            None => descendants_in_cgroup(&roots, source.1)?,
+        let pids: HashSet<i32> = roots.keys().copied().collect();
+        let found = match children_files_descendants(&pids) {
+            Some(descendants) => descendants,
+            None => descendants_in_cgroup(&pids, source.1)?,
         };
-        if to_move.is_empty() {
-            break;
-        }
-        for pid in to_move {
-            match write_pid(&procs, pid) {
-                Ok(()) => moved += 1,
+        let mut any = false;
+        for pid in found {
+            let Ok(pidfd) = pidfd::open(pid) else {
                 // Exited meanwhile: nothing to move.
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(e) => return Err(e),
+                continue;
+            };
+            if !is_ours(pid, pidfd.as_fd(), source.0, &roots, peer_pidfd) {
+                continue;
             }
-            roots.insert(pid);
+            any = true;
+            if move_pinned(&procs, pid, pidfd.as_fd())? {
+                moved += 1;
+            }
+            roots.insert(pid, Some(pidfd));
+        }
+        if !any {
+            break;
         }
     }
     Ok(moved)
+}
+
+/// Moves the process `pidfd` pins by its `pid`: whether it moved (false:
+/// it exited meanwhile). Checked before and after the write that the
+/// process is unreaped: its pid was then its own throughout, so the write
+/// moved no other process. (For another to have taken the number, the
+/// process would have to be reaped and the kernel's pid counter wrap
+/// round to that number in the microseconds between the two checks.)
+fn move_pinned(procs: &Path, pid: i32, pidfd: BorrowedFd<'_>) -> io::Result<bool> {
+    if !pidfd::unreaped(pidfd) {
+        return Ok(false);
+    }
+    match write_pid(procs, pid) {
+        Ok(()) => Ok(pidfd::unreaped(pidfd)),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the process `pidfd` pins (as `pid`) is ours to move: in the
+/// source cgroup and a child of a process already moved that is still
+/// unreaped (so its pid is still its own). Read from /proc by pid, then
+/// confirmed to have been the pidfd's process all along.
+fn is_ours(
+    pid: i32,
+    pidfd: BorrowedFd<'_>,
+    source: &str,
+    roots: &HashMap<i32, Option<OwnedFd>>,
+    peer_pidfd: BorrowedFd<'_>,
+) -> bool {
+    let (Some(parent), Some(cgroup)) = (parent_of(pid), cgroup_of(pid)) else {
+        return false;
+    };
+    let parent_pinned = match roots.get(&parent) {
+        Some(Some(fd)) => pidfd::unreaped(fd.as_fd()),
+        Some(None) => pidfd::unreaped(peer_pidfd),
+        None => false,
+    };
+    cgroup == source && parent_pinned && pidfd::unreaped(pidfd)
 }
 
 /// Descendants of `roots` (not themselves) from /proc/PID/task/TID/children,

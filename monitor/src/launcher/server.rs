@@ -21,6 +21,8 @@ use tokio::{
 use super::{
     adopt::{self, AdoptRules},
     hello::{Hello, MAX_HELLO, Reply},
+    limits::{self, Limit, LimitsError},
+    log_every::LogEvery,
     peer::{Peer, PeerError},
     placement,
     stats::{Outcome, RegistrationStats},
@@ -31,6 +33,7 @@ use crate::{
     jobs::{
         JobKey, JobMeta, JobTable,
         discovery::{self, Discovery},
+        task_cgroup,
     },
     system::shares::Shares,
 };
@@ -58,6 +61,8 @@ pub struct Registrar {
     stats: Arc<RegistrationStats>,
     wake: Arc<Wake>,
     sequence: AtomicU64,
+    /// Registrations refused for the limits they would leave.
+    limit_refusals: LogEvery,
 }
 
 #[derive(Debug, Error)]
@@ -66,6 +71,12 @@ enum PlaceError {
     Peer(#[from] PeerError),
     #[error("uid {uid} has {limit} registered tasks running already (--jobs.max-per-user)")]
     OverLimit { uid: u32, limit: usize },
+    #[error(
+        "pid {pid} is bound by {limit}: moving it into a task cgroup would leave that limit, so it is not registered (run it in a cgroup without limits, or have --adopt.cgroup adopt its cgroup)"
+    )]
+    WouldLeaveLimit { pid: i32, limit: Limit },
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
     #[error("making the job cgroup {path}: {source}")]
     Cgroup {
         path: PathBuf,
@@ -81,6 +92,8 @@ struct Placed {
     /// The peer is inside a resource manager's job the daemon found: it
     /// joins that job (name, labels) instead of making one.
     joined: Option<JobKey>,
+    /// The task cgroup the daemon made for it (not an adopted one).
+    task_dir: Option<PathBuf>,
 }
 
 impl Registrar {
@@ -101,6 +114,7 @@ impl Registrar {
             wake,
             // Unique task directory names across daemon restarts.
             sequence: AtomicU64::new(start),
+            limit_refusals: LogEvery::new(REFUSALS_LOG_EVERY),
         }
     }
 
@@ -134,6 +148,7 @@ impl Registrar {
                     cgroup_id: id,
                     path: current,
                     joined: Some(key),
+                    task_dir: None,
                 });
             }
             table.register_job(provisional, meta, &current, SystemTime::now());
@@ -144,8 +159,10 @@ impl Registrar {
                 cgroup_id: id,
                 path: current,
                 joined: None,
+                task_dir: None,
             });
         }
+        self.check_limits(peer, &current)?;
         let reserved = {
             let mut table = self.table();
             let limit = self.config.max_jobs_per_user;
@@ -170,7 +187,7 @@ impl Registrar {
             }
         };
         let source = JobTable::dir(&self.config.mount, &current);
-        let moved = placement::move_tree(peer.pid, (&current, &source), &dir);
+        let moved = placement::move_tree(peer.pid, peer.pidfd(), (&current, &source), &dir);
         // Armed whatever happened: an empty task cgroup is removed at the
         // next sample like any other.
         self.table().arm(id);
@@ -186,6 +203,7 @@ impl Registrar {
                         cgroup_id: id,
                         path: path.clone(),
                         joined: None,
+                        task_dir: Some(dir.clone()),
                     },
                     None,
                 );
@@ -202,6 +220,28 @@ impl Registrar {
             cgroup_id: id,
             path,
             joined: None,
+            task_dir: Some(dir),
+        })
+    }
+
+    /// Refuses a move that would take the peer out of a limit (see
+    /// [`limits`]): a process never leaves a limit by registering.
+    fn check_limits(&self, peer: &Peer, current: &str) -> Result<(), PlaceError> {
+        let Some(limit) =
+            limits::left_by_move(&self.config.mount, current, &self.config.root_in_hierarchy)?
+        else {
+            return Ok(());
+        };
+        self.limit_refusals.note(|since| {
+            log::warn!(
+                "launcher refused: pid {} (uid {}) is bound by {limit}, which a task cgroup would leave ({since} such refusals since the last such line)",
+                peer.pid,
+                peer.uid
+            )
+        });
+        Err(PlaceError::WouldLeaveLimit {
+            pid: peer.pid,
+            limit,
         })
     }
 
@@ -223,16 +263,13 @@ impl Registrar {
             cgroup_id,
             path,
             joined: Some(key),
+            task_dir: None,
         }))
     }
 
     /// A fresh task cgroup name for `peer`.
     fn task_cgroup_name(&self, peer: &Peer) -> String {
-        format!(
-            "task-{}-{}",
-            peer.pid,
-            self.sequence.fetch_add(1, Ordering::Relaxed)
-        )
+        task_cgroup::name(peer.pid, self.sequence.fetch_add(1, Ordering::Relaxed))
     }
 
     fn task_cgroup_path(&self, name: &str) -> String {
@@ -276,6 +313,7 @@ impl Registrar {
                     return Err(PlaceError::Cgroup { path: dir, source });
                 }
             };
+            task_cgroup::record(&dir, key);
             self.table().made_cgroup(&path, Some(id));
             return Ok((id, path, dir));
         }
@@ -312,6 +350,7 @@ impl Registrar {
                 ..Default::default()
             };
             self.table().settle(placed.cgroup_id, &key, meta);
+            self.record_settled(placed, &key);
             return Ok(key);
         };
         let uid = match &hello.user {
@@ -329,7 +368,16 @@ impl Registrar {
             launcher,
         };
         self.table().settle(placed.cgroup_id, &key, meta);
+        self.record_settled(placed, &key);
         Ok(key)
+    }
+
+    /// The settled id goes on the task cgroup too, for a restart that
+    /// comes before the next save of the registry.
+    fn record_settled(&self, placed: &Placed, key: &JobKey) {
+        if let Some(dir) = &placed.task_dir {
+            task_cgroup::record(dir, key);
+        }
     }
 }
 
@@ -342,6 +390,9 @@ fn uid_of(user: &str) -> Option<u32> {
 
 /// How often refusals of a uid over its share are logged (with their count).
 const OVER_SHARE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How often refusals for the limits a move would leave are logged.
+const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Accepts launcher connections until the runtime shuts down.
 pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
@@ -507,12 +558,15 @@ async fn register(
             Ok((peer, Ok(placed))) => (peer, placed),
             Ok((_, Err(PlaceError::Peer(PeerError::Gone)))) => return Outcome::Exited,
             Ok((_, Err(e))) => {
-                log::warn!("registering a launcher: {e}");
-                let outcome = if matches!(e, PlaceError::OverLimit { .. }) {
-                    Outcome::OverLimit
-                } else {
-                    Outcome::Error
+                let outcome = match e {
+                    PlaceError::OverLimit { .. } => Outcome::OverLimit,
+                    PlaceError::WouldLeaveLimit { .. } => Outcome::CgroupLimits,
+                    _ => Outcome::Error,
                 };
+                if outcome != Outcome::CgroupLimits {
+                    // Those are logged at most every REFUSALS_LOG_EVERY.
+                    log::warn!("registering a launcher: {e}");
+                }
                 reply(stream, &Reply::error(&e)).await;
                 return outcome;
             }

@@ -15,7 +15,8 @@ impl Collector for LauncherCollector {
             &mut encoder,
             "monitor_registrations",
             "Launcher connections by result: ok, silent (no hello), untrusted, invalid (bad hello), \
-             exited (gone before placed), over_limit (--jobs.max-per-user), error.",
+             exited (gone before placed), over_limit (--jobs.max-per-user), \
+             cgroup_limits (a move would leave a cgroup limit), error.",
             None,
             MetricType::Counter,
         )?;
