@@ -12,9 +12,15 @@ mod slowdowns;
 use std::fmt::Write as _;
 
 use super::{
-    Benchmark, daemon_cost::DaemonCostResult, job_slowdown::JobSlowdownResult,
-    program_cost::CostResult, registrations::RegistrationResult, retention::RetentionResult,
-    scale::ScaleResult, slowdown::SlowdownResult, system::Environment,
+    Benchmark,
+    daemon_cost::DaemonCostResult,
+    job_slowdown::JobSlowdownResult,
+    program_cost::CostResult,
+    registrations::{RegistrationResult, RegistrationRound, Run},
+    retention::RetentionResult,
+    scale::ScaleResult,
+    slowdown::SlowdownResult,
+    system::Environment,
 };
 
 /// How much slower the ping-pong may run under the daemon.
@@ -35,6 +41,8 @@ const MAX_SCRAPE_MS: f64 = 20.0;
 /// Megabytes of 10^6 bytes.
 const MAX_RSS_MB: f64 = 20.0;
 const MIN_REGISTRATIONS_PER_S: f64 = 1000.0;
+/// Paced at 1,000 registrations/s offered, alone and while /metrics is
+/// scraped with the finished jobs in retention.
 const MAX_REGISTRATION_P99_MS: f64 = 10.0;
 /// With the finished jobs in retention (10,000 of them).
 const MAX_RETENTION_SCRAPE_MS: f64 = 200.0;
@@ -233,25 +241,47 @@ impl Report {
             );
         }
         if let Some(r) = &self.registrations {
+            // Judged on the paced runs: back to back, the p99 is set by
+            // Little's law (the section says why), so it is shown, not a goal.
             let launchers = r.launchers;
+            let back_to_back = r.median_of(|round| round.back_to_back.per_second());
             goals.push(
                 Goal::new(
                     Benchmark::Registrations,
                     format!("registrations per second, {launchers} concurrent launchers"),
-                    format!("{:.0}/s", r.per_second()),
+                    format!("{back_to_back:.0}/s"),
                     format!(">= {MIN_REGISTRATIONS_PER_S:.0}/s"),
                 )
-                .pass(r.per_second() >= MIN_REGISTRATIONS_PER_S && r.failures() == 0),
+                .pass(
+                    back_to_back >= MIN_REGISTRATIONS_PER_S
+                        && r.failures_of(|round| &round.back_to_back) == 0,
+                ),
             );
-            goals.push(
-                Goal::new(
-                    Benchmark::Registrations,
-                    format!("registration latency p99, {launchers} concurrent launchers"),
-                    format!("{:.2} ms", r.p99_ms()),
-                    format!("<= {MAX_REGISTRATION_P99_MS} ms"),
-                )
-                .pass(r.p99_ms() <= MAX_REGISTRATION_P99_MS),
-            );
+            let offered = r.offered_per_second();
+            let jobs = r.finished_jobs;
+            for (what, run) in [
+                (
+                    format!("registration latency p99, paced at {offered:.0}/s"),
+                    (|round| &round.paced) as fn(&RegistrationRound) -> &Run,
+                ),
+                (
+                    format!(
+                        "registration latency p99, paced at {offered:.0}/s, two scrapes of {jobs} finished jobs running"
+                    ),
+                    |round| &round.scraped,
+                ),
+            ] {
+                let p99 = r.median_of(|round| run(round).p99_ms());
+                goals.push(
+                    Goal::new(
+                        Benchmark::Registrations,
+                        what,
+                        format!("{p99:.2} ms"),
+                        format!("<= {MAX_REGISTRATION_P99_MS} ms"),
+                    )
+                    .pass(p99 <= MAX_REGISTRATION_P99_MS && r.failures_of(run) == 0),
+                );
+            }
         }
         if let Some(r) = &self.retention {
             let jobs = r.jobs;

@@ -153,10 +153,26 @@ impl RetentionResult {
     }
 }
 
-pub fn run(setup: &Setup, args: &BenchArgs) -> anyhow::Result<RetentionResult> {
-    let max_cgroups = (args.finished_jobs * SLOTS_PER_JOB)
+/// Counter slots for a daemon that counts `jobs` jobs at once.
+pub fn max_cgroups(jobs: u32) -> u32 {
+    (jobs * SLOTS_PER_JOB)
         .next_power_of_two()
-        .max(MIN_CGROUP_SLOTS);
+        .max(MIN_CGROUP_SLOTS)
+}
+
+/// The flags of a daemon whose retention is filled: no finished job leaves
+/// /metrics during a round, and `max_cgroups` counter slots.
+pub fn daemon_flags(max_cgroups: &str) -> [&str; 4] {
+    [
+        "--job.retention",
+        JOB_RETENTION,
+        "--bpf.max-cgroups",
+        max_cgroups,
+    ]
+}
+
+pub fn run(setup: &Setup, args: &BenchArgs) -> anyhow::Result<RetentionResult> {
+    let max_cgroups = max_cgroups(args.finished_jobs);
     let mut result = RetentionResult {
         jobs: args.finished_jobs,
         max_cgroups,
@@ -198,19 +214,60 @@ fn run_round(setup: &Setup, args: &BenchArgs, max_cgroups: u32) -> anyhow::Resul
     // daemon stops (its pins and state go) before its root is removed.
     let root = Root::create(&setup.cgroup_mount, LABEL)?;
     let slots = max_cgroups.to_string();
-    let mut daemon = Daemon::start_with(
-        setup,
-        root.path(),
-        false,
-        LABEL,
-        &[
-            "--job.retention",
-            JOB_RETENTION,
-            "--bpf.max-cgroups",
-            &slots,
-        ],
-    )?;
+    let mut daemon = Daemon::start_with(setup, root.path(), false, LABEL, &daemon_flags(&slots))?;
+    let filled = fill(&mut daemon, &root, jobs)?;
+    let burst = &filled.burst;
 
+    // The steady state with every job finished: no burst left to digest.
+    let settled = daemon.next_samples(SETTLE_SAMPLES)?;
+    let sample_ms = metrics::value(&settled, SAMPLE_DURATION).map(|s| s * 1000.0);
+    let (scrape_ms, body_bytes) = scale::time_scrapes(&daemon, args.scrapes)?;
+    let (rss_kib, hwm_kib) = scale::memory_kib(daemon.pid())?;
+    let (api_ms, api_body) = time_api(&daemon)?;
+    let db = daemon.state_dir().join("jobs.db");
+    let db_bytes = file_size(&db)?;
+    let wal_bytes = file_size(&db.with_extension("db-wal"))?;
+    let last = daemon.metrics()?;
+    daemon.stop()?;
+    Ok(RetentionRound {
+        rmdir_s: filled.rmdir_s,
+        written_s: burst.written_s,
+        finished_s: burst.finished_s,
+        commits: burst.commits - filled.commits_before,
+        last_commit_ms: burst.last_commit_ms,
+        db_bytes,
+        wal_bytes,
+        scrape_ms,
+        body_bytes,
+        rss_kib,
+        hwm_kib,
+        api_ms,
+        api_bytes: api_body.len(),
+        api_jobs: api_body.matches("\"jobid\":").count(),
+        sample_ms,
+        burst_sample_ms: burst.slowest_sample_ms,
+        map_full: metrics::value(&last, MAP_FULL).unwrap_or(0.0),
+        ring_full: metrics::value(&last, RING_FULL).unwrap_or(0.0) - filled.ring_full_before,
+    })
+}
+
+/// How the daemon's retention was filled.
+pub struct Filled {
+    /// The rmdirs alone, first to last, seconds.
+    pub rmdir_s: f64,
+    pub burst: Burst,
+    /// monitor_state_commits_total and the cgroup events lost to a full
+    /// ring before the rmdirs.
+    pub commits_before: f64,
+    pub ring_full_before: f64,
+}
+
+/// Fills the retention of a daemon (started with [`daemon_flags`]) with
+/// `jobs` finished jobs: makes that many job directories under its root,
+/// waits until all are running and counted by a sample, removes them back
+/// to back, and waits until every profile is written and every job shows
+/// as finished.
+pub fn fill(daemon: &mut Daemon, root: &Root, jobs: u32) -> anyhow::Result<Filled> {
     let dirs = (0..jobs)
         .map(|i| root.make_job(&format!("job{i:05}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -231,48 +288,25 @@ fn run_round(setup: &Setup, args: &BenchArgs, max_cgroups: u32) -> anyhow::Resul
         fs::remove_dir(dir).with_context(|| format!("removing cgroup {}", dir.display()))?;
     }
     let rmdir_s = start.elapsed().as_secs_f64();
-    let burst = wait_written(&daemon, start, all)?;
-
-    // The steady state with every job finished: no burst left to digest.
-    let settled = daemon.next_samples(SETTLE_SAMPLES)?;
-    let sample_ms = metrics::value(&settled, SAMPLE_DURATION).map(|s| s * 1000.0);
-    let (scrape_ms, body_bytes) = scale::time_scrapes(&daemon, args.scrapes)?;
-    let (rss_kib, hwm_kib) = scale::memory_kib(daemon.pid())?;
-    let (api_ms, api_body) = time_api(&daemon)?;
-    let db = daemon.state_dir().join("jobs.db");
-    let db_bytes = file_size(&db)?;
-    let wal_bytes = file_size(&db.with_extension("db-wal"))?;
-    let last = daemon.metrics()?;
-    daemon.stop()?;
-    Ok(RetentionRound {
+    let burst = wait_written(daemon, start, all)?;
+    Ok(Filled {
         rmdir_s,
-        written_s: burst.written_s,
-        finished_s: burst.finished_s,
-        commits: burst.commits - commits_before,
-        last_commit_ms: burst.last_commit_ms,
-        db_bytes,
-        wal_bytes,
-        scrape_ms,
-        body_bytes,
-        rss_kib,
-        hwm_kib,
-        api_ms,
-        api_bytes: api_body.len(),
-        api_jobs: api_body.matches("\"jobid\":").count(),
-        sample_ms,
-        burst_sample_ms: burst.slowest_sample_ms,
-        map_full: metrics::value(&last, MAP_FULL).unwrap_or(0.0),
-        ring_full: metrics::value(&last, RING_FULL).unwrap_or(0.0) - ring_full_before,
+        burst,
+        commits_before,
+        ring_full_before,
     })
 }
 
-struct Burst {
-    written_s: f64,
-    finished_s: f64,
+/// The profiles of the removed jobs being written.
+pub struct Burst {
+    /// First rmdir until every profile was written, seconds.
+    pub written_s: f64,
+    /// First rmdir until every job showed as finished, seconds.
+    pub finished_s: f64,
     /// monitor_state_commits_total when the last profile was written.
-    commits: f64,
-    last_commit_ms: f64,
-    slowest_sample_ms: f64,
+    pub commits: f64,
+    pub last_commit_ms: f64,
+    pub slowest_sample_ms: f64,
 }
 
 /// Reads /metrics every [`POLL`] until every profile is written and every
