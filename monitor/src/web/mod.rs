@@ -4,6 +4,7 @@
 mod basic_auth;
 pub mod config;
 mod connections;
+mod render_pool;
 pub mod settings;
 mod tls;
 
@@ -73,9 +74,9 @@ pub async fn serve_api_socket(path: &Path, api: ApiState, limits: Limits) -> any
 async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {
     let openmetrics =
         exposition::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    // Encoding 10,000 jobs takes a while: on the blocking pool, so that the
-    // async workers go on serving launchers and other scrapes meanwhile.
-    let rendered = tokio::task::spawn_blocking(move || render(&registry, openmetrics)).await;
+    // Encoding 10,000 jobs takes a while: off the async workers, at a
+    // lower priority than registrations (see render_pool).
+    let rendered = render_pool::render(move || render(&registry, openmetrics)).await;
     match rendered {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => (
@@ -83,6 +84,9 @@ async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> R
             format!("encoding metrics: {e}"),
         )
             .into_response(),
+        Err(e @ render_pool::RenderError::Busy) => {
+            (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics failed: {e}"),
