@@ -40,6 +40,14 @@ const MIGRATIONS: &[&str] = &[
         json TEXT NOT NULL
     );
     ",
+    // 2: the listing's whole order in one index (pages start after a
+    // (end_time, uid, jobid, start_time) cursor), and the per-uid views
+    // (--api.private, pruning the largest users) by end time.
+    "
+    DROP INDEX profiles_end_time;
+    CREATE INDEX profiles_listing ON profiles (end_time, uid, jobid, start_time);
+    CREATE INDEX profiles_uid ON profiles (uid, end_time);
+    ",
 ];
 
 /// The schema version this build writes and reads.
