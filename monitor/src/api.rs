@@ -88,29 +88,35 @@ impl ApiState {
         (self.private && uid != 0).then_some(uid)
     }
 
-    /// The page a request asks for, or the 400 answer to it.
-    fn page(&self, asked: &PageQuery) -> Result<Page, Response> {
+    /// The page a request asks for, checked.
+    fn page(&self, asked: &PageQuery) -> Result<Page, PageError> {
         let limit = asked.limit.unwrap_or(self.pages.default);
         if limit > self.pages.max {
-            return Err(bad_request(format!(
-                "limit {limit} is over the largest page, {} (--api.max-page-size): ask for \
-                 fewer and follow the answer's Link header (rel=\"next\") to the next page",
-                self.pages.max
-            )));
+            return Err(PageError::TooLarge {
+                limit,
+                max: self.pages.max,
+            });
         }
-        let after = match asked.before.as_deref().map(parse_cursor) {
+        let after = match asked.before.as_deref() {
             None => None,
-            Some(Some(cursor)) => Some(cursor),
-            Some(None) => {
-                return Err(bad_request(
-                    "before= is not a place this API gave in a Link header \
-                     (END_TIME:UID:START_TIME:JOBID)"
-                        .to_string(),
-                ));
-            }
+            Some(text) => Some(parse_cursor(text).ok_or(PageError::Cursor)?),
         };
         Ok(Page { limit, after })
     }
+}
+
+/// A page that is not given: answered 400 with the reason.
+#[derive(Debug, Error)]
+enum PageError {
+    #[error(
+        "limit {limit} is over the largest page, {max} (--api.max-page-size): ask for fewer \
+         and follow the answer's Link header (rel=\"next\") to the next page"
+    )]
+    TooLarge { limit: usize, max: usize },
+    #[error(
+        "before= is not a place this API gave in a Link header (END_TIME:UID:START_TIME:JOBID)"
+    )]
+    Cursor,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,7 +182,7 @@ async fn list(
     };
     let page = match state.page(&asked) {
         Ok(page) => page,
-        Err(response) => return response,
+        Err(refused) => return bad_request(refused.to_string()),
     };
     let only = state.only_uid(viewer);
     let query = ProfileQuery {
@@ -218,7 +224,7 @@ async fn one(
 ) -> Response {
     let page = match state.page(&asked) {
         Ok(page) => page,
-        Err(response) => return response,
+        Err(refused) => return bad_request(refused.to_string()),
     };
     let only = state.only_uid(viewer);
     let query = ProfileQuery {

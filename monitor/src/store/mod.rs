@@ -365,7 +365,7 @@ impl Store {
 /// two keep 440 each.
 pub fn trim_to_level(per_uid: &[(u32, u64)], excess: u64) -> Vec<(u32, u64)> {
     let mut counts: Vec<(u32, u64)> = per_uid.to_vec();
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     let mut need = excess.min(counts.iter().map(|c| c.1).sum());
     let Some(&(_, mut level)) = counts.first() else {
         return Vec::new();
