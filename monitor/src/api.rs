@@ -49,7 +49,7 @@ pub struct ApiState {
 
 /// How many finished jobs one answer lists: `--api.page-size` when the
 /// request names no `limit`, at most `--api.max-page-size`. Each is built
-/// in memory (~3 KiB of JSON), so this bounds what one request costs.
+/// in memory (~1 KiB of JSON for a typical job), so this bounds what one request costs.
 #[derive(Debug, Clone, Copy)]
 pub struct PageSizes {
     default: usize,
