@@ -14,7 +14,13 @@
 //! - `GET /api/v1/jobs/{jobid}?limit=N&before=CURSOR`: the jobs with that id
 //!   (one per user, and per run when an id was reused), paged the same way,
 //!   or 404.
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+};
 
 use axum::{
     Extension, Json, Router,
@@ -32,6 +38,7 @@ use crate::{
     metrics::encode::unix_seconds,
     profile::{JobJson, JobState, state_of},
     store::{PageCursor, ProfileQuery, StoreReader},
+    system::log_every::LogEvery,
 };
 
 /// What the API handlers read.
@@ -45,6 +52,44 @@ pub struct ApiState {
     /// (root sees all), as Slurm's `PrivateData=jobs`.
     pub private: bool,
     pub pages: PageSizes,
+    pub stats: Arc<ApiStats>,
+}
+
+/// Requests the API refused, for the metrics.
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    page_too_large: AtomicU64,
+    bad_cursor: AtomicU64,
+    log: Mutex<LogEvery>,
+}
+
+impl ApiStats {
+    /// Refusals by reason (the metric's label).
+    pub fn refused(&self) -> [(&'static str, u64); 2] {
+        [
+            ("page_too_large", self.page_too_large.load(Relaxed)),
+            ("bad_cursor", self.bad_cursor.load(Relaxed)),
+        ]
+    }
+
+    /// Counts a refusal, logged at most once per interval.
+    fn refuse(&self, refused: &PageError) {
+        let counter = match refused {
+            PageError::TooLarge { .. } => &self.page_too_large,
+            PageError::Cursor => &self.bad_cursor,
+        };
+        counter.fetch_add(1, Relaxed);
+        let due = self
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .hit(1);
+        if let Some(n) = due {
+            log::warn!(
+                "job API: {n} requests refused since the last such line, the latest: {refused}"
+            );
+        }
+    }
 }
 
 /// How many finished jobs one answer lists: `--api.page-size` when the
@@ -182,7 +227,10 @@ async fn list(
     };
     let page = match state.page(&asked) {
         Ok(page) => page,
-        Err(refused) => return bad_request(refused.to_string()),
+        Err(refused) => {
+            state.stats.refuse(&refused);
+            return bad_request(refused.to_string());
+        }
     };
     let only = state.only_uid(viewer);
     let query = ProfileQuery {
@@ -224,7 +272,10 @@ async fn one(
 ) -> Response {
     let page = match state.page(&asked) {
         Ok(page) => page,
-        Err(refused) => return bad_request(refused.to_string()),
+        Err(refused) => {
+            state.stats.refuse(&refused);
+            return bad_request(refused.to_string());
+        }
     };
     let only = state.only_uid(viewer);
     let query = ProfileQuery {

@@ -183,6 +183,22 @@ fn a_user_pages_through_the_job_api_and_the_clients_show_every_job() -> anyhow::
     assert_eq!(code, 200);
     let (code, _, body) = api_socket_get_as_nobody(&daemon, "/api/v1/jobs?before=junk")?;
     assert_eq!(code, 400, "{body}");
+    let metrics = daemon.metrics()?;
+    let refused =
+        |reason| metrics.value("monitor_api_requests_refused_total", &[("reason", reason)]);
+    assert_eq!(refused("page_too_large")?, 1.0);
+    assert_eq!(refused("bad_cursor")?, 1.0);
+    let warned = daemon
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("requests refused since the last such line"))
+        .count();
+    assert_eq!(
+        warned,
+        1,
+        "refusals logged once per interval:\n{}",
+        daemon.stderr()
+    );
 
     // The clients show what they showed before paging: every job.
     let cli: Vec<Value> =
@@ -229,11 +245,20 @@ fn one_users_flood_of_jobs_evicts_its_own_stored_profiles_first() -> anyhow::Res
         short_job(&daemon, &format!("flood-{n}"), true)?;
     }
     let written = (kept.len() + FLOOD) as f64;
-    let (done, metrics) = daemon.wait_for(100, |m| {
+    // Pruned right after the commit that went past the bound.
+    let (done, _) = daemon.wait_for(100, |m| {
         m.value("monitor_state_profiles_written_total", &[])
             .is_ok_and(|n| n >= written)
+            && m.value("monitor_state_profiles_stored", &[])
+                .is_ok_and(|n| n <= 20.0)
     })?;
-    ensure!(done, "not every profile was written");
+    ensure!(
+        done,
+        "not every profile was written, or the store kept more than 20"
+    );
+    // Two more samples: the last jobs have left the daemon's memory too
+    // (retention 0 s), so the API lists the store alone.
+    let metrics = daemon.metrics_after_samples(2)?;
     let stored = state_stat(&metrics, "monitor_state_profiles_stored")?;
     assert!(
         stored <= 20.0,

@@ -239,12 +239,15 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let registry = crate::metrics::registry(shared.clone(), registrations.clone());
+    let api_stats = Arc::new(crate::api::ApiStats::default());
+    let registry =
+        crate::metrics::registry(shared.clone(), registrations.clone(), api_stats.clone());
     let api = ApiState {
         shared: shared.clone(),
         store: reader,
         private: args.api_private,
         pages: crate::api::PageSizes::new(args.api_page_size, args.api_max_page_size)?,
+        stats: api_stats,
     };
     let registrar = Arc::new(Registrar::new(launcher_config, table, registrations, wake));
     let served = runtime.block_on(async {
