@@ -17,9 +17,10 @@
 use std::{
     collections::HashSet,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
+    time::Duration,
 };
 
 use axum::{
@@ -35,10 +36,10 @@ use thiserror::Error;
 use crate::{
     client::http::percent_encode,
     daemon::snapshot::{JobView, SharedSnapshot},
+    launcher::log_every::LogEvery,
     metrics::encode::unix_seconds,
     profile::{JobJson, JobState, state_of},
     store::{PageCursor, ProfileQuery, StoreReader},
-    system::log_every::LogEvery,
 };
 
 /// What the API handlers read.
@@ -56,11 +57,21 @@ pub struct ApiState {
 }
 
 /// Requests the API refused, for the metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ApiStats {
     page_too_large: AtomicU64,
     bad_cursor: AtomicU64,
-    log: Mutex<LogEvery>,
+    log: LogEvery,
+}
+
+impl Default for ApiStats {
+    fn default() -> Self {
+        ApiStats {
+            page_too_large: AtomicU64::default(),
+            bad_cursor: AtomicU64::default(),
+            log: LogEvery::new(Duration::from_secs(10)),
+        }
+    }
 }
 
 impl ApiStats {
@@ -79,16 +90,11 @@ impl ApiStats {
             PageError::Cursor => &self.bad_cursor,
         };
         counter.fetch_add(1, Relaxed);
-        let due = self
-            .log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .hit(1);
-        if let Some(n) = due {
+        self.log.note(|n| {
             log::warn!(
                 "job API: {n} requests refused since the last such line, the latest: {refused}"
             );
-        }
+        });
     }
 }
 

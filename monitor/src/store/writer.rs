@@ -12,7 +12,7 @@
 //!
 //! A failed commit keeps what it held and retries it with a backoff (1 s
 //! doubling to 10 s), together with whatever arrived meanwhile, logging at
-//! most every [`crate::system::log_every::LOG_EVERY`]. While it fails, at most
+//! most every [`LOG_EVERY`]. While it fails, at most
 //! [`WriterConfig::max_pending`] profiles are held; older ones are dropped
 //! (and counted) for newer. Closing the handle makes the thread write what
 //! it holds and exit.
@@ -33,8 +33,10 @@ use std::{
 };
 
 use super::{Batch, Profile, Store, StoreError};
-use crate::system::log_every::LogEvery;
+use crate::launcher::log_every::LogEvery;
 
+/// Failures and drops are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 /// The first retry delay after a failed commit; doubled per failure.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// The longest pause between retries: a full disk costs one failed
@@ -158,8 +160,8 @@ pub fn spawn(store: Store, config: WriterConfig) -> Result<StoreHandle, StoreErr
         failures: 0,
         retry_at: None,
         prune_at: Instant::now(),
-        failure_log: LogEvery::default(),
-        drop_log: LogEvery::default(),
+        failure_log: LogEvery::new(LOG_EVERY),
+        drop_log: LogEvery::new(LOG_EVERY),
     };
     let thread = crate::system::vital_thread::spawn("store-writer", move || writer.run())
         .map_err(StoreError::Spawn)?;
@@ -335,7 +337,7 @@ impl Writer {
                         self.store.path().display(),
                         self.failures
                     );
-                    self.failure_log = LogEvery::default();
+                    self.failure_log = LogEvery::new(LOG_EVERY);
                 }
                 self.failures = 0;
                 self.retry_at = None;
@@ -351,14 +353,14 @@ impl Writer {
                     .saturating_mul(2u32.saturating_pow(self.failures - 1))
                     .min(MAX_RETRY);
                 self.retry_at = Some(Instant::now() + delay);
-                if let Some(failed) = self.failure_log.hit(1) {
+                let (held, max) = (self.pending.profiles.len(), self.config.max_pending);
+                self.failure_log.note(|failed| {
                     log::error!(
                         "{error} ({failed} failed commits since the last such line); \
-                         holding {} profiles in memory (at most {}), retrying every {MAX_RETRY:?} at most",
-                        self.pending.profiles.len(),
-                        self.config.max_pending,
+                         holding {held} profiles in memory (at most {max}), retrying every \
+                         {MAX_RETRY:?} at most"
                     );
-                }
+                });
                 Err(error)
             }
         }
@@ -383,15 +385,16 @@ impl Writer {
         self.stats
             .dropped_unavailable
             .fetch_add(over as u64, Relaxed);
-        if let Some(dropped) = self.drop_log.hit(over as u64) {
+        let (path, max) = (self.store.path(), self.config.max_pending);
+        let dropped = self.stats.dropped_unavailable();
+        self.drop_log.note(|_| {
             log::error!(
-                "{}: the state store cannot be written: dropped {dropped} finished jobs' profiles \
-                 (the oldest held) since the last such line, to hold at most {} in memory \
-                 (--state.max-pending)",
-                self.store.path().display(),
-                self.config.max_pending,
+                "{}: the state store cannot be written: dropped finished jobs' profiles \
+                 (the oldest held) to hold at most {max} in memory (--state.max-pending), \
+                 {dropped} since the start",
+                path.display()
             );
-        }
+        });
     }
 
     fn flush_at_exit(mut self) -> Result<(), StoreError> {

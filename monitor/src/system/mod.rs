@@ -3,7 +3,6 @@ pub mod bpffs;
 pub mod cgroupfs;
 pub mod duration;
 pub mod ids;
-pub mod log_every;
 pub mod memory;
 pub mod privileges;
 pub mod secure_dir;
