@@ -20,7 +20,7 @@ use tokio::{
 
 use super::{
     adopt::{self, AdoptRules},
-    hello::{Hello, MAX_HELLO, Reply},
+    hello::{Hello, HelloLimits, MAX_HELLO, Reply},
     peer::{Peer, PeerError},
     placement,
     stats::{Outcome, RegistrationStats},
@@ -32,7 +32,11 @@ use crate::{
         JobKey, JobMeta, JobTable,
         discovery::{self, Discovery},
     },
-    system::shares::Shares,
+    system::{
+        log_every::LogEvery,
+        shares::Shares,
+        token_bucket::{Rate, TokenBuckets},
+    },
 };
 
 /// Connections handled at once; more are answered "busy" and closed.
@@ -46,6 +50,9 @@ pub struct LauncherConfig {
     pub max_jobs_per_user: usize,
     /// Launcher connections a non-root uid may hold at once.
     pub max_connections_per_user: usize,
+    /// Connections a non-root uid may open, per second and in a burst.
+    pub registration_rate: Rate,
+    pub hello_limits: HelloLimits,
     pub hello_timeout: Duration,
     pub mount: PathBuf,
     pub root_dir: PathBuf,
@@ -340,15 +347,19 @@ fn uid_of(user: &str) -> Option<u32> {
         .map(|u| u.uid.as_raw())
 }
 
-/// How often refusals of a uid over its share are logged (with their count).
-const OVER_SHARE_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often refusals at accept are logged (with their count).
+const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Accepts launcher connections until the runtime shuts down.
 pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // Checked before a global slot is taken: no uid can hold them all.
     let shares = Shares::<u32>::new(registrar.config.max_connections_per_user);
-    let mut over_share = OverShareLog::default();
+    let mut over_share = LogEvery::new(REFUSALS_LOG_EVERY);
+    // Checked first of all: a refused connection costs no share, no
+    // identification, no cgroup.
+    let mut rates = TokenBuckets::<u32>::new(registrar.config.registration_rate);
+    let mut over_rate = LogEvery::new(REFUSALS_LOG_EVERY);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -363,6 +374,27 @@ pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
             .peer_cred()
             .map(|cred| cred.uid())
             .unwrap_or(u32::MAX);
+        // Root is exempt: it could stop the daemon anyway, and root-run
+        // launchers (a resource manager's) register for every user at once.
+        if uid != 0 && !rates.take(uid, std::time::Instant::now()) {
+            registrar.stats.count(Outcome::RateLimited);
+            let rate = rates.rate();
+            if let Some(count) = over_rate.note(1, std::time::Instant::now()) {
+                log::warn!(
+                    "launcher connections refused: uid {uid} (and {count} refusals in all since the last such line) over the registration rate of {}/s with a burst of {} (--socket.registration-rate, --socket.registration-burst)",
+                    rate.per_second,
+                    rate.burst
+                );
+            }
+            refuse(
+                stream,
+                format!(
+                    "uid {uid} registers faster than {}/s (burst {}): try again later (--socket.registration-rate)",
+                    rate.per_second, rate.burst
+                ),
+            );
+            continue;
+        }
         let share = if uid == 0 {
             None
         } else {
@@ -370,32 +402,25 @@ pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
                 Some(share) => Some(share),
                 None => {
                     registrar.stats.count(Outcome::OverLimit);
-                    over_share.refused(uid, shares.per_holder());
-                    let message = format!(
-                        "uid {uid} holds {} launcher connections already (--socket.max-connections-per-user)",
-                        shares.per_holder()
+                    if let Some(count) = over_share.note(1, std::time::Instant::now()) {
+                        log::warn!(
+                            "launcher connections refused: uid {uid} (and {count} refusals in all since the last such line) over its share of {}",
+                            shares.per_holder()
+                        );
+                    }
+                    refuse(
+                        stream,
+                        format!(
+                            "uid {uid} holds {} launcher connections already (--socket.max-connections-per-user)",
+                            shares.per_holder()
+                        ),
                     );
-                    tokio::spawn(async move {
-                        let mut stream = stream;
-                        let _ = stream
-                            .write_all(Reply::error(message).line().as_bytes())
-                            .await;
-                    });
                     continue;
                 }
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = stream
-                    .write_all(
-                        Reply::error("daemon busy: too many launcher connections")
-                            .line()
-                            .as_bytes(),
-                    )
-                    .await;
-            });
+            refuse(stream, "daemon busy: too many launcher connections".into());
             continue;
         };
         let registrar = registrar.clone();
@@ -406,29 +431,15 @@ pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
     }
 }
 
-/// Refusals of uids over their share, logged at most every
-/// [`OVER_SHARE_LOG_EVERY`] with how many there were.
-#[derive(Default)]
-struct OverShareLog {
-    last: Option<std::time::Instant>,
-    since: u64,
-}
-
-impl OverShareLog {
-    fn refused(&mut self, uid: u32, share: usize) {
-        self.since += 1;
-        if self
-            .last
-            .is_none_or(|last| last.elapsed() >= OVER_SHARE_LOG_EVERY)
-        {
-            log::warn!(
-                "launcher connections refused: uid {uid} (and {} refusals in all since the last such line) over its share of {share}",
-                self.since
-            );
-            self.last = Some(std::time::Instant::now());
-            self.since = 0;
-        }
-    }
+/// Answers a connection refused at accept with its error line, off the
+/// accept loop, and closes it.
+fn refuse(stream: UnixStream, message: String) {
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = stream
+            .write_all(Reply::error(message).line().as_bytes())
+            .await;
+    });
 }
 
 async fn handle(mut stream: UnixStream, registrar: &Arc<Registrar>) {
@@ -526,10 +537,12 @@ async fn register(
     // A hello that cannot be taken still leaves the job measured, under
     // its silent id: nothing is lost.
     let (hello, refusal) = match read_hello(stream, registrar.config.hello_timeout).await {
-        HelloRead::Line(line) => match Hello::parse(&line, peer.uid == 0) {
-            Ok(hello) => (Some(hello), None),
-            Err(e) => (None, Some(e.to_string())),
-        },
+        HelloRead::Line(line) => {
+            match Hello::parse_within(&line, peer.uid == 0, &registrar.config.hello_limits) {
+                Ok(hello) => (Some(hello), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        }
         HelloRead::TooLong => (None, Some(format!("hello longer than {MAX_HELLO} bytes"))),
         HelloRead::Silent | HelloRead::Closed => (None, None),
     };

@@ -15,18 +15,21 @@ pub enum Outcome {
     Exited,
     /// The per-user cap of live jobs was reached.
     OverLimit,
+    /// The uid registered faster than `--socket.registration-rate` allows.
+    RateLimited,
     /// The daemon failed (cgroup or kernel error).
     Error,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Ok,
         Outcome::Silent,
         Outcome::Untrusted,
         Outcome::Invalid,
         Outcome::Exited,
         Outcome::OverLimit,
+        Outcome::RateLimited,
         Outcome::Error,
     ];
 
@@ -38,6 +41,7 @@ impl Outcome {
             Outcome::Invalid => "invalid",
             Outcome::Exited => "exited",
             Outcome::OverLimit => "over_limit",
+            Outcome::RateLimited => "rate_limited",
             Outcome::Error => "error",
         }
     }
@@ -45,7 +49,7 @@ impl Outcome {
 
 #[derive(Debug, Default)]
 pub struct RegistrationStats {
-    counts: [AtomicU64; 7],
+    counts: [AtomicU64; Outcome::ALL.len()],
 }
 
 impl RegistrationStats {

@@ -15,7 +15,8 @@ impl Collector for LauncherCollector {
             &mut encoder,
             "monitor_registrations",
             "Launcher connections by result: ok, silent (no hello), untrusted, invalid (bad hello), \
-             exited (gone before placed), over_limit (--jobs.max-per-user), error.",
+             exited (gone before placed), over_limit (--jobs.max-per-user, \
+             --socket.max-connections-per-user), rate_limited (--socket.registration-rate), error.",
             None,
             MetricType::Counter,
         )?;
