@@ -14,13 +14,14 @@ use anyhow::{Context as _, bail};
 use crate::{cgroup, daemon, openmetrics::Metrics};
 
 /// Every `result` of `monitor_registrations_total`.
-pub const RESULTS: [&str; 7] = [
+pub const RESULTS: [&str; 8] = [
     "ok",
     "silent",
     "untrusted",
     "invalid",
     "exited",
     "over_limit",
+    "rate_limited",
     "error",
 ];
 
@@ -164,8 +165,8 @@ pub fn registrations(metrics: &Metrics, result: &str) -> anyhow::Result<f64> {
 }
 
 /// Every result's count, in the order of [`RESULTS`].
-pub fn all_registrations(metrics: &Metrics) -> anyhow::Result<[f64; 7]> {
-    let mut counts = [0.0; 7];
+pub fn all_registrations(metrics: &Metrics) -> anyhow::Result<[f64; RESULTS.len()]> {
+    let mut counts = [0.0; RESULTS.len()];
     for (count, result) in counts.iter_mut().zip(RESULTS) {
         *count = registrations(metrics, result)?;
     }
