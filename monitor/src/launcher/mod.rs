@@ -10,6 +10,7 @@ pub mod adopt;
 pub mod hello;
 pub mod peer;
 pub mod placement;
+pub mod rate;
 pub mod server;
 pub mod socket;
 pub mod stats;

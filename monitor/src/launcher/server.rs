@@ -23,6 +23,7 @@ use super::{
     hello::{Hello, HelloLimits, MAX_HELLO, Reply},
     peer::{Peer, PeerError},
     placement,
+    rate::RegistrationRate,
     stats::{Outcome, RegistrationStats},
     trust::TrustList,
 };
@@ -32,11 +33,7 @@ use crate::{
         JobKey, JobMeta, JobTable,
         discovery::{self, Discovery},
     },
-    system::{
-        log_every::LogEvery,
-        shares::Shares,
-        token_bucket::{Rate, TokenBuckets},
-    },
+    system::{log_every::LogEvery, shares::Shares, token_bucket::Rate},
 };
 
 /// Connections handled at once; more are answered "busy" and closed.
@@ -347,19 +344,18 @@ fn uid_of(user: &str) -> Option<u32> {
         .map(|u| u.uid.as_raw())
 }
 
-/// How often refusals at accept are logged (with their count).
-const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often refusals of a uid over its share are logged (with their count).
+const OVER_SHARE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Accepts launcher connections until the runtime shuts down.
 pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // Checked before a global slot is taken: no uid can hold them all.
     let shares = Shares::<u32>::new(registrar.config.max_connections_per_user);
-    let mut over_share = LogEvery::new(REFUSALS_LOG_EVERY);
+    let mut over_share = LogEvery::new(OVER_SHARE_LOG_EVERY);
     // Checked first of all: a refused connection costs no share, no
     // identification, no cgroup.
-    let mut rates = TokenBuckets::<u32>::new(registrar.config.registration_rate);
-    let mut over_rate = LogEvery::new(REFUSALS_LOG_EVERY);
+    let mut rate = RegistrationRate::new(registrar.config.registration_rate);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -374,25 +370,9 @@ pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
             .peer_cred()
             .map(|cred| cred.uid())
             .unwrap_or(u32::MAX);
-        // Root is exempt: it could stop the daemon anyway, and root-run
-        // launchers (a resource manager's) register for every user at once.
-        if uid != 0 && !rates.take(uid, std::time::Instant::now()) {
+        if let Some(refusal) = rate.refusal(uid, std::time::Instant::now()) {
             registrar.stats.count(Outcome::RateLimited);
-            let rate = rates.rate();
-            if let Some(count) = over_rate.note(1, std::time::Instant::now()) {
-                log::warn!(
-                    "launcher connections refused: uid {uid} (and {count} refusals in all since the last such line) over the registration rate of {}/s with a burst of {} (--socket.registration-rate, --socket.registration-burst)",
-                    rate.per_second,
-                    rate.burst
-                );
-            }
-            refuse(
-                stream,
-                format!(
-                    "uid {uid} registers faster than {}/s (burst {}): try again later (--socket.registration-rate)",
-                    rate.per_second, rate.burst
-                ),
-            );
+            refuse(stream, refusal);
             continue;
         }
         let share = if uid == 0 {
