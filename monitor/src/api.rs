@@ -17,7 +17,7 @@
 use std::{
     collections::HashSet,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
     time::Duration,
@@ -36,10 +36,10 @@ use thiserror::Error;
 use crate::{
     client::http::percent_encode,
     daemon::snapshot::{JobView, SharedSnapshot},
-    launcher::log_every::LogEvery,
     metrics::encode::unix_seconds,
     profile::{JobJson, JobState, state_of},
     store::{PageCursor, ProfileQuery, StoreReader},
+    system::log_every::LogEvery,
 };
 
 /// What the API handlers read.
@@ -61,7 +61,7 @@ pub struct ApiState {
 pub struct ApiStats {
     page_too_large: AtomicU64,
     bad_cursor: AtomicU64,
-    log: LogEvery,
+    log: Mutex<LogEvery>,
 }
 
 impl Default for ApiStats {
@@ -69,7 +69,7 @@ impl Default for ApiStats {
         ApiStats {
             page_too_large: AtomicU64::default(),
             bad_cursor: AtomicU64::default(),
-            log: LogEvery::new(Duration::from_secs(10)),
+            log: Mutex::new(LogEvery::new(Duration::from_secs(10))),
         }
     }
 }
@@ -90,11 +90,16 @@ impl ApiStats {
             PageError::Cursor => &self.bad_cursor,
         };
         counter.fetch_add(1, Relaxed);
-        self.log.note(|n| {
+        let due = self
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note(1, std::time::Instant::now());
+        if let Some(n) = due {
             log::warn!(
                 "job API: {n} requests refused since the last such line, the latest: {refused}"
             );
-        });
+        }
     }
 }
 

@@ -3,7 +3,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::system::duration::parse_duration;
+use crate::{launcher::hello::HelloLimits, system::duration::parse_duration};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -216,6 +216,14 @@ pub struct DaemonArgs {
     #[arg(long = "job.retention", value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub job_retention: Duration,
 
+    /// Finished jobs of one non-root user kept in /metrics within
+    /// --job.retention: past it the user's oldest leave /metrics early
+    /// (they stay in the state store and the job API), counted in
+    /// monitor_jobs_evicted_total{reason="per_user_limit"}. At the default
+    /// registration rate (20/s) a finished job stays at least 100 s.
+    #[arg(long = "job.retention.max-per-user", value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_finished_per_user: u64,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long = "log.level", value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
@@ -277,6 +285,32 @@ pub struct DaemonArgs {
     /// monitor_registrations_total{result="over_limit"}.
     #[arg(long = "socket.max-connections-per-user", value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_user: u32,
+
+    /// Launcher connections (registrations) a non-root user may open per
+    /// second, sustained; more are answered with an error at once and
+    /// counted as monitor_registrations_total{result="rate_limited"}. A
+    /// refused `monitor run` still runs its command, unmonitored (unless
+    /// --require). 0: no limit.
+    #[arg(long = "socket.registration-rate", value_name = "PER_SECOND", default_value_t = 20.0, value_parser = parse_rate)]
+    pub registration_rate: f64,
+
+    /// Registrations a non-root user may open at once above the sustained
+    /// rate (the bucket refills at --socket.registration-rate).
+    #[arg(long = "socket.registration-burst", value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub registration_burst: u32,
+
+    /// Longest job name a hello may carry, in bytes.
+    #[arg(long = "socket.max-name-bytes", value_name = "BYTES", default_value_t = HelloLimits::DEFAULT_NAME as u64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_name_bytes: u64,
+
+    /// Longest label name a hello may carry, in bytes (shown as label_<name>
+    /// on monitor_job_info; names are [a-zA-Z_][a-zA-Z0-9_]*).
+    #[arg(long = "socket.max-label-name-bytes", value_name = "BYTES", default_value_t = HelloLimits::DEFAULT_LABEL_NAME as u64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_label_name_bytes: u64,
+
+    /// Longest label value a hello may carry, in bytes.
+    #[arg(long = "socket.max-label-value-bytes", value_name = "BYTES", default_value_t = HelloLimits::DEFAULT_LABEL_VALUE as u64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_label_value_bytes: u64,
 
     /// How long a launcher has to send its hello line before it counts as silent.
     #[arg(long = "socket.hello-timeout", value_name = "DURATION", default_value = "2s", value_parser = parse_positive_duration)]
@@ -402,6 +436,24 @@ fn parse_positive_duration(value: &str) -> Result<Duration, String> {
 
 /// A path, or empty (clap's own path parser refuses an empty value, which
 /// `--bpf.pin-path` gives a meaning: pin nothing).
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!("{value:?} is not a rate per second (0 or more)")),
+    }
+}
+
+impl DaemonArgs {
+    pub fn hello_limits(&self) -> HelloLimits {
+        let bytes = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+        HelloLimits {
+            name: bytes(self.max_name_bytes),
+            label_name: bytes(self.max_label_name_bytes),
+            label_value: bytes(self.max_label_value_bytes),
+        }
+    }
+}
+
 fn path_or_empty(value: &str) -> Result<PathBuf, std::convert::Infallible> {
     Ok(PathBuf::from(value))
 }
@@ -430,6 +482,12 @@ mod tests {
         assert_eq!(args.sample_interval, Duration::from_secs(1));
         assert_eq!(args.job_retention, Duration::from_secs(300));
         assert_eq!(args.max_cgroups, 16384);
+        assert_eq!(
+            (args.registration_rate, args.registration_burst),
+            (20.0, 500)
+        );
+        assert_eq!(args.max_finished_per_user, 2000);
+        assert_eq!(args.hello_limits(), HelloLimits::default());
     }
 
     #[test]
@@ -474,6 +532,11 @@ mod tests {
             vec!["monitor", "daemon", "--bpf.task-slots", "-1"],
             vec!["monitor", "daemon", "--bpf.max-cgroups", "10000"],
             vec!["monitor", "daemon", "--bpf.max-cgroups", "32"],
+            vec!["monitor", "daemon", "--socket.registration-rate", "-1"],
+            vec!["monitor", "daemon", "--socket.registration-rate", "NaN"],
+            vec!["monitor", "daemon", "--socket.registration-burst", "0"],
+            vec!["monitor", "daemon", "--job.retention.max-per-user", "0"],
+            vec!["monitor", "daemon", "--socket.max-name-bytes", "5000"],
         ] {
             assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
         }

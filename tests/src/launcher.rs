@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use crate::{cgroup, daemon, openmetrics::Metrics};
 
 /// Every `result` of `monitor_registrations_total`.
-pub const RESULTS: [&str; 8] = [
+pub const RESULTS: [&str; 9] = [
     "ok",
     "silent",
     "untrusted",
@@ -22,6 +22,7 @@ pub const RESULTS: [&str; 8] = [
     "exited",
     "over_limit",
     "cgroup_limits",
+    "rate_limited",
     "error",
 ];
 

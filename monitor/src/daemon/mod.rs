@@ -1,4 +1,5 @@
 //! `monitor daemon`: start-up, the sample thread, the HTTP server, shutdown.
+mod finished_cap;
 pub mod sampler;
 pub mod snapshot;
 mod users;
@@ -143,6 +144,11 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         discovery: discovery.clone(),
         max_jobs_per_user: args.max_jobs_per_user,
         max_connections_per_user: args.max_connections_per_user as usize,
+        registration_rate: crate::system::token_bucket::Rate {
+            per_second: args.registration_rate,
+            burst: args.registration_burst,
+        },
+        hello_limits: args.hello_limits(),
         hello_timeout: args.hello_timeout,
         mount: mount.clone(),
         root_dir: root_dir.clone(),
@@ -153,6 +159,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         root_dir,
         interval: args.sample_interval,
         retention: args.job_retention,
+        max_finished_per_user: usize::try_from(args.max_finished_per_user).unwrap_or(usize::MAX),
         bpf_stats_held: args.bpf_stats,
         discovery,
     };

@@ -20,6 +20,7 @@ use monitor_common::{CgroupCounters, CgroupEventKind, DROP_REASONS, DropReason, 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::{
+    finished_cap::FinishedCap,
     snapshot::{CgroupFileStats, Health, JobView, MapFill, SharedSnapshot, Snapshot},
     users::UserNames,
     wake::Wake,
@@ -65,6 +66,8 @@ pub struct SamplerConfig {
     pub root_dir: PathBuf,
     pub interval: Duration,
     pub retention: Duration,
+    /// Finished jobs of one non-root uid kept in /metrics (see [`FinishedCap`]).
+    pub max_finished_per_user: usize,
     /// The daemon holds a BPF_ENABLE_STATS fd (`--bpf.stats`); the sysctl
     /// file does not show that.
     pub bpf_stats_held: bool,
@@ -113,6 +116,7 @@ pub struct Sampler {
     /// published it: a job whose figures did not change (a finished job,
     /// a sleeping one) keeps its view instead of being copied anew.
     views: HashMap<JobKey, (Arc<JobView>, u64)>,
+    finished_cap: FinishedCap,
 }
 
 impl Sampler {
@@ -125,7 +129,9 @@ impl Sampler {
     ) -> Self {
         let allocation = AllocationReader::new(&config.mount);
         let controllers = RootControllers::read(&config.mount);
+        let finished_cap = FinishedCap::new(config.max_finished_per_user);
         Self {
+            finished_cap,
             allocation,
             controllers,
             probes,
@@ -528,11 +534,14 @@ impl Sampler {
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let (freed, empty, ended) = {
-            let mut table = self.table();
+            let table = self.table.clone();
+            let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
             // Threads per cgroup as the sample's walk saw them (no cgroup
             // file read: at 1,000 jobs that was 1,000 opens a sample).
             let freed = table.apply_sample(&readings, &job_tasks, now, wall_now);
             table.expire(self.config.retention, wall_now);
+            self.finished_cap.apply(&mut table, &mut self.restored);
+            self.health.jobs_evicted = self.finished_cap.evicted();
             (freed, table.empty_cgroups(&job_tasks), table.take_ended())
         };
         self.readings = readings;

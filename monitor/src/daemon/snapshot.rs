@@ -64,6 +64,9 @@ pub struct Health {
     pub cgroup_events: u64,
     pub rescans: u64,
     pub orphaned_cgroups: u64,
+    /// Finished jobs taken out of /metrics before their retention ended,
+    /// for their uid's `--job.retention.max-per-user`.
+    pub jobs_evicted: u64,
     /// The state store writer's counters (None: running without a store).
     pub store: Option<Arc<crate::store::WriterStats>>,
 }

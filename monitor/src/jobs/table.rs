@@ -830,6 +830,12 @@ impl JobTable {
         });
     }
 
+    /// Takes a finished job out of the retention before its time (its
+    /// profile went to the store when it ended).
+    pub fn forget_finished(&mut self, key: &JobKey) {
+        self.finished.remove(key);
+    }
+
     pub fn live_jobs(&self) -> impl Iterator<Item = &Job> {
         self.live.values()
     }

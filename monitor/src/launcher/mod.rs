@@ -9,10 +9,10 @@
 pub mod adopt;
 pub mod hello;
 pub mod limits;
-pub mod log_every;
 pub mod peer;
 pub mod pidfd;
 pub mod placement;
+pub mod rate;
 pub mod server;
 pub mod socket;
 pub mod stats;

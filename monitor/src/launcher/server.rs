@@ -20,11 +20,11 @@ use tokio::{
 
 use super::{
     adopt::{self, AdoptRules},
-    hello::{Hello, MAX_HELLO, Reply},
+    hello::{Hello, HelloLimits, MAX_HELLO, Reply},
     limits::{self, Limit, LimitsError},
-    log_every::LogEvery,
     peer::{Peer, PeerError},
     placement,
+    rate::RegistrationRate,
     stats::{Outcome, RegistrationStats},
     trust::TrustList,
 };
@@ -35,7 +35,7 @@ use crate::{
         discovery::{self, Discovery},
         task_cgroup,
     },
-    system::shares::Shares,
+    system::{log_every::LogEvery, shares::Shares, token_bucket::Rate},
 };
 
 /// Connections handled at once; more are answered "busy" and closed.
@@ -49,6 +49,9 @@ pub struct LauncherConfig {
     pub max_jobs_per_user: usize,
     /// Launcher connections a non-root uid may hold at once.
     pub max_connections_per_user: usize,
+    /// Connections a non-root uid may open, per second and in a burst.
+    pub registration_rate: Rate,
+    pub hello_limits: HelloLimits,
     pub hello_timeout: Duration,
     pub mount: PathBuf,
     pub root_dir: PathBuf,
@@ -62,7 +65,7 @@ pub struct Registrar {
     wake: Arc<Wake>,
     sequence: AtomicU64,
     /// Registrations refused for the limits they would leave.
-    limit_refusals: LogEvery,
+    limit_refusals: Mutex<LogEvery>,
 }
 
 #[derive(Debug, Error)]
@@ -114,7 +117,7 @@ impl Registrar {
             wake,
             // Unique task directory names across daemon restarts.
             sequence: AtomicU64::new(start),
-            limit_refusals: LogEvery::new(REFUSALS_LOG_EVERY),
+            limit_refusals: Mutex::new(LogEvery::new(REFUSALS_LOG_EVERY)),
         }
     }
 
@@ -232,13 +235,18 @@ impl Registrar {
         else {
             return Ok(());
         };
-        self.limit_refusals.note(|since| {
+        let due = self
+            .limit_refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(1, std::time::Instant::now());
+        if let Some(since) = due {
             log::warn!(
                 "launcher refused: pid {} (uid {}) is bound by {limit}, which a task cgroup would leave ({since} such refusals since the last such line)",
                 peer.pid,
                 peer.uid
-            )
-        });
+            );
+        }
         Err(PlaceError::WouldLeaveLimit {
             pid: peer.pid,
             limit,
@@ -399,7 +407,10 @@ pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // Checked before a global slot is taken: no uid can hold them all.
     let shares = Shares::<u32>::new(registrar.config.max_connections_per_user);
-    let mut over_share = OverShareLog::default();
+    let mut over_share = LogEvery::new(OVER_SHARE_LOG_EVERY);
+    // Checked first of all: a refused connection costs no share, no
+    // identification, no cgroup.
+    let mut rate = RegistrationRate::new(registrar.config.registration_rate);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -414,6 +425,11 @@ pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
             .peer_cred()
             .map(|cred| cred.uid())
             .unwrap_or(u32::MAX);
+        if let Some(refusal) = rate.refusal(uid, std::time::Instant::now()) {
+            registrar.stats.count(Outcome::RateLimited);
+            refuse(stream, refusal);
+            continue;
+        }
         let share = if uid == 0 {
             None
         } else {
@@ -421,32 +437,25 @@ pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
                 Some(share) => Some(share),
                 None => {
                     registrar.stats.count(Outcome::OverLimit);
-                    over_share.refused(uid, shares.per_holder());
-                    let message = format!(
-                        "uid {uid} holds {} launcher connections already (--socket.max-connections-per-user)",
-                        shares.per_holder()
+                    if let Some(count) = over_share.note(1, std::time::Instant::now()) {
+                        log::warn!(
+                            "launcher connections refused: uid {uid} (and {count} refusals in all since the last such line) over its share of {}",
+                            shares.per_holder()
+                        );
+                    }
+                    refuse(
+                        stream,
+                        format!(
+                            "uid {uid} holds {} launcher connections already (--socket.max-connections-per-user)",
+                            shares.per_holder()
+                        ),
                     );
-                    tokio::spawn(async move {
-                        let mut stream = stream;
-                        let _ = stream
-                            .write_all(Reply::error(message).line().as_bytes())
-                            .await;
-                    });
                     continue;
                 }
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = stream
-                    .write_all(
-                        Reply::error("daemon busy: too many launcher connections")
-                            .line()
-                            .as_bytes(),
-                    )
-                    .await;
-            });
+            refuse(stream, "daemon busy: too many launcher connections".into());
             continue;
         };
         let registrar = registrar.clone();
@@ -457,29 +466,15 @@ pub async fn serve(listener: UnixListener, registrar: Arc<Registrar>) {
     }
 }
 
-/// Refusals of uids over their share, logged at most every
-/// [`OVER_SHARE_LOG_EVERY`] with how many there were.
-#[derive(Default)]
-struct OverShareLog {
-    last: Option<std::time::Instant>,
-    since: u64,
-}
-
-impl OverShareLog {
-    fn refused(&mut self, uid: u32, share: usize) {
-        self.since += 1;
-        if self
-            .last
-            .is_none_or(|last| last.elapsed() >= OVER_SHARE_LOG_EVERY)
-        {
-            log::warn!(
-                "launcher connections refused: uid {uid} (and {} refusals in all since the last such line) over its share of {share}",
-                self.since
-            );
-            self.last = Some(std::time::Instant::now());
-            self.since = 0;
-        }
-    }
+/// Answers a connection refused at accept with its error line, off the
+/// accept loop, and closes it.
+fn refuse(stream: UnixStream, message: String) {
+    tokio::spawn(async move {
+        let mut stream = stream;
+        let _ = stream
+            .write_all(Reply::error(message).line().as_bytes())
+            .await;
+    });
 }
 
 async fn handle(mut stream: UnixStream, registrar: &Arc<Registrar>) {
@@ -580,10 +575,12 @@ async fn register(
     // A hello that cannot be taken still leaves the job measured, under
     // its silent id: nothing is lost.
     let (hello, refusal) = match read_hello(stream, registrar.config.hello_timeout).await {
-        HelloRead::Line(line) => match Hello::parse(&line, peer.uid == 0) {
-            Ok(hello) => (Some(hello), None),
-            Err(e) => (None, Some(e.to_string())),
-        },
+        HelloRead::Line(line) => {
+            match Hello::parse_within(&line, peer.uid == 0, &registrar.config.hello_limits) {
+                Ok(hello) => (Some(hello), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        }
         HelloRead::TooLong => (None, Some(format!("hello longer than {MAX_HELLO} bytes"))),
         HelloRead::Silent | HelloRead::Closed => (None, None),
     };

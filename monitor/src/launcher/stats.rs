@@ -17,12 +17,14 @@ pub enum Outcome {
     OverLimit,
     /// Moving the peer would have taken it out of a cgroup limit.
     CgroupLimits,
+    /// The uid registered faster than `--socket.registration-rate` allows.
+    RateLimited,
     /// The daemon failed (cgroup or kernel error).
     Error,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Ok,
         Outcome::Silent,
         Outcome::Untrusted,
@@ -30,6 +32,7 @@ impl Outcome {
         Outcome::Exited,
         Outcome::OverLimit,
         Outcome::CgroupLimits,
+        Outcome::RateLimited,
         Outcome::Error,
     ];
 
@@ -42,6 +45,7 @@ impl Outcome {
             Outcome::Exited => "exited",
             Outcome::OverLimit => "over_limit",
             Outcome::CgroupLimits => "cgroup_limits",
+            Outcome::RateLimited => "rate_limited",
             Outcome::Error => "error",
         }
     }

@@ -68,6 +68,15 @@ impl Collector for DaemonCollector {
         )?;
         f.gauge_i64(&[("state", "running")], running as i64)?;
         f.gauge_i64(&[("state", "finished")], finished as i64)?;
+        let mut f = family(
+            &mut encoder,
+            "monitor_jobs_evicted",
+            "Finished jobs taken out of /metrics before their --job.retention ended, by reason: per_user_limit \
+             (their user had --job.retention.max-per-user more recent ones). Their profiles stay in the state store and the job API.",
+            None,
+            MetricType::Counter,
+        )?;
+        f.counter_u64(&[("reason", "per_user_limit")], health.jobs_evicted)?;
 
         let f = family(
             &mut encoder,

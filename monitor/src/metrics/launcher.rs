@@ -15,8 +15,9 @@ impl Collector for LauncherCollector {
             &mut encoder,
             "monitor_registrations",
             "Launcher connections by result: ok, silent (no hello), untrusted, invalid (bad hello), \
-             exited (gone before placed), over_limit (--jobs.max-per-user), \
-             cgroup_limits (a move would leave a cgroup limit), error.",
+             exited (gone before placed), over_limit (--jobs.max-per-user, \
+             --socket.max-connections-per-user), cgroup_limits (a move would leave a cgroup \
+             limit), rate_limited (--socket.registration-rate), error.",
             None,
             MetricType::Counter,
         )?;

@@ -33,7 +33,7 @@ use std::{
 };
 
 use super::{Batch, Profile, Store, StoreError};
-use crate::launcher::log_every::LogEvery;
+use crate::system::log_every::LogEvery;
 
 /// Failures and drops are logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -353,14 +353,15 @@ impl Writer {
                     .saturating_mul(2u32.saturating_pow(self.failures - 1))
                     .min(MAX_RETRY);
                 self.retry_at = Some(Instant::now() + delay);
-                let (held, max) = (self.pending.profiles.len(), self.config.max_pending);
-                self.failure_log.note(|failed| {
+                if let Some(failed) = self.failure_log.note(1, Instant::now()) {
                     log::error!(
                         "{error} ({failed} failed commits since the last such line); \
-                         holding {held} profiles in memory (at most {max}), retrying every \
-                         {MAX_RETRY:?} at most"
+                         holding {} profiles in memory (at most {}), retrying every \
+                         {MAX_RETRY:?} at most",
+                        self.pending.profiles.len(),
+                        self.config.max_pending,
                     );
-                });
+                }
                 Err(error)
             }
         }
@@ -385,16 +386,15 @@ impl Writer {
         self.stats
             .dropped_unavailable
             .fetch_add(over as u64, Relaxed);
-        let (path, max) = (self.store.path(), self.config.max_pending);
-        let dropped = self.stats.dropped_unavailable();
-        self.drop_log.note(|_| {
+        if let Some(dropped) = self.drop_log.note(over as u64, Instant::now()) {
             log::error!(
-                "{}: the state store cannot be written: dropped finished jobs' profiles \
-                 (the oldest held) to hold at most {max} in memory (--state.max-pending), \
-                 {dropped} since the start",
-                path.display()
+                "{}: the state store cannot be written: dropped {dropped} finished jobs' \
+                 profiles (the oldest held) since the last such line, to hold at most {} in \
+                 memory (--state.max-pending)",
+                self.store.path().display(),
+                self.config.max_pending,
             );
-        });
+        }
     }
 
     fn flush_at_exit(mut self) -> Result<(), StoreError> {
