@@ -3,28 +3,43 @@
 //! finished ones from the snapshot (those still in `--job.retention`) and
 //! the state store (every profile it keeps):
 //!
-//! - `GET /api/v1/jobs?user=alice&state=running|finished&since=UNIXTIME&limit=N`:
+//! - `GET /api/v1/jobs?user=alice&state=running|finished&since=UNIXTIME&limit=N&before=CURSOR`:
 //!   every filter optional; `since` keeps jobs running at or ended after
-//!   that time; `limit` caps the finished jobs listed, most recent first.
-//!   Running jobs come first, oldest first, then finished ones, most recent first;
-//! - `GET /api/v1/jobs/{jobid}`: the jobs with that id (one per user, and
-//!   per run when an id was reused), or 404.
-use std::{collections::HashSet, sync::Arc};
+//!   that time. Running jobs come first, oldest first, then finished ones,
+//!   most recent first, a page of them: `limit` (default `--api.page-size`,
+//!   at most `--api.max-page-size`, more is a 400). When the page is full
+//!   the answer's `Link: <...>; rel="next"` header is the same request for
+//!   the next page (`before=` the last job's place; running jobs are on the
+//!   first page only);
+//! - `GET /api/v1/jobs/{jobid}?limit=N&before=CURSOR`: the jobs with that id
+//!   (one per user, and per run when an id was reused), paged the same way,
+//!   or 404.
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
 use axum::{
     Extension, Json, Router,
     extract::{Path, Query, State},
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, Uri, header::LINK},
     response::{IntoResponse, Response},
     routing::get,
 };
 use serde::Deserialize;
+use thiserror::Error;
 
 use crate::{
+    client::http::percent_encode,
     daemon::snapshot::{JobView, SharedSnapshot},
     metrics::encode::unix_seconds,
     profile::{JobJson, JobState, state_of},
-    store::{ProfileQuery, StoreReader},
+    store::{PageCursor, ProfileQuery, StoreReader},
+    system::log_every::LogEvery,
 };
 
 /// What the API handlers read.
@@ -37,6 +52,84 @@ pub struct ApiState {
     /// `--api.private`: the API socket shows each uid its own jobs only
     /// (root sees all), as Slurm's `PrivateData=jobs`.
     pub private: bool,
+    pub pages: PageSizes,
+    pub stats: Arc<ApiStats>,
+}
+
+/// Requests the API refused, for the metrics.
+#[derive(Debug)]
+pub struct ApiStats {
+    page_too_large: AtomicU64,
+    bad_cursor: AtomicU64,
+    log: Mutex<LogEvery>,
+}
+
+impl Default for ApiStats {
+    fn default() -> Self {
+        ApiStats {
+            page_too_large: AtomicU64::default(),
+            bad_cursor: AtomicU64::default(),
+            log: Mutex::new(LogEvery::new(Duration::from_secs(10))),
+        }
+    }
+}
+
+impl ApiStats {
+    /// Refusals by reason (the metric's label).
+    pub fn refused(&self) -> [(&'static str, u64); 2] {
+        [
+            ("page_too_large", self.page_too_large.load(Relaxed)),
+            ("bad_cursor", self.bad_cursor.load(Relaxed)),
+        ]
+    }
+
+    /// Counts a refusal, logged at most once per interval.
+    fn refuse(&self, refused: &PageError) {
+        let counter = match refused {
+            PageError::TooLarge { .. } => &self.page_too_large,
+            PageError::Cursor => &self.bad_cursor,
+        };
+        counter.fetch_add(1, Relaxed);
+        let due = self
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note(1, std::time::Instant::now());
+        if let Some(n) = due {
+            log::warn!(
+                "job API: {n} requests refused since the last such line, the latest: {refused}"
+            );
+        }
+    }
+}
+
+/// How many finished jobs one answer lists: `--api.page-size` when the
+/// request names no `limit`, at most `--api.max-page-size`. Each is built
+/// in memory (~1 KiB of JSON for a typical job), so this bounds what one request costs.
+#[derive(Debug, Clone, Copy)]
+pub struct PageSizes {
+    default: usize,
+    max: usize,
+}
+
+#[derive(Debug, Error)]
+#[error("--api.page-size ({default}) is larger than --api.max-page-size ({max})")]
+pub struct PageSizeError {
+    default: u64,
+    max: u64,
+}
+
+impl PageSizes {
+    pub fn new(default: u64, max: u64) -> Result<Self, PageSizeError> {
+        if default > max {
+            return Err(PageSizeError { default, max });
+        }
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(PageSizes {
+            default: size(default),
+            max: size(max),
+        })
+    }
 }
 
 /// Who asks: the uid at the other end of the API socket; None on the web
@@ -50,6 +143,36 @@ impl ApiState {
         let uid = viewer.and_then(|Extension(Viewer(uid))| uid)?;
         (self.private && uid != 0).then_some(uid)
     }
+
+    /// The page a request asks for, checked.
+    fn page(&self, asked: &PageQuery) -> Result<Page, PageError> {
+        let limit = asked.limit.unwrap_or(self.pages.default);
+        if limit > self.pages.max {
+            return Err(PageError::TooLarge {
+                limit,
+                max: self.pages.max,
+            });
+        }
+        let after = match asked.before.as_deref() {
+            None => None,
+            Some(text) => Some(parse_cursor(text).ok_or(PageError::Cursor)?),
+        };
+        Ok(Page { limit, after })
+    }
+}
+
+/// A page that is not given: answered 400 with the reason.
+#[derive(Debug, Error)]
+enum PageError {
+    #[error(
+        "limit {limit} is over the largest page, {max} (--api.max-page-size): ask for fewer \
+         and follow the answer's Link header (rel=\"next\") to the next page"
+    )]
+    TooLarge { limit: usize, max: usize },
+    #[error(
+        "before= is not a place this API gave in a Link header (END_TIME:UID:START_TIME:JOBID)"
+    )]
+    Cursor,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +184,25 @@ pub struct JobFilter {
     pub since: Option<f64>,
     /// Finished jobs listed at most.
     pub limit: Option<usize>,
+    /// Only those listed after this place (from a Link header).
+    pub before: Option<String>,
+}
+
+/// Which page of finished jobs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Finished jobs listed at most.
+    pub limit: Option<usize>,
+    /// Only those listed after this place (from a Link header).
+    pub before: Option<String>,
+}
+
+/// A page as asked for, checked.
+#[derive(Debug, Clone)]
+struct Page {
+    limit: usize,
+    after: Option<PageCursor>,
 }
 
 impl JobFilter {
@@ -87,15 +229,28 @@ pub fn routes() -> Router<ApiState> {
 async fn list(
     State(state): State<ApiState>,
     viewer: Option<Extension<Viewer>>,
+    uri: Uri,
     Query(filter): Query<JobFilter>,
 ) -> Response {
+    let asked = PageQuery {
+        limit: filter.limit,
+        before: filter.before.clone(),
+    };
+    let page = match state.page(&asked) {
+        Ok(page) => page,
+        Err(refused) => {
+            state.stats.refuse(&refused);
+            return bad_request(refused.to_string());
+        }
+    };
     let only = state.only_uid(viewer);
     let query = ProfileQuery {
         user: filter.user.clone(),
         uid: only,
         jobid: None,
         since: filter.since,
-        limit: filter.limit,
+        limit: Some(page.limit),
+        after: page.after.clone(),
     };
     let stored = if filter.wants_finished() {
         stored(&state, query).await
@@ -107,27 +262,38 @@ async fn list(
         Err(response) => return response,
     };
     let snapshot = state.shared.latest();
-    let jobs = merge(
+    let listed = merge(
         snapshot
             .jobs
             .iter()
             .map(|job| &**job)
             .filter(|job| filter.matches(job) && only.is_none_or(|uid| job.uid == uid)),
         stored,
-        filter.limit,
+        &page,
     );
-    Json(jobs).into_response()
+    answer(listed, &uri)
 }
 
 async fn one(
     State(state): State<ApiState>,
     viewer: Option<Extension<Viewer>>,
+    uri: Uri,
     Path(jobid): Path<String>,
+    Query(asked): Query<PageQuery>,
 ) -> Response {
+    let page = match state.page(&asked) {
+        Ok(page) => page,
+        Err(refused) => {
+            state.stats.refuse(&refused);
+            return bad_request(refused.to_string());
+        }
+    };
     let only = state.only_uid(viewer);
     let query = ProfileQuery {
         jobid: Some(jobid.clone()),
         uid: only,
+        limit: Some(page.limit),
+        after: page.after.clone(),
         ..Default::default()
     };
     let stored = match stored(&state, query).await {
@@ -135,20 +301,70 @@ async fn one(
         Err(response) => return response,
     };
     let snapshot = state.shared.latest();
-    let jobs = merge(
+    let listed = merge(
         snapshot
             .jobs
             .iter()
             .map(|job| &**job)
             .filter(|job| job.jobid == jobid && only.is_none_or(|uid| job.uid == uid)),
         stored,
-        None,
+        &page,
     );
-    if jobs.is_empty() {
+    if listed.jobs.is_empty() && page.after.is_none() {
         let error = serde_json::json!({ "error": format!("no job {jobid:?} (running, or finished and in the state store)") });
         return (StatusCode::NOT_FOUND, Json(error)).into_response();
     }
-    Json(jobs).into_response()
+    answer(listed, &uri)
+}
+
+/// The jobs as JSON, with a Link to the next page when this one is full.
+fn answer(listed: Listed, uri: &Uri) -> Response {
+    let mut response = Json(listed.jobs).into_response();
+    if let Some(next) = listed.next {
+        let link = format!("<{}>; rel=\"next\"", next_page(uri, &next));
+        // Built from a URI and percent-encoded text: always a valid value.
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert(LINK, value);
+        }
+    }
+    response
+}
+
+/// The request again, for the page after `next`.
+fn next_page(uri: &Uri, next: &PageCursor) -> String {
+    let mut query: Vec<&str> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !pair.starts_with("before="))
+        .collect();
+    let before = format!("before={}", percent_encode(&cursor_text(next)));
+    query.push(&before);
+    format!("{}?{}", uri.path(), query.join("&"))
+}
+
+/// `END_TIME:UID:START_TIME:JOBID` (the job id last: it may hold a `:`).
+/// Rust prints an f64 in the shortest form that reads back the same, so
+/// the place is exact.
+fn cursor_text(cursor: &PageCursor) -> String {
+    format!(
+        "{}:{}:{}:{}",
+        cursor.end_time, cursor.uid, cursor.start_time, cursor.jobid
+    )
+}
+
+fn parse_cursor(text: &str) -> Option<PageCursor> {
+    let mut parts = text.splitn(4, ':');
+    let end_time: f64 = parts.next()?.parse().ok()?;
+    let uid = parts.next()?.parse().ok()?;
+    let start_time: f64 = parts.next()?.parse().ok()?;
+    let jobid = parts.next()?.to_string();
+    (end_time.is_finite() && start_time.is_finite()).then_some(PageCursor {
+        end_time,
+        uid,
+        jobid,
+        start_time,
+    })
 }
 
 /// Profiles from the store (none without one); a store that fails is a 500.
@@ -174,35 +390,77 @@ fn server_error(message: String) -> Response {
         .into_response()
 }
 
-/// Snapshot jobs and stored profiles, one entry per job run (a profile
-/// also in the snapshot's retention is the same run), running jobs first.
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
+/// One answer's jobs, and where the next page starts when there may be one.
+#[derive(Debug)]
+struct Listed {
+    jobs: Vec<JobJson>,
+    next: Option<PageCursor>,
+}
+
+/// A finished job's place in the listing.
+fn place(job: &JobJson) -> PageCursor {
+    PageCursor {
+        end_time: job.end_time.unwrap_or(0.0),
+        uid: job.uid,
+        jobid: job.jobid.clone(),
+        start_time: job.start_time,
+    }
+}
+
+/// Snapshot jobs and a page of stored profiles, one entry per job run (a
+/// profile also in the snapshot's retention is the same run): running jobs
+/// first (on the first page), then the page of finished ones. The store's
+/// page is the first `limit` after the cursor, so the first `limit` of
+/// both together are too.
 fn merge<'a>(
     snapshot: impl Iterator<Item = &'a JobView>,
     stored: Vec<JobJson>,
-    limit: Option<usize>,
-) -> Vec<JobJson> {
+    page: &Page,
+) -> Listed {
     let mut running = Vec::new();
     let mut finished = Vec::new();
     for job in snapshot.map(JobJson::from) {
         match job.state {
-            JobState::Running => running.push(job),
+            JobState::Running if page.after.is_none() => running.push(job),
+            JobState::Running => {}
             JobState::Finished => finished.push(job),
         }
+    }
+    if let Some(after) = &page.after {
+        finished.retain(|job| {
+            let p = place(job);
+            after.precedes(p.end_time, p.uid, &p.jobid, p.start_time)
+        });
     }
     let key = |job: &JobJson| (job.uid, job.jobid.clone(), job.start_time.to_bits());
     let mut seen: HashSet<_> = finished.iter().map(key).collect();
     finished.extend(stored.into_iter().filter(|job| seen.insert(key(job))));
     running.sort_by(|a, b| a.start_time.total_cmp(&b.start_time));
+    // Most recent first, in the store's order (see PageCursor).
     finished.sort_by(|a, b| {
+        let (a, b) = (place(a), place(b));
         b.end_time
-            .unwrap_or(0.0)
-            .total_cmp(&a.end_time.unwrap_or(0.0))
+            .total_cmp(&a.end_time)
+            .then(b.uid.cmp(&a.uid))
+            .then(b.jobid.cmp(&a.jobid))
+            .then(b.start_time.total_cmp(&a.start_time))
     });
-    if let Some(limit) = limit {
-        finished.truncate(limit);
-    }
+    let full = finished.len() >= page.limit && page.limit > 0;
+    finished.truncate(page.limit);
+    let next = full.then(|| finished.last().map(place)).flatten();
     running.extend(finished);
-    running
+    Listed {
+        jobs: running,
+        next,
+    }
 }
 
 #[cfg(test)]
@@ -259,19 +517,28 @@ mod tests {
         let in_retention = job("2", "alice", Some(100));
         let stored_too = JobJson::from(&in_retention);
         let older = JobJson::from(&job("3", "bob", Some(50)));
+        let all = Page {
+            limit: 10,
+            after: None,
+        };
         let merged = merge(
             [&running, &in_retention].into_iter(),
             vec![stored_too, older],
-            None,
+            &all,
         );
-        let ids: Vec<&str> = merged.iter().map(|j| j.jobid.as_str()).collect();
+        let ids: Vec<&str> = merged.jobs.iter().map(|j| j.jobid.as_str()).collect();
         assert_eq!(ids, vec!["1", "2", "3"]);
+        assert!(merged.next.is_none(), "the page is not full");
+        let none = Page {
+            limit: 0,
+            after: None,
+        };
         let limited = merge(
             [&running].into_iter(),
             vec![JobJson::from(&job("3", "bob", Some(50)))],
-            Some(0),
+            &none,
         );
-        assert_eq!(limited.len(), 1, "the limit caps finished jobs only");
+        assert_eq!(limited.jobs.len(), 1, "the limit caps finished jobs only");
     }
 
     #[test]
@@ -286,5 +553,74 @@ mod tests {
         assert_eq!(json["state"], "finished");
         assert_eq!(json["end_time"], 42.0);
         assert_eq!(json["network"]["rx_bytes"], 0);
+    }
+
+    #[test]
+    fn pages_of_snapshot_and_store_follow_each_other() {
+        let running = job("r", "alice", None);
+        let in_memory = job("m", "alice", Some(300));
+        let stored: Vec<JobJson> = [100, 200, 300]
+            .iter()
+            .map(|&end| JobJson::from(&job(&format!("s{end}"), "bob", Some(end))))
+            .collect();
+        let first = merge(
+            [&running, &in_memory].into_iter(),
+            stored.clone(),
+            &Page {
+                limit: 2,
+                after: None,
+            },
+        );
+        let ids: Vec<&str> = first.jobs.iter().map(|j| j.jobid.as_str()).collect();
+        // Same end time: "s300" before "m" (job id descending).
+        assert_eq!(ids, ["r", "s300", "m"]);
+        let next = first.next.expect("a full page has a next one");
+        let text = cursor_text(&next);
+        assert_eq!(parse_cursor(&text), Some(next.clone()));
+        // The store's answer after the cursor: what it would send.
+        let rest: Vec<JobJson> = stored
+            .into_iter()
+            .filter(|j| {
+                let p = place(j);
+                next.precedes(p.end_time, p.uid, &p.jobid, p.start_time)
+            })
+            .collect();
+        let second = merge(
+            [&running, &in_memory].into_iter(),
+            rest,
+            &Page {
+                limit: 2,
+                after: Some(next),
+            },
+        );
+        let ids: Vec<&str> = second.jobs.iter().map(|j| j.jobid.as_str()).collect();
+        assert_eq!(ids, ["s200", "s100"], "running jobs only on the first page");
+    }
+
+    #[test]
+    fn a_cursor_reads_back_exactly_and_nonsense_is_refused() {
+        let cursor = PageCursor {
+            end_time: 1_795_000_000.123_456_7,
+            uid: 1000,
+            jobid: "a:b/c".into(),
+            start_time: 0.1,
+        };
+        assert_eq!(parse_cursor(&cursor_text(&cursor)), Some(cursor));
+        assert_eq!(parse_cursor("1:2:3"), None);
+        assert_eq!(parse_cursor("NaN:2:3:x"), None);
+        assert_eq!(parse_cursor("1:-2:3:x"), None);
+        let uri: Uri = "/api/v1/jobs?user=alice&before=1%3A2&limit=5"
+            .parse()
+            .unwrap();
+        let next = PageCursor {
+            end_time: 2.5,
+            uid: 7,
+            jobid: "j 1".into(),
+            start_time: 1.0,
+        };
+        assert_eq!(
+            next_page(&uri, &next),
+            "/api/v1/jobs?user=alice&limit=5&before=2.5%3A7%3A1%3Aj%201"
+        );
     }
 }

@@ -357,9 +357,39 @@ pub struct DaemonArgs {
     #[arg(long = "state.dir", value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 
-    /// How long finished jobs' profiles stay in the state store (0: for good).
+    /// How long finished jobs' profiles stay in the state store (0: for
+    /// good, as accounting wants; --state.max-profiles bounds the disk).
     #[arg(long = "state.retention", value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
     pub state_retention: Duration,
+
+    /// Profiles the state store keeps at most (about 1.2 KiB of disk each
+    /// for a typical job; 0: no bound). Past it the oldest profiles of the
+    /// users who keep the most are deleted, so one user's flood of jobs evicts that user's own
+    /// history first; counted in
+    /// monitor_state_profiles_pruned_total{reason="max_profiles"}.
+    #[arg(
+        long = "state.max-profiles",
+        value_name = "N",
+        default_value_t = 500_000
+    )]
+    pub state_max_profiles: u64,
+
+    /// Finished jobs' profiles held in memory while the state store cannot
+    /// be written (disk full, broken disk), at most (about 1 KiB each for a typical job).
+    /// Past it the oldest held are dropped, counted in
+    /// monitor_state_profiles_dropped_total{reason="store_unavailable"}.
+    #[arg(long = "state.max-pending", value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub state_max_pending: u64,
+
+    /// Finished jobs a job API answer lists when it names no `limit`; more
+    /// are on the next pages (the answer's Link header, rel="next").
+    #[arg(long = "api.page-size", value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub api_page_size: u64,
+
+    /// The largest `limit` a job API request may ask for (each finished job
+    /// is ~1 KiB of JSON built in memory); a larger one is answered 400.
+    #[arg(long = "api.max-page-size", value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub api_max_page_size: u64,
 }
 
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/monitor";

@@ -332,6 +332,15 @@ impl Daemon {
         }
     }
 
+    /// Like [`Daemon::get`], with the answer's next page (its Link header's
+    /// `rel="next"` target; not read through a secured port's client).
+    pub fn get_page(&self, path: &str) -> anyhow::Result<(String, Option<String>)> {
+        match &self.client {
+            None => crate::http::get_page(self.address, path),
+            Some(curl) => Ok((curl.get_ok(self.address, path)?, None)),
+        }
+    }
+
     /// The daemon's launcher socket.
     pub fn socket(&self) -> &Path {
         &self.socket

@@ -14,6 +14,12 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// GETs `path` and returns the body of a 200 answer. HTTP/1.0, so the
 /// server closes the connection after one unchunked answer.
 pub fn get(address: SocketAddr, path: &str) -> anyhow::Result<String> {
+    get_page(address, path).map(|(body, _)| body)
+}
+
+/// Like [`get`], with the target of the answer's `Link: <...>; rel="next"`
+/// header, if any (the job API's next page).
+pub fn get_page(address: SocketAddr, path: &str) -> anyhow::Result<(String, Option<String>)> {
     let mut stream = TcpStream::connect_timeout(&address, TIMEOUT)
         .with_context(|| format!("connecting to {address}"))?;
     stream
@@ -36,7 +42,19 @@ pub fn get(address: SocketAddr, path: &str) -> anyhow::Result<String> {
     if status.split_whitespace().nth(1) != Some("200") {
         bail!("GET http://{address}{path}: {status}\n{body}");
     }
-    Ok(body.to_string())
+    Ok((body.to_string(), next_link(head)))
+}
+
+/// The `rel="next"` target of a Link header among `head`'s lines.
+pub fn next_link(head: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case("link") {
+            return None;
+        }
+        let (target, params) = value.trim().strip_prefix('<')?.split_once('>')?;
+        params.contains("rel=\"next\"").then(|| target.to_string())
+    })
 }
 
 /// Percent-encodes `text` as one value of a URL query (`?query=...`):

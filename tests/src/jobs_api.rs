@@ -7,18 +7,32 @@ use serde_json::Value;
 
 use crate::{Daemon, daemon::binary};
 
-/// `GET /api/v1/jobs?{query}`, parsed.
+/// `GET /api/v1/jobs?{query}`, parsed: every page of it (the daemon
+/// answers `--api.page-size` finished jobs at a time, naming the next page
+/// in a Link header).
 pub fn api_jobs(daemon: &Daemon, query: &str) -> anyhow::Result<Vec<Value>> {
     let path = if query.is_empty() {
         "/api/v1/jobs".to_string()
     } else {
         format!("/api/v1/jobs?{query}")
     };
-    let body = daemon.get(&path)?;
+    let mut jobs = Vec::new();
+    let mut next = Some(path);
+    while let Some(path) = next {
+        let (page, following) = api_page(daemon, &path)?;
+        jobs.extend(page);
+        next = following;
+    }
+    Ok(jobs)
+}
+
+/// One answer of the job API at `path`: its jobs and its next page, if any.
+pub fn api_page(daemon: &Daemon, path: &str) -> anyhow::Result<(Vec<Value>, Option<String>)> {
+    let (body, next) = daemon.get_page(path)?;
     let jobs: Value =
         serde_json::from_str(&body).with_context(|| format!("{path} is not JSON: {body}"))?;
     match jobs {
-        Value::Array(jobs) => Ok(jobs),
+        Value::Array(jobs) => Ok((jobs, next)),
         other => bail!("{path} is not a list: {other}"),
     }
 }

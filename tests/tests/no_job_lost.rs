@@ -133,7 +133,8 @@ fn five_hundred_short_jobs_are_all_counted() -> anyhow::Result<()> {
     }
     let _machine = cpu_shared();
     const JOBS: usize = 500;
-    let mut daemon = Daemon::start_with(&["--job.retention", "10m"])?;
+    // Every job in one answer of /api/v1/jobs below.
+    let mut daemon = Daemon::start_with(&["--job.retention", "10m", "--api.page-size", "1000"])?;
     // 5 to 20 ms of CPU each, in turn.
     let jobs: Vec<(String, f64)> = (0..JOBS)
         .map(|n| (format!("short-{n}"), (5 + n % 16) as f64 / 1000.0))

@@ -41,6 +41,9 @@ pub struct Response {
     pub status: u16,
     /// The first line, e.g. `HTTP/1.0 404 Not Found`.
     pub status_line: String,
+    /// The `Link` header's `rel="next"` target, if any: where the rest of a
+    /// paged answer is.
+    pub next_page: Option<String>,
     pub body: String,
 }
 
@@ -98,11 +101,29 @@ fn parse(response: &[u8]) -> Result<Response, HttpError> {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| HttpError::BadStatus(status_line.clone()))?;
+    let next_page = head.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("link")
+            .then(|| next_link(value))?
+    });
     let body = String::from_utf8(response[split + 4..].to_vec()).map_err(|_| HttpError::NotUtf8)?;
     Ok(Response {
         status,
         status_line,
+        next_page,
         body,
+    })
+}
+
+/// The target of the `rel="next"` link in a Link header's value.
+fn next_link(value: &str) -> Option<String> {
+    value.split(',').find_map(|link| {
+        let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+        params
+            .split(';')
+            .any(|p| p.trim().eq_ignore_ascii_case("rel=\"next\""))
+            .then(|| target.to_string())
     })
 }
 
@@ -133,6 +154,14 @@ mod tests {
         assert_eq!(response.status, 404);
         assert_eq!(response.status_line, "HTTP/1.0 404 Not Found");
         assert_eq!(response.body, "{\"error\":1}");
+        assert_eq!(response.next_page, None);
+        let paged =
+            parse(b"HTTP/1.0 200 OK\r\nlink: </api/v1/jobs?before=1%3A2>; rel=\"next\"\r\n\r\n[]")
+                .unwrap();
+        assert_eq!(
+            paged.next_page.as_deref(),
+            Some("/api/v1/jobs?before=1%3A2")
+        );
         assert!(matches!(
             parse(b"HTTP/1.0 200 OK\r\n"),
             Err(HttpError::NoHeaders)

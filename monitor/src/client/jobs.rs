@@ -34,9 +34,7 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
     } else {
         format!("/api/v1/jobs?{}", query.join("&"))
     };
-    let body = get(&socket, &path)?;
-    let jobs: Vec<JobJson> =
-        serde_json::from_str(&body).context("the daemon's answer is not a job list")?;
+    let jobs = get_all(&socket, path)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &jobs).context("writing JSON")?;
@@ -47,8 +45,23 @@ pub fn run(args: JobsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// GET over the API socket; the body of a 200 answer.
-fn get(socket: &Path, path: &str) -> anyhow::Result<String> {
+/// Every page of a job list: the daemon answers a page at a time
+/// (`--api.page-size`), each naming the next.
+fn get_all(socket: &Path, path: String) -> anyhow::Result<Vec<JobJson>> {
+    let mut jobs = Vec::new();
+    let mut next = Some(path);
+    while let Some(path) = next {
+        let response = get(socket, &path)?;
+        let page: Vec<JobJson> = serde_json::from_str(&response.body)
+            .context("the daemon's answer is not a job list")?;
+        jobs.extend(page);
+        next = response.next_page;
+    }
+    Ok(jobs)
+}
+
+/// GET over the API socket; a 200 answer.
+fn get(socket: &Path, path: &str) -> anyhow::Result<http::Response> {
     let response = http::unix_get(socket, path).with_context(|| {
         format!(
             "asking the daemon's job API at {} (is `monitor daemon` running? \
@@ -63,7 +76,7 @@ fn get(socket: &Path, path: &str) -> anyhow::Result<String> {
             response.body
         );
     }
-    Ok(response.body)
+    Ok(response)
 }
 
 const HEADER: [&str; 9] = [

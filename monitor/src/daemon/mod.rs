@@ -176,9 +176,13 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|reader| recently_finished(reader, args.job_retention))
         .unwrap_or_default();
-    let retention = (!args.state_retention.is_zero()).then_some(args.state_retention);
-    let writer =
-        crate::store::spawn_writer(store, retention).context("starting the state store writer")?;
+    let writer_config = crate::store::WriterConfig {
+        retention: (!args.state_retention.is_zero()).then_some(args.state_retention),
+        max_profiles: (args.state_max_profiles > 0).then_some(args.state_max_profiles),
+        max_pending: usize::try_from(args.state_max_pending).unwrap_or(usize::MAX),
+    };
+    let writer = crate::store::spawn_writer(store, writer_config)
+        .context("starting the state store writer")?;
     log::info!(
         "state store at {}",
         args.state_dir.join(crate::store::DB_FILE).display()
@@ -242,11 +246,15 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let registry = crate::metrics::registry(shared.clone(), registrations.clone());
+    let api_stats = Arc::new(crate::api::ApiStats::default());
+    let registry =
+        crate::metrics::registry(shared.clone(), registrations.clone(), api_stats.clone());
     let api = ApiState {
         shared: shared.clone(),
         store: reader,
         private: args.api_private,
+        pages: crate::api::PageSizes::new(args.api_page_size, args.api_max_page_size)?,
+        stats: api_stats,
     };
     let registrar = Arc::new(Registrar::new(launcher_config, table, registrations, wake));
     let served = runtime.block_on(async {

@@ -54,6 +54,13 @@ const CROSS_CHECK_EVERY: u64 = 10;
 /// Longest the loop sleeps, so a stop request is seen promptly.
 const MAX_POLL: Duration = Duration::from_millis(200);
 
+/// Longest a cgroup read for the last time keeps its counter slot waiting
+/// for the store. A healthy commit takes milliseconds and a failed one hands
+/// the slots back at once (a locked database after its 5 s busy timeout);
+/// past this the disk hangs, and the slot serves the next jobs better than
+/// as a backup of this one's final values.
+const MAX_SLOT_HOLD: Duration = Duration::from_secs(10);
+
 pub struct SamplerConfig {
     pub mount: PathBuf,
     pub root_dir: PathBuf,
@@ -81,9 +88,11 @@ pub struct Sampler {
     /// The state store's writer; None runs without one (profiles are then
     /// kept in memory for the retention only).
     store: Option<StoreHandle>,
-    /// Cgroups read for the last time whose slots are freed once the
-    /// store has their job's profile (or registry) on disk.
-    pending_release: HashSet<u64>,
+    /// Cgroups read for the last time whose slots are freed once the store
+    /// has their job's profile (or registry) on disk, or has failed to put
+    /// it there, or at the latest [`MAX_SLOT_HOLD`] after they were handed
+    /// over (when): a store that cannot write never fills the counter map.
+    pending_release: HashMap<u64, Instant>,
     /// The job table's generation when the registry was last handed to the store.
     saved_generation: Option<u64>,
     /// Jobs that finished within the retention before a restart, from the
@@ -134,7 +143,7 @@ impl Sampler {
             health: Health::default(),
             files: HashMap::new(),
             store: None,
-            pending_release: HashSet::new(),
+            pending_release: HashMap::new(),
             saved_generation: None,
             restored: Vec::new(),
             // Tasks may have entered jobs before the programs were attached.
@@ -277,13 +286,24 @@ impl Sampler {
         }
     }
 
-    /// Frees the counter slots of cgroups whose final values are on disk.
+    /// Frees the counter slots of cgroups whose final values are on disk
+    /// (or that the store failed to write, or held too long).
     fn release_stored(&mut self) {
         let Some(store) = &self.store else {
             return;
         };
-        for id in store.released() {
-            self.pending_release.remove(&id);
+        let mut ids = store.released();
+        let now = Instant::now();
+        ids.extend(
+            self.pending_release
+                .iter()
+                .filter(|(_, handed)| now.duration_since(**handed) >= MAX_SLOT_HOLD)
+                .map(|(id, _)| *id),
+        );
+        for id in ids {
+            if self.pending_release.remove(&id).is_none() {
+                continue; // freed already (held too long, then released)
+            }
             if let Err(e) = self.probes.counters.release(id) {
                 log::debug!("freeing counters of cgroup {id}: {e}");
             }
@@ -547,7 +567,9 @@ impl Sampler {
 
     /// Hands the ended jobs' profiles and the registry (when it changed) to
     /// the store, with the cgroups read for the last time: their slots are
-    /// freed once the batch is durable. Without a store they are freed now.
+    /// freed once the batch is durable (so a daemon killed meanwhile finds
+    /// their final values at its restart), or its commit failed, or after
+    /// [`MAX_SLOT_HOLD`]. Without a store they are freed now.
     fn save(&mut self, freed: Vec<u64>, ended: &[Job]) {
         if self.store.is_none() {
             self.release(freed);
@@ -587,7 +609,9 @@ impl Sampler {
         match store.send(batch) {
             Ok(()) => {
                 self.saved_generation = saved;
-                self.pending_release.extend(freed);
+                let now = Instant::now();
+                self.pending_release
+                    .extend(freed.into_iter().map(|id| (id, now)));
             }
             Err(e) => {
                 log::error!("state store: {e}; finished jobs are kept in memory only");
@@ -660,7 +684,7 @@ impl Sampler {
         let table = table.lock().unwrap_or_else(|e| e.into_inner());
         for id in self.probes.counters.ids() {
             // Read for the last time already; freed once their job is stored.
-            if self.pending_release.contains(&id) {
+            if self.pending_release.contains_key(&id) {
                 continue;
             }
             let Some(sum) = self

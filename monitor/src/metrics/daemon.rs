@@ -122,8 +122,27 @@ impl Collector for DaemonCollector {
             f.single_gauge_i64(i64::try_from(store.profiles_pending()).unwrap_or(i64::MAX))?;
             let f = family(
                 &mut encoder,
+                "monitor_state_profiles_stored",
+                "Profiles in the state store.",
+                None,
+                MetricType::Gauge,
+            )?;
+            f.single_gauge_i64(i64::try_from(store.profiles_stored()).unwrap_or(i64::MAX))?;
+            let mut f = family(
+                &mut encoder,
+                "monitor_state_profiles_dropped",
+                "Finished jobs' profiles dropped before reaching the state store: store_unavailable, held in memory past --state.max-pending while commits failed.",
+                None,
+                MetricType::Counter,
+            )?;
+            f.counter_u64(
+                &[("reason", "store_unavailable")],
+                store.dropped_unavailable(),
+            )?;
+            let f = family(
+                &mut encoder,
                 "monitor_state_commit_errors",
-                "Failed state store commits (retried; nothing is dropped).",
+                "Failed state store commits (retried; profiles are held in memory up to --state.max-pending).",
                 None,
                 MetricType::Counter,
             )?;
@@ -136,14 +155,15 @@ impl Collector for DaemonCollector {
                 MetricType::Counter,
             )?;
             f.single_counter(store.commits())?;
-            let f = family(
+            let mut f = family(
                 &mut encoder,
                 "monitor_state_profiles_pruned",
-                "Profiles deleted from the state store for being older than --state.retention.",
+                "Profiles deleted from the state store: retention, older than --state.retention; max_profiles, the oldest of the users keeping the most, past --state.max-profiles.",
                 None,
                 MetricType::Counter,
             )?;
-            f.single_counter(store.profiles_pruned())?;
+            f.counter_u64(&[("reason", "retention")], store.pruned_retention())?;
+            f.counter_u64(&[("reason", "max_profiles")], store.pruned_max_profiles())?;
             let f = family(
                 &mut encoder,
                 "monitor_state_commit_duration",

@@ -1,5 +1,6 @@
 //! `/metrics`: collectors that encode the latest snapshot, one per concern
 //! (jobs, kernel programs, the daemon itself), node_exporter style.
+mod api;
 mod daemon;
 pub mod encode;
 pub mod exposition;
@@ -12,11 +13,16 @@ use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
 
-use crate::{daemon::snapshot::SharedSnapshot, launcher::stats::RegistrationStats};
+use crate::{api::ApiStats, daemon::snapshot::SharedSnapshot, launcher::stats::RegistrationStats};
 
 /// The registry served at the telemetry path.
-pub fn registry(shared: Arc<SharedSnapshot>, registrations: Arc<RegistrationStats>) -> Registry {
+pub fn registry(
+    shared: Arc<SharedSnapshot>,
+    registrations: Arc<RegistrationStats>,
+    api: Arc<ApiStats>,
+) -> Registry {
     let mut registry = Registry::default();
+    registry.register_collector(Box::new(api::ApiCollector(api)));
     registry.register_collector(Box::new(launcher::LauncherCollector(registrations)));
     registry.register_collector(Box::new(jobs::JobCollector(shared.clone())));
     registry.register_collector(Box::new(job_resources::JobResourceCollector(

@@ -17,6 +17,8 @@ mod query;
 mod schema;
 pub mod writer;
 
+pub use query::PageCursor;
+
 use std::{
     fs::{self, DirBuilder, Permissions},
     io,
@@ -29,7 +31,7 @@ use std::{
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use thiserror::Error;
 
-pub use writer::{StoreHandle, WriterStats, spawn as spawn_writer};
+pub use writer::{StoreHandle, WriterConfig, WriterStats, spawn as spawn_writer};
 
 /// The database's file name in the state directory.
 pub const DB_FILE: &str = "jobs.db";
@@ -70,7 +72,7 @@ pub struct Batch {
 }
 
 /// Which profiles to list; all filters are optional and combine with AND.
-/// Results are most recent first (by end time).
+/// Results are most recent first (see [`PageCursor`] for the exact order).
 #[derive(Debug, Clone, Default)]
 pub struct ProfileQuery {
     pub user: Option<String>,
@@ -81,6 +83,8 @@ pub struct ProfileQuery {
     pub since: Option<f64>,
     /// At most this many, the most recent.
     pub limit: Option<usize>,
+    /// Only those listed after this one (the next page).
+    pub after: Option<PageCursor>,
 }
 
 #[derive(Debug, Error)]
@@ -237,18 +241,22 @@ impl Store {
     }
 
     #[cfg(test)]
-    /// Stores one batch in one transaction; see [`Store::commit_all`].
+    /// Stores one batch in one transaction; see [`Store::commit_profiles`].
     pub fn commit(&mut self, batch: &Batch) -> Result<u64, StoreError> {
-        self.commit_all(std::slice::from_ref(batch))
+        batch.check()?;
+        self.commit_profiles(&batch.profiles, batch.registry.as_deref())
     }
 
-    /// Stores the profiles of all `batches` and the last registry among
-    /// them in ONE transaction: all of it is durable when this returns Ok,
-    /// none of it when it fails. A profile already stored (same uid, job id
-    /// and start time) is left as it is, so re-sending a batch is harmless.
-    /// Returns how many profiles were new.
-    pub fn commit_all(&mut self, batches: &[Batch]) -> Result<u64, StoreError> {
-        batches.iter().try_for_each(Batch::check)?;
+    /// Stores `profiles` and the `registry` (if any) in ONE transaction: all
+    /// of it is durable when this returns Ok, none of it when it fails. A
+    /// profile already stored (same uid, job id and start time) is left as
+    /// it is, so re-sending one is harmless. Returns how many were new.
+    pub fn commit_profiles(
+        &mut self,
+        profiles: &[Profile],
+        registry: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        profiles.iter().try_for_each(Profile::check)?;
         let path = &self.path;
         let sql = |what| StoreError::sqlite(path, what);
         // IMMEDIATE takes the write lock up front, where busy_timeout applies;
@@ -265,7 +273,7 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(sql("preparing the profile insert"))?;
-            for p in batches.iter().flat_map(|b| &b.profiles) {
+            for p in profiles {
                 inserted += insert
                     .execute(params![
                         p.uid,
@@ -278,7 +286,7 @@ impl Store {
                     .map_err(sql("inserting a profile"))? as u64;
             }
         }
-        if let Some(registry) = batches.iter().rev().find_map(|b| b.registry.as_deref()) {
+        if let Some(registry) = registry {
             tx.execute(
                 "INSERT OR REPLACE INTO registry (id, json) VALUES (1, ?1)",
                 [registry],
@@ -300,12 +308,47 @@ impl Store {
         Ok(deleted as u64)
     }
 
+    /// Deletes about `excess` profiles, the oldest of the uids that keep the
+    /// most: those are trimmed down to a common level, so one user's flood
+    /// of jobs evicts that user's own history first, not everyone's.
+    /// Returns how many were deleted.
+    pub fn prune_largest(&mut self, excess: u64) -> Result<u64, StoreError> {
+        if excess == 0 {
+            return Ok(0);
+        }
+        let path = &self.path;
+        let sql = |what| StoreError::sqlite(path, what);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("starting a transaction"))?;
+        let per_uid = query::count_per_uid(&tx, path)?;
+        let mut deleted = 0;
+        {
+            let mut delete = tx
+                .prepare_cached(
+                    "DELETE FROM profiles WHERE rowid IN
+                     (SELECT rowid FROM profiles WHERE uid = ?1 ORDER BY end_time, rowid LIMIT ?2)",
+                )
+                .map_err(sql("preparing the size pruning"))?;
+            for (uid, n) in trim_to_level(&per_uid, excess) {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
+                deleted += delete
+                    .execute(params![uid, n])
+                    .map_err(sql("pruning the largest users' profiles"))?
+                    as u64;
+            }
+        }
+        tx.commit().map_err(sql("committing the size pruning"))?;
+        Ok(deleted)
+    }
+
     #[cfg(test)]
     pub fn profiles(&self, query: &ProfileQuery) -> Result<Vec<String>, StoreError> {
         query::profiles(&self.conn, &self.path, query)
     }
 
-    #[cfg(test)]
+    /// How many profiles are stored (reads an index: ~ms per 100,000).
     pub fn count(&self) -> Result<u64, StoreError> {
         query::count(&self.conn, &self.path)
     }
@@ -313,6 +356,38 @@ impl Store {
     pub fn registry(&self) -> Result<Option<String>, StoreError> {
         query::registry(&self.conn, &self.path)
     }
+}
+
+/// How many profiles to delete of each uid so that about `excess` go in
+/// all, taking from the uids with the most (`per_uid`: uid and count, any
+/// order) down to a common level: with 900, 50 and 50 and an excess of 100,
+/// the first keeps 800; with 500, 480 and 20 and an excess of 100, the first
+/// two keep 440 each.
+pub fn trim_to_level(per_uid: &[(u32, u64)], excess: u64) -> Vec<(u32, u64)> {
+    let mut counts: Vec<(u32, u64)> = per_uid.to_vec();
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let mut need = excess.min(counts.iter().map(|c| c.1).sum());
+    let Some(&(_, mut level)) = counts.first() else {
+        return Vec::new();
+    };
+    // Lower the level over the top `n` uids until it frees `need`.
+    for n in 1..=counts.len() as u64 {
+        let next = counts.get(n as usize).map_or(0, |c| c.1);
+        let room = n * (level - next);
+        if need <= room {
+            level -= need.div_ceil(n);
+            need = 0;
+            break;
+        }
+        need -= room;
+        level = next;
+    }
+    debug_assert_eq!(need, 0);
+    counts
+        .into_iter()
+        .filter(|&(_, count)| count > level)
+        .map(|(uid, count)| (uid, count - level))
+        .collect()
 }
 
 /// A read-only connection for the HTTP API, beside the writer's (rather than
@@ -558,6 +633,7 @@ pub(crate) mod tests {
             since: Some(50.0),
             limit: Some(1),
             uid: None,
+            after: None,
         };
         assert_eq!(store.profiles(&all).unwrap(), json(&[3]));
         let none = ProfileQuery {
@@ -670,5 +746,94 @@ pub(crate) mod tests {
             matches!(error, StoreError::NotMigrated { found: 0, .. }),
             "{error}"
         );
+    }
+
+    #[test]
+    fn pages_follow_each_other_without_gaps_or_repeats() {
+        let dir = TestDir::new("pages");
+        let mut store = Store::open(dir.path()).unwrap();
+        // Ties on the end time, broken by uid, job id and start time.
+        let mut all = Vec::new();
+        for uid in [1000, 1001] {
+            for jobid in ["a", "b"] {
+                for start in [1.0, 2.0] {
+                    let mut p = profile(uid, jobid, "u", start, 50.0);
+                    p.json = format!(r#"{{"jobid":"{jobid}","uid":{uid},"start":{start}}}"#);
+                    all.push(p);
+                }
+            }
+        }
+        all.push(profile(1000, "z", "u", 0.0, 60.0));
+        store.commit(&batch(all.clone())).unwrap();
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .profiles(&ProfileQuery {
+                    limit: Some(3),
+                    after: after.clone(),
+                    ..query()
+                })
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            let last = all.iter().find(|p| p.json == *last).unwrap();
+            after = Some(PageCursor {
+                end_time: last.end_time,
+                uid: last.uid,
+                jobid: last.jobid.clone(),
+                start_time: last.start_time,
+            });
+            seen.extend(page);
+        }
+        assert_eq!(seen.len(), all.len(), "{seen:?}");
+        assert_eq!(seen[0], all[8].json, "the latest first");
+        assert_eq!(seen[1], all[7].json, "then uid, job id, start descending");
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), all.len());
+        let cursor = PageCursor {
+            end_time: 50.0,
+            uid: 1000,
+            jobid: "b".into(),
+            start_time: 1.0,
+        };
+        assert!(cursor.precedes(50.0, 1000, "a", 2.0));
+        assert!(!cursor.precedes(50.0, 1001, "a", 1.0));
+        assert!(!cursor.precedes(50.0, 1000, "b", 1.0), "not itself");
+    }
+
+    #[test]
+    fn trimming_takes_from_the_largest_down_to_a_common_level() {
+        assert_eq!(
+            trim_to_level(&[(1, 50), (2, 900), (3, 50)], 100),
+            [(2, 100)]
+        );
+        let mut cuts = trim_to_level(&[(1, 500), (2, 480), (3, 20)], 100);
+        cuts.sort();
+        assert_eq!(cuts, [(1, 60), (2, 40)]);
+        assert_eq!(trim_to_level(&[(1, 3)], 10), [(1, 3)]);
+        assert!(trim_to_level(&[], 10).is_empty());
+        assert!(trim_to_level(&[(1, 3)], 0).is_empty());
+    }
+
+    #[test]
+    fn pruning_the_largest_keeps_the_others() {
+        let dir = TestDir::new("prune-largest");
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut profiles = vec![profile(1001, "b", "bob", 0.0, 1.0)];
+        profiles.extend(
+            (0..10).map(|i| profile(1000, &i.to_string(), "alice", 0.0, 10.0 + f64::from(i))),
+        );
+        store.commit(&batch(profiles)).unwrap();
+        assert_eq!(store.prune_largest(4).unwrap(), 4);
+        assert_eq!(store.count().unwrap(), 7);
+        let alice = ProfileQuery {
+            uid: Some(1000),
+            ..query()
+        };
+        let kept = store.profiles(&alice).unwrap();
+        assert_eq!(kept.len(), 6);
+        assert!(kept.last().unwrap().contains(r#""jobid":"4""#), "{kept:?}");
     }
 }

@@ -40,6 +40,14 @@ const MIGRATIONS: &[&str] = &[
         json TEXT NOT NULL
     );
     ",
+    // 2: the listing's whole order in one index (pages start after a
+    // (end_time, uid, jobid, start_time) cursor), and the per-uid views
+    // (--api.private, pruning the largest users) by end time.
+    "
+    DROP INDEX profiles_end_time;
+    CREATE INDEX profiles_listing ON profiles (end_time, uid, jobid, start_time);
+    CREATE INDEX profiles_uid ON profiles (uid, end_time);
+    ",
 ];
 
 /// The schema version this build writes and reads.
@@ -148,5 +156,40 @@ mod tests {
         // The refusal changed nothing.
         let conn = Connection::open(&file).unwrap();
         assert_eq!(user_version(&conn, dir.path()).unwrap(), VERSION + 1);
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_with_its_profiles() {
+        let dir = TestDir::new("schema-v1");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let conn = Connection::open(dir.path().join("jobs.db")).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute(
+            "INSERT INTO profiles VALUES (1000, '1', 10.0, 20.0, 'alice', '{}')",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.count().unwrap(), 1);
+        let conn = Connection::open(dir.path().join("jobs.db")).unwrap();
+        assert_eq!(user_version(&conn, dir.path()).unwrap(), VERSION);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "profiles_jobid",
+                "profiles_listing",
+                "profiles_uid",
+                "profiles_user"
+            ]
+        );
     }
 }

@@ -2,17 +2,27 @@
 //! fsync.
 //!
 //! The sampler hands [`Batch`]es over an unbounded channel
-//! ([`StoreHandle::send`] never blocks). The thread commits what is queued,
-//! several batches in one transaction when they piled up during the last
-//! commit, and only then hands the batches' `release` ids back
-//! ([`StoreHandle::released`]): the sampler frees a job's kernel counter
-//! slots after its profile is durable, so a crash at any point loses no job.
+//! ([`StoreHandle::send`] never blocks). The thread commits what is held,
+//! everything that piled up during the last commit in one transaction, and
+//! then hands the batches' `release` ids back ([`StoreHandle::released`]):
+//! the sampler frees a job's kernel counter slots once its profile is
+//! durable, so a crash at any point loses no job. A commit that fails hands
+//! them back too: the store had its chance, and a store that cannot write
+//! must not hold the kernel's counter map (shared by every job) hostage.
 //!
-//! A failed commit keeps its batches and retries them with a backoff (1 s
-//! doubling to a minute), together with whatever arrived meanwhile;
-//! profiles are never dropped to get going again. Closing the handle makes
-//! the thread write what it holds and exit.
+//! A failed commit keeps what it held and retries it with a backoff (1 s
+//! doubling to 10 s), together with whatever arrived meanwhile, logging at
+//! most every [`LOG_EVERY`]. While it fails, at most
+//! [`WriterConfig::max_pending`] profiles are held; older ones are dropped
+//! (and counted) for newer. Closing the handle makes the thread write what
+//! it holds and exit.
+//!
+//! Bounds on disk: profiles of jobs that ended longer ago than the
+//! retention are deleted (checked at start, then once a minute); past
+//! [`WriterConfig::max_profiles`], the oldest profiles of the uids that keep
+//! the most are (see [`Store::prune_largest`]).
 use std::{
+    collections::VecDeque,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering::Relaxed},
@@ -22,17 +32,45 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use super::{Batch, Store, StoreError};
+use super::{Batch, Profile, Store, StoreError};
+use crate::system::log_every::LogEvery;
 
+/// Failures and drops are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 /// The first retry delay after a failed commit; doubled per failure.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(60);
+/// The longest pause between retries: a full disk costs one failed
+/// transaction per this, and writing starts again at most this long after
+/// space is freed.
+const MAX_RETRY: Duration = Duration::from_secs(10);
 /// Retention pruning runs at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// When closing: how many times to try writing what is held, and the pause
 /// between tries. Short, as the daemon's stop waits for it.
 const EXIT_ATTEMPTS: u32 = 3;
 const EXIT_RETRY: Duration = Duration::from_secs(1);
+
+/// What the writer keeps to.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Delete the profiles of jobs that ended longer ago than this.
+    pub retention: Option<Duration>,
+    /// Keep at most this many profiles (pruned down by a twentieth more,
+    /// so pruning runs once per that many new profiles, not per commit).
+    pub max_profiles: Option<u64>,
+    /// Profiles held in memory while commits fail, at most.
+    pub max_pending: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            retention: None,
+            max_profiles: None,
+            max_pending: usize::MAX,
+        }
+    }
+}
 
 /// Counters for the metrics; updated by the writer thread.
 #[derive(Debug, Default)]
@@ -42,7 +80,10 @@ pub struct WriterStats {
     commit_errors: AtomicU64,
     last_commit_micros: AtomicU64,
     profiles_pending: AtomicU64,
-    profiles_pruned: AtomicU64,
+    profiles_stored: AtomicU64,
+    pruned_retention: AtomicU64,
+    pruned_max_profiles: AtomicU64,
+    dropped_unavailable: AtomicU64,
 }
 
 impl WriterStats {
@@ -71,9 +112,24 @@ impl WriterStats {
         self.profiles_pending.load(Relaxed)
     }
 
-    /// Profiles deleted by retention.
-    pub fn profiles_pruned(&self) -> u64 {
-        self.profiles_pruned.load(Relaxed)
+    /// Profiles in the store.
+    pub fn profiles_stored(&self) -> u64 {
+        self.profiles_stored.load(Relaxed)
+    }
+
+    /// Profiles deleted for being older than the retention.
+    pub fn pruned_retention(&self) -> u64 {
+        self.pruned_retention.load(Relaxed)
+    }
+
+    /// Profiles deleted to keep the store within its maximum.
+    pub fn pruned_max_profiles(&self) -> u64 {
+        self.pruned_max_profiles.load(Relaxed)
+    }
+
+    /// Profiles dropped from memory while the store could not be written.
+    pub fn dropped_unavailable(&self) -> u64 {
+        self.dropped_unavailable.load(Relaxed)
     }
 }
 
@@ -86,23 +142,26 @@ pub struct StoreHandle {
     thread: Option<JoinHandle<Result<(), StoreError>>>,
 }
 
-/// Starts the writer thread on `store`. With a `retention`, profiles of
-/// jobs that ended longer ago than that are deleted (checked at start, then
-/// at most once a minute).
-pub fn spawn(store: Store, retention: Option<Duration>) -> Result<StoreHandle, StoreError> {
+/// Starts the writer thread on `store`.
+pub fn spawn(store: Store, config: WriterConfig) -> Result<StoreHandle, StoreError> {
     let (batches, batches_rx) = mpsc::channel();
     let (released_tx, released) = mpsc::channel();
     let stats = Arc::new(WriterStats::default());
+    let stored = store.count()?;
+    stats.profiles_stored.store(stored, Relaxed);
     let writer = Writer {
         store,
         batches: batches_rx,
         released: released_tx,
         stats: stats.clone(),
-        retention,
-        pending: Vec::new(),
+        config,
+        pending: Pending::default(),
+        stored,
         failures: 0,
         retry_at: None,
         prune_at: Instant::now(),
+        failure_log: LogEvery::new(LOG_EVERY),
+        drop_log: LogEvery::new(LOG_EVERY),
     };
     let thread = crate::system::vital_thread::spawn("store-writer", move || writer.run())
         .map_err(StoreError::Spawn)?;
@@ -127,8 +186,8 @@ impl StoreHandle {
             .map_err(|_| StoreError::WriterGone)
     }
 
-    /// The `release` ids of the batches made durable since the last call
-    /// (never waits).
+    /// The `release` ids of the batches committed, or whose commit failed,
+    /// since the last call (never waits).
     pub fn released(&self) -> Vec<u64> {
         self.released.try_iter().flatten().collect()
     }
@@ -162,23 +221,52 @@ impl Drop for StoreHandle {
     }
 }
 
+/// What was received and is not committed yet: the batches merged.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Oldest first.
+    profiles: VecDeque<Profile>,
+    /// The latest registry received (an older one is of no use).
+    registry: Option<String>,
+    release: Vec<u64>,
+}
+
+impl Pending {
+    fn add(&mut self, batch: Batch) {
+        self.profiles.extend(batch.profiles);
+        if batch.registry.is_some() {
+            self.registry = batch.registry;
+        }
+        self.release.extend(batch.release);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.profiles.is_empty() && self.registry.is_none() && self.release.is_empty()
+    }
+}
+
 struct Writer {
     store: Store,
     batches: Receiver<Batch>,
     released: Sender<Vec<u64>>,
     stats: Arc<WriterStats>,
-    retention: Option<Duration>,
-    /// Received and not yet committed, in order.
-    pending: Vec<Batch>,
+    config: WriterConfig,
+    pending: Pending,
+    /// Profiles in the store (counted at start, then kept up to date).
+    stored: u64,
     /// Commits failed in a row.
     failures: u32,
     /// No commit before this, after a failure.
     retry_at: Option<Instant>,
     prune_at: Instant,
+    failure_log: LogEvery,
+    drop_log: LogEvery,
 }
 
 impl Writer {
     fn run(mut self) -> Result<(), StoreError> {
+        // A lowered maximum applies at once.
+        self.prune_to_max();
         loop {
             let received = match self.wake_at() {
                 None => self
@@ -190,17 +278,24 @@ impl Writer {
                     .recv_timeout(at.saturating_duration_since(Instant::now())),
             };
             match received {
-                Ok(batch) => self.pending.push(batch),
+                Ok(batch) => self.pending.add(batch),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             // What queued up during the last commit goes in this one.
-            self.pending.extend(self.batches.try_iter());
+            for batch in self.batches.try_iter() {
+                self.pending.add(batch);
+            }
+            self.drop_over_bound();
             self.note_pending();
             let retry_due = self.retry_at.is_none_or(|at| Instant::now() >= at);
-            if !self.pending.is_empty() && retry_due {
-                // A failure is logged and kept for the retry.
-                let _ = self.commit();
+            if !self.pending.is_empty() && retry_due && self.commit().is_ok() {
+                self.prune_to_max();
+            }
+            if self.failures > 0 {
+                // Waiting for a retry: what arrived meanwhile is not held
+                // in the counter map either.
+                self.hand_back_release();
             }
             self.prune_if_due();
         }
@@ -210,19 +305,27 @@ impl Writer {
     /// When to stop waiting for a batch: for a retry or for pruning.
     fn wake_at(&self) -> Option<Instant> {
         let retry = self.retry_at.filter(|_| !self.pending.is_empty());
-        let prune = self.retention.map(|_| self.prune_at);
+        let prune = self.config.retention.map(|_| self.prune_at);
         match (retry, prune) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Commits all pending batches in one transaction, then releases them.
+    /// Commits everything pending in one transaction. Either way the
+    /// release ids go back (see the module documentation).
     fn commit(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
-        match self.store.commit_all(&self.pending) {
+        let profiles = self.pending.profiles.make_contiguous();
+        let result = self
+            .store
+            .commit_profiles(profiles, self.pending.registry.as_deref());
+        self.hand_back_release();
+        match result {
             Ok(inserted) => {
                 let took = started.elapsed();
+                self.stored += inserted;
+                self.stats.profiles_stored.store(self.stored, Relaxed);
                 self.stats.profiles_written.fetch_add(inserted, Relaxed);
                 self.stats.commits.fetch_add(1, Relaxed);
                 self.stats
@@ -234,15 +337,13 @@ impl Writer {
                         self.store.path().display(),
                         self.failures
                     );
+                    self.failure_log = LogEvery::new(LOG_EVERY);
                 }
                 self.failures = 0;
                 self.retry_at = None;
-                let ids: Vec<u64> = self.pending.drain(..).flat_map(|b| b.release).collect();
+                self.pending.profiles.clear();
+                self.pending.registry = None;
                 self.note_pending();
-                if !ids.is_empty() {
-                    // Fails only once the handle is gone: nobody to free for.
-                    let _ = self.released.send(ids);
-                }
                 Ok(())
             }
             Err(error) => {
@@ -252,12 +353,47 @@ impl Writer {
                     .saturating_mul(2u32.saturating_pow(self.failures - 1))
                     .min(MAX_RETRY);
                 self.retry_at = Some(Instant::now() + delay);
-                log::error!(
-                    "{error}; keeping {} profiles in memory, retrying in {delay:?}",
-                    self.pending_profiles()
-                );
+                if let Some(failed) = self.failure_log.note(1, Instant::now()) {
+                    log::error!(
+                        "{error} ({failed} failed commits since the last such line); \
+                         holding {} profiles in memory (at most {}), retrying every \
+                         {MAX_RETRY:?} at most",
+                        self.pending.profiles.len(),
+                        self.config.max_pending,
+                    );
+                }
                 Err(error)
             }
+        }
+    }
+
+    /// Hands the release ids held back to the sampler.
+    fn hand_back_release(&mut self) {
+        let ids = std::mem::take(&mut self.pending.release);
+        if !ids.is_empty() {
+            // Fails only once the handle is gone: nobody to free for.
+            let _ = self.released.send(ids);
+        }
+    }
+
+    /// Drops the oldest held profiles past the bound, counted and logged.
+    fn drop_over_bound(&mut self) {
+        let held = self.pending.profiles.len();
+        let Some(over) = held.checked_sub(self.config.max_pending).filter(|&n| n > 0) else {
+            return;
+        };
+        self.pending.profiles.drain(..over);
+        self.stats
+            .dropped_unavailable
+            .fetch_add(over as u64, Relaxed);
+        if let Some(dropped) = self.drop_log.note(over as u64, Instant::now()) {
+            log::error!(
+                "{}: the state store cannot be written: dropped {dropped} finished jobs' \
+                 profiles (the oldest held) since the last such line, to hold at most {} in \
+                 memory (--state.max-pending)",
+                self.store.path().display(),
+                self.config.max_pending,
+            );
         }
     }
 
@@ -269,7 +405,7 @@ impl Writer {
                 if attempts >= EXIT_ATTEMPTS {
                     return Err(StoreError::Unflushed {
                         path: self.store.path().to_path_buf(),
-                        profiles: self.pending_profiles(),
+                        profiles: self.pending.profiles.len(),
                         source: Box::new(error),
                     });
                 }
@@ -279,8 +415,29 @@ impl Writer {
         Ok(())
     }
 
+    /// Past the maximum, deletes down to a twentieth under it.
+    fn prune_to_max(&mut self) {
+        let Some(max) = self.config.max_profiles else {
+            return;
+        };
+        if self.stored <= max {
+            return;
+        }
+        let excess = self.stored - max + max / 20;
+        match self.store.prune_largest(excess) {
+            Ok(deleted) => {
+                self.stored = self.stored.saturating_sub(deleted);
+                self.stats.profiles_stored.store(self.stored, Relaxed);
+                self.stats.pruned_max_profiles.fetch_add(deleted, Relaxed);
+                log::debug!("pruned {deleted} profiles to keep at most {max}");
+            }
+            // Tried again after the next commit; the store only stays larger.
+            Err(error) => log::error!("{error}"),
+        }
+    }
+
     fn prune_if_due(&mut self) {
-        let Some(retention) = self.retention else {
+        let Some(retention) = self.config.retention else {
             return;
         };
         let now = Instant::now();
@@ -295,7 +452,9 @@ impl Writer {
             .as_secs_f64();
         match self.store.prune(unix_now - retention.as_secs_f64()) {
             Ok(deleted) => {
-                self.stats.profiles_pruned.fetch_add(deleted, Relaxed);
+                self.stored = self.stored.saturating_sub(deleted);
+                self.stats.profiles_stored.store(self.stored, Relaxed);
+                self.stats.pruned_retention.fetch_add(deleted, Relaxed);
                 if deleted > 0 {
                     log::debug!("pruned {deleted} profiles older than {retention:?}");
                 }
@@ -305,12 +464,8 @@ impl Writer {
         }
     }
 
-    fn pending_profiles(&self) -> usize {
-        self.pending.iter().map(|b| b.profiles.len()).sum()
-    }
-
     fn note_pending(&self) {
-        let pending = self.pending_profiles() as u64;
+        let pending = self.pending.profiles.len() as u64;
         self.stats.profiles_pending.store(pending, Relaxed);
     }
 }
@@ -356,7 +511,7 @@ mod tests {
     #[test]
     fn release_ids_come_back_only_once_the_batch_is_committed() {
         let dir = TestDir::new("writer-release");
-        let handle = spawn(Store::open(dir.path()).unwrap(), None).unwrap();
+        let handle = spawn(Store::open(dir.path()).unwrap(), WriterConfig::default()).unwrap();
         let reader = StoreReader::open(dir.path()).unwrap();
 
         let lock = lock_writes(&dir);
@@ -381,7 +536,7 @@ mod tests {
     #[test]
     fn batches_queued_during_a_commit_share_the_next_one() {
         let dir = TestDir::new("writer-coalesce");
-        let handle = spawn(Store::open(dir.path()).unwrap(), None).unwrap();
+        let handle = spawn(Store::open(dir.path()).unwrap(), WriterConfig::default()).unwrap();
         let lock = lock_writes(&dir);
         handle.send(batch(&["0"], &[0])).unwrap();
         thread::sleep(Duration::from_millis(100)); // the writer waits for the lock
@@ -407,7 +562,7 @@ mod tests {
     #[test]
     fn closing_writes_everything_queued() {
         let dir = TestDir::new("writer-flush");
-        let handle = spawn(Store::open(dir.path()).unwrap(), None).unwrap();
+        let handle = spawn(Store::open(dir.path()).unwrap(), WriterConfig::default()).unwrap();
         for i in 0..50u64 {
             handle.send(batch(&[&i.to_string()], &[i])).unwrap();
         }
@@ -417,42 +572,140 @@ mod tests {
         assert_eq!(Store::open(dir.path()).unwrap().count().unwrap(), 50);
 
         // Dropping the handle waits too.
-        let handle = spawn(Store::open(dir.path()).unwrap(), None).unwrap();
+        let handle = spawn(Store::open(dir.path()).unwrap(), WriterConfig::default()).unwrap();
         handle.send(batch(&["50"], &[])).unwrap();
         drop(handle);
         assert_eq!(Store::open(dir.path()).unwrap().count().unwrap(), 51);
     }
 
-    #[test]
-    fn a_failed_commit_keeps_its_batches_and_retries() {
-        let dir = TestDir::new("writer-retry");
-        let store = Store::open(dir.path()).unwrap();
-        // Make every insert fail until the trigger goes.
+    /// Makes every insert fail until the returned connection drops the trigger.
+    fn fail_inserts(dir: &TestDir) -> Connection {
         let side = Connection::open(dir.path().join(DB_FILE)).unwrap();
         side.execute_batch(
             "CREATE TRIGGER fail BEFORE INSERT ON profiles
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
         )
         .unwrap();
-        let handle = spawn(store, None).unwrap();
-        let stats = handle.stats();
-        handle.send(batch(&["1"], &[1])).unwrap();
+        side
+    }
+
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while stats.commit_errors() == 0 {
-            assert!(Instant::now() < deadline, "the commit did not fail");
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
             thread::sleep(Duration::from_millis(5));
         }
-        handle.send(batch(&["2"], &[2])).unwrap(); // waits for the retry
-        thread::sleep(Duration::from_millis(50));
-        assert!(handle.released().is_empty());
-        assert_eq!(stats.profiles_pending(), 2);
+    }
+
+    #[test]
+    fn a_failed_commit_keeps_its_profiles_retries_and_frees_the_slots_at_once() {
+        let dir = TestDir::new("writer-retry");
+        let store = Store::open(dir.path()).unwrap();
+        let side = fail_inserts(&dir);
+        let handle = spawn(store, WriterConfig::default()).unwrap();
+        let stats = handle.stats();
+        handle.send(batch(&["1"], &[1])).unwrap();
+        wait_until("the commit did not fail", || stats.commit_errors() > 0);
+        // The slots are not held while the store cannot write.
+        assert_eq!(wait_released(&handle, 1), [1]);
+        // Waits for the retry; its slots do not.
+        handle.send(batch(&["2"], &[2])).unwrap();
+        assert_eq!(wait_released(&handle, 1), [2]);
+        wait_until("the second batch is not held", || {
+            stats.profiles_pending() == 2
+        });
 
         side.execute_batch("DROP TRIGGER fail").unwrap();
-        assert_eq!(wait_released(&handle, 2), [1, 2]);
-        assert_eq!(stats.profiles_written(), 2);
+        wait_until("not written after the retry", || {
+            stats.profiles_written() == 2
+        });
         assert_eq!(stats.commits(), 1, "both batches in the retried commit");
         assert_eq!(stats.profiles_pending(), 0);
+        assert_eq!(stats.dropped_unavailable(), 0);
         handle.shutdown().unwrap();
+    }
+
+    #[test]
+    fn while_commits_fail_at_most_max_pending_profiles_are_held_the_oldest_dropped() {
+        let dir = TestDir::new("writer-bound");
+        let store = Store::open(dir.path()).unwrap();
+        let side = fail_inserts(&dir);
+        let config = WriterConfig {
+            max_pending: 3,
+            ..WriterConfig::default()
+        };
+        let handle = spawn(store, config).unwrap();
+        let stats = handle.stats();
+        handle.send(batch(&["1", "2"], &[1])).unwrap();
+        wait_until("the commit did not fail", || stats.commit_errors() > 0);
+        for i in 3..=6u64 {
+            handle.send(batch(&[&i.to_string()], &[i])).unwrap();
+        }
+        wait_until("not all dropped", || stats.dropped_unavailable() == 3);
+        assert_eq!(stats.profiles_pending(), 3);
+
+        side.execute_batch("DROP TRIGGER fail").unwrap();
+        wait_until("not written again", || stats.profiles_written() == 3);
+        handle.shutdown().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kept: Vec<String> = store.profiles(&ProfileQuery::default()).unwrap();
+        assert_eq!(kept.len(), 3);
+        for (json, jobid) in kept.iter().zip(["6", "5", "4"]) {
+            assert!(json.contains(&format!(r#""jobid":"{jobid}""#)), "{json}");
+        }
+        // The registry is never dropped: the latest one is stored.
+        assert_eq!(store.registry().unwrap().as_deref(), Some(r#"["6"]"#));
+    }
+
+    #[test]
+    fn past_max_profiles_the_largest_users_oldest_go_first() {
+        let dir = TestDir::new("writer-max");
+        let handle = spawn(
+            Store::open(dir.path()).unwrap(),
+            WriterConfig {
+                max_profiles: Some(20),
+                ..WriterConfig::default()
+            },
+        )
+        .unwrap();
+        let stats = handle.stats();
+        // Another user's five jobs, then one user's flood of 30.
+        let others: Vec<Profile> = (0..5)
+            .map(|i| profile(1001, &format!("b{i}"), "bob", 0.0, f64::from(i)))
+            .collect();
+        handle
+            .send(Batch {
+                profiles: others.clone(),
+                ..Batch::default()
+            })
+            .unwrap();
+        for i in 0..30 {
+            let end = 100.0 + f64::from(i);
+            handle
+                .send(Batch {
+                    profiles: vec![profile(1000, &format!("a{i}"), "alice", 0.0, end)],
+                    ..Batch::default()
+                })
+                .unwrap();
+        }
+        handle.shutdown().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let stored = store.count().unwrap();
+        assert!(stored <= 20, "{stored} profiles kept");
+        assert!(stats.pruned_max_profiles() >= 15);
+        assert_eq!(stats.profiles_stored(), stored);
+        let bob = ProfileQuery {
+            uid: Some(1001),
+            ..ProfileQuery::default()
+        };
+        assert_eq!(store.profiles(&bob).unwrap().len(), 5, "bob's jobs kept");
+        let alice = store
+            .profiles(&ProfileQuery {
+                uid: Some(1000),
+                ..ProfileQuery::default()
+            })
+            .unwrap();
+        assert!(alice[0].contains(r#""jobid":"a29""#), "{alice:?}");
     }
 
     #[test]
@@ -465,7 +718,7 @@ mod tests {
              BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
         )
         .unwrap();
-        let handle = spawn(store, None).unwrap();
+        let handle = spawn(store, WriterConfig::default()).unwrap();
         handle.send(batch(&["1", "2"], &[1])).unwrap();
         let error = handle.shutdown().unwrap_err();
         assert!(
@@ -478,7 +731,7 @@ mod tests {
     #[test]
     fn an_invalid_batch_is_refused_at_send() {
         let dir = TestDir::new("writer-invalid");
-        let handle = spawn(Store::open(dir.path()).unwrap(), None).unwrap();
+        let handle = spawn(Store::open(dir.path()).unwrap(), WriterConfig::default()).unwrap();
         let mut bad = batch(&["1"], &[1]);
         bad.profiles[0].end_time = f64::INFINITY;
         assert!(matches!(
@@ -507,10 +760,14 @@ mod tests {
                 ..Batch::default()
             })
             .unwrap();
-        let handle = spawn(store, Some(Duration::from_secs(3600))).unwrap();
+        let config = WriterConfig {
+            retention: Some(Duration::from_secs(3600)),
+            ..WriterConfig::default()
+        };
+        let handle = spawn(store, config).unwrap();
         let stats = handle.stats();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while stats.profiles_pruned() == 0 {
+        while stats.pruned_retention() == 0 {
             assert!(Instant::now() < deadline, "nothing pruned");
             thread::sleep(Duration::from_millis(5));
         }
@@ -520,6 +777,7 @@ mod tests {
             store.profiles(&ProfileQuery::default()).unwrap(),
             [recent.json]
         );
-        assert_eq!(stats.profiles_pruned(), 1);
+        assert_eq!(stats.pruned_retention(), 1);
+        assert_eq!(stats.profiles_stored(), 1);
     }
 }

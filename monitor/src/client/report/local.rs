@@ -29,21 +29,29 @@ pub enum LocalError {
 }
 
 /// The jobs with id `jobid` (one per user and run), or None when the
-/// daemon knows none.
+/// daemon knows none. Every page of them (the daemon answers a page at a
+/// time, each naming the next).
 pub fn jobs(api_socket: &Path, jobid: &str) -> Result<Option<Vec<JobJson>>, LocalError> {
-    let path = format!("/api/v1/jobs/{}", percent_encode(jobid));
-    let response = http::unix_get(api_socket, &path).map_err(|source| LocalError::Http {
-        socket: api_socket.display().to_string(),
-        source,
-    })?;
-    match response.status {
-        200 => Ok(Some(serde_json::from_str(&response.body)?)),
-        404 => Ok(None),
-        _ => Err(LocalError::Status {
-            status: response.status_line,
-            body: response.body,
-        }),
+    let mut jobs = Vec::new();
+    let mut next = Some(format!("/api/v1/jobs/{}", percent_encode(jobid)));
+    while let Some(path) = next {
+        let response = http::unix_get(api_socket, &path).map_err(|source| LocalError::Http {
+            socket: api_socket.display().to_string(),
+            source,
+        })?;
+        match response.status {
+            200 => jobs.extend(serde_json::from_str::<Vec<JobJson>>(&response.body)?),
+            404 => return Ok(None),
+            _ => {
+                return Err(LocalError::Status {
+                    status: response.status_line,
+                    body: response.body,
+                });
+            }
+        }
+        next = response.next_page;
     }
+    Ok(Some(jobs))
 }
 
 /// What this node has, for jobs given no cpuset or memory limit.
