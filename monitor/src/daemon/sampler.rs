@@ -815,6 +815,13 @@ impl Sampler {
         drop(table);
         for (key, cgroup) in due {
             let allocation = self.allocation.read(&cgroup, &self.controllers);
+            // A job ending as it is reread (its cgroup removed meanwhile)
+            // read nothing: it keeps what it was given, its profile and
+            // its last series say that.
+            let gone = !JobTable::dir(&self.config.mount, &cgroup).exists();
+            if gone && self.allocations.contains_key(&key) {
+                continue;
+            }
             self.allocations.insert(key, allocation);
         }
     }
