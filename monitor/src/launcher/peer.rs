@@ -102,9 +102,13 @@ impl Peer {
         }
         let exe = peer.read_link("exe")?;
         // stat follows the magic link to the very file the exec opened.
-        let exe_file = fstatat(&peer.proc_dir, "exe", AtFlags::empty())
-            .ok()
-            .map(|stat| FileIdentity::of(&stat));
+        let exe_file = match fstatat(&peer.proc_dir, "exe", AtFlags::empty()) {
+            Ok(stat) => Some(FileIdentity::of(&stat)),
+            // The link goes with the peer's memory, early in its exit and
+            // before its pidfd says so: gone, not untrusted.
+            Err(Errno::ENOENT | Errno::ESRCH) => return Err(PeerError::Gone),
+            Err(_) => None,
+        };
         if !peer.alive() {
             return Err(PeerError::Gone);
         }
