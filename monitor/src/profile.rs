@@ -144,6 +144,12 @@ pub fn parse_stored(texts: &[String]) -> Vec<JobJson> {
         .collect()
 }
 
+/// Stored profiles back as snapshot jobs (those that do not parse skipped),
+/// as a restarted daemon takes up the jobs that finished before it stopped.
+pub fn restore_stored(texts: &[String]) -> Vec<JobView> {
+    parse_stored(texts).iter().map(JobView::from).collect()
+}
+
 /// A stored profile back as a snapshot job, so a restarted daemon serves
 /// the jobs that finished within the retention before it stopped.
 impl From<&JobJson> for JobView {
