@@ -130,6 +130,22 @@ impl PageSizes {
             max: size(max),
         })
     }
+
+    /// The page a request asks for, checked: its size and its cursor.
+    pub fn page(&self, asked: &PageQuery) -> Result<Page, PageError> {
+        let limit = asked.limit.unwrap_or(self.default);
+        if limit > self.max {
+            return Err(PageError::TooLarge {
+                limit,
+                max: self.max,
+            });
+        }
+        let after = match asked.before.as_deref() {
+            None => None,
+            Some(text) => Some(parse_cursor(text).ok_or(PageError::Cursor)?),
+        };
+        Ok(Page { limit, after })
+    }
 }
 
 /// Who asks: the uid at the other end of the API socket; None on the web
@@ -143,27 +159,11 @@ impl ApiState {
         let uid = viewer.and_then(|Extension(Viewer(uid))| uid)?;
         (self.private && uid != 0).then_some(uid)
     }
-
-    /// The page a request asks for, checked.
-    fn page(&self, asked: &PageQuery) -> Result<Page, PageError> {
-        let limit = asked.limit.unwrap_or(self.pages.default);
-        if limit > self.pages.max {
-            return Err(PageError::TooLarge {
-                limit,
-                max: self.pages.max,
-            });
-        }
-        let after = match asked.before.as_deref() {
-            None => None,
-            Some(text) => Some(parse_cursor(text).ok_or(PageError::Cursor)?),
-        };
-        Ok(Page { limit, after })
-    }
 }
 
 /// A page that is not given: answered 400 with the reason.
 #[derive(Debug, Error)]
-enum PageError {
+pub enum PageError {
     #[error(
         "limit {limit} is over the largest page, {max} (--api.max-page-size): ask for fewer \
          and follow the answer's Link header (rel=\"next\") to the next page"
@@ -200,7 +200,7 @@ pub struct PageQuery {
 
 /// A page as asked for, checked.
 #[derive(Debug, Clone)]
-struct Page {
+pub struct Page {
     limit: usize,
     after: Option<PageCursor>,
 }
@@ -213,6 +213,19 @@ impl JobFilter {
             && self
                 .since
                 .is_none_or(|since| job.end.is_none_or(|end| unix_seconds(end) >= since))
+    }
+
+    /// The store query for this filter and its page, limited to `only`'s
+    /// jobs if set.
+    pub fn profile_query(&self, page: &Page, only: Option<u32>) -> ProfileQuery {
+        ProfileQuery {
+            user: self.user.clone(),
+            uid: only,
+            jobid: None,
+            since: self.since,
+            limit: Some(page.limit),
+            after: page.after.clone(),
+        }
     }
 
     fn wants_finished(&self) -> bool {
@@ -236,7 +249,7 @@ async fn list(
         limit: filter.limit,
         before: filter.before.clone(),
     };
-    let page = match state.page(&asked) {
+    let page = match state.pages.page(&asked) {
         Ok(page) => page,
         Err(refused) => {
             state.stats.refuse(&refused);
@@ -244,14 +257,7 @@ async fn list(
         }
     };
     let only = state.only_uid(viewer);
-    let query = ProfileQuery {
-        user: filter.user.clone(),
-        uid: only,
-        jobid: None,
-        since: filter.since,
-        limit: Some(page.limit),
-        after: page.after.clone(),
-    };
+    let query = filter.profile_query(&page, only);
     let stored = if filter.wants_finished() {
         stored(&state, query).await
     } else {
@@ -281,7 +287,7 @@ async fn one(
     Path(jobid): Path<String>,
     Query(asked): Query<PageQuery>,
 ) -> Response {
-    let page = match state.page(&asked) {
+    let page = match state.pages.page(&asked) {
         Ok(page) => page,
         Err(refused) => {
             state.stats.refuse(&refused);

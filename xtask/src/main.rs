@@ -1,6 +1,7 @@
 //! `cargo xtask`: set-up, build, run, test and benchmark the job monitor.
 mod bench;
 mod build;
+mod fuzz;
 mod package;
 mod run;
 mod test;
@@ -30,12 +31,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test: unit tests, then the privileged end-to-end tests (as root).
+    /// Run every test: the fuzz targets (30 s each), unit tests, then the privileged end-to-end tests (as root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the parsers' fuzz targets (cargo-fuzz, nightly), 30 s each unless told.
+    Fuzz(fuzz::FuzzArgs),
     /// Run the benchmarks and write bench/RESULTS.md.
     Bench(bench::BenchArgs),
     /// Build the Debian package (target/debian/monitor_<version>_<arch>.deb).
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Build => build::build_release().map(|_| ()),
         Command::Run { args } => run::run(&args),
         Command::Test { args } => test::test(&args),
+        Command::Fuzz(args) => fuzz::fuzz(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Package => package::package().map(|_| ()),
     }

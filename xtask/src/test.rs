@@ -1,11 +1,13 @@
-//! `cargo xtask test`: every test. Unit tests of the userspace crates, then
-//! the privileged end-to-end tests against the real daemon binary.
+//! `cargo xtask test`: every test. The parsers' fuzz targets (30 s each),
+//! unit tests of the userspace crates, then the privileged end-to-end tests
+//! against the real daemon binary.
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
 use crate::{
     build,
+    fuzz::{self, FuzzArgs},
     util::{cargo, is_root, run},
 };
 
@@ -14,6 +16,17 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
         bail!(
             "the end-to-end tests load kernel programs and make cgroups: run `sudo -E cargo xtask test`"
         );
+    }
+    // First: unprivileged and quick, a parser crash fails the run before
+    // anything is installed or loaded into the kernel. A test-name filter
+    // asks for some tests only: the fuzz targets are then left out.
+    if args.is_empty() {
+        fuzz::fuzz(&FuzzArgs {
+            seconds: 30,
+            targets: Vec::new(),
+        })?;
+    } else {
+        eprintln!("xtask: a test filter was given: the fuzz targets are not run");
     }
     ensure_promtool()?;
     ensure_slurm()?;

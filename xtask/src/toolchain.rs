@@ -20,6 +20,12 @@ pub fn ensure() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The installed `nightly` (the fuzz targets need it too; installing one
+/// is left to the user: no dated nightly is pinned).
+pub fn ensure_nightly() -> anyhow::Result<()> {
+    nightly_sysroot().map(|_| ())
+}
+
 fn nightly_sysroot() -> anyhow::Result<PathBuf> {
     let output = Command::new("rustup")
         .args(["run", "nightly", "rustc", "--print", "sysroot"])

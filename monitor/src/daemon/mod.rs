@@ -451,10 +451,7 @@ fn recently_finished(
         ..Default::default()
     };
     match reader.profiles(&query) {
-        Ok(texts) => crate::profile::parse_stored(&texts)
-            .iter()
-            .map(snapshot::JobView::from)
-            .collect(),
+        Ok(texts) => crate::profile::restore_stored(&texts),
         Err(e) => {
             log::error!("reading recently finished jobs from the state store: {e}");
             Vec::new()

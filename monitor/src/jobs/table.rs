@@ -24,7 +24,7 @@ use super::{
     registry::{Registry, SavedCgroup, SavedCounters, SavedJob},
 };
 use crate::{
-    metrics::encode::unix_seconds,
+    metrics::encode::{from_unix_seconds, unix_seconds},
     system::{
         cgroupfs::job_of,
         ids::{IdMap, IdSet},
@@ -284,8 +284,7 @@ impl JobTable {
             } else {
                 Origin::Directory
             };
-            let start = SystemTime::UNIX_EPOCH
-                + Duration::try_from_secs_f64(saved.start).unwrap_or_default();
+            let start = from_unix_seconds(saved.start);
             let mut job = Job::new(key.clone(), origin, &saved.cgroup, start);
             job.meta = JobMeta {
                 name: saved.name,
@@ -1068,6 +1067,20 @@ mod tests {
         );
         let done = table.finished_jobs().next().unwrap();
         assert_eq!(done.totals(), counters(11, 1));
+    }
+
+    /// A saved start no `SystemTime` holds panicked in import, as it did
+    /// for stored profiles: it is taken as the epoch.
+    #[test]
+    fn a_saved_start_past_what_system_time_holds_is_the_epoch() {
+        let mut table = JobTable::new("/monitor.slice");
+        table.add_cgroup(2, "/monitor.slice/dir", 0, T);
+        let mut saved = table.export();
+        saved.jobs[0].start = 1e19;
+        let mut restarted = JobTable::new("/monitor.slice");
+        assert_eq!(restarted.import(saved), vec![2]);
+        let job = restarted.live_jobs().next().unwrap();
+        assert_eq!(job.start, SystemTime::UNIX_EPOCH);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (/sys/kernel/btf/vmlinux). Rust eBPF has no CO-RE relocations: the
 //! daemon reads the few offsets it needs here and hands them to the
 //! programs as load-time constants, as it does with tracepoint formats.
-use std::{fs, io, path::Path};
+use std::{collections::HashMap, fs, io, path::Path};
 
 use thiserror::Error;
 
@@ -224,22 +224,39 @@ impl Btf {
         let mut id = self.struct_id(strukt)?;
         let mut bits = 0u32;
         for member in path {
-            let (offset, member_type) =
-                self.find_member(id, member.as_bytes(), 0)
-                    .ok_or_else(|| BtfError::NoMember {
-                        strukt: strukt.to_string(),
-                        member: member.to_string(),
-                    })?;
-            bits += offset;
+            let (offset, member_type) = self
+                .find_member(id, member.as_bytes(), 0, &mut HashMap::new())?
+                .ok_or_else(|| BtfError::NoMember {
+                    strukt: strukt.to_string(),
+                    member: member.to_string(),
+                })?;
+            bits = bits.checked_add(offset).ok_or(OFFSET_OVERFLOW)?;
             id = self.resolve(member_type);
         }
         Ok((bits, id))
     }
 
     /// (bit offset, type) of member `name` of struct or union `id`,
-    /// looking into anonymous members (to a depth of 8).
-    fn find_member(&self, id: u32, name: &[u8], depth: u32) -> Option<(u32, u32)> {
-        let t = self.types.get(id as usize)?;
+    /// looking into anonymous members (to a depth of 8). `searched` holds
+    /// the structs entered so far, each at the least depth: entering one
+    /// again from as deep or deeper finds nothing new (had it held `name`,
+    /// the search would have ended there), so anonymous members that nest
+    /// the same structs over and over (only a corrupt blob has them) cannot
+    /// make the search exponential.
+    fn find_member(
+        &self,
+        id: u32,
+        name: &[u8],
+        depth: u32,
+        searched: &mut HashMap<u32, u32>,
+    ) -> Result<Option<(u32, u32)>, BtfError> {
+        let Some(t) = self.types.get(id as usize) else {
+            return Ok(None);
+        };
+        if searched.get(&id).is_some_and(|&at| at <= depth) {
+            return Ok(None);
+        }
+        searched.insert(id, depth);
         for &(name_off, member_type, offset) in &t.members {
             // With kind_flag the low 24 bits are the bit offset.
             let offset = if t.kind_flag {
@@ -248,63 +265,34 @@ impl Btf {
                 offset
             };
             if self.name(name_off) == name {
-                return Some((offset, member_type));
+                return Ok(Some((offset, member_type)));
             }
             if name_off == 0 && depth < 8 {
                 let inner = self.resolve(member_type);
                 if matches!(self.types.get(inner as usize), Some(i) if matches!(i.kind, KIND_STRUCT | KIND_UNION))
-                    && let Some((inner_offset, found)) = self.find_member(inner, name, depth + 1)
+                    && let Some((inner_offset, found)) =
+                        self.find_member(inner, name, depth + 1, searched)?
                 {
-                    return Some((offset + inner_offset, found));
+                    let offset = offset.checked_add(inner_offset).ok_or(OFFSET_OVERFLOW)?;
+                    return Ok(Some((offset, found)));
                 }
             }
         }
-        None
+        Ok(None)
     }
 }
+
+/// Member bit offsets that add up past u32::MAX (512 MiB): only a corrupt
+/// blob has them, and wrapping around would hand the programs a wrong offset.
+const OFFSET_OVERFLOW: BtfError = BtfError::Malformed("member offsets overflow");
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A tiny BTF blob: int (id 1); struct inner { u64 a; u64 b; } (id 2);
-    /// typedef inner_t (id 3); struct outer { int x; inner_t in; } (id 4).
-    fn blob() -> Vec<u8> {
-        let strings = b"\0int\0inner\0a\0b\0inner_t\0outer\0x\0in\0".to_vec();
-        let s = |name: &str| -> u32 {
-            let needle = [b"\0".as_slice(), name.as_bytes(), b"\0"].concat();
-            strings
-                .windows(needle.len())
-                .position(|w| w == needle.as_slice())
-                .unwrap() as u32
-                + 1
-        };
-        let mut types = Vec::new();
-        let mut push = |words: &[u32]| types.extend(words.iter().flat_map(|w| w.to_le_bytes()));
-        push(&[s("int"), 1 << 24, 4, 64]);
-        push(&[
-            s("inner"),
-            (KIND_STRUCT << 24) | 2,
-            16,
-            s("a"),
-            1,
-            0,
-            s("b"),
-            1,
-            64,
-        ]);
-        push(&[s("inner_t"), KIND_TYPEDEF << 24, 2]);
-        push(&[
-            s("outer"),
-            (KIND_STRUCT << 24) | 2,
-            24,
-            s("x"),
-            1,
-            0,
-            s("in"),
-            3,
-            64,
-        ]);
+    /// A BTF blob of these type words and string table.
+    fn btf_of(types: &[u32], strings: &[u8]) -> Vec<u8> {
+        let types: Vec<u8> = types.iter().flat_map(|w| w.to_le_bytes()).collect();
         let mut data = Vec::new();
         data.extend(MAGIC.to_le_bytes());
         data.extend([1u8, 0]);
@@ -322,6 +310,49 @@ mod tests {
         data
     }
 
+    /// The offset of `name` in `strings`.
+    fn at(strings: &[u8], name: &str) -> u32 {
+        let needle = [b"\0".as_slice(), name.as_bytes(), b"\0"].concat();
+        strings
+            .windows(needle.len())
+            .position(|w| w == needle.as_slice())
+            .unwrap() as u32
+            + 1
+    }
+
+    /// A tiny BTF blob: int (id 1); struct inner { u64 a; u64 b; } (id 2);
+    /// typedef inner_t (id 3); struct outer { int x; inner_t in; } (id 4).
+    fn blob() -> Vec<u8> {
+        let strings = b"\0int\0inner\0a\0b\0inner_t\0outer\0x\0in\0";
+        let s = |name| at(strings, name);
+        let mut types = Vec::new();
+        types.extend([s("int"), 1 << 24, 4, 64]);
+        types.extend([
+            s("inner"),
+            (KIND_STRUCT << 24) | 2,
+            16,
+            s("a"),
+            1,
+            0,
+            s("b"),
+            1,
+            64,
+        ]);
+        types.extend([s("inner_t"), KIND_TYPEDEF << 24, 2]);
+        types.extend([
+            s("outer"),
+            (KIND_STRUCT << 24) | 2,
+            24,
+            s("x"),
+            1,
+            0,
+            s("in"),
+            3,
+            64,
+        ]);
+        btf_of(&types, strings)
+    }
+
     #[test]
     fn finds_nested_member_offsets_through_typedefs() {
         let btf = Btf::parse(&blob()).unwrap();
@@ -335,6 +366,60 @@ mod tests {
             btf.member_offset("missing", &["a"]),
             Err(BtfError::NoStruct(_))
         ));
+    }
+
+    /// Found by the btf fuzz target: member offsets that add up past
+    /// u32::MAX panicked (overflow checks) or wrapped (release builds).
+    #[test]
+    fn offsets_that_overflow_are_an_error() {
+        let strings = b"\0int\0inner\0a\0outer\0in\0anon\0";
+        let s = |name| at(strings, name);
+        let types = [
+            [s("int"), 1 << 24, 4, 32].as_slice(),
+            &[
+                s("inner"),
+                (KIND_STRUCT << 24) | 1,
+                4,
+                s("a"),
+                1,
+                0xffff_fff0,
+            ],
+            &[s("outer"), (KIND_STRUCT << 24) | 1, 4, s("in"), 2, 0x100],
+            &[s("anon"), (KIND_STRUCT << 24) | 1, 4, 0, 2, 0x100],
+        ]
+        .concat();
+        let btf = Btf::parse(&btf_of(&types, strings)).unwrap();
+        assert_eq!(btf.member_offset("inner", &["a"]).unwrap(), 0x1fff_fffe);
+        for (strukt, path) in [("outer", &["in", "a"][..]), ("anon", &["a"])] {
+            assert!(matches!(
+                btf.member_offset(strukt, path),
+                Err(BtfError::Malformed(_))
+            ));
+        }
+    }
+
+    /// Nine structs, each but the last with 100 anonymous members of the
+    /// next: searched member by member that was 100^8 paths (found reading
+    /// the code the btf fuzz target reaches); each struct is searched once.
+    #[test]
+    fn anonymous_members_nested_over_and_over_are_searched_once() {
+        let strings = b"\0int\0s\0a\0";
+        let s = |name| at(strings, name);
+        let mut types = vec![s("int"), 1 << 24, 4, 32];
+        for id in 2..10 {
+            let name = if id == 2 { s("s") } else { 0 };
+            types.extend([name, (KIND_STRUCT << 24) | 100, 800]);
+            for m in 0..100 {
+                types.extend([0, id + 1, m * 64]);
+            }
+        }
+        types.extend([0, (KIND_STRUCT << 24) | 1, 4, s("a"), 1, 32]);
+        let btf = Btf::parse(&btf_of(&types, strings)).unwrap();
+        assert!(matches!(
+            btf.member_offset("s", &["missing"]),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert_eq!(btf.member_offset("s", &["a"]).unwrap(), 4);
     }
 
     #[test]

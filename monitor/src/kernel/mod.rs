@@ -1,14 +1,15 @@
 //! The kernel side as the daemon sees it: the embedded object, the field
-//! offsets it needs, loading and attaching, and reading its maps.
+//! offsets it needs, loading and attaching, and reading its maps. Only the
+//! BTF reader and the offsets taken from it are public (for the fuzz targets).
 pub mod btf;
-pub mod changed_flags;
-pub mod counters;
-pub mod events;
+pub(crate) mod changed_flags;
+pub(crate) mod counters;
+pub(crate) mod events;
 pub mod offsets;
-pub mod pins;
-pub mod probes;
-pub mod program_stats;
-pub mod task_iter;
+pub(crate) mod pins;
+pub(crate) mod probes;
+pub(crate) mod program_stats;
+pub(crate) mod task_iter;
 
 /// The kernel programs, built by build.rs (empty when the eBPF toolchain was
 /// missing at build time).

@@ -104,7 +104,9 @@ pub fn kernel_layout() -> Result<KernelLayout, OffsetError> {
     layout_from(&Btf::from_file(Path::new(btf::VMLINUX))?)
 }
 
-fn layout_from(btf: &Btf) -> Result<KernelLayout, OffsetError> {
+/// Where the task and memory programs find what they read, from a parsed
+/// BTF (public for the BTF fuzz target).
+pub fn layout_from(btf: &Btf) -> Result<KernelLayout, OffsetError> {
     let task = |path: &[&str]| btf.member_offset("task_struct", path);
     let io = [
         "rchar",

@@ -81,7 +81,6 @@ pub enum HelloError {
 impl Hello {
     /// Parses and checks one line (without its newline) within the default
     /// [`HelloLimits`].
-    #[allow(dead_code, reason = "the tests' and the fuzz target's entry point")]
     pub fn parse(line: &[u8], peer_is_root: bool) -> Result<Hello, HelloError> {
         Self::parse_within(line, peer_is_root, &HelloLimits::default())
     }
