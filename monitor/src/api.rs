@@ -249,12 +249,9 @@ async fn list(
         limit: filter.limit,
         before: filter.before.clone(),
     };
-    let page = match state.pages.page(&asked) {
+    let page = match page_of(&state, &asked) {
         Ok(page) => page,
-        Err(refused) => {
-            state.stats.refuse(&refused);
-            return bad_request(refused.to_string());
-        }
+        Err(response) => return *response,
     };
     let only = state.only_uid(viewer);
     let query = filter.profile_query(&page, only);
@@ -280,6 +277,14 @@ async fn list(
     answer(listed, &uri)
 }
 
+/// The page `asked` names, or the 400 (counted) that refuses it.
+fn page_of(state: &ApiState, asked: &PageQuery) -> Result<Page, Box<Response>> {
+    state.pages.page(asked).map_err(|refused| {
+        state.stats.refuse(&refused);
+        Box::new(bad_request(refused.to_string()))
+    })
+}
+
 async fn one(
     State(state): State<ApiState>,
     viewer: Option<Extension<Viewer>>,
@@ -287,12 +292,9 @@ async fn one(
     Path(jobid): Path<String>,
     Query(asked): Query<PageQuery>,
 ) -> Response {
-    let page = match state.pages.page(&asked) {
+    let page = match page_of(&state, &asked) {
         Ok(page) => page,
-        Err(refused) => {
-            state.stats.refuse(&refused);
-            return bad_request(refused.to_string());
-        }
+        Err(response) => return *response,
     };
     let only = state.only_uid(viewer);
     let query = ProfileQuery {
