@@ -868,7 +868,8 @@ impl Sampler {
         let counters = job.totals();
         let files = self.files_of(job);
         let users = &mut self.users;
-        let kept = self.views.get(&job.key).and_then(|(view, _)| {
+        // One lookup for the usual case, a job whose view is unchanged.
+        if let Some((view, published)) = self.views.get_mut(&job.key) {
             let user = match &job.meta.user {
                 Some(user) => user.as_str(),
                 None => users.name(job.key.uid),
@@ -883,12 +884,12 @@ impl Sampler {
                 && view.launcher == job.meta.launcher
                 && view.labels == job.meta.labels
                 && view.cgroup == job.cgroup;
-            unchanged.then(|| view.clone())
-        });
-        let view = match kept {
-            Some(view) => view,
-            None => Arc::new(self.view_with(job, counters, files)),
-        };
+            if unchanged {
+                *published = sample;
+                return view.clone();
+            }
+        }
+        let view = Arc::new(self.view_with(job, counters, files));
         match self.views.get_mut(&job.key) {
             Some(entry) => *entry = (view.clone(), sample),
             None => {

@@ -7,10 +7,10 @@
 //!
 //! Each phase has a fresh daemon and two windows of `--cost-window`
 //! seconds. In the first, xtask turns bpf_stats on and reads every
-//! program's run time (from the pins) and the daemon process's utime +
-//! stime (/proc/PID/stat). In the second, bpf_stats is off and only the
+//! program's run time (from the pins) and the daemon's CPU time (the exact
+//! `usage_usec` of a cgroup of its own). In the second, bpf_stats is off and only the
 //! process's CPU is read: the walks run inside its read(2), so they are in
-//! its stime, without the two clock reads bpf_stats adds to each of their
+//! its CPU time, without the two clock reads bpf_stats adds to each of their
 //! 10,000 program runs a sample (a cost of the measurement, not of the
 //! daemon). Daemon CPU = the second window's process CPU + the first
 //! window's run time of the programs that run in other tasks' contexts
@@ -20,6 +20,8 @@
 //! run from xtask gives the walk's own floor at the same task count.
 use std::{
     collections::BTreeMap,
+    fs,
+    path::Path,
     thread,
     time::{Duration, Instant},
 };
@@ -59,7 +61,7 @@ pub struct Phase {
     /// Tasks on the node (/proc/loadavg), the mean of the window's ends.
     pub node_tasks: f64,
     pub window_s: f64,
-    /// utime + stime of the daemon process over the window.
+    /// CPU time of the daemon process over the window (its cgroup's usage).
     pub daemon_cpu_s: f64,
     /// The same over the second window, with bpf_stats off.
     pub quiet_daemon_cpu_s: f64,
@@ -112,7 +114,7 @@ impl Phase {
     }
 
     /// Its process plus every program, % of one core: the walks counted
-    /// twice (they run in the daemon's read(2): in its stime too).
+    /// twice (they run in the daemon's read(2): in its CPU time too).
     pub fn total_pct(&self) -> f64 {
         self.daemon_pct() + self.programs_pct()
     }
@@ -288,15 +290,24 @@ fn phase(
 ) -> anyhow::Result<Phase> {
     // Declared before the daemon, so dropped after it.
     let root = Root::create(&setup.cgroup_mount, LABEL)?;
+    // The daemon's own cgroup, outside the root it monitors: its CPU is
+    // read from the cgroup's exact usage.
+    let own = Root::create(&setup.cgroup_mount, "daemon-cost-daemon")?;
     // bpf_stats is xtask's to turn on and off (see `measure`).
     let mut daemon = Daemon::start(setup, root.path(), false, LABEL)?;
+    let moved_in = fs::write(own.path().join("cgroup.procs"), daemon.pid().to_string())
+        .with_context(|| format!("moving the daemon into {}", own.path().display()));
+    if let Err(e) = moved_in {
+        daemon.stop()?;
+        return Err(e);
+    }
     let jobs = if with_jobs { result.jobs } else { 0 };
     let measured = (|| {
         if with_jobs {
             place_in_jobs(&mut daemon, &root, sleepers, result.tasks())?;
         }
         daemon.next_samples_every(SETTLE_SAMPLES, POLL)?;
-        measure(&mut daemon, jobs, result.window)
+        measure(&mut daemon, own.path(), jobs, result.window)
     })();
     // Out of the jobs before their root goes (removing it kills what is inside).
     let moved = if with_jobs {
@@ -342,33 +353,36 @@ fn job_tasks(text: &str) -> f64 {
 }
 
 /// The two windows, then the samples after them.
-fn measure(daemon: &mut Daemon, jobs: u32, window: Duration) -> anyhow::Result<Phase> {
+fn measure(
+    daemon: &mut Daemon,
+    own_cgroup: &Path,
+    jobs: u32,
+    window: Duration,
+) -> anyhow::Result<Phase> {
+    let cpu = || procfs::cgroup_cpu_seconds(own_cgroup);
     let programs = daemon.programs()?;
     let first = daemon.metrics()?;
     let stats_on =
         aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling bpf_stats")?;
     let (start, cpu_before, stats_before, tasks_before) = (
         Instant::now(),
-        procfs::cpu_seconds(daemon.pid())?,
+        cpu()?,
         programs.stats()?,
         procfs::node_tasks()?,
     );
     thread::sleep(window);
     let (stats_after, cpu_after, tasks_after, window_s) = (
         programs.stats()?,
-        procfs::cpu_seconds(daemon.pid())?,
+        cpu()?,
         procfs::node_tasks()?,
         start.elapsed().as_secs_f64(),
     );
     drop(stats_on);
     // Between the windows: the scrape's work falls in neither.
     let middle = daemon.metrics()?;
-    let (quiet_start, quiet_before) = (Instant::now(), procfs::cpu_seconds(daemon.pid())?);
+    let (quiet_start, quiet_before) = (Instant::now(), cpu()?);
     thread::sleep(window);
-    let (quiet_after, quiet_window_s) = (
-        procfs::cpu_seconds(daemon.pid())?,
-        quiet_start.elapsed().as_secs_f64(),
-    );
+    let (quiet_after, quiet_window_s) = (cpu()?, quiet_start.elapsed().as_secs_f64());
     let last = daemon.metrics()?;
     let samples = samples_taken(&middle)? - samples_taken(&first)?;
     if samples < 1.0 {

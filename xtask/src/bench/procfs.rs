@@ -1,32 +1,24 @@
 //! Figures from /proc: a process's CPU time, and how many tasks the node has.
-use std::fs;
+use std::{fs, path::Path};
 
 use anyhow::Context as _;
 
-/// utime + stime of process `pid` (all its threads), in seconds, from
-/// /proc/PID/stat (clock ticks of `sysconf(_SC_CLK_TCK)`).
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    let ticks = utime_plus_stime(&stat).with_context(|| format!("no utime/stime in {path}"))?;
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if per_second <= 0 {
-        anyhow::bail!("sysconf(_SC_CLK_TCK) failed");
-    }
-    Ok(ticks as f64 / per_second as f64)
+/// CPU time of every task that ran in cgroup `dir` (v2), in seconds: its
+/// `cpu.stat` `usage_usec`, which the kernel keeps for every cgroup from
+/// each task's exact run time (microseconds, threads that exited included),
+/// where /proc/PID/stat's utime + stime come in 10 ms clock ticks.
+pub fn cgroup_cpu_seconds(dir: &Path) -> anyhow::Result<f64> {
+    let path = dir.join("cpu.stat");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let usec = usage_usec(&text).with_context(|| format!("no usage_usec in {}", path.display()))?;
+    Ok(usec as f64 / 1e6)
 }
 
-/// Fields 14 and 15 (utime, stime) of a /proc/PID/stat line. The command
-/// name (field 2) may hold spaces and parentheses: fields are counted from
-/// its last `)`.
-fn utime_plus_stime(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    // After the name: state is field 3, so utime (14) is the 12th here.
-    let mut fields = after_name.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+fn usage_usec(cpu_stat: &str) -> Option<u64> {
+    cpu_stat.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == "usage_usec").then(|| value.trim().parse().ok())?
+    })
 }
 
 /// Tasks (threads) on the node now: the total of /proc/loadavg's
@@ -56,11 +48,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_ticks_after_an_awkward_name() {
-        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 37 0 0 20 0 3 0 1000 \
-                    1000000 500 18446744073709551615";
-        assert_eq!(utime_plus_stime(stat), Some(287));
-        assert_eq!(utime_plus_stime("4242 (x) S 1"), None);
+    fn usage_from_cpu_stat() {
+        let text = "usage_usec 1234567\nuser_usec 1000000\nsystem_usec 234567\n";
+        assert_eq!(usage_usec(text), Some(1_234_567));
+        assert_eq!(usage_usec("user_usec 5\n"), None);
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl Report {
             "",
         );
         add(
-            "Daemon process: utime + stime, % of one core",
+            "Daemon process: CPU time (its cgroup's `usage_usec`), % of one core",
             both(Phase::daemon_pct, 3),
             "",
             "",
@@ -53,7 +53,7 @@ impl Report {
             "",
         );
         add(
-            "of which the walks (run in the daemon's read: also in its stime)",
+            "of which the walks (run in the daemon's read: also in its CPU time)",
             both(Phase::iterator_pct, 3),
             "",
             "",
@@ -168,12 +168,15 @@ impl Report {
              the same processes left outside, so the sample's walk of the tracked tasks \
              (`tracked_task_iter`, over the TASK_STATE map) has none to visit. After {SETTLE_SAMPLES} more samples, two windows of {} s each in which nothing reads \
              /metrics (a scrape of {jobs} jobs is work for the daemon). In the first, xtask turns \
-             bpf_stats on: the daemon's utime + stime (/proc/PID/stat) and every attached program's \
-             bpf_stats (from its pins) are read at its ends. In the second, bpf_stats is off and the \
-             daemon's utime + stime alone are read: the walks run inside the daemon's own read(2), so \
-             they are in its stime, here without the two clock reads bpf_stats adds to each of their \
+             bpf_stats on: the daemon's CPU time and every attached program's \
+             bpf_stats (from its pins) are read at its ends. The daemon runs in a cgroup of its own, \
+             outside the root it monitors, and its CPU time is that cgroup's `cpu.stat` `usage_usec`: \
+             the kernel's exact run time of its threads in microseconds (/proc/PID/stat's utime + \
+             stime come in 10 ms ticks, 0.05% of a 20 s window). In the second, bpf_stats is off and the \
+             daemon's CPU time alone is read: the walks run inside the daemon's own read(2), so \
+             they are in its CPU time, here without the two clock reads bpf_stats adds to each of their \
              program runs (one per job task per sample: a cost of measuring, not of the daemon). \
-             Daemon CPU = the second window's utime + stime + the first window's run time of every \
+             Daemon CPU = the second window's CPU time + the first window's run time of every \
              program but the walks (those run in other tasks' contexts), as % of one core. The rows \
              above it show the first window's figures: with the walks counted twice (an upper bound) \
              and once. Walks in the first window: `monitor_samples_total` before and after. Then the next {OBSERVED_SAMPLES} samples' `monitor_sample_duration_seconds` and \
