@@ -1,6 +1,6 @@
-//! `cargo xtask test`: every test. The parsers' fuzz targets (30 s each),
-//! unit tests of the userspace crates, then the privileged end-to-end tests
-//! against the real daemon binary.
+//! `cargo xtask test`: every test. Formatting and lints first, the parsers'
+//! fuzz targets (30 s each), unit tests of the userspace crates, then the
+//! privileged end-to-end tests against the real daemon binary.
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
@@ -17,7 +17,8 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
             "the end-to-end tests load kernel programs and make cgroups: run `sudo -E cargo xtask test`"
         );
     }
-    // First: unprivileged and quick, a parser crash fails the run before
+    formatted_and_lint_free()?;
+    // Then: unprivileged and quick, a parser crash fails the run before
     // anything is installed or loaded into the kernel. A test-name filter
     // asks for some tests only: the fuzz targets are then left out.
     if args.is_empty() {
@@ -50,6 +51,25 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
     result?;
     the_try_out_leaves_nothing_loaded()?;
     the_package_installs_serves_and_removes_cleanly()
+}
+
+/// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace
+/// (the eBPF crate builds only for its own target, with its own checks).
+fn formatted_and_lint_free() -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))
+        .context("the code is not formatted: run `cargo fmt --all`")?;
+    run(cargo().args([
+        "clippy",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "monitor-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("clippy found problems (see above)")
 }
 
 /// The Debian package: built, installed with dpkg, its unit's ExecStart
