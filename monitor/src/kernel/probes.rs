@@ -464,7 +464,16 @@ impl Probes {
     /// every task.
     pub fn credit_tasks(&self, walk: Walk) -> Result<IterRun, ProbeError> {
         let iterator = match (walk, &self.tracked) {
-            (Walk::JobTasks, Some(tracked)) => tracked,
+            (Walk::JobTasks, Some(tracked)) => {
+                // No job task anywhere (an idle node): nothing to credit,
+                // and the walk would still visit each of the map's 16,384
+                // empty buckets. A task tracked just after this read is
+                // credited at its exit or by the next sample.
+                if self.tracked_tasks.get(&0, 0).is_ok_and(|count| count == 0) {
+                    return Ok(IterRun::default());
+                }
+                tracked
+            }
             _ => self.iterator.as_ref().ok_or(ProbeError::NotLoaded)?,
         };
         Ok(iterator.run()?)
