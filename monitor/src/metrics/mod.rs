@@ -4,6 +4,8 @@ mod api;
 mod daemon;
 pub mod encode;
 pub mod exposition;
+#[cfg(test)]
+mod golden;
 mod job_resources;
 mod jobs;
 mod kernel;

@@ -1,0 +1,206 @@
+//! The golden `/metrics` test: a fixed snapshot rendered in both formats the
+//! web port serves and compared, byte for byte, with checked-in files
+//! (node_exporter's `fixtures/e2e-output.txt` is the model). Every exposed
+//! name is thus greppable in `testdata/`, and a change to any family, help
+//! text, label or number format shows up as a diff in review.
+//!
+//! After an intended change: `UPDATE_GOLDEN=1 cargo test -p monitor golden`
+//! rewrites the files; commit them with the change.
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use monitor_common::{CgroupCounters, DROP_REASONS};
+
+use super::{exposition, registry, render};
+use crate::{
+    api::ApiStats,
+    daemon::snapshot::{CgroupFileStats, Health, JobView, MapFill, SharedSnapshot, Snapshot},
+    kernel::program_stats::ProgramStats,
+    launcher::stats::{Outcome, RegistrationStats},
+};
+
+/// The build_info revision changes with every commit: shown as this.
+const REVISION: &str = "REVISION";
+
+fn at(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+}
+
+/// Every counter set, each to a distinct value.
+fn counters(base: u64) -> CgroupCounters {
+    CgroupCounters {
+        cpu_ns: base * 1_000_000_007,
+        runqueue_wait_ns: base * 3_000_017,
+        voluntary_switches: base * 11,
+        involuntary_switches: base * 13,
+        processes_started: base * 2,
+        threads_started: base * 5,
+        execs: base * 3,
+        process_exits: base,
+        page_faults: base * 1_009,
+        oom_kills: base / 2,
+        io_read_bytes: base * 40_960,
+        io_write_bytes: base * 8_192,
+        io_read_calls: base * 17,
+        io_write_calls: base * 19,
+        block_read_bytes: base * 4_096,
+        block_write_bytes: base * 12_288,
+        net_rx_bytes: base * 1_500,
+        net_tx_bytes: base * 3_000,
+        net_rx_packets: base * 7,
+        net_tx_packets: base * 9,
+        rss_delta_bytes: (base * 1_048_576) as i64,
+        rss_peak_bytes: base * 2_097_152,
+    }
+}
+
+fn snapshot() -> Snapshot {
+    let running = JobView {
+        jobid: "4242".into(),
+        user: "alice".into(),
+        uid: 1000,
+        name: "lammps \"in.lj\" \\ run".into(),
+        launcher: "slurm".into(),
+        labels: BTreeMap::from([
+            ("partition".into(), "gpu".into()),
+            ("step".into(), "0\nnext".into()),
+        ]),
+        cgroup: "/system.slice/slurmstepd.scope/job_4242".into(),
+        counters: counters(2),
+        files: CgroupFileStats {
+            memory_current: Some(3_145_728),
+            memory_peak: Some(4_194_304),
+            io_read_bytes: Some(8_192),
+            io_write_bytes: Some(24_576),
+            cpus_allocated: Some(4),
+            memory_limit_bytes: Some(8_589_934_592),
+        },
+        tasks: 12,
+        start: at(1_764_460_800),
+        end: None,
+    };
+    let finished = JobView {
+        jobid: "task-7".into(),
+        user: "bob".into(),
+        uid: 1001,
+        name: String::new(),
+        launcher: String::new(),
+        labels: BTreeMap::new(),
+        cgroup: "/monitor.slice/task-7".into(),
+        counters: counters(1),
+        files: CgroupFileStats::default(),
+        tasks: 0,
+        start: at(1_764_460_000),
+        end: Some(at(1_764_460_061)),
+    };
+    let mut drops = [0; DROP_REASONS];
+    for (i, drop) in drops.iter_mut().enumerate() {
+        *drop = i as u64 * 3;
+    }
+    Snapshot {
+        jobs: vec![Arc::new(running), Arc::new(finished)],
+        health: Health {
+            programs: vec![
+                ProgramStats {
+                    name: "tracked_task_iter",
+                    run_time: Duration::from_micros(4_500),
+                    run_count: 10_003,
+                },
+                ProgramStats {
+                    name: "rss_stat",
+                    run_time: Duration::from_micros(230),
+                    run_count: 1_000,
+                },
+            ],
+            bpf_stats_enabled: true,
+            maps: vec![
+                MapFill {
+                    name: "CGROUP_COUNTERS",
+                    entries: 2,
+                    capacity: 16_384,
+                },
+                MapFill {
+                    name: "TASK_STATE",
+                    entries: 12,
+                    capacity: 16_384,
+                },
+            ],
+            drops,
+            sample_duration: Duration::from_micros(8_480),
+            task_iter_duration: Duration::from_micros(6_850),
+            sample_success: true,
+            samples: 120,
+            sample_errors: 1,
+            cgroup_events: 14,
+            rescans: 2,
+            orphaned_cgroups: 1,
+            jobs_evicted: 3,
+            store: Some(Arc::default()),
+        },
+    }
+}
+
+/// `/metrics` of [`snapshot`]: OpenMetrics, and the Prometheus text format.
+fn rendered() -> (String, String) {
+    let shared = Arc::new(SharedSnapshot::default());
+    shared.publish(snapshot());
+    let registrations = Arc::new(RegistrationStats::default());
+    for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+        for _ in 0..i {
+            registrations.count(outcome);
+        }
+    }
+    let registry = registry(shared, registrations, Arc::new(ApiStats::default()));
+    let openmetrics = render(&registry)
+        .expect("rendering a fixed snapshot")
+        .replace(env!("MONITOR_GIT_REVISION"), REVISION);
+    let text = exposition::to_prometheus_text(&openmetrics);
+    (openmetrics, text)
+}
+
+fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/metrics/testdata")
+        .join(name)
+}
+
+/// Compares `actual` with the golden file `name`, or rewrites the file
+/// under `UPDATE_GOLDEN=1`.
+fn check(name: &str, actual: &str) {
+    let path = golden(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("writing the golden file");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).expect("reading the golden file");
+    if expected == actual {
+        return;
+    }
+    let first = expected
+        .lines()
+        .zip(actual.lines())
+        .position(|(e, a)| e != a)
+        .unwrap_or(expected.lines().count().min(actual.lines().count()));
+    panic!(
+        "{} differs from the rendered /metrics from line {}:\n  expected: {:?}\n  actual:   {:?}\n\
+         If the change is intended: UPDATE_GOLDEN=1 cargo test -p monitor golden",
+        path.display(),
+        first + 1,
+        expected.lines().nth(first),
+        actual.lines().nth(first),
+    );
+}
+
+#[test]
+fn golden_openmetrics() {
+    check("metrics.openmetrics.txt", &rendered().0);
+}
+
+#[test]
+fn golden_prometheus_text() {
+    check("metrics.prom", &rendered().1);
+}
