@@ -11,8 +11,18 @@ pub const CGROUP_PATH_MAX: usize = 256;
 pub const ROOT_PREFIX_MAX: usize = 256;
 
 /// Counters per cgroup, one copy per CPU (summed in userspace).
+///
+/// The one list of per-job counters: the daemon saves it by field name
+/// (serde, with the `user` feature; a field an older daemon did not save
+/// reads as 0), and [`CgroupCounters::add`] names every field, so a field
+/// added here does not compile until it is merged.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default)
+)]
 pub struct CgroupCounters {
     /// Nanoseconds on CPU.
     pub cpu_ns: u64,
@@ -64,28 +74,66 @@ impl CgroupCounters {
     /// maximum (for several cgroups of one job a lower bound of the job's
     /// peak: their peaks need not coincide).
     pub fn add(&mut self, other: &Self) {
-        self.page_faults += other.page_faults;
-        self.oom_kills += other.oom_kills;
-        self.io_read_bytes += other.io_read_bytes;
-        self.io_write_bytes += other.io_write_bytes;
-        self.io_read_calls += other.io_read_calls;
-        self.io_write_calls += other.io_write_calls;
-        self.block_read_bytes += other.block_read_bytes;
-        self.block_write_bytes += other.block_write_bytes;
-        self.net_rx_bytes += other.net_rx_bytes;
-        self.net_tx_bytes += other.net_tx_bytes;
-        self.net_rx_packets += other.net_rx_packets;
-        self.net_tx_packets += other.net_tx_packets;
-        self.rss_delta_bytes += other.rss_delta_bytes;
-        self.rss_peak_bytes = self.rss_peak_bytes.max(other.rss_peak_bytes);
-        self.cpu_ns += other.cpu_ns;
-        self.runqueue_wait_ns += other.runqueue_wait_ns;
-        self.voluntary_switches += other.voluntary_switches;
-        self.involuntary_switches += other.involuntary_switches;
-        self.processes_started += other.processes_started;
-        self.threads_started += other.threads_started;
-        self.execs += other.execs;
-        self.process_exits += other.process_exits;
+        // Every field named: a new one does not compile until merged here.
+        let Self {
+            cpu_ns,
+            runqueue_wait_ns,
+            voluntary_switches,
+            involuntary_switches,
+            processes_started,
+            threads_started,
+            execs,
+            process_exits,
+            page_faults,
+            oom_kills,
+            io_read_bytes,
+            io_write_bytes,
+            io_read_calls,
+            io_write_calls,
+            block_read_bytes,
+            block_write_bytes,
+            net_rx_bytes,
+            net_tx_bytes,
+            net_rx_packets,
+            net_tx_packets,
+            rss_delta_bytes,
+            rss_peak_bytes,
+        } = *other;
+        self.cpu_ns += cpu_ns;
+        self.runqueue_wait_ns += runqueue_wait_ns;
+        self.voluntary_switches += voluntary_switches;
+        self.involuntary_switches += involuntary_switches;
+        self.processes_started += processes_started;
+        self.threads_started += threads_started;
+        self.execs += execs;
+        self.process_exits += process_exits;
+        self.page_faults += page_faults;
+        self.oom_kills += oom_kills;
+        self.io_read_bytes += io_read_bytes;
+        self.io_write_bytes += io_write_bytes;
+        self.io_read_calls += io_read_calls;
+        self.io_write_calls += io_write_calls;
+        self.block_read_bytes += block_read_bytes;
+        self.block_write_bytes += block_write_bytes;
+        self.net_rx_bytes += net_rx_bytes;
+        self.net_tx_bytes += net_tx_bytes;
+        self.net_rx_packets += net_rx_packets;
+        self.net_tx_packets += net_tx_packets;
+        self.rss_delta_bytes += rss_delta_bytes;
+        self.rss_peak_bytes = self.rss_peak_bytes.max(rss_peak_bytes);
+    }
+
+    /// Resident memory now: the summed rss_stat deltas. A job's sum can
+    /// dip below zero (pages its tasks mapped before they were counted,
+    /// freed since), which reads as 0.
+    pub fn rss_bytes(&self) -> u64 {
+        self.rss_delta_bytes.max(0) as u64
+    }
+
+    /// Highest resident memory: the peak seen at rss_stat events, never
+    /// below the memory resident now.
+    pub fn rss_peak(&self) -> u64 {
+        self.rss_peak_bytes.max(self.rss_bytes())
     }
 }
 

@@ -84,7 +84,6 @@ pub struct JobJson {
 impl From<&JobView> for JobJson {
     fn from(job: &JobView) -> Self {
         let c = &job.counters;
-        let rss = c.rss_delta_bytes.max(0) as u64;
         JobJson {
             jobid: job.jobid.clone(),
             user: job.user.clone(),
@@ -107,8 +106,8 @@ impl From<&JobView> for JobJson {
             threads_started: c.threads_started,
             execs: c.execs,
             processes_exited: c.process_exits,
-            memory_rss_bytes: rss,
-            memory_rss_peak_bytes: c.rss_peak_bytes.max(rss),
+            memory_rss_bytes: c.rss_bytes(),
+            memory_rss_peak_bytes: c.rss_peak(),
             page_faults: c.page_faults,
             oom_kills: c.oom_kills,
             io_read_bytes: c.io_read_bytes,

@@ -36,7 +36,7 @@ pub struct SavedJob {
     #[serde(default)]
     pub jobid_pending: bool,
     /// Final values of the job's cgroups already removed.
-    pub retired: SavedCounters,
+    pub retired: CgroupCounters,
     pub cgroups: Vec<SavedCgroup>,
 }
 
@@ -47,54 +47,6 @@ pub struct SavedCgroup {
     /// Made by the daemon (removed by it when empty), not adopted.
     pub owned: bool,
 }
-
-/// [`CgroupCounters`] by field name.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SavedCounters {
-    pub cpu_ns: u64,
-    pub runqueue_wait_ns: u64,
-    pub voluntary_switches: u64,
-    pub involuntary_switches: u64,
-    pub processes_started: u64,
-    pub threads_started: u64,
-    pub execs: u64,
-    pub process_exits: u64,
-    pub page_faults: u64,
-    pub oom_kills: u64,
-    pub io_read_bytes: u64,
-    pub io_write_bytes: u64,
-    pub io_read_calls: u64,
-    pub io_write_calls: u64,
-    pub block_read_bytes: u64,
-    pub block_write_bytes: u64,
-    pub net_rx_bytes: u64,
-    pub net_tx_bytes: u64,
-    pub net_rx_packets: u64,
-    pub net_tx_packets: u64,
-    pub rss_delta_bytes: i64,
-    pub rss_peak_bytes: u64,
-}
-
-/// Both directions list every field once; a field added to one side and
-/// not the other fails to compile.
-macro_rules! convert {
-    ($from:ty => $to:ident: $($field:ident),*) => {
-        impl From<&$from> for $to {
-            fn from(c: &$from) -> Self {
-                $to { $($field: c.$field),* }
-            }
-        }
-    };
-}
-convert!(CgroupCounters => SavedCounters: cpu_ns, runqueue_wait_ns, voluntary_switches, involuntary_switches,
-    processes_started, threads_started, execs, process_exits, page_faults, oom_kills, io_read_bytes,
-    io_write_bytes, io_read_calls, io_write_calls, block_read_bytes, block_write_bytes, net_rx_bytes,
-    net_tx_bytes, net_rx_packets, net_tx_packets, rss_delta_bytes, rss_peak_bytes);
-convert!(SavedCounters => CgroupCounters: cpu_ns, runqueue_wait_ns, voluntary_switches, involuntary_switches,
-    processes_started, threads_started, execs, process_exits, page_faults, oom_kills, io_read_bytes,
-    io_write_bytes, io_read_calls, io_write_calls, block_read_bytes, block_write_bytes, net_rx_bytes,
-    net_tx_bytes, net_rx_packets, net_tx_packets, rss_delta_bytes, rss_peak_bytes);
 
 #[cfg(test)]
 mod tests {
@@ -109,11 +61,11 @@ mod tests {
             net_tx_packets: 9,
             ..Default::default()
         };
-        let json = serde_json::to_string(&SavedCounters::from(&counters)).unwrap();
-        let back: SavedCounters = serde_json::from_str(&json).unwrap();
-        assert_eq!(CgroupCounters::from(&back), counters);
+        let json = serde_json::to_string(&counters).unwrap();
+        let back: CgroupCounters = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, counters);
         // Fields an older daemon did not write read as zero.
-        let old: SavedCounters = serde_json::from_str(r#"{"cpu_ns":3}"#).unwrap();
+        let old: CgroupCounters = serde_json::from_str(r#"{"cpu_ns":3}"#).unwrap();
         assert_eq!(old.cpu_ns, 3);
     }
 }

@@ -21,7 +21,7 @@ use monitor_common::CgroupCounters;
 
 use super::{
     discovery::{self, Discovery},
-    registry::{Registry, SavedCgroup, SavedCounters, SavedJob},
+    registry::{Registry, SavedCgroup, SavedJob},
 };
 use crate::{
     metrics::encode::{from_unix_seconds, unix_seconds},
@@ -253,7 +253,7 @@ impl JobTable {
                     visible: job.visible,
                     owner_pending: job.owner_pending,
                     jobid_pending: job.jobid_pending,
-                    retired: SavedCounters::from(&job.retired),
+                    retired: job.retired,
                     cgroups,
                 }
             })
@@ -306,7 +306,7 @@ impl JobTable {
             job.visible = saved.visible || saved.registered;
             job.owner_pending = saved.owner_pending;
             job.jobid_pending = saved.jobid_pending;
-            job.retired = CgroupCounters::from(&saved.retired);
+            job.retired = saved.retired;
             if saved.registered && saved.cgroups.is_empty() {
                 // Saved between its registration and its cgroup's making:
                 // nothing ran in it, nothing would ever end it.

@@ -118,7 +118,8 @@ impl Collector for JobResourceCollector {
             MetricType::Gauge,
         )?;
         for job in jobs {
-            f.gauge_i64(&labels(job), job.counters.rss_delta_bytes.max(0))?;
+            let rss = job.counters.rss_bytes();
+            f.gauge_i64(&labels(job), i64::try_from(rss).unwrap_or(i64::MAX))?;
         }
         let mut f = family(
             &mut encoder,
@@ -128,10 +129,7 @@ impl Collector for JobResourceCollector {
             MetricType::Gauge,
         )?;
         for job in jobs {
-            let peak = job
-                .counters
-                .rss_peak_bytes
-                .max(job.counters.rss_delta_bytes.max(0) as u64);
+            let peak = job.counters.rss_peak();
             f.gauge_i64(&labels(job), i64::try_from(peak).unwrap_or(i64::MAX))?;
         }
         for (name, help, field) in &COUNTS {
