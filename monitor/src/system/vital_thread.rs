@@ -36,7 +36,8 @@ mod tests {
 
     /// Set in the child process the test runs itself again as.
     const CHILD: &str = "MONITOR_VITAL_THREAD_TEST_CHILD";
-    const NAME: &str = "system::vital_thread::tests::a_panicking_vital_thread_exits_the_process_with_70";
+    const NAME: &str =
+        "system::vital_thread::tests::a_panicking_vital_thread_exits_the_process_with_70";
 
     /// No outside event makes the sampler or the store writer panic (see
     /// the issue 13 tests in tests/tests), so a thread that panics on
