@@ -138,6 +138,19 @@ impl Lines {
         })
     }
 
+    /// The next line, or None once the child has closed its stdout,
+    /// waiting at most `timeout`.
+    pub fn next_or_end(&self, timeout: Duration) -> anyhow::Result<Option<String>> {
+        match self.receiver.recv_timeout(timeout) {
+            Ok(line) => Ok(Some(line)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(anyhow!(
+                "{} printed no line and kept its stdout open for {timeout:?}",
+                self.what
+            )),
+        }
+    }
+
     /// The rest of the next line, which must be `prefix` alone or start
     /// with `prefix` and a space.
     pub fn expect(&self, prefix: &str, timeout: Duration) -> anyhow::Result<String> {

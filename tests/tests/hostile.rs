@@ -522,6 +522,200 @@ fn concurrent_registrations_do_not_overshoot_the_per_user_cap() -> anyhow::Resul
     Ok(())
 }
 
+/// Issue 13, item 11, provoked until it shows: where the cap's check and
+/// the task cgroup's reservation take the job table's lock apart, a
+/// registration that checks between another's two steps counts one task
+/// cgroup short, and at the cap's last place both pass. Rounds of
+/// launchers of one uid make that moment crowded: the daemon is held
+/// (SIGSTOP) while they are let go together through one gate (a pipe they
+/// all wait on, closed once every one of them is blocked reading it) and
+/// until every one has connected and sent its hello; let go, it finds
+/// them all queued, as a daemon held up for a moment on a busy node does.
+/// Each job accepted keeps running until all of its round have been
+/// answered, so the accepted are the jobs running at once, and they never
+/// exceed the cap. Where the two steps are apart, about one round in
+/// ten overshoots on a 2-CPU machine (some by four); the rounds stop
+/// at the first.
+#[test]
+fn launchers_of_one_uid_let_go_together_never_run_more_jobs_than_the_cap() -> anyhow::Result<()> {
+    const CAP: usize = 4;
+    const LAUNCHERS: usize = 12;
+    const ROUNDS: usize = 80;
+    const JOBS_ON_THE_NODE: usize = 3000;
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    let daemon = Daemon::start_with(&["--jobs.max-per-user", &CAP.to_string()])?;
+    check_others_may_run(&monitor_tests::daemon::binary()?)?;
+    // Jobs already on the node: the sampler's pass over them holds the job
+    // table's lock while the crowd piles up behind it.
+    for n in 0..JOBS_ON_THE_NODE {
+        std::fs::create_dir(daemon.root().join(format!("on-the-node-{n}")))?;
+    }
+    daemon.metrics_after_samples(2)?;
+    let mut running_at_once = Vec::new();
+    for round in 0..ROUNDS {
+        running_at_once.push(crowd_let_go_together(&daemon, round, LAUNCHERS)?);
+        if running_at_once.last().is_some_and(|&n| n > CAP) {
+            break;
+        }
+    }
+    eprintln!("jobs of one uid running at once, per round: {running_at_once:?}");
+    assert!(
+        running_at_once.iter().all(|n| (1..=CAP).contains(n)),
+        "jobs of one uid running at once, per round of {LAUNCHERS} launchers let go together: \
+         {running_at_once:?}, over a cap of {CAP}"
+    );
+    Ok(())
+}
+
+/// One round: `launchers` launchers of nobody let go together at a held
+/// daemon; returns how many were accepted (their jobs all running at
+/// once), once the daemon has ended them again.
+fn crowd_let_go_together(daemon: &Daemon, round: usize, launchers: usize) -> anyhow::Result<usize> {
+    const ANSWER: Duration = Duration::from_secs(60);
+    let binary = monitor_tests::daemon::binary()?;
+    let (gate, opener) = std::io::pipe().context("making the gate")?;
+    let crowd = (0..launchers)
+        .map(|n| {
+            let mut command = Command::new("/bin/sh");
+            command
+                .args(["-c", "read _; exec \"$@\"", "gate"])
+                .arg(&binary)
+                .args(["run", "--socket.path"])
+                .arg(daemon.socket())
+                .args(["--require", "--job-id", &format!("crowd-{round}-{n}"), "--"])
+                .args(["/bin/sh", "-c", "echo registered; exec sleep 600"])
+                .env_remove("MONITOR_SOCKET")
+                .stdin(gate.try_clone()?)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .as_nobody();
+            for variable in monitor_tests::launcher::JOB_ID_VARIABLES {
+                command.env_remove(variable);
+            }
+            monitor_tests::ChildGuard::spawn(&mut command, "a launcher of the crowd")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    drop(gate);
+    for launcher in &crowd {
+        wait_until_reading(launcher.id(), Reading::Stdin)?;
+    }
+    {
+        let _held = Held::stop(daemon)?;
+        // EOF for every one of them at once.
+        drop(opener);
+        for launcher in &crowd {
+            wait_until_reading(launcher.id(), Reading::Answer)?;
+        }
+    }
+    let mut accepted = Vec::new();
+    for mut launcher in crowd {
+        let lines = launcher.lines()?;
+        match lines.next_or_end(ANSWER)? {
+            Some(line) if line == "registered" => accepted.push(launcher),
+            Some(line) => anyhow::bail!("a launcher of the crowd printed {line:?}"),
+            // Refused: `--require` exits without running the command.
+            None => {}
+        }
+    }
+    let running_at_once = accepted.len();
+    for job in accepted {
+        job.kill()?;
+    }
+    // The cap counts task cgroups until the daemon has removed them.
+    let deadline = std::time::Instant::now() + ANSWER;
+    while !monitor_tests::launcher::task_cgroups(daemon.root())?.is_empty() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the task cgroups of round {round} are still there after {ANSWER:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon.metrics_after_samples(1)?;
+    Ok(running_at_once)
+}
+
+/// The daemon stopped (SIGSTOP, every thread) until dropped.
+struct Held(nix::unistd::Pid);
+
+impl Held {
+    fn stop(daemon: &Daemon) -> anyhow::Result<Self> {
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.pid())?);
+        kill(pid, Signal::SIGSTOP).context("stopping the daemon")?;
+        let held = Self(pid);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !all_threads_stopped(pid)? {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the daemon's threads did not all stop"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(held)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+fn all_threads_stopped(pid: nix::unistd::Pid) -> anyhow::Result<bool> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("stat"))?;
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        if state != Some('T') {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// What a launcher of the crowd waits for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reading {
+    /// The gate: its stdin.
+    Stdin,
+    /// The daemon's answer: any descriptor but stdin (a socket).
+    Answer,
+}
+
+/// Waits until process `pid` is blocked reading what `reading` says (its
+/// syscall in /proc is `read` or `recvfrom` on that descriptor). A process
+/// answered and gone already is past it too.
+fn wait_until_reading(pid: u32, reading: Reading) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .with_context(|| format!("reading /proc/{pid}/syscall"))?;
+        let mut fields = syscall.split_whitespace();
+        let reads = fields.next().is_some_and(|number| {
+            [libc::SYS_read, libc::SYS_recvfrom]
+                .iter()
+                .any(|n| n.to_string() == number)
+        });
+        let on_stdin = fields.next() == Some("0x0");
+        if reads && on_stdin == (reading == Reading::Stdin) {
+            return Ok(());
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if reading == Reading::Answer && stat.contains(") Z ") {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "launcher {pid} never came to wait for {reading:?}: syscall {syscall:?}, stat {stat:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Issue 13, item 12: under `--api.private` the API socket shows each uid
 /// its own jobs only (root all of them), as Slurm's `PrivateData=jobs`.
 #[test]
@@ -715,4 +909,152 @@ fn registering_never_takes_a_process_out_of_a_cgroup_limit() -> anyhow::Result<(
         String::from_utf8_lossy(&output.stderr)
     );
     Ok(())
+}
+
+/// Issue 13, item 9, the descendants' half: a registering process's
+/// descendants are moved by pid number, and a number is free again once
+/// its process is reaped. A user's launcher has many descendants (so the
+/// daemon's moves take a while) and, last of them, a grandchild whose
+/// parent reaps it. Once the daemon has listed the tree (its first move
+/// shows it has), the grandchild is ended and reaped, and its pid is given
+/// to a root process outside the tree (`ns_last_pid`, as CRIU restores
+/// pids): the daemon must not move that process into the user's task
+/// cgroup.
+#[test]
+fn a_descendants_pid_taken_by_another_process_during_the_move_is_not_moved() -> anyhow::Result<()> {
+    // Enough that the daemon is still moving them while the test ends the
+    // grandchild and hands its pid on (about 20 us a move here).
+    const DESCENDANTS: usize = 1500;
+    const SCRIPT: &str = r#"i=0
+while [ "$i" -lt "$1" ]; do sleep 1000 & i=$((i + 1)); done
+sh -c 'sleep 1000 & echo "doomed $!"; wait; exec sleep 1000' &
+read _go
+shift
+exec "$@""#;
+    if !require_root_or_skip() {
+        return Ok(());
+    }
+    let _machine = cpu_shared();
+    let daemon = Daemon::start()?;
+    let binary = monitor_tests::daemon::binary()?;
+    check_others_may_run(&binary)?;
+    let tree = Tree::new("hostile-pid-reuse")?;
+    let (session, bystanders) = (tree.0.join("session"), tree.0.join("bystanders"));
+    std::fs::create_dir(&session)?;
+    std::fs::create_dir(&bystanders)?;
+    let source = in_hierarchy(&session)?;
+
+    let mut peer = Command::new("/bin/sh");
+    peer.args(["-c", SCRIPT, "peer", &DESCENDANTS.to_string()])
+        .arg(&binary)
+        .args(["run", "--socket.path"])
+        .arg(daemon.socket())
+        .args(["--require", "--job-id", "reused", "--"])
+        .args(["/bin/sh", "-c", "echo registered; exec sleep 600"])
+        .env_remove("MONITOR_SOCKET")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for variable in monitor_tests::launcher::JOB_ID_VARIABLES {
+        peer.env_remove(variable);
+    }
+    cgroup::join_before_exec(&mut peer, &session)?;
+    let mut peer = monitor_tests::ChildGuard::spawn(peer.as_nobody(), "the launcher")?;
+    let lines = peer.lines()?;
+    let doomed: u32 = lines
+        .expect("doomed", Duration::from_secs(120))?
+        .parse()
+        .context("the doomed grandchild's pid")?;
+    // Every descendant is there (the doomed one's parent came last).
+    let first = first_child(peer.id())?;
+    peer.write_stdin(b"go\n")?;
+
+    // The daemon lists and checks the whole tree before its first move.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while monitor_tests::launcher::cgroup_of(first)? == source {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the daemon never moved the launcher's first child"
+        );
+        std::thread::yield_now();
+    }
+    anyhow::ensure!(
+        monitor_tests::launcher::cgroup_of(doomed)? == source,
+        "the daemon moved the doomed grandchild before the test could end it: \
+         more descendants are needed to hold it up"
+    );
+    // Listed just before the doomed one: while it has not moved, the
+    // daemon has not come to the doomed pid either.
+    let parent = parent_of(doomed)?;
+    let doomed_pid = nix::unistd::Pid::from_raw(i32::try_from(doomed)?);
+    nix::sys::signal::kill(doomed_pid, nix::sys::signal::Signal::SIGKILL)?;
+    while Path::new(&format!("/proc/{doomed}")).exists() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the doomed grandchild was never reaped"
+        );
+        std::thread::yield_now();
+    }
+    let bystander = spawn_with_pid(doomed, &bystanders)?;
+    anyhow::ensure!(
+        monitor_tests::launcher::cgroup_of(parent)? == source,
+        "the daemon came to pid {doomed} before the bystander took it: \
+         more descendants are needed to hold it up"
+    );
+
+    // Answered: the daemon's moves are over.
+    lines.expect("registered", Duration::from_secs(60))?;
+    assert_eq!(
+        monitor_tests::launcher::cgroup_of(bystander.id())?,
+        in_hierarchy(&bystanders)?,
+        "a root process that took pid {doomed} from the launcher's reaped grandchild \
+         was moved into the user's task cgroup"
+    );
+    Ok(())
+}
+
+/// The parent of process `pid`, from /proc/PID/stat (after the command
+/// name, which may hold spaces and parentheses).
+fn parent_of(pid: u32) -> anyhow::Result<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .context("no parent in /proc/PID/stat")?
+        .parse()
+        .context("the parent's pid")
+}
+
+/// The first child of process `pid` (single-threaded).
+fn first_child(pid: u32) -> anyhow::Result<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {path}"))?
+        .split_whitespace()
+        .next()
+        .with_context(|| format!("process {pid} has no children"))?
+        .parse()
+        .context("a child's pid")
+}
+
+/// A root process (`sleep`) in cgroup `dir` given pid `pid`, which must
+/// be free: the kernel's last pid set just below it before the fork. Tried
+/// a few times, as another process of the machine may fork in between.
+fn spawn_with_pid(pid: u32, dir: &Path) -> anyhow::Result<monitor_tests::ChildGuard> {
+    const ATTEMPTS: usize = 20;
+    for _ in 0..ATTEMPTS {
+        anyhow::ensure!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} was taken by another process of the machine first"
+        );
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .context("setting /proc/sys/kernel/ns_last_pid")?;
+        let mut command = Command::new("sleep");
+        command.arg("600");
+        cgroup::join_before_exec(&mut command, dir)?;
+        let child = monitor_tests::ChildGuard::spawn(&mut command, "the bystander")?;
+        if child.id() == pid {
+            return Ok(child);
+        }
+    }
+    anyhow::bail!("no fork got pid {pid} in {ATTEMPTS} attempts")
 }
