@@ -26,7 +26,9 @@ pub fn encode(job: &JobView) -> EncodedJob {
     );
     jobs::write_samples(job, &mut out);
     job_resources::write_samples(job, &mut out);
-    out.finish()
+    let encoded = out.finish();
+    debug_assert_eq!(encoded.families(), families().count());
+    encoded
 }
 
 /// `job`'s samples, encoded at its view's first scrape.

@@ -117,6 +117,11 @@ impl EncodedJob {
         &self.samples[start..end]
     }
 
+    /// Families it has lines (or none) of.
+    pub fn families(&self) -> usize {
+        self.ends.len()
+    }
+
     /// Bytes held (the text and the offsets).
     pub fn heap_bytes(&self) -> usize {
         self.labels.len() + self.samples.len() + self.ends.len() * size_of::<u32>()

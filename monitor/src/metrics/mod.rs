@@ -89,16 +89,23 @@ mod tests {
     }
 
     /// The text prometheus-client wrote for the fixture before the job
-    /// series were cached (kept as it was rendered then).
-    const OPENMETRICS: &str = include_str!("testdata/fixture.openmetrics");
-    const PROMETHEUS: &str = include_str!("testdata/fixture.prom");
+    /// series were cached (kept as it was rendered then, but for the build's
+    /// revision).
+    fn golden(format: Format) -> String {
+        let text = match format {
+            Format::OpenMetrics => include_str!("testdata/fixture.openmetrics"),
+            Format::Prometheus => include_str!("testdata/fixture.prom"),
+        };
+        text.replace("@REVISION@", env!("MONITOR_GIT_REVISION"))
+    }
 
     #[test]
     fn renders_the_bytes_prometheus_client_rendered() {
         let exposition = exposition_of(fixture::snapshot());
         for _first_then_cached in 0..2 {
-            assert_eq!(exposition.render(Format::OpenMetrics).unwrap(), OPENMETRICS);
-            assert_eq!(exposition.render(Format::Prometheus).unwrap(), PROMETHEUS);
+            for format in [Format::OpenMetrics, Format::Prometheus] {
+                assert_eq!(exposition.render(format).unwrap(), golden(format));
+            }
         }
     }
 
