@@ -248,7 +248,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let api_stats = Arc::new(crate::api::ApiStats::default());
     let exposition =
-        crate::metrics::exposition(shared.clone(), registrations.clone(), api_stats.clone());
+        crate::metrics::Exposition::new(shared.clone(), registrations.clone(), api_stats.clone());
     let api = ApiState {
         shared: shared.clone(),
         store: reader,
