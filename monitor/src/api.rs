@@ -494,6 +494,7 @@ mod tests {
             tasks: 0,
             start: SystemTime::UNIX_EPOCH,
             end: end.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
+            series: Default::default(),
         }
     }
 

@@ -190,6 +190,7 @@ impl From<&JobJson> for JobView {
             tasks: job.tasks,
             start: from_unix_seconds(job.start_time),
             end: job.end_time.map(from_unix_seconds),
+            series: Default::default(),
         }
     }
 }
@@ -226,6 +227,7 @@ mod tests {
             tasks: 0,
             start: SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_270_642_323_372),
             end: Some(SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_270_645_615_119)),
+            series: Default::default(),
         };
         let text = serde_json::to_string(&JobJson::from(&view)).unwrap();
         let back = JobView::from(&serde_json::from_str::<JobJson>(&text).unwrap());
@@ -261,6 +263,7 @@ mod tests {
             tasks: 0,
             start: SystemTime::UNIX_EPOCH + Duration::from_secs(1),
             end: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2)),
+            series: Default::default(),
         };
         let text = serde_json::to_string(&JobJson::from(&view))
             .unwrap()

@@ -176,6 +176,7 @@ mod tests {
             tasks: 0,
             start: at(0),
             end: Some(at(end)),
+            series: Default::default(),
         })
     }
 

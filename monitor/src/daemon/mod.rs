@@ -247,8 +247,8 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let api_stats = Arc::new(crate::api::ApiStats::default());
-    let registry =
-        crate::metrics::registry(shared.clone(), registrations.clone(), api_stats.clone());
+    let exposition =
+        crate::metrics::Exposition::new(shared.clone(), registrations.clone(), api_stats.clone());
     let api = ApiState {
         shared: shared.clone(),
         store: reader,
@@ -277,7 +277,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
             source: web_config,
             limits: web_limits,
         };
-        let served = crate::web::serve(web, registry, api, shutdown_signal()).await;
+        let served = crate::web::serve(web, exposition, api, shutdown_signal()).await;
         reloads.abort();
         launchers.abort();
         api_server.abort();

@@ -938,6 +938,7 @@ impl Sampler {
             tasks: job.tasks,
             start: job.start,
             end: job.end,
+            series: Default::default(),
         }
     }
 }

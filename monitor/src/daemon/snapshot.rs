@@ -7,7 +7,7 @@ use std::{
 
 use monitor_common::{CgroupCounters, DROP_REASONS};
 
-use crate::kernel::program_stats::ProgramStats;
+use crate::{kernel::program_stats::ProgramStats, metrics::job_text::SeriesCache};
 
 #[derive(Debug, Clone)]
 pub struct JobView {
@@ -24,6 +24,9 @@ pub struct JobView {
     pub tasks: u64,
     pub start: SystemTime,
     pub end: Option<SystemTime>,
+    /// Its series as /metrics serves them, encoded at the first scrape of
+    /// this view (a view is never changed once published).
+    pub series: SeriesCache,
 }
 
 /// The kernel's own per-cgroup accounting files, summed over a job's live

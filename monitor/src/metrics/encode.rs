@@ -41,14 +41,6 @@ impl Family<'_, '_> {
         ConstCounter::new(value).encode(self.encoder.encode_family(labels)?)
     }
 
-    pub fn gauge<L: EncodeLabelSet>(
-        &mut self,
-        labels: &L,
-        value: f64,
-    ) -> Result<(), std::fmt::Error> {
-        ConstGauge::new(value).encode(self.encoder.encode_family(labels)?)
-    }
-
     pub fn gauge_i64<L: EncodeLabelSet>(
         &mut self,
         labels: &L,

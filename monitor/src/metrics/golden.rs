@@ -15,7 +15,7 @@ use std::{
 
 use monitor_common::{CgroupCounters, DROP_REASONS};
 
-use super::{exposition, registry, render};
+use super::{Exposition, exposition::Format};
 use crate::{
     api::ApiStats,
     daemon::snapshot::{CgroupFileStats, Health, JobView, MapFill, SharedSnapshot, Snapshot},
@@ -58,7 +58,7 @@ fn counters(base: u64) -> CgroupCounters {
     }
 }
 
-fn snapshot() -> Snapshot {
+pub(super) fn snapshot() -> Snapshot {
     let running = JobView {
         jobid: "4242".into(),
         user: "alice".into(),
@@ -82,6 +82,7 @@ fn snapshot() -> Snapshot {
         tasks: 12,
         start: at(1_764_460_800),
         end: None,
+        series: Default::default(),
     };
     let finished = JobView {
         jobid: "task-7".into(),
@@ -96,6 +97,7 @@ fn snapshot() -> Snapshot {
         tasks: 0,
         start: at(1_764_460_000),
         end: Some(at(1_764_460_061)),
+        series: Default::default(),
     };
     let mut drops = [0; DROP_REASONS];
     for (i, drop) in drops.iter_mut().enumerate() {
@@ -154,12 +156,14 @@ fn rendered() -> (String, String) {
             registrations.count(outcome);
         }
     }
-    let registry = registry(shared, registrations, Arc::new(ApiStats::default()));
-    let openmetrics = render(&registry)
-        .expect("rendering a fixed snapshot")
-        .replace(env!("MONITOR_GIT_REVISION"), REVISION);
-    let text = exposition::to_prometheus_text(&openmetrics);
-    (openmetrics, text)
+    let exposition = Exposition::new(shared, registrations, Arc::new(ApiStats::default()));
+    let render = |format| {
+        exposition
+            .render(format)
+            .expect("rendering a fixed snapshot")
+            .replace(env!("MONITOR_GIT_REVISION"), REVISION)
+    };
+    (render(Format::OpenMetrics), render(Format::Prometheus))
 }
 
 fn golden(name: &str) -> PathBuf {

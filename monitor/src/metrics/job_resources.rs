@@ -1,18 +1,11 @@
 //! Per-job memory, IO and network series, and the cgroup-file cross-checks.
-use std::sync::Arc;
-
-use prometheus_client::{
-    collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Unit,
-};
+use prometheus_client::{metrics::MetricType, registry::Unit};
 
 use super::{
-    encode::family,
-    jobs::{Counter, labels},
+    job_text::{JobFamily, SampleWriter},
+    jobs::Counter,
 };
-use crate::daemon::snapshot::{CgroupFileStats, SharedSnapshot};
-
-#[derive(Debug)]
-pub struct JobResourceCollector(pub Arc<SharedSnapshot>);
+use crate::daemon::snapshot::{CgroupFileStats, JobView};
 
 const COUNTS: [Counter; 8] = [
     (
@@ -105,90 +98,84 @@ const FILES: [FileStat; 6] = [
     ),
 ];
 
-impl Collector for JobResourceCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = self.0.latest();
-        let jobs = &snapshot.jobs;
+const fn count(index: usize) -> JobFamily {
+    JobFamily::counter(COUNTS[index].0, COUNTS[index].1, None)
+}
 
-        let mut f = family(
-            &mut encoder,
-            "monitor_job_memory_rss",
-            "Resident memory (file, anon and shmem pages) of the job's processes, from kmem/rss_stat.",
-            Some(&Unit::Bytes),
-            MetricType::Gauge,
-        )?;
-        for job in jobs {
-            let rss = job.counters.rss_bytes();
-            f.gauge_i64(&labels(job), i64::try_from(rss).unwrap_or(i64::MAX))?;
-        }
-        let mut f = family(
-            &mut encoder,
-            "monitor_job_memory_rss_peak",
-            "Highest resident memory of the job at any rss_stat event (not only at samples).",
-            Some(&Unit::Bytes),
-            MetricType::Gauge,
-        )?;
-        for job in jobs {
-            let peak = job.counters.rss_peak();
-            f.gauge_i64(&labels(job), i64::try_from(peak).unwrap_or(i64::MAX))?;
-        }
-        for (name, help, field) in &COUNTS {
-            let mut f = family(&mut encoder, name, help, None, MetricType::Counter)?;
-            for job in jobs {
-                f.counter_u64(&labels(job), field(&job.counters))?;
+/// A cgroup-file family: only when some job has the file.
+const fn file(index: usize) -> JobFamily {
+    let (name, help, metric_type, _) = FILES[index];
+    JobFamily {
+        name,
+        help,
+        unit: None,
+        metric_type,
+        optional: true,
+    }
+}
+
+/// This module's families, in the order [`write_samples`] writes them.
+pub(super) static FAMILIES: [JobFamily; 18] = [
+    JobFamily::gauge(
+        "monitor_job_memory_rss",
+        "Resident memory (file, anon and shmem pages) of the job's processes, from kmem/rss_stat.",
+        Some(Unit::Bytes),
+    ),
+    JobFamily::gauge(
+        "monitor_job_memory_rss_peak",
+        "Highest resident memory of the job at any rss_stat event (not only at samples).",
+        Some(Unit::Bytes),
+    ),
+    count(0),
+    count(1),
+    count(2),
+    count(3),
+    count(4),
+    count(5),
+    count(6),
+    count(7),
+    JobFamily::counter(
+        "monitor_job_network_bytes",
+        "Bytes the job's sockets sent (tx) and received (rx), IP and transport headers included.",
+        None,
+    ),
+    JobFamily::counter(
+        "monitor_job_network_packets",
+        "Packets the job's sockets sent (tx) and received (rx).",
+        None,
+    ),
+    file(0),
+    file(1),
+    file(2),
+    file(3),
+    file(4),
+    file(5),
+];
+
+/// `job`'s samples of [`FAMILIES`], one family after the other.
+pub(super) fn write_samples(job: &JobView, out: &mut SampleWriter) {
+    let c = &job.counters;
+    out.u64(&[], c.rss_bytes());
+    out.end_family();
+    out.u64(&[], c.rss_peak());
+    out.end_family();
+    for (_, _, field) in &COUNTS {
+        out.u64(&[], field(c));
+        out.end_family();
+    }
+    out.u64(&[("direction", "rx")], c.net_rx_bytes);
+    out.u64(&[("direction", "tx")], c.net_tx_bytes);
+    out.end_family();
+    out.u64(&[("direction", "rx")], c.net_rx_packets);
+    out.u64(&[("direction", "tx")], c.net_tx_packets);
+    out.end_family();
+    for (_, _, metric_type, field) in &FILES {
+        if let Some(value) = field(&job.files) {
+            match metric_type {
+                MetricType::Counter => out.u64(&[], value),
+                _ => out.i64(&[], i64::try_from(value).unwrap_or(i64::MAX)),
             }
         }
-        let mut f = family(
-            &mut encoder,
-            "monitor_job_network_bytes",
-            "Bytes the job's sockets sent (tx) and received (rx), IP and transport headers included.",
-            None,
-            MetricType::Counter,
-        )?;
-        for job in jobs {
-            let [jobid, user] = labels(job);
-            f.counter_u64(
-                &[jobid, user, ("direction", "rx")],
-                job.counters.net_rx_bytes,
-            )?;
-            f.counter_u64(
-                &[jobid, user, ("direction", "tx")],
-                job.counters.net_tx_bytes,
-            )?;
-        }
-        let mut f = family(
-            &mut encoder,
-            "monitor_job_network_packets",
-            "Packets the job's sockets sent (tx) and received (rx).",
-            None,
-            MetricType::Counter,
-        )?;
-        for job in jobs {
-            let [jobid, user] = labels(job);
-            f.counter_u64(
-                &[jobid, user, ("direction", "rx")],
-                job.counters.net_rx_packets,
-            )?;
-            f.counter_u64(
-                &[jobid, user, ("direction", "tx")],
-                job.counters.net_tx_packets,
-            )?;
-        }
-        for (name, help, metric_type, field) in &FILES {
-            if !jobs.iter().any(|job| field(&job.files).is_some()) {
-                continue;
-            }
-            let mut f = family(&mut encoder, name, help, None, *metric_type)?;
-            for job in jobs {
-                let Some(value) = field(&job.files) else {
-                    continue;
-                };
-                match metric_type {
-                    MetricType::Counter => f.counter_u64(&labels(job), value)?,
-                    _ => f.gauge_i64(&labels(job), i64::try_from(value).unwrap_or(i64::MAX))?,
-                }
-            }
-        }
-        Ok(())
+        out.end_family();
     }
 }

@@ -1,21 +1,13 @@
 //! Per-job series. Job series carry `jobid` and `user` only (never `job`:
 //! Prometheus owns that label); the rest is on `monitor_job_info`.
-use std::sync::Arc;
-
 use monitor_common::CgroupCounters;
-use prometheus_client::{
-    collector::Collector, encoding::DescriptorEncoder, metrics::MetricType, registry::Unit,
+use prometheus_client::registry::Unit;
+
+use super::{
+    encode::{seconds, unix_seconds},
+    job_text::{JobFamily, SampleWriter},
 };
-
-use super::encode::{family, seconds, unix_seconds};
-use crate::daemon::snapshot::{JobView, SharedSnapshot};
-
-#[derive(Debug)]
-pub struct JobCollector(pub Arc<SharedSnapshot>);
-
-pub(super) fn labels(job: &JobView) -> [(&'static str, &str); 2] {
-    [("jobid", job.jobid.as_str()), ("user", job.user.as_str())]
-}
+use crate::daemon::snapshot::JobView;
 
 pub(super) type Counter = (&'static str, &'static str, fn(&CgroupCounters) -> u64);
 
@@ -41,121 +33,96 @@ const COUNTS: [Counter; 4] = [
     ),
 ];
 
-impl Collector for JobCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let snapshot = self.0.latest();
-        let jobs = &snapshot.jobs;
+/// This module's families, in the order [`write_samples`] writes them.
+pub(super) static FAMILIES: [JobFamily; 11] = [
+    JobFamily::counter(
+        "monitor_job_cpu",
+        "CPU time of the job's tasks (their se.sum_exec_runtime, the figure cgroup cpu.stat sums).",
+        Some(Unit::Seconds),
+    ),
+    JobFamily::counter(
+        "monitor_job_runqueue_wait",
+        "Time the job's tasks were runnable but waiting for a CPU (their schedstat run_delay).",
+        Some(Unit::Seconds),
+    ),
+    JobFamily::counter(
+        "monitor_job_context_switches",
+        "Context switches of the job's tasks; kind=voluntary (blocked) or involuntary (preempted).",
+        None,
+    ),
+    JobFamily::counter(COUNTS[0].0, COUNTS[0].1, None),
+    JobFamily::counter(COUNTS[1].0, COUNTS[1].1, None),
+    JobFamily::counter(COUNTS[2].0, COUNTS[2].1, None),
+    JobFamily::counter(COUNTS[3].0, COUNTS[3].1, None),
+    JobFamily::gauge(
+        "monitor_job_tasks",
+        "Tasks (threads) in the job's cgroups now.",
+        None,
+    ),
+    JobFamily::gauge(
+        "monitor_job_start_time",
+        "When the job started, as a Unix time.",
+        Some(Unit::Seconds),
+    ),
+    JobFamily::gauge(
+        "monitor_job_end_time",
+        "When the job ended, as a Unix time (finished jobs only, kept for --job.retention).",
+        Some(Unit::Seconds),
+    ),
+    JobFamily::gauge(
+        "monitor_job_info",
+        "Metadata of a job; always 1. A launcher's labels appear as label_<name>.",
+        None,
+    ),
+];
 
-        let mut f = family(
-            &mut encoder,
-            "monitor_job_cpu",
-            "CPU time of the job's tasks (their se.sum_exec_runtime, the figure cgroup cpu.stat sums).",
-            Some(&Unit::Seconds),
-            MetricType::Counter,
-        )?;
-        for job in jobs {
-            f.counter(&labels(job), seconds(job.counters.cpu_ns))?;
-        }
-        let mut f = family(
-            &mut encoder,
-            "monitor_job_runqueue_wait",
-            "Time the job's tasks were runnable but waiting for a CPU (their schedstat run_delay).",
-            Some(&Unit::Seconds),
-            MetricType::Counter,
-        )?;
-        for job in jobs {
-            f.counter(&labels(job), seconds(job.counters.runqueue_wait_ns))?;
-        }
-        let mut f = family(
-            &mut encoder,
-            "monitor_job_context_switches",
-            "Context switches of the job's tasks; kind=voluntary (blocked) or involuntary (preempted).",
-            None,
-            MetricType::Counter,
-        )?;
-        for job in jobs {
-            let [jobid, user] = labels(job);
-            f.counter_u64(
-                &[jobid, user, ("kind", "voluntary")],
-                job.counters.voluntary_switches,
-            )?;
-            f.counter_u64(
-                &[jobid, user, ("kind", "involuntary")],
-                job.counters.involuntary_switches,
-            )?;
-        }
-        for (name, help, field) in &COUNTS {
-            let mut f = family(&mut encoder, name, help, None, MetricType::Counter)?;
-            for job in jobs {
-                f.counter_u64(&labels(job), field(&job.counters))?;
-            }
-        }
-        let mut f = family(
-            &mut encoder,
-            "monitor_job_tasks",
-            "Tasks (threads) in the job's cgroups now.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for job in jobs {
-            f.gauge_i64(&labels(job), i64::try_from(job.tasks).unwrap_or(i64::MAX))?;
-        }
-        let mut f = family(
-            &mut encoder,
-            "monitor_job_start_time",
-            "When the job started, as a Unix time.",
-            Some(&Unit::Seconds),
-            MetricType::Gauge,
-        )?;
-        for job in jobs {
-            f.gauge(&labels(job), unix_seconds(job.start))?;
-        }
-        let mut f = family(
-            &mut encoder,
-            "monitor_job_end_time",
-            "When the job ended, as a Unix time (finished jobs only, kept for --job.retention).",
-            Some(&Unit::Seconds),
-            MetricType::Gauge,
-        )?;
-        for job in jobs {
-            if let Some(end) = job.end {
-                f.gauge(&labels(job), unix_seconds(end))?;
-            }
-        }
-        let mut f = family(
-            &mut encoder,
-            "monitor_job_info",
-            "Metadata of a job; always 1. A launcher's labels appear as label_<name>.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for job in jobs {
-            let uid = job.uid.to_string();
-            let state = if job.end.is_some() {
-                "finished"
-            } else {
-                "running"
-            };
-            let label_names: Vec<String> =
-                job.labels.keys().map(|k| format!("label_{k}")).collect();
-            let [jobid, user] = labels(job);
-            let mut set: Vec<(&str, &str)> = vec![
-                jobid,
-                user,
-                ("uid", uid.as_str()),
-                ("name", job.name.as_str()),
-                ("launcher", job.launcher.as_str()),
-                ("cgroup", job.cgroup.as_str()),
-                ("state", state),
-            ];
-            set.extend(
-                label_names
-                    .iter()
-                    .map(String::as_str)
-                    .zip(job.labels.values().map(String::as_str)),
-            );
-            f.gauge_i64(&set, 1)?;
-        }
-        Ok(())
+/// `job`'s samples of [`FAMILIES`], one family after the other.
+pub(super) fn write_samples(job: &JobView, out: &mut SampleWriter) {
+    let c = &job.counters;
+    out.f64(&[], seconds(c.cpu_ns));
+    out.end_family();
+    out.f64(&[], seconds(c.runqueue_wait_ns));
+    out.end_family();
+    out.u64(&[("kind", "voluntary")], c.voluntary_switches);
+    out.u64(&[("kind", "involuntary")], c.involuntary_switches);
+    out.end_family();
+    for (_, _, field) in &COUNTS {
+        out.u64(&[], field(c));
+        out.end_family();
     }
+    out.i64(&[], i64::try_from(job.tasks).unwrap_or(i64::MAX));
+    out.end_family();
+    out.f64(&[], unix_seconds(job.start));
+    out.end_family();
+    if let Some(end) = job.end {
+        out.f64(&[], unix_seconds(end));
+    }
+    out.end_family();
+    write_info(job, out);
+    out.end_family();
+}
+
+fn write_info(job: &JobView, out: &mut SampleWriter) {
+    let mut uid = itoa::Buffer::new();
+    let uid = uid.format(job.uid);
+    let state = if job.end.is_some() {
+        "finished"
+    } else {
+        "running"
+    };
+    let label_names: Vec<String> = job.labels.keys().map(|k| format!("label_{k}")).collect();
+    let mut set: Vec<(&str, &str)> = vec![
+        ("uid", uid),
+        ("name", job.name.as_str()),
+        ("launcher", job.launcher.as_str()),
+        ("cgroup", job.cgroup.as_str()),
+        ("state", state),
+    ];
+    set.extend(
+        label_names
+            .iter()
+            .map(String::as_str)
+            .zip(job.labels.values().map(String::as_str)),
+    );
+    out.i64(&set, 1);
 }

@@ -18,10 +18,12 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::get,
 };
-use prometheus_client::registry::Registry;
 
 pub use self::{connections::Limits, settings::WebConfigSource};
-use crate::{api::ApiState, metrics::exposition};
+use crate::{
+    api::ApiState,
+    metrics::{Exposition, exposition::Format},
+};
 
 pub struct WebServer<'a> {
     pub address: SocketAddr,
@@ -32,7 +34,7 @@ pub struct WebServer<'a> {
 
 pub async fn serve(
     server: WebServer<'_>,
-    registry: Registry,
+    exposition: Exposition,
     api: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -42,12 +44,12 @@ pub async fn serve(
         source,
         limits,
     } = server;
-    let registry = Arc::new(registry);
+    let exposition = Arc::new(exposition);
     let landing = landing_page(telemetry_path);
     let app = Router::new()
         .route(telemetry_path, get(metrics))
         .route("/", get(move || async move { Html(landing) }))
-        .with_state(registry)
+        .with_state(exposition)
         .merge(crate::api::routes().with_state(api));
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -71,14 +73,13 @@ pub async fn serve_api_socket(path: &Path, api: ApiState, limits: Limits) -> any
     Ok(())
 }
 
-async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {
-    let openmetrics =
-        exposition::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+async fn metrics(State(exposition): State<Arc<Exposition>>, headers: HeaderMap) -> Response {
+    let format = Format::accepted(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     // Encoding 10,000 jobs takes a while: off the async workers, at a
     // lower priority than registrations (see render_pool).
-    let rendered = render_pool::render(move || render(&registry, openmetrics)).await;
+    let rendered = render_pool::render(move || exposition.render(format)).await;
     match rendered {
-        Ok(Ok(response)) => response,
+        Ok(Ok(body)) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
         Ok(Err(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics: {e}"),
@@ -93,25 +94,6 @@ async fn metrics(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> R
         )
             .into_response(),
     }
-}
-
-fn render(registry: &Registry, openmetrics: bool) -> Result<Response, std::fmt::Error> {
-    let body = crate::metrics::render(registry)?;
-    if openmetrics {
-        return Ok((
-            [(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)],
-            body,
-        )
-            .into_response());
-    }
-    let text = exposition::to_prometheus_text(&body);
-    drop(body);
-    crate::system::memory::release_free_memory();
-    Ok((
-        [(header::CONTENT_TYPE, exposition::PROMETHEUS_CONTENT_TYPE)],
-        text,
-    )
-        .into_response())
 }
 
 fn landing_page(telemetry_path: &str) -> String {
