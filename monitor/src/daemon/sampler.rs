@@ -45,6 +45,10 @@ use crate::{
     system::cgroupfs::{self, RootControllers},
 };
 
+/// Finished jobs whose views are built per hold of the job table's lock
+/// (see [`Sampler::publish`]): about 1 ms of holding.
+const FINISHED_PER_LOCK: usize = 1000;
+
 /// Freed memory is returned to the kernel every this many samples.
 const TRIM_EVERY: u64 = 10;
 
@@ -831,12 +835,32 @@ impl Sampler {
         let sample = self.health.samples;
         let mut jobs: Vec<Arc<JobView>> = {
             let table = table.lock().unwrap_or_else(|e| e.into_inner());
-            let shown = table
-                .live_jobs()
-                .chain(table.finished_jobs())
-                .filter(|job| job.visible);
+            let shown = table.live_jobs().filter(|job| job.visible);
             shown.map(|job| self.current_view(job, sample)).collect()
         };
+        // Finished jobs (10,000 and more on a busy node) a chunk at a time,
+        // the job table's lock let go between chunks: registrations wait
+        // for it, and one hold over every view took several ms. A job
+        // enters the finished set only in this thread (at a sample), so
+        // none can appear twice; one re-registered meanwhile is shown once
+        // or, for this sample, not at all.
+        let mut after: Option<JobKey> = None;
+        loop {
+            let table = table.lock().unwrap_or_else(|e| e.into_inner());
+            let mut taken = 0;
+            let mut last = None;
+            for job in table.finished_after(after.as_ref()).take(FINISHED_PER_LOCK) {
+                taken += 1;
+                if job.visible {
+                    jobs.push(self.current_view(job, sample));
+                }
+                last = Some(&job.key);
+            }
+            if taken < FINISHED_PER_LOCK {
+                break;
+            }
+            after = last.cloned();
+        }
         self.views.retain(|_, (_, published)| *published == sample);
         if !self.restored.is_empty() {
             let now = SystemTime::now();

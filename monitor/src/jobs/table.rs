@@ -852,6 +852,13 @@ impl JobTable {
         self.finished.values()
     }
 
+    /// The finished jobs after `key` (all of them for None), in key order.
+    pub fn finished_after(&self, key: Option<&JobKey>) -> impl Iterator<Item = &Job> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = key.map_or(Unbounded, Excluded);
+        self.finished.range((start, Unbounded)).map(|(_, job)| job)
+    }
+
     /// The directory of a cgroup path: under `mount` (the v2 mount), or in
     /// the watched v1 hierarchy for a v1 path (`freezer:/slurm/...`).
     pub fn dir(mount: &Path, path: &str) -> PathBuf {
@@ -981,6 +988,29 @@ mod tests {
             (table.finished_jobs().count(), table.live_jobs().count()),
             (0, 1)
         );
+    }
+
+    #[test]
+    fn finished_jobs_are_taken_in_key_order_after_a_cursor() {
+        let mut table = JobTable::new("/monitor.slice");
+        let now = Instant::now();
+        for (id, name) in [(10, "c"), (11, "a"), (12, "b")] {
+            table.add_cgroup(id, &format!("/monitor.slice/{name}"), 0, T);
+            table.remove_cgroup(id, now);
+        }
+        table.apply_sample(&[], &IdMap::default(), now + FINAL_READ_GRACE, T);
+        let ids = |after: Option<&JobKey>| -> Vec<String> {
+            table
+                .finished_after(after)
+                .map(|job| job.key.jobid.clone())
+                .collect()
+        };
+        assert_eq!(ids(None), ["a", "b", "c"]);
+        assert_eq!(ids(Some(&key(0, "a"))), ["b", "c"]);
+        assert_eq!(ids(Some(&key(0, "c"))), Vec::<String>::new());
+        // A cursor that is no longer a key (its job went meanwhile) still
+        // resumes after it.
+        assert_eq!(ids(Some(&key(0, "ab"))), ["b", "c"]);
     }
 
     /// Registers a provisional job with one made cgroup, as the registrar does.
