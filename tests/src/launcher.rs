@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use serde_json::Value;
 
 use crate::{cgroup, daemon, openmetrics::Metrics};
 
@@ -38,24 +39,21 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// Parses one answer line: a flat JSON object of booleans and strings.
+    /// Parses one answer line: a JSON object with a boolean `ok` and
+    /// optional strings.
     pub fn parse(line: &str) -> anyhow::Result<Self> {
-        let fields = parse_flat_object(line.trim())
-            .with_context(|| format!("the daemon's answer {line:?} is not a flat JSON object"))?;
-        let get = |key: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
+        let answer: Value = serde_json::from_str(line)
+            .with_context(|| format!("the daemon's answer {line:?} is not JSON"))?;
+        let fields = answer
+            .as_object()
+            .with_context(|| format!("the daemon's answer {line:?} is not a JSON object"))?;
+        let Some(ok) = fields.get("ok").and_then(Value::as_bool) else {
+            bail!(
+                "answer {line:?}: \"ok\" is {:?}, not a boolean",
+                fields.get("ok")
+            );
         };
-        let ok = match get("ok") {
-            Some(Value::Bool(ok)) => ok,
-            other => bail!("answer {line:?}: \"ok\" is {other:?}, not a boolean"),
-        };
-        let string = |key: &str| match get(key) {
-            Some(Value::String(s)) => Some(s),
-            _ => None,
-        };
+        let string = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_string);
         Ok(Self {
             ok,
             job_id: string("job_id"),
@@ -86,78 +84,6 @@ impl Reply {
             .as_deref()
             .with_context(|| format!("a refusal without an error text: {}", self.line))
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Value {
-    Bool(bool),
-    String(String),
-    Null,
-}
-
-/// `{"k":"v","b":true,...}`: enough JSON for the daemon's answers.
-fn parse_flat_object(text: &str) -> anyhow::Result<Vec<(String, Value)>> {
-    let mut rest = text
-        .strip_prefix('{')
-        .and_then(|t| t.strip_suffix('}'))
-        .context("not an object")?
-        .trim();
-    let mut fields = Vec::new();
-    while !rest.is_empty() {
-        let (key, after) = parse_string(rest.strip_prefix('"').context("key not a string")?)?;
-        rest = after
-            .trim_start()
-            .strip_prefix(':')
-            .context("no ':' after a key")?
-            .trim_start();
-        let value = if let Some(after) = rest.strip_prefix('"') {
-            let (value, after) = parse_string(after)?;
-            rest = after;
-            Value::String(value)
-        } else if let Some(after) = rest.strip_prefix("true") {
-            rest = after;
-            Value::Bool(true)
-        } else if let Some(after) = rest.strip_prefix("false") {
-            rest = after;
-            Value::Bool(false)
-        } else if let Some(after) = rest.strip_prefix("null") {
-            rest = after;
-            Value::Null
-        } else {
-            bail!("unexpected value at {rest:?}");
-        };
-        fields.push((key, value));
-        rest = rest.trim_start();
-        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
-    }
-    Ok(fields)
-}
-
-/// A JSON string body up to its closing quote; returns it and what follows.
-fn parse_string(text: &str) -> anyhow::Result<(String, &str)> {
-    let mut out = String::new();
-    let mut chars = text.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Ok((out, &text[i + 1..])),
-            '\\' => match chars.next().map(|(_, c)| c) {
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                Some('r') => out.push('\r'),
-                Some('u') => {
-                    let hex: String = (0..4)
-                        .filter_map(|_| chars.next().map(|(_, c)| c))
-                        .collect();
-                    let code = u32::from_str_radix(&hex, 16).context("bad \\u escape")?;
-                    out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
-                }
-                Some(other) => out.push(other),
-                None => break,
-            },
-            c => out.push(c),
-        }
-    }
-    bail!("unterminated string")
 }
 
 /// `monitor_registrations_total{result}` in one scrape.
