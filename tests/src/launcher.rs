@@ -6,13 +6,19 @@ use std::{
     os::unix::{fs::PermissionsExt as _, net::UnixStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Duration,
+    thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::{cgroup, daemon, openmetrics::Metrics};
+use crate::{Daemon, cgroup, daemon, openmetrics::Metrics};
+
+/// The longest a launcher (`fake_starter`, `monitor run`) may take.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Samples (200 ms each) to wait for a job to show up or end.
+pub const JOB_SAMPLES: u32 = 25;
 
 /// Every `result` of `monitor_registrations_total`.
 pub const RESULTS: [&str; 9] = [
@@ -100,6 +106,67 @@ pub fn all_registrations(metrics: &Metrics) -> anyhow::Result<[f64; RESULTS.len(
     Ok(counts)
 }
 
+/// The results whose count moved from `before` to `after`, and by how much.
+pub fn counts_differ(
+    before: &[f64; RESULTS.len()],
+    after: &[f64; RESULTS.len()],
+) -> Vec<(&'static str, f64)> {
+    RESULTS
+        .iter()
+        .zip(before.iter().zip(after))
+        .filter(|(_, (b, a))| a != b)
+        .map(|(r, (b, a))| (*r, a - b))
+        .collect()
+}
+
+/// Waits until the registration counts moved by `total` in all, and returns
+/// which results moved by how much.
+pub fn wait_for_outcomes(
+    daemon: &Daemon,
+    before: &[f64; RESULTS.len()],
+    total: f64,
+) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = all_registrations(&daemon.metrics()?)?;
+        let moved = counts_differ(before, &now);
+        let sum: f64 = moved.iter().map(|(_, d)| d).sum();
+        if sum >= total {
+            return Ok(moved);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "registrations moved by {moved:?} only, expected {total} in all; daemon stderr:\n{}",
+                daemon.stderr()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the daemon ended every job it made a task cgroup for.
+pub fn wait_no_task_cgroups(daemon: &Daemon) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = task_cgroups(daemon.root())?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("task cgroups left behind: {left:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Does `/metrics` show a job `jobid` (any state)?
+pub fn has_job(metrics: &Metrics, jobid: &str) -> bool {
+    metrics
+        .matching("monitor_job_info", &[("jobid", jobid)])
+        .next()
+        .is_some()
+}
+
 /// The task cgroups the daemon made under `root` (`task-<pid>-<n>`), sorted.
 pub fn task_cgroups(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut dirs: Vec<PathBuf> = fs::read_dir(root)
@@ -176,6 +243,13 @@ pub fn check_others_may_run(binary: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Both binaries, the daemon's and the launcher `starter`, run as nobody
+/// in the caller: they must be reachable for uid 65534.
+pub fn check_binaries_for_nobody(starter: &Path) -> anyhow::Result<()> {
+    check_others_may_run(&daemon::binary()?)?;
+    check_others_may_run(starter)
 }
 
 /// A scratch directory under /tmp (`monitor-test-<pid>-<name>`), removed

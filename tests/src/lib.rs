@@ -17,6 +17,7 @@ pub mod policy;
 pub mod process;
 pub mod prometheus;
 pub mod slurm;
+pub mod starter;
 pub mod tls;
 pub mod workload;
 
