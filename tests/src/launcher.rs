@@ -247,9 +247,9 @@ pub fn check_others_may_run(binary: &Path) -> anyhow::Result<()> {
 
 /// Both binaries, the daemon's and the launcher `starter`, run as nobody
 /// in the caller: they must be reachable for uid 65534.
-pub fn check_binaries_for_nobody(starter: &Path) -> anyhow::Result<()> {
+pub fn check_binaries_for_nobody(starter: impl AsRef<Path>) -> anyhow::Result<()> {
     check_others_may_run(&daemon::binary()?)?;
-    check_others_may_run(starter)
+    check_others_may_run(starter.as_ref())
 }
 
 /// A scratch directory under /tmp (`monitor-test-<pid>-<name>`), removed

@@ -21,7 +21,7 @@ use monitor_tests::{
     ChildGuard, Daemon, Metrics, cpu_shared,
     daemon::TELEMETRY_PATH,
     jobs_api::{monitor_jobs, with_id},
-    launcher::monitor_run,
+    launcher::{RUN_TIMEOUT, monitor_run},
     process::run_ok,
     prometheus::{self, Prometheus, sample_value},
     require_root_or_skip, skip_or_fail,
@@ -31,7 +31,6 @@ use serde_json::Value;
 /// The job command (tests/src/bin/fake_starter.rs): `busy SECONDS` spins
 /// until it has used that much CPU, in one process, without forking.
 const STARTER: &str = env!("CARGO_BIN_EXE_fake_starter");
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Samples (200 ms each) to wait for jobs to show up or end.
 const JOB_SAMPLES: u32 = 50;
 /// Ids listed in a failure message, per kind of failure.
