@@ -5,6 +5,7 @@
 //! Every test owns its daemon and its cgroup root, so tests run in parallel;
 //! the timing-sensitive ones take [`cpu_exclusive`] to have the machine to
 //! themselves.
+pub mod accuracy;
 pub mod cgroup;
 pub mod daemon;
 pub mod grafana;
