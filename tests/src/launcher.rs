@@ -6,12 +6,19 @@ use std::{
     os::unix::{fs::PermissionsExt as _, net::UnixStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Duration,
+    thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+use serde_json::Value;
 
-use crate::{cgroup, daemon, openmetrics::Metrics};
+use crate::{Daemon, cgroup, daemon, openmetrics::Metrics};
+
+/// The longest a launcher (`fake_starter`, `monitor run`) may take.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Samples (200 ms each) to wait for a job to show up or end.
+pub const JOB_SAMPLES: u32 = 25;
 
 /// Every `result` of `monitor_registrations_total`.
 pub const RESULTS: [&str; 9] = [
@@ -38,24 +45,21 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// Parses one answer line: a flat JSON object of booleans and strings.
+    /// Parses one answer line: a JSON object with a boolean `ok` and
+    /// optional strings.
     pub fn parse(line: &str) -> anyhow::Result<Self> {
-        let fields = parse_flat_object(line.trim())
-            .with_context(|| format!("the daemon's answer {line:?} is not a flat JSON object"))?;
-        let get = |key: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
+        let answer: Value = serde_json::from_str(line)
+            .with_context(|| format!("the daemon's answer {line:?} is not JSON"))?;
+        let fields = answer
+            .as_object()
+            .with_context(|| format!("the daemon's answer {line:?} is not a JSON object"))?;
+        let Some(ok) = fields.get("ok").and_then(Value::as_bool) else {
+            bail!(
+                "answer {line:?}: \"ok\" is {:?}, not a boolean",
+                fields.get("ok")
+            );
         };
-        let ok = match get("ok") {
-            Some(Value::Bool(ok)) => ok,
-            other => bail!("answer {line:?}: \"ok\" is {other:?}, not a boolean"),
-        };
-        let string = |key: &str| match get(key) {
-            Some(Value::String(s)) => Some(s),
-            _ => None,
-        };
+        let string = |key: &str| fields.get(key).and_then(Value::as_str).map(str::to_string);
         Ok(Self {
             ok,
             job_id: string("job_id"),
@@ -88,78 +92,6 @@ impl Reply {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Value {
-    Bool(bool),
-    String(String),
-    Null,
-}
-
-/// `{"k":"v","b":true,...}`: enough JSON for the daemon's answers.
-fn parse_flat_object(text: &str) -> anyhow::Result<Vec<(String, Value)>> {
-    let mut rest = text
-        .strip_prefix('{')
-        .and_then(|t| t.strip_suffix('}'))
-        .context("not an object")?
-        .trim();
-    let mut fields = Vec::new();
-    while !rest.is_empty() {
-        let (key, after) = parse_string(rest.strip_prefix('"').context("key not a string")?)?;
-        rest = after
-            .trim_start()
-            .strip_prefix(':')
-            .context("no ':' after a key")?
-            .trim_start();
-        let value = if let Some(after) = rest.strip_prefix('"') {
-            let (value, after) = parse_string(after)?;
-            rest = after;
-            Value::String(value)
-        } else if let Some(after) = rest.strip_prefix("true") {
-            rest = after;
-            Value::Bool(true)
-        } else if let Some(after) = rest.strip_prefix("false") {
-            rest = after;
-            Value::Bool(false)
-        } else if let Some(after) = rest.strip_prefix("null") {
-            rest = after;
-            Value::Null
-        } else {
-            bail!("unexpected value at {rest:?}");
-        };
-        fields.push((key, value));
-        rest = rest.trim_start();
-        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
-    }
-    Ok(fields)
-}
-
-/// A JSON string body up to its closing quote; returns it and what follows.
-fn parse_string(text: &str) -> anyhow::Result<(String, &str)> {
-    let mut out = String::new();
-    let mut chars = text.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Ok((out, &text[i + 1..])),
-            '\\' => match chars.next().map(|(_, c)| c) {
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                Some('r') => out.push('\r'),
-                Some('u') => {
-                    let hex: String = (0..4)
-                        .filter_map(|_| chars.next().map(|(_, c)| c))
-                        .collect();
-                    let code = u32::from_str_radix(&hex, 16).context("bad \\u escape")?;
-                    out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
-                }
-                Some(other) => out.push(other),
-                None => break,
-            },
-            c => out.push(c),
-        }
-    }
-    bail!("unterminated string")
-}
-
 /// `monitor_registrations_total{result}` in one scrape.
 pub fn registrations(metrics: &Metrics, result: &str) -> anyhow::Result<f64> {
     metrics.value("monitor_registrations_total", &[("result", result)])
@@ -172,6 +104,67 @@ pub fn all_registrations(metrics: &Metrics) -> anyhow::Result<[f64; RESULTS.len(
         *count = registrations(metrics, result)?;
     }
     Ok(counts)
+}
+
+/// The results whose count moved from `before` to `after`, and by how much.
+pub fn counts_differ(
+    before: &[f64; RESULTS.len()],
+    after: &[f64; RESULTS.len()],
+) -> Vec<(&'static str, f64)> {
+    RESULTS
+        .iter()
+        .zip(before.iter().zip(after))
+        .filter(|(_, (b, a))| a != b)
+        .map(|(r, (b, a))| (*r, a - b))
+        .collect()
+}
+
+/// Waits until the registration counts moved by `total` in all, and returns
+/// which results moved by how much.
+pub fn wait_for_outcomes(
+    daemon: &Daemon,
+    before: &[f64; RESULTS.len()],
+    total: f64,
+) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = all_registrations(&daemon.metrics()?)?;
+        let moved = counts_differ(before, &now);
+        let sum: f64 = moved.iter().map(|(_, d)| d).sum();
+        if sum >= total {
+            return Ok(moved);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "registrations moved by {moved:?} only, expected {total} in all; daemon stderr:\n{}",
+                daemon.stderr()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the daemon ended every job it made a task cgroup for.
+pub fn wait_no_task_cgroups(daemon: &Daemon) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = task_cgroups(daemon.root())?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("task cgroups left behind: {left:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Does `/metrics` show a job `jobid` (any state)?
+pub fn has_job(metrics: &Metrics, jobid: &str) -> bool {
+    metrics
+        .matching("monitor_job_info", &[("jobid", jobid)])
+        .next()
+        .is_some()
 }
 
 /// The task cgroups the daemon made under `root` (`task-<pid>-<n>`), sorted.
@@ -250,6 +243,13 @@ pub fn check_others_may_run(binary: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Both binaries, the daemon's and the launcher `starter`, run as nobody
+/// in the caller: they must be reachable for uid 65534.
+pub fn check_binaries_for_nobody(starter: impl AsRef<Path>) -> anyhow::Result<()> {
+    check_others_may_run(&daemon::binary()?)?;
+    check_others_may_run(starter.as_ref())
 }
 
 /// A scratch directory under /tmp (`monitor-test-<pid>-<name>`), removed

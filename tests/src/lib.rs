@@ -5,7 +5,9 @@
 //! Every test owns its daemon and its cgroup root, so tests run in parallel;
 //! the timing-sensitive ones take [`cpu_exclusive`] to have the machine to
 //! themselves.
+pub mod accuracy;
 pub mod cgroup;
+pub mod counter_map;
 pub mod daemon;
 pub mod grafana;
 pub mod http;
@@ -17,6 +19,7 @@ pub mod policy;
 pub mod process;
 pub mod prometheus;
 pub mod slurm;
+pub mod starter;
 pub mod tls;
 pub mod workload;
 

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-use crate::{daemon::free_port, http, launcher::TempDir};
+use crate::{daemon::free_port, http, launcher::TempDir, policy::skip_or_fail};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// The `job` label Prometheus gives the daemon's samples (`up{job="monitor"}`).
@@ -23,9 +23,30 @@ pub const SCRAPE_JOB: &str = "monitor";
 
 /// The `prometheus` server binary on PATH, if installed.
 pub fn binary() -> Option<PathBuf> {
+    on_path("prometheus")
+}
+
+/// promtool on PATH (`cargo xtask test` installs Debian's prometheus package).
+pub fn promtool() -> Option<PathBuf> {
+    on_path("promtool")
+}
+
+/// [`promtool`], or a skip (a failure under `CI=true`) saying how to install it.
+pub fn promtool_or_skip() -> Option<PathBuf> {
+    let found = promtool();
+    if found.is_none() {
+        skip_or_fail(
+            "promtool is not on PATH (cargo xtask test installs it: apt-get install prometheus)",
+        );
+    }
+    found
+}
+
+/// The executable `name` in a directory of PATH, if any.
+fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
-        .map(|dir| dir.join("prometheus"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
 }
 

@@ -11,6 +11,9 @@ use anyhow::{Context as _, anyhow, bail};
 
 use crate::process::{ChildGuard, Lines};
 
+/// The longest a workload step may take on a busy two-core machine.
+pub const STEP: Duration = Duration::from_secs(60);
+
 /// One line of the helper: its first word and its `key=value` numbers.
 #[derive(Debug, Clone)]
 pub struct Report {

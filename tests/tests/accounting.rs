@@ -10,7 +10,9 @@ use std::{
 
 use anyhow::Context as _;
 use monitor_tests::{
-    ChildGuard, Daemon, JobCgroup, Metrics, cpu_exclusive, cpu_shared,
+    ChildGuard, Daemon, JobCgroup, Metrics,
+    accuracy::{SETTLE_SAMPLES, relative_difference},
+    cpu_exclusive, cpu_shared,
     process::{allowed_cpus, pin_to_cpu, run_ok},
     require_root_or_skip,
     workload::{Report, report_of, run_to_end, spawn_to_end},
@@ -24,9 +26,6 @@ const BUSY_LOOP: &str = "while :; do :; done";
 /// on the machine only makes the test slower).
 const BUSY_CPU: f64 = 2.0;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Enough samples after a workload ends for its last switch-out and the
-/// per-CPU flush timer to have been read (the brief asks for at least 2).
-const SETTLE_SAMPLES: u32 = 3;
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn sh(job: &JobCgroup, script: &str) -> anyhow::Result<Command> {
@@ -150,10 +149,6 @@ fn contend(job: &JobCgroup, cpu: usize) -> anyhow::Result<Vec<Report>> {
             report_of(&output, &format!("spinner {i} on CPU {cpu}"), "figures")
         })
         .collect()
-}
-
-fn relative_difference(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b
 }
 
 /// The sum of `key` over the workloads' figures.

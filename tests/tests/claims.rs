@@ -14,22 +14,14 @@ use monitor_tests::{
     ChildGuard, Daemon, cpu_shared,
     daemon::binary,
     launcher::{
-        Reply, cgroup_of, check_others_may_run, in_hierarchy, monitor_run, registrations,
-        task_cgroups,
+        JOB_SAMPLES, RUN_TIMEOUT, Reply, cgroup_of, check_binaries_for_nobody, in_hierarchy,
+        monitor_run, registrations, task_cgroups,
     },
     process::{NOBODY, run_as},
     require_root_or_skip,
 };
 
 const STARTER: &str = env!("CARGO_BIN_EXE_fake_starter");
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-const JOB_SAMPLES: u32 = 25;
-
-/// Both binaries run as nobody below: they must be reachable for uid 65534.
-fn check_binaries_for_nobody() -> anyhow::Result<()> {
-    check_others_may_run(&binary()?)?;
-    check_others_may_run(Path::new(STARTER))
-}
 
 fn as_nobody(command: &mut Command) -> &mut Command {
     run_as(command, NOBODY, NOBODY)
@@ -79,7 +71,7 @@ fn the_same_job_id_of_two_users_is_two_jobs() -> anyhow::Result<()> {
         return Ok(());
     }
     let _machine = cpu_shared();
-    check_binaries_for_nobody()?;
+    check_binaries_for_nobody(STARTER)?;
     let mut daemon = Daemon::start()?;
 
     for nobody in [true, false] {
@@ -150,7 +142,7 @@ fn only_a_root_launcher_may_name_the_user() -> anyhow::Result<()> {
         return Ok(());
     }
     let _machine = cpu_shared();
-    check_binaries_for_nobody()?;
+    check_binaries_for_nobody(STARTER)?;
     let mut daemon = Daemon::start_with(&["--trust.path", STARTER])?;
     let invalid_before = registrations(&daemon.metrics()?, "invalid")?;
 
@@ -341,7 +333,7 @@ fn registered_tasks_per_user_are_capped_and_root_is_exempt() -> anyhow::Result<(
         return Ok(());
     }
     let _machine = cpu_shared();
-    check_binaries_for_nobody()?;
+    check_binaries_for_nobody(STARTER)?;
     let mut daemon = Daemon::start_with(&["--jobs.max-per-user", "2", "--trust.path", STARTER])?;
     let socket = daemon.socket().to_path_buf();
 
@@ -432,7 +424,7 @@ fn re_registering_one_task_does_not_pile_up_cgroups() -> anyhow::Result<()> {
         return Ok(());
     }
     let _machine = cpu_shared();
-    check_binaries_for_nobody()?;
+    check_binaries_for_nobody(STARTER)?;
     let mut daemon = Daemon::start_with(&["--jobs.max-per-user", "2", "--trust.path", STARTER])?;
     let socket = daemon.socket().to_str().context("socket path")?.to_string();
 

@@ -14,6 +14,7 @@ use std::{
 use anyhow::Context as _;
 use monitor_tests::{
     Daemon, JobCgroup,
+    accuracy::{CPU_TOLERANCE, relative_difference},
     cgroup::{join_before_exec, v1_mount, v2_mount},
     cpu_shared, require_root_or_skip,
     workload::run_to_end,
@@ -22,8 +23,6 @@ use monitor_tests::{
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
 /// CPU each job's process uses.
 const SPIN_MS: u64 = 1500;
-/// Our CPU against the kernel's own accounting of the job's cgroup.
-const CPU_TOLERANCE: f64 = 0.02;
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The uid the v2 jobs' tasks run as (no user of that name needed).
 const JOB_UID: u32 = 4243;
@@ -62,10 +61,6 @@ impl Drop for Dirs {
             }
         }
     }
-}
-
-fn relative_difference(ours: f64, kernel: f64) -> f64 {
-    (ours - kernel).abs() / kernel
 }
 
 /// A busy process of `SPIN_MS` in each of `dirs` (joined before exec), to its end.

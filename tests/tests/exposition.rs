@@ -1,31 +1,20 @@
 //! What Prometheus' own tooling makes of `/metrics`.
 use std::{
-    path::PathBuf,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use monitor_tests::{
-    ChildGuard, Daemon, cpu_shared, process::run_ok, require_root_or_skip, skip_or_fail,
+    ChildGuard, Daemon, cpu_shared, process::run_ok, prometheus::promtool_or_skip,
+    require_root_or_skip,
 };
-
-/// promtool on PATH (`cargo xtask test` installs Debian's prometheus package).
-fn promtool() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("promtool"))
-        .find(|p| p.is_file())
-}
 
 #[test]
 fn promtool_check_metrics_passes() -> anyhow::Result<()> {
     if !require_root_or_skip() {
         return Ok(());
     }
-    let Some(promtool) = promtool() else {
-        skip_or_fail(
-            "promtool is not on PATH (cargo xtask test installs it: apt-get install prometheus)",
-        );
+    let Some(promtool) = promtool_or_skip() else {
         return Ok(());
     };
     let _machine = cpu_shared();

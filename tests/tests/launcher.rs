@@ -17,27 +17,19 @@ use anyhow::{Context as _, bail};
 use monitor_tests::{
     ChildGuard, Daemon, JobCgroup, cgroup, cpu_shared,
     launcher::{
-        Reply, TempDir, cgroup_of, check_others_may_run, in_hierarchy, monitor_run, registrations,
-        task_cgroups,
+        JOB_SAMPLES, RUN_TIMEOUT, Reply, TempDir, cgroup_of, check_others_may_run, in_hierarchy,
+        monitor_run, registrations, task_cgroups,
     },
     process::{NOBODY, run_as},
     require_root_or_skip,
+    starter::starter_command,
 };
 
 /// The trusted test launcher (tests/src/bin/fake_starter.rs).
 const STARTER: &str = env!("CARGO_BIN_EXE_fake_starter");
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-/// Samples to wait for a job to show up or end (200 ms each).
-const JOB_SAMPLES: u32 = 25;
 
 fn starter(args: &[&str]) -> Command {
-    let mut command = Command::new(STARTER);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
+    starter_command(Path::new(STARTER), args)
 }
 
 #[test]

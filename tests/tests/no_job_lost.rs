@@ -18,10 +18,12 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use monitor_tests::{
-    ChildGuard, Daemon, Metrics, cpu_shared,
+    ChildGuard, Daemon, Metrics,
+    counter_map::counter_map,
+    cpu_shared,
     daemon::TELEMETRY_PATH,
     jobs_api::{monitor_jobs, with_id},
-    launcher::monitor_run,
+    launcher::{RUN_TIMEOUT, monitor_run},
     process::run_ok,
     prometheus::{self, Prometheus, sample_value},
     require_root_or_skip, skip_or_fail,
@@ -31,7 +33,6 @@ use serde_json::Value;
 /// The job command (tests/src/bin/fake_starter.rs): `busy SECONDS` spins
 /// until it has used that much CPU, in one process, without forking.
 const STARTER: &str = env!("CARGO_BIN_EXE_fake_starter");
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Samples (200 ms each) to wait for jobs to show up or end.
 const JOB_SAMPLES: u32 = 50;
 /// Ids listed in a failure message, per kind of failure.
@@ -324,17 +325,6 @@ fn prometheus_scrapes_every_job_of_a_burst() -> anyhow::Result<()> {
 const SLOTS: &str = "64";
 /// Directory jobs made against it: more than it has slots.
 const CROWD: usize = 100;
-const COUNTER_MAP: [(&str, &str); 1] = [("map", "CGROUP_COUNTERS")];
-const MAP_FULL: [(&str, &str); 1] = [("reason", "cgroup_map_full")];
-
-/// The counter map's fill in one scrape: (entries, capacity, drops for lack of a slot).
-fn counter_map(metrics: &Metrics) -> anyhow::Result<(f64, f64, f64)> {
-    Ok((
-        metrics.value("monitor_bpf_map_entries", &COUNTER_MAP)?,
-        metrics.value("monitor_bpf_map_capacity_entries", &COUNTER_MAP)?,
-        metrics.value("monitor_bpf_lost_events_total", &MAP_FULL)?,
-    ))
-}
 
 #[test]
 fn full_counter_map_drops_and_recovers() -> anyhow::Result<()> {

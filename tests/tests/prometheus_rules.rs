@@ -23,7 +23,7 @@ use monitor_tests::{
         JOB_DASHBOARD, NODE_DASHBOARD, Query, dashboard, label_values_selector, queries, substitute,
     },
     launcher::TempDir,
-    skip_or_fail,
+    prometheus::promtool_or_skip,
 };
 
 const PROMTOOL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,24 +53,6 @@ fn workspace() -> PathBuf {
 
 fn read(path: &Path) -> anyhow::Result<String> {
     fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
-/// promtool on PATH (`cargo xtask test` installs Debian's prometheus package).
-fn promtool() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("promtool"))
-        .find(|p| p.is_file())
-}
-
-fn promtool_or_skip() -> Option<PathBuf> {
-    let found = promtool();
-    if found.is_none() {
-        skip_or_fail(
-            "promtool is not on PATH (cargo xtask test installs it: apt-get install prometheus)",
-        );
-    }
-    found
 }
 
 /// Runs promtool with `args` in `dir`; fails quoting everything it said.

@@ -20,6 +20,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use monitor_tests::{
     ChildGuard, Daemon,
+    accuracy::{CPU_TOLERANCE, relative_difference},
     cgroup::{join_before_exec, rmdir_when_empty, v1_mount, v2_mount},
     cpu_exclusive, cpu_shared, daemon,
     grafana::{self, JOB_DASHBOARD, NODE_DASHBOARD},
@@ -29,14 +30,11 @@ use monitor_tests::{
     process::{allowed_cpus, run_ok},
     prometheus::{self, Prometheus, sample_value},
     require_root_or_skip, skip_or_fail,
-    workload::{self, Workload},
+    workload::{self, STEP, Workload},
 };
 use serde_json::Value;
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
-const STEP: Duration = Duration::from_secs(60);
-/// The bar for CPU against the kernel's own count.
-const CPU_TOLERANCE: f64 = 0.02;
 
 /// `monitor report ARGS` against `socket` (None: no socket given), to its end.
 fn monitor_report(socket: Option<&Path>, args: &[&str]) -> anyhow::Result<Output> {
@@ -119,10 +117,6 @@ fn hostname() -> anyhow::Result<String> {
     Ok(fs::read_to_string("/proc/sys/kernel/hostname")?
         .trim()
         .to_string())
-}
-
-fn relative_difference(ours: f64, kernel: f64) -> f64 {
-    (ours - kernel).abs() / kernel
 }
 
 /// A job of a few milliseconds (`monitor run -- /bin/true`): its report

@@ -2,37 +2,26 @@
 //! workload (tests/src/bin/workload.rs) reads them from inside its process
 //! (/proc/self/status, /proc/self/io, getrusage) right when they matter and
 //! prints them; every test prints both sides and the difference.
-use std::{
-    os::unix::process::ExitStatusExt as _,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{os::unix::process::ExitStatusExt as _, process::Command, time::Instant};
 
 use anyhow::{Context as _, bail};
 use monitor_tests::{
-    Daemon, JobCgroup, Metrics, cpu_exclusive, cpu_shared,
+    Daemon, JobCgroup, Metrics,
+    accuracy::{SETTLE_SAMPLES, relative_difference},
+    cpu_exclusive, cpu_shared,
     memcg::MemoryLimit,
     require_root_or_skip, skip_or_fail,
-    workload::{self, Report, Workload},
+    workload::{self, Report, STEP, Workload},
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
 const MIB: f64 = 1024.0 * 1024.0;
-/// Samples after a workload step before /metrics is read: enough for the
-/// per-CPU counters of the last events to have been summed.
-const SETTLE_SAMPLES: u32 = 3;
-/// The longest a workload step may take on a busy two-core machine.
-const STEP: Duration = Duration::from_secs(60);
 
 const RSS: &str = "monitor_job_memory_rss_bytes";
 const RSS_PEAK: &str = "monitor_job_memory_rss_peak_bytes";
 
 fn of_job(metrics: &Metrics, name: &str, job: &JobCgroup) -> anyhow::Result<f64> {
     metrics.value(name, &[("jobid", job.name.as_str())])
-}
-
-fn relative_difference(ours: f64, kernel: f64) -> f64 {
-    (ours - kernel).abs() / kernel
 }
 
 fn mib(bytes: f64) -> String {

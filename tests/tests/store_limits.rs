@@ -16,7 +16,9 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use monitor_tests::{
-    Daemon, Metrics, cpu_shared,
+    Daemon, Metrics,
+    counter_map::{MAP_FULL, counter_entries},
+    cpu_shared,
     daemon::binary,
     jobs_api::{api_jobs, api_page, with_id},
     launcher::{check_others_may_run, monitor_run},
@@ -352,12 +354,6 @@ impl Drop for SmallDisk {
     }
 }
 
-const MAP_FULL: [(&str, &str); 1] = [("reason", "cgroup_map_full")];
-
-/// Counter slots taken.
-fn counter_entries(metrics: &Metrics) -> anyhow::Result<f64> {
-    metrics.value("monitor_bpf_map_entries", &[("map", "CGROUP_COUNTERS")])
-}
 const UNAVAILABLE: [(&str, &str); 1] = [("reason", "store_unavailable")];
 
 /// Issue 13, item 5: a full disk under `--state.dir`. An operator's

@@ -2,33 +2,23 @@
 //! register, how many of their finished jobs /metrics keeps, how long a
 //! job's name and labels may be. Run as that user (nobody) against the
 //! real daemon, with small limits so each test is quick.
-use std::{
-    path::Path,
-    process::{Command, Output, Stdio},
-    time::Duration,
-};
+use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context as _, bail};
 use monitor_tests::{
     ChildGuard, Daemon, Metrics, cpu_shared,
     jobs_api::wait_for_jobs,
-    launcher::{Reply, check_others_may_run, monitor_run, registrations},
+    launcher::{RUN_TIMEOUT, Reply, check_binaries_for_nobody, monitor_run, registrations},
     process::{NOBODY, run_as},
     require_root_or_skip,
 };
 
 const STARTER: &str = env!("CARGO_BIN_EXE_fake_starter");
-const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Another unprivileged uid, to show one user's limit is not everyone's.
 const OTHER_UID: u32 = 4247;
 
 fn as_user(command: &mut Command, uid: u32) -> &mut Command {
     run_as(command, uid, uid).current_dir("/")
-}
-
-fn check_binaries_for_nobody() -> anyhow::Result<()> {
-    check_others_may_run(&monitor_tests::daemon::binary()?)?;
-    check_others_may_run(Path::new(STARTER))
 }
 
 /// `monitor run --require --job-id JOBID -- /bin/true` as `uid`.
@@ -55,7 +45,7 @@ fn registrations_over_the_rate_are_refused_counted_and_others_go_on() -> anyhow:
         return Ok(());
     }
     let _machine = cpu_shared();
-    check_binaries_for_nobody()?;
+    check_binaries_for_nobody(STARTER)?;
     // One token per 100 s: the burst is all nobody gets while this runs.
     let daemon = Daemon::start_with(&[
         "--trust.path",
@@ -157,7 +147,7 @@ fn a_user_over_the_finished_jobs_cap_keeps_only_that_many_in_metrics() -> anyhow
         return Ok(());
     }
     let _machine = cpu_shared();
-    check_binaries_for_nobody()?;
+    check_binaries_for_nobody(STARTER)?;
     let daemon = Daemon::start_with(&["--job.retention.max-per-user", &CAP.to_string()])?;
     let nobody = NOBODY.to_string();
     for n in 0..JOBS {
@@ -264,7 +254,7 @@ fn oversize_names_and_labels_are_refused() -> anyhow::Result<()> {
         return Ok(());
     }
     let _machine = cpu_shared();
-    check_binaries_for_nobody()?;
+    check_binaries_for_nobody(STARTER)?;
     let daemon = Daemon::start_with(&["--trust.path", STARTER])?;
     let before = registrations(&daemon.metrics()?, "invalid")?;
     let cases = [
