@@ -36,10 +36,10 @@ use thiserror::Error;
 use crate::{
     client::http::percent_encode,
     daemon::snapshot::{JobView, SharedSnapshot},
-    metrics::encode::unix_seconds,
     profile::{JobJson, JobState, state_of},
     store::{PageCursor, ProfileQuery, StoreReader},
     system::log_every::LogEvery,
+    system::time::unix_seconds,
 };
 
 /// What the API handlers read.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     daemon::snapshot::JobView,
-    metrics::encode::{from_unix_seconds, seconds, unix_seconds},
+    system::time::{from_unix_seconds, seconds, unix_seconds},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -39,10 +39,10 @@ use crate::{
         probes::{Probes, Walk},
         program_stats,
     },
-    metrics::encode::unix_seconds,
     profile::JobJson,
     store::{Batch, Profile, StoreHandle},
     system::cgroupfs::{self, RootControllers},
+    system::time::unix_seconds,
 };
 
 /// Finished jobs whose views are built per hold of the job table's lock
@@ -877,7 +877,7 @@ impl Sampler {
             jobs.extend(self.restored.iter().cloned());
         }
         if let Some(store) = &self.store {
-            self.health.store = Some(store.stats());
+            self.health.store = Some(store.stats().figures());
         }
         self.shared.publish(Snapshot {
             jobs,

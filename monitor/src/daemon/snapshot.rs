@@ -7,7 +7,9 @@ use std::{
 
 use monitor_common::{CgroupCounters, DROP_REASONS};
 
-use crate::{kernel::program_stats::ProgramStats, metrics::job_text::SeriesCache};
+use crate::{
+    kernel::program_stats::ProgramStats, metrics::job_text::SeriesCache, store::StoreFigures,
+};
 
 #[derive(Debug, Clone)]
 pub struct JobView {
@@ -70,8 +72,9 @@ pub struct Health {
     /// Finished jobs taken out of /metrics before their retention ended,
     /// for their uid's `--job.retention.max-per-user`.
     pub jobs_evicted: u64,
-    /// The state store writer's counters (None: running without a store).
-    pub store: Option<Arc<crate::store::WriterStats>>,
+    /// The state store writer's figures at the sample (None: running
+    /// without a store).
+    pub store: Option<StoreFigures>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -24,7 +24,7 @@ use super::{
     registry::{Registry, SavedCgroup, SavedJob},
 };
 use crate::{
-    metrics::encode::{from_unix_seconds, unix_seconds},
+    system::time::{from_unix_seconds, unix_seconds},
     system::{
         cgroupfs::job_of,
         ids::{IdMap, IdSet},

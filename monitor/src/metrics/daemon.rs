@@ -111,7 +111,7 @@ impl Collector for DaemonCollector {
                 None,
                 MetricType::Counter,
             )?;
-            f.single_counter(store.profiles_written())?;
+            f.single_counter(store.profiles_written)?;
             let f = family(
                 &mut encoder,
                 "monitor_state_profiles_pending",
@@ -119,7 +119,7 @@ impl Collector for DaemonCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            f.single_gauge_i64(i64::try_from(store.profiles_pending()).unwrap_or(i64::MAX))?;
+            f.single_gauge_i64(i64::try_from(store.profiles_pending).unwrap_or(i64::MAX))?;
             let f = family(
                 &mut encoder,
                 "monitor_state_profiles_stored",
@@ -127,7 +127,7 @@ impl Collector for DaemonCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            f.single_gauge_i64(i64::try_from(store.profiles_stored()).unwrap_or(i64::MAX))?;
+            f.single_gauge_i64(i64::try_from(store.profiles_stored).unwrap_or(i64::MAX))?;
             let mut f = family(
                 &mut encoder,
                 "monitor_state_profiles_dropped",
@@ -137,7 +137,7 @@ impl Collector for DaemonCollector {
             )?;
             f.counter_u64(
                 &[("reason", "store_unavailable")],
-                store.dropped_unavailable(),
+                store.dropped_unavailable,
             )?;
             let f = family(
                 &mut encoder,
@@ -146,7 +146,7 @@ impl Collector for DaemonCollector {
                 None,
                 MetricType::Counter,
             )?;
-            f.single_counter(store.commit_errors())?;
+            f.single_counter(store.commit_errors)?;
             let f = family(
                 &mut encoder,
                 "monitor_state_commits",
@@ -154,7 +154,7 @@ impl Collector for DaemonCollector {
                 None,
                 MetricType::Counter,
             )?;
-            f.single_counter(store.commits())?;
+            f.single_counter(store.commits)?;
             let mut f = family(
                 &mut encoder,
                 "monitor_state_profiles_pruned",
@@ -162,8 +162,8 @@ impl Collector for DaemonCollector {
                 None,
                 MetricType::Counter,
             )?;
-            f.counter_u64(&[("reason", "retention")], store.pruned_retention())?;
-            f.counter_u64(&[("reason", "max_profiles")], store.pruned_max_profiles())?;
+            f.counter_u64(&[("reason", "retention")], store.pruned_retention)?;
+            f.counter_u64(&[("reason", "max_profiles")], store.pruned_max_profiles)?;
             let f = family(
                 &mut encoder,
                 "monitor_state_commit_duration",
@@ -171,7 +171,7 @@ impl Collector for DaemonCollector {
                 Some(&Unit::Seconds),
                 MetricType::Gauge,
             )?;
-            f.single_gauge(store.last_commit_duration().as_secs_f64())?;
+            f.single_gauge(store.last_commit_duration.as_secs_f64())?;
         }
 
         let mut f = family(

@@ -64,23 +64,3 @@ impl Family<'_, '_> {
         ConstCounter::new(value).encode(self.encoder)
     }
 }
-
-pub fn seconds(ns: u64) -> f64 {
-    ns as f64 / 1e9
-}
-
-pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// The inverse of [`unix_seconds`], for times read back from the state
-/// store: the epoch for what no `SystemTime` holds (negative, NaN, past
-/// i64::MAX seconds), where adding the duration to the epoch would panic.
-pub fn from_unix_seconds(seconds: f64) -> std::time::SystemTime {
-    std::time::Duration::try_from_secs_f64(seconds)
-        .ok()
-        .and_then(|d| std::time::UNIX_EPOCH.checked_add(d))
-        .unwrap_or(std::time::UNIX_EPOCH)
-}

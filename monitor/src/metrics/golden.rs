@@ -21,6 +21,7 @@ use crate::{
     daemon::snapshot::{CgroupFileStats, Health, JobView, MapFill, SharedSnapshot, Snapshot},
     kernel::program_stats::ProgramStats,
     launcher::stats::{Outcome, RegistrationStats},
+    store::StoreFigures,
 };
 
 /// The build_info revision changes with every commit: shown as this.
@@ -141,7 +142,7 @@ pub(super) fn snapshot() -> Snapshot {
             rescans: 2,
             orphaned_cgroups: 1,
             jobs_evicted: 3,
-            store: Some(Arc::default()),
+            store: Some(StoreFigures::default()),
         },
     }
 }

@@ -3,11 +3,11 @@
 use monitor_common::CgroupCounters;
 use prometheus_client::registry::Unit;
 
-use super::{
-    encode::{seconds, unix_seconds},
-    job_text::{JobFamily, SampleWriter},
+use super::job_text::{JobFamily, SampleWriter};
+use crate::{
+    daemon::snapshot::JobView,
+    system::time::{seconds, unix_seconds},
 };
-use crate::daemon::snapshot::JobView;
 
 pub(super) type Counter = (&'static str, &'static str, fn(&CgroupCounters) -> u64);
 

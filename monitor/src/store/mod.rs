@@ -31,7 +31,7 @@ use std::{
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use thiserror::Error;
 
-pub use writer::{StoreHandle, WriterConfig, WriterStats, spawn as spawn_writer};
+pub use writer::{StoreFigures, StoreHandle, WriterConfig, WriterStats, spawn as spawn_writer};
 
 /// The database's file name in the state directory.
 pub const DB_FILE: &str = "jobs.db";

@@ -133,6 +133,38 @@ impl WriterStats {
     }
 }
 
+/// The writer's figures at one moment, as plain numbers: what a sample
+/// publishes, so the encoders never read the writer's live counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreFigures {
+    pub profiles_written: u64,
+    pub commits: u64,
+    pub commit_errors: u64,
+    pub last_commit_duration: Duration,
+    pub profiles_pending: u64,
+    pub profiles_stored: u64,
+    pub pruned_retention: u64,
+    pub pruned_max_profiles: u64,
+    pub dropped_unavailable: u64,
+}
+
+impl WriterStats {
+    /// Every figure, now.
+    pub fn figures(&self) -> StoreFigures {
+        StoreFigures {
+            profiles_written: self.profiles_written(),
+            commits: self.commits(),
+            commit_errors: self.commit_errors(),
+            last_commit_duration: self.last_commit_duration(),
+            profiles_pending: self.profiles_pending(),
+            profiles_stored: self.profiles_stored(),
+            pruned_retention: self.pruned_retention(),
+            pruned_max_profiles: self.pruned_max_profiles(),
+            dropped_unavailable: self.dropped_unavailable(),
+        }
+    }
+}
+
 /// The sampler's side of the writer thread. Dropping it closes the channel
 /// and waits for the thread like [`StoreHandle::shutdown`], logging errors.
 pub struct StoreHandle {

@@ -8,6 +8,7 @@ pub mod memory;
 pub mod privileges;
 pub mod secure_dir;
 pub mod shares;
+pub mod time;
 pub mod token_bucket;
 pub mod tracefs;
 pub mod vital_thread;
