@@ -6,7 +6,6 @@ mod serve;
 pub mod snapshot;
 mod startup;
 mod users;
-pub mod wake;
 
 use self::{
     serve::Servers,

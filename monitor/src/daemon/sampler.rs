@@ -23,7 +23,6 @@ use super::{
     finished_cap::FinishedCap,
     snapshot::{CgroupFileStats, Health, JobView, MapFill, SharedSnapshot, Snapshot},
     users::UserNames,
-    wake::Wake,
 };
 use crate::{
     jobs::{
@@ -43,6 +42,7 @@ use crate::{
     store::{Batch, Profile, StoreHandle},
     system::cgroupfs::{self, RootControllers},
     system::time::unix_seconds,
+    system::wake::Wake,
 };
 
 /// Finished jobs whose views are built per hold of the job table's lock

@@ -14,7 +14,6 @@ use anyhow::Context as _;
 use super::{
     sampler::{Sampler, SamplerConfig},
     snapshot::{JobView, SharedSnapshot},
-    wake::Wake,
 };
 use crate::{
     cli::DaemonArgs,
@@ -22,7 +21,7 @@ use crate::{
     kernel::{probes::Probes, program_stats},
     launcher::{adopt::AdoptRules, stats::RegistrationStats, trust::TrustList},
     store::{Store, StoreHandle, StoreReader},
-    system::cgroupfs,
+    system::{cgroupfs, wake::Wake},
     web::WebConfigSource,
 };
 

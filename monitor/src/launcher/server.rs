@@ -29,13 +29,12 @@ use super::{
     trust::TrustList,
 };
 use crate::{
-    daemon::wake::Wake,
     jobs::{
         JobKey, JobMeta, JobTable,
         discovery::{self, Discovery},
         task_cgroup,
     },
-    system::{log_every::LogEvery, shares::Shares, token_bucket::Rate},
+    system::{log_every::LogEvery, shares::Shares, token_bucket::Rate, wake::Wake},
 };
 
 /// Connections handled at once; more are answered "busy" and closed.

@@ -12,3 +12,4 @@ pub mod time;
 pub mod token_bucket;
 pub mod tracefs;
 pub mod vital_thread;
+pub mod wake;
