@@ -38,16 +38,44 @@ fn answer(stream: &UnixStream) -> anyhow::Result<Option<Reply>> {
     }
 }
 
-/// Waits until the daemon's open fds are back to `baseline` (they are
-/// closed by tasks that finish on their own time).
-fn wait_fds(pid: u32, baseline: usize) -> anyhow::Result<usize> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let now = open_fds(pid)?;
-        if now <= baseline || Instant::now() > deadline {
-            return Ok(now);
-        }
-        thread::sleep(Duration::from_millis(50));
+/// The daemon's open fds before a flood, to check none leaks after it.
+struct FdBaseline {
+    pid: u32,
+    count: usize,
+    targets: Vec<String>,
+}
+
+impl FdBaseline {
+    fn take(pid: u32) -> anyhow::Result<Self> {
+        Ok(Self {
+            pid,
+            count: open_fds(pid)?,
+            targets: fd_targets(pid),
+        })
+    }
+
+    /// Waits until the daemon's open fds are back to the baseline (they
+    /// are closed by tasks that finish on their own time), and fails if
+    /// they are not.
+    fn assert_no_leak(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let after = loop {
+            let now = open_fds(self.pid)?;
+            if now <= self.count || Instant::now() > deadline {
+                break now;
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        let before = self.count;
+        println!("daemon fds: {before} before, {after} after");
+        assert!(
+            after <= before,
+            "the daemon holds {after} fds, {before} before the connections: a leak\n\
+             before: {:?}\nafter: {:?}",
+            self.targets,
+            fd_targets(self.pid)
+        );
+        Ok(())
     }
 }
 
@@ -63,8 +91,7 @@ fn a_thousand_concurrent_untrusted_connections() -> anyhow::Result<()> {
     let mut daemon = Daemon::start()?;
     let pid = daemon.pid();
     let before = all_registrations(&daemon.metrics_after_samples(1)?)?;
-    let fds_before = open_fds(pid)?;
-    let targets_before = fd_targets(pid);
+    let fds = FdBaseline::take(pid)?;
 
     // 1,000 connections from this (untrusted) process, all open at once,
     // made from 4 threads at the same time.
@@ -120,14 +147,7 @@ fn a_thousand_concurrent_untrusted_connections() -> anyhow::Result<()> {
         "registration counts: every connection judged once"
     );
 
-    let fds_after = wait_fds(pid, fds_before)?;
-    println!("daemon fds: {fds_before} before, {fds_after} after");
-    assert!(
-        fds_after <= fds_before,
-        "the daemon holds {fds_after} fds, {fds_before} before the connections: a leak\n\
-         before: {targets_before:?}\nafter: {:?}",
-        fd_targets(pid)
-    );
+    fds.assert_no_leak()?;
     daemon.still_serving()?;
     Ok(())
 }
@@ -143,8 +163,7 @@ fn a_thousand_concurrent_silent_trusted_connections() -> anyhow::Result<()> {
         Daemon::start_with(&["--trust.path", STARTER, "--socket.hello-timeout", "500ms"])?;
     let pid = daemon.pid();
     let before = all_registrations(&daemon.metrics_after_samples(1)?)?;
-    let fds_before = open_fds(pid)?;
-    let targets_before = fd_targets(pid);
+    let fds = FdBaseline::take(pid)?;
     let socket = daemon.socket().to_str().context("socket path")?.to_string();
 
     let count = CONNECTIONS.to_string();
@@ -179,14 +198,7 @@ fn a_thousand_concurrent_silent_trusted_connections() -> anyhow::Result<()> {
         JOB_SAMPLES,
     )?;
     wait_no_task_cgroups(&daemon)?;
-    let fds_after = wait_fds(pid, fds_before)?;
-    println!("daemon fds: {fds_before} before, {fds_after} after");
-    assert!(
-        fds_after <= fds_before,
-        "the daemon holds {fds_after} fds, {fds_before} before the connections: a leak\n\
-         before: {targets_before:?}\nafter: {:?}",
-        fd_targets(pid)
-    );
+    fds.assert_no_leak()?;
     daemon.still_serving()?;
     Ok(())
 }

@@ -211,9 +211,13 @@ fn a_user_over_the_finished_jobs_cap_keeps_only_that_many_in_metrics() -> anyhow
         "the API lists {} of nobody's {JOBS} finished jobs: {jobs:?}",
         capped(&jobs)
     );
-    let written = daemon
-        .metrics()?
-        .value("monitor_state_profiles_written_total", &[])?;
+    // The store's figures are published with the next sample.
+    let written_of = |m: &monitor_tests::Metrics| {
+        m.value("monitor_state_profiles_written_total", &[])
+            .unwrap_or(0.0)
+    };
+    let (_, metrics) = daemon.wait_for(3, |m| written_of(m) >= (JOBS + ROOT_JOBS) as f64)?;
+    let written = written_of(&metrics);
     assert!(
         written >= (JOBS + ROOT_JOBS) as f64,
         "{written} profiles in the store for {} finished jobs",
