@@ -37,6 +37,7 @@ use crate::{
         events,
         probes::{Probes, Walk},
         program_stats,
+        task_iter::IterRun,
     },
     profile::JobJson,
     store::{Batch, Profile, StoreHandle},
@@ -503,10 +504,20 @@ impl Sampler {
         } else {
             Walk::JobTasks
         };
-        let run = self
-            .probes
-            .credit_tasks(walk)
-            .context("crediting the jobs' tasks")?;
+        // Read once: it decides the walk and is shown as the map's fill.
+        let tracked = self.probes.tracked_task_count();
+        let walks_tracked = walk == Walk::JobTasks && self.probes.walks_tracked_tasks();
+        let run = if walks_tracked && tracked == Some(0) {
+            // No job task anywhere (an idle node): nothing to credit, and
+            // the walk would still visit each of the map's 16,384 empty
+            // buckets. A task tracked just after the read is credited at
+            // its exit or by the next sample.
+            IterRun::default()
+        } else {
+            self.probes
+                .credit_tasks(walk)
+                .context("crediting the jobs' tasks")?
+        };
         self.walk_every_task = false;
         self.health.task_iter_duration = run.duration;
         let job_tasks = run.job_tasks;
@@ -560,7 +571,7 @@ impl Sampler {
             },
             MapFill {
                 name: "TASK_STATE",
-                entries: self.probes.tracked_tasks.get(&0, 0).unwrap_or(0),
+                entries: tracked.unwrap_or(0),
                 capacity: u64::from(self.probes.sizes.tasks),
             },
         ];

@@ -459,21 +459,23 @@ impl Probes {
         self.attach_tracked_task_iter()
     }
 
+    /// Whether [`Walk::JobTasks`] walks TASK_STATE (a set pinned by an
+    /// older build walks every task instead).
+    pub fn walks_tracked_tasks(&self) -> bool {
+        self.tracked.is_some()
+    }
+
+    /// Entries in TASK_STATE (kept by the programs), if readable.
+    pub fn tracked_task_count(&self) -> Option<u64> {
+        self.tracked_tasks.get(&0, 0).ok()
+    }
+
     /// Runs a walk: every job task's counters are credited to its cgroup
     /// up to now. A set pinned without the walk of tracked tasks walks
     /// every task.
     pub fn credit_tasks(&self, walk: Walk) -> Result<IterRun, ProbeError> {
         let iterator = match (walk, &self.tracked) {
-            (Walk::JobTasks, Some(tracked)) => {
-                // No job task anywhere (an idle node): nothing to credit,
-                // and the walk would still visit each of the map's 16,384
-                // empty buckets. A task tracked just after this read is
-                // credited at its exit or by the next sample.
-                if self.tracked_tasks.get(&0, 0).is_ok_and(|count| count == 0) {
-                    return Ok(IterRun::default());
-                }
-                tracked
-            }
+            (Walk::JobTasks, Some(tracked)) => tracked,
             _ => self.iterator.as_ref().ok_or(ProbeError::NotLoaded)?,
         };
         Ok(iterator.run()?)
