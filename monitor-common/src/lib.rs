@@ -515,17 +515,25 @@ impl Discovery {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain `#[repr(C)]` integers and byte arrays, no padding holes
-    // (the size assertions above pin the layouts).
-    unsafe impl aya::Pod for super::CgroupCounters {}
-    unsafe impl aya::Pod for super::TaskCounters {}
-    unsafe impl aya::Pod for super::TaskState {}
-    unsafe impl aya::Pod for super::KernelLayout {}
-    unsafe impl aya::Pod for super::MmState {}
-    unsafe impl aya::Pod for super::CgroupEvent {}
-    unsafe impl aya::Pod for super::FieldOffsets {}
-    unsafe impl aya::Pod for super::RootPrefix {}
-    unsafe impl aya::Pod for super::Discovery {}
+    /// Each one: plain `#[repr(C)]` integers and byte arrays, no padding
+    /// holes (the size assertions above pin the layouts).
+    macro_rules! pod {
+        ($($name:ident),*) => {$(
+            // SAFETY: see above.
+            unsafe impl aya::Pod for super::$name {}
+        )*};
+    }
+    pod!(
+        CgroupCounters,
+        TaskCounters,
+        TaskState,
+        KernelLayout,
+        MmState,
+        CgroupEvent,
+        FieldOffsets,
+        RootPrefix,
+        Discovery
+    );
 }
 
 #[cfg(test)]

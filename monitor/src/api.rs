@@ -38,8 +38,7 @@ use crate::{
     daemon::snapshot::{JobView, SharedSnapshot},
     profile::{JobJson, JobState, state_of},
     store::{PageCursor, ProfileQuery, StoreReader},
-    system::log_every::LogEvery,
-    system::time::unix_seconds,
+    system::{log_every::LogEvery, time::unix_seconds},
 };
 
 /// What the API handlers read.

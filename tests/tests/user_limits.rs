@@ -212,7 +212,7 @@ fn a_user_over_the_finished_jobs_cap_keeps_only_that_many_in_metrics() -> anyhow
         capped(&jobs)
     );
     // The store's figures are published with the next sample.
-    let written_of = |m: &monitor_tests::Metrics| {
+    let written_of = |m: &Metrics| {
         m.value("monitor_state_profiles_written_total", &[])
             .unwrap_or(0.0)
     };

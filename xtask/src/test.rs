@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use crate::{
     build,
     fuzz::{self, FuzzArgs},
+    toolchain,
     util::{cargo, is_root, run},
 };
 
@@ -56,8 +57,8 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
 /// `cargo fmt --check` and `cargo clippy -D warnings` over the workspace
 /// (the eBPF crate builds only for its own target, with its own checks).
 fn formatted_and_lint_free() -> anyhow::Result<()> {
-    run(cargo().args(["fmt", "--all", "--check"]))
-        .context("the code is not formatted: run `cargo fmt --all`")?;
+    run(toolchain::nightly_fmt()?.args(["--all", "--check"]))
+        .context("the code is not formatted: run `cargo +nightly fmt --all`")?;
     run(cargo().args([
         "clippy",
         "--release",

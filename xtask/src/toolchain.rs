@@ -26,6 +26,31 @@ pub fn ensure_nightly() -> anyhow::Result<()> {
     nightly_sysroot().map(|_| ())
 }
 
+/// `cargo fmt` of the nightly, whose rustfmt applies the unstable import
+/// settings of rustfmt.toml (the stable one ignores them). Its rustfmt
+/// component is added when missing.
+pub fn nightly_fmt() -> anyhow::Result<Command> {
+    ensure_nightly()?;
+    let installed = Command::new("rustup")
+        .args(["run", "nightly", "rustfmt", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("xtask: rustfmt is missing for nightly (rustfmt.toml needs it); installing it");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rustfmt",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    let mut cmd = Command::new("rustup");
+    cmd.current_dir(workspace_root())
+        .args(["run", "nightly", "cargo", "fmt"]);
+    Ok(cmd)
+}
+
 fn nightly_sysroot() -> anyhow::Result<PathBuf> {
     let output = Command::new("rustup")
         .args(["run", "nightly", "rustc", "--print", "sysroot"])

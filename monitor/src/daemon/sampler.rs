@@ -41,9 +41,11 @@ use crate::{
     },
     profile::JobJson,
     store::{Batch, Profile, StoreHandle},
-    system::cgroupfs::{self, RootControllers},
-    system::time::unix_seconds,
-    system::wake::Wake,
+    system::{
+        cgroupfs::{self, RootControllers},
+        time::unix_seconds,
+        wake::Wake,
+    },
 };
 
 /// Finished jobs whose views are built per hold of the job table's lock

@@ -7,11 +7,12 @@
 //! `freezer:/slurm_node/uid_1/job_5`) has the same path in the cpuset and
 //! memory hierarchies, where Slurm's task/cgroup sets `cpuset.cpus` and
 //! `memory.limit_in_bytes`.
-use crate::system::cgroupfs::RootControllers;
 use std::{
     fs,
     path::{Path, PathBuf},
 };
+
+use crate::system::cgroupfs::RootControllers;
 
 /// A v1 memory limit at or above this is "no limit" (the kernel shows
 /// PAGE_COUNTER_MAX pages as a byte count near i64::MAX).

@@ -23,12 +23,10 @@ use super::{
     discovery::{self, Discovery},
     registry::{Registry, SavedCgroup, SavedJob},
 };
-use crate::{
-    system::time::{from_unix_seconds, unix_seconds},
-    system::{
-        cgroupfs::job_of,
-        ids::{IdMap, IdSet},
-    },
+use crate::system::{
+    cgroupfs::job_of,
+    ids::{IdMap, IdSet},
+    time::{from_unix_seconds, unix_seconds},
 };
 
 /// Labels a discovered job takes from the launchers that join it, in all.

@@ -35,10 +35,10 @@ use aya::{
     util::nr_cpus,
 };
 use monitor_common::{CgroupCounters, Claim, FREE_SLOT, claimable_cgroup_slot};
+use thiserror::Error;
 
 use super::changed_flags::ChangedFlags;
 use crate::system::ids::IdMap;
-use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum CountersError {

@@ -76,7 +76,7 @@ pub enum ProbeError {
     },
     #[error("opening the cgroup v2 root {path} for the network programs: {source}")]
     CgroupRoot {
-        path: std::path::PathBuf,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },

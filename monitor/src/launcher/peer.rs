@@ -23,9 +23,9 @@ use nix::{
         stat::{Mode, fstatat},
     },
 };
+use thiserror::Error;
 
 pub use super::trust::FileIdentity;
-use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum PeerError {

@@ -30,7 +30,7 @@ impl Collector for KernelCollector {
             &mut encoder,
             "monitor_bpf_program_run",
             "Time spent in each kernel program (counts only while bpf_stats is enabled).",
-            Some(&prometheus_client::registry::Unit::Seconds),
+            Some(&Unit::Seconds),
             MetricType::Counter,
         )?;
         for program in &health.programs {

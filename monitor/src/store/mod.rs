@@ -17,8 +17,6 @@ mod query;
 mod schema;
 pub mod writer;
 
-pub use query::PageCursor;
-
 use std::{
     fs::{self, DirBuilder, Permissions},
     io,
@@ -28,9 +26,9 @@ use std::{
     time::Duration,
 };
 
+pub use query::PageCursor;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use thiserror::Error;
-
 pub use writer::{StoreFigures, StoreHandle, WriterConfig, WriterStats, spawn as spawn_writer};
 
 /// The database's file name in the state directory.
@@ -476,8 +474,9 @@ pub(crate) mod test_dir {
 pub(crate) mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
-    use super::*;
     use test_dir::TestDir;
+
+    use super::*;
 
     pub fn profile(uid: u32, jobid: &str, user: &str, start: f64, end: f64) -> Profile {
         Profile {
@@ -504,12 +503,12 @@ pub(crate) mod tests {
     #[test]
     fn a_store_an_older_daemon_left_readable_is_made_private() {
         let dir = TestDir::new("private");
-        std::fs::create_dir_all(dir.path()).unwrap();
-        std::fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
+        fs::create_dir_all(dir.path()).unwrap();
+        fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
         drop(Store::open(dir.path()).unwrap());
-        std::fs::set_permissions(dir.path().join(DB_FILE), Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(dir.path().join(DB_FILE), Permissions::from_mode(0o644)).unwrap();
         drop(Store::open(dir.path()).unwrap());
-        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(dir.path()), 0o700);
         assert_eq!(mode(&dir.path().join(DB_FILE)), 0o600);
     }
@@ -520,7 +519,7 @@ pub(crate) mod tests {
         let nested = dir.path().join("state/dir");
         let mut store = Store::open(&nested).unwrap();
         // Every user's jobs are in it: the daemon's alone.
-        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&nested), 0o700, "{:o}", mode(&nested));
         assert_eq!(mode(&nested.join(DB_FILE)), 0o600);
         assert_eq!(store.path(), nested.join(DB_FILE));
@@ -737,7 +736,7 @@ pub(crate) mod tests {
     #[test]
     fn a_reader_refuses_a_database_the_daemon_has_not_set_up() {
         let dir = TestDir::new("reader-fresh");
-        std::fs::create_dir_all(dir.path()).unwrap();
+        fs::create_dir_all(dir.path()).unwrap();
         drop(Connection::open(dir.path().join(DB_FILE)).unwrap());
         let Err(error) = StoreReader::open(dir.path()) else {
             panic!("opened an empty database");

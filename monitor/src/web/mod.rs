@@ -36,7 +36,7 @@ pub async fn serve(
     server: WebServer<'_>,
     exposition: Exposition,
     api: ApiState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let WebServer {
         address,

@@ -571,6 +571,7 @@ fn launch(procs: &str, mib: usize, program: &str, args: &[&str]) -> io::Result<E
     // syscalls and writes to its own copy of `fresh` before exec.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
+        // SAFETY: the child's raw syscalls on its own memory (see above).
         0 => unsafe {
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {

@@ -544,7 +544,7 @@ pub fn launcher_main(
         } else {
             let due = go + Duration::from_micros(offset_us + interval_us * u64::from(n));
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
+                thread::sleep(wait);
             }
             due
         };
