@@ -35,8 +35,8 @@ use thiserror::Error;
 
 use crate::{
     client::http::percent_encode,
-    daemon::snapshot::{JobView, SharedSnapshot},
     profile::{JobJson, JobState, state_of},
+    snapshot::{JobView, SharedSnapshot},
     store::{PageCursor, ProfileQuery, StoreReader},
     system::{log_every::LogEvery, time::unix_seconds},
 };

@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod launcher;
 mod metrics;
 pub mod profile;
+mod snapshot;
 pub mod store;
 mod system;
 mod web;

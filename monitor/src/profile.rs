@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    daemon::snapshot::JobView,
+    snapshot::JobView,
     system::time::{from_unix_seconds, seconds, unix_seconds},
 };
 

@@ -9,9 +9,9 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use super::snapshot::JobView;
 use crate::{
     jobs::{JobKey, JobTable},
+    snapshot::JobView,
     system::log_every::LogEvery,
 };
 

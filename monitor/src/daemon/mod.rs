@@ -3,7 +3,6 @@ mod finished_cap;
 mod programs;
 pub mod sampler;
 mod serve;
-pub mod snapshot;
 mod startup;
 mod users;
 

@@ -19,11 +19,7 @@ use anyhow::Context as _;
 use monitor_common::{CgroupCounters, CgroupEventKind, DROP_REASONS, DropReason, V1_TAG};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::{
-    finished_cap::FinishedCap,
-    snapshot::{CgroupFileStats, Health, JobView, MapFill, SharedSnapshot, Snapshot},
-    users::UserNames,
-};
+use super::{finished_cap::FinishedCap, users::UserNames};
 use crate::{
     jobs::{
         JobKey, JobTable,
@@ -40,6 +36,7 @@ use crate::{
         task_iter::IterRun,
     },
     profile::JobJson,
+    snapshot::{CgroupFileStats, Health, JobView, MapFill, SharedSnapshot, Snapshot},
     store::{Batch, Profile, StoreHandle},
     system::{
         cgroupfs::{self, RootControllers},

@@ -11,15 +11,13 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{
-    sampler::{Sampler, SamplerConfig},
-    snapshot::{JobView, SharedSnapshot},
-};
+use super::sampler::{Sampler, SamplerConfig};
 use crate::{
     cli::DaemonArgs,
     jobs::{JobTable, discovery::Discovery, registry::Registry},
     kernel::{probes::Probes, program_stats},
     launcher::{adopt::AdoptRules, stats::RegistrationStats, trust::TrustList},
+    snapshot::{JobView, SharedSnapshot},
     store::{Store, StoreHandle, StoreReader},
     system::{cgroupfs, wake::Wake},
     web::WebConfigSource,

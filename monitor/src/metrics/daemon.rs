@@ -6,7 +6,7 @@ use prometheus_client::{
 };
 
 use super::encode::family;
-use crate::daemon::snapshot::SharedSnapshot;
+use crate::snapshot::SharedSnapshot;
 
 #[derive(Debug)]
 pub struct DaemonCollector(pub Arc<SharedSnapshot>);

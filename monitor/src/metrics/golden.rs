@@ -18,9 +18,9 @@ use monitor_common::{CgroupCounters, DROP_REASONS};
 use super::{Exposition, exposition::Format};
 use crate::{
     api::ApiStats,
-    daemon::snapshot::{CgroupFileStats, Health, JobView, MapFill, SharedSnapshot, Snapshot},
     kernel::program_stats::ProgramStats,
     launcher::stats::{Outcome, RegistrationStats},
+    snapshot::{CgroupFileStats, Health, JobView, MapFill, SharedSnapshot, Snapshot},
     store::StoreFigures,
 };
 

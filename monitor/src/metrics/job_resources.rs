@@ -5,7 +5,7 @@ use super::{
     job_text::{JobFamily, SampleWriter},
     jobs::Counter,
 };
-use crate::daemon::snapshot::{CgroupFileStats, JobView};
+use crate::snapshot::{CgroupFileStats, JobView};
 
 const COUNTS: [Counter; 8] = [
     (

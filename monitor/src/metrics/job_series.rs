@@ -10,7 +10,7 @@ use super::{
     job_text::{EncodedJob, JobFamily, SampleWriter},
     jobs,
 };
-use crate::daemon::snapshot::JobView;
+use crate::snapshot::JobView;
 
 /// The per-job families in the order they are served.
 fn families() -> impl Iterator<Item = &'static JobFamily> {
@@ -31,15 +31,25 @@ pub fn encode(job: &JobView) -> EncodedJob {
     encoded
 }
 
-/// `job`'s samples, encoded at its view's first scrape.
-pub fn encoded(job: &JobView) -> &EncodedJob {
+/// `job`'s samples, encoded at its view's first scrape and kept in its
+/// [`crate::snapshot::SeriesCache`]; None if that cache holds something else.
+fn cached(job: &JobView) -> Option<&EncodedJob> {
     job.series.get_or_init(|| encode(job))
 }
 
 /// Appends every per-job family of `jobs` to `out`.
 pub fn write(out: &mut String, jobs: &[Arc<JobView>], format: Format) {
-    let encoded: Vec<&EncodedJob> = jobs.iter().map(|job| encoded(job)).collect();
-    write_encoded(out, &encoded, format);
+    let cached: Option<Vec<&EncodedJob>> = jobs.iter().map(|job| cached(job)).collect();
+    match cached {
+        Some(encoded) => write_encoded(out, &encoded, format),
+        // Only this encoder fills the caches, so never; still no reason
+        // to fail a scrape.
+        None => {
+            let fresh: Vec<EncodedJob> = jobs.iter().map(|job| encode(job)).collect();
+            let fresh: Vec<&EncodedJob> = fresh.iter().collect();
+            write_encoded(out, &fresh, format);
+        }
+    }
 }
 
 /// Appends every per-job family of the `jobs` encoded already.

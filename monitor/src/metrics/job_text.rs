@@ -4,8 +4,6 @@
 //! scrape after: a finished job's view stays the same for its whole
 //! retention, and at 10,000 finished jobs encoding them afresh was most of
 //! a scrape's time.
-use std::{fmt, sync::OnceLock};
-
 use prometheus_client::{metrics::MetricType, registry::Unit};
 
 use super::exposition::Format;
@@ -122,7 +120,9 @@ impl EncodedJob {
         self.ends.len()
     }
 
-    /// Bytes held (the text and the offsets).
+    /// Bytes held (the text and the offsets): what the tests weigh the
+    /// cache by.
+    #[cfg(test)]
     pub fn heap_bytes(&self) -> usize {
         self.labels.len() + self.samples.len() + self.ends.len() * size_of::<u32>()
     }
@@ -209,36 +209,4 @@ fn push_label(out: &mut String, key: &str, value: &str) {
     }
     out.push_str(&value[last..]);
     out.push('"');
-}
-
-/// A job view's encoded samples, made at its first scrape. Held with the
-/// view, so it lives exactly as long as the figures it was made from (a
-/// changed job gets a new view) and goes with the view when the job leaves
-/// /metrics. A copy of a view starts without it: a copy may be changed.
-#[derive(Default)]
-pub struct SeriesCache(OnceLock<EncodedJob>);
-
-impl SeriesCache {
-    pub fn get_or_init(&self, encode: impl FnOnce() -> EncodedJob) -> &EncodedJob {
-        self.0.get_or_init(encode)
-    }
-
-    pub fn get(&self) -> Option<&EncodedJob> {
-        self.0.get()
-    }
-}
-
-impl Clone for SeriesCache {
-    fn clone(&self) -> Self {
-        SeriesCache::default()
-    }
-}
-
-impl fmt::Debug for SeriesCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.get() {
-            Some(encoded) => write!(f, "SeriesCache({} bytes)", encoded.heap_bytes()),
-            None => f.write_str("SeriesCache(empty)"),
-        }
-    }
 }

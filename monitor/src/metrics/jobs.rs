@@ -5,7 +5,7 @@ use prometheus_client::registry::Unit;
 
 use super::job_text::{JobFamily, SampleWriter};
 use crate::{
-    daemon::snapshot::JobView,
+    snapshot::JobView,
     system::time::{seconds, unix_seconds},
 };
 

@@ -8,7 +8,7 @@ use prometheus_client::{
 };
 
 use super::encode::family;
-use crate::daemon::snapshot::SharedSnapshot;
+use crate::snapshot::SharedSnapshot;
 
 #[derive(Debug)]
 pub struct KernelCollector(pub Arc<SharedSnapshot>);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use prometheus_client::{encoding::text::encode_registry, registry::Registry};
 
 use self::exposition::Format;
-use crate::{api::ApiStats, daemon::snapshot::SharedSnapshot, launcher::stats::RegistrationStats};
+use crate::{api::ApiStats, launcher::stats::RegistrationStats, snapshot::SharedSnapshot};
 
 /// What the telemetry path serves: the per-job families (written from the
 /// jobs' cached samples, see [`job_series`]) between the collectors that
@@ -77,7 +77,7 @@ fn registry_text(registry: &Registry, format: Format) -> Result<String, std::fmt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::snapshot::Snapshot;
+    use crate::snapshot::Snapshot;
 
     fn exposition_of(snapshot: Snapshot) -> Exposition {
         let shared = Arc::new(SharedSnapshot::default());
@@ -104,7 +104,12 @@ mod tests {
         };
         for format in [Format::OpenMetrics, Format::Prometheus] {
             let first = exposition.render(format).unwrap();
-            assert!(snapshot.jobs.iter().all(|job| job.series.get().is_some()));
+            assert!(
+                snapshot
+                    .jobs
+                    .iter()
+                    .all(|job| job.series.get::<job_text::EncodedJob>().is_some())
+            );
             let cached = exposition.render(format).unwrap();
             assert_eq!(cached, first);
             assert!(cached.contains(&uncached(format)));
@@ -120,7 +125,7 @@ mod tests {
         assert!(!finished_only.contains("monitor_job_cpus_allocated"));
         // A copy of a view may be changed: it starts with nothing cached.
         let copy = (*snapshot.jobs[0]).clone();
-        assert!(copy.series.get().is_none());
+        assert!(copy.series.get::<job_text::EncodedJob>().is_none());
     }
 
     #[test]
@@ -133,7 +138,7 @@ mod tests {
         let cached: usize = snapshot
             .jobs
             .iter()
-            .filter_map(|job| job.series.get())
+            .filter_map(|job| job.series.get::<job_text::EncodedJob>())
             .map(job_text::EncodedJob::heap_bytes)
             .sum();
         assert!(

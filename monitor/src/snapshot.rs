@@ -1,15 +1,18 @@
-//! What one sample saw, shared read-only with the HTTP side. The scrape
-//! encodes the latest snapshot; it never touches the kernel or the disk.
+//! What one sample saw, shared read-only with the HTTP side: the contract
+//! between the sampler, which writes it, and the encoders (/metrics, the
+//! job API, profiles), which read it. Plain figures taken at the sample;
+//! the scrape encodes the latest snapshot and never touches the kernel or
+//! the disk. Below the daemon and the encoders: it imports neither.
 use std::{
-    sync::{Arc, RwLock},
+    any::Any,
+    fmt,
+    sync::{Arc, OnceLock, RwLock},
     time::{Duration, SystemTime},
 };
 
 use monitor_common::{CgroupCounters, DROP_REASONS};
 
-use crate::{
-    kernel::program_stats::ProgramStats, metrics::job_text::SeriesCache, store::StoreFigures,
-};
+use crate::{kernel::program_stats::ProgramStats, store::StoreFigures};
 
 #[derive(Debug, Clone)]
 pub struct JobView {
@@ -29,6 +32,43 @@ pub struct JobView {
     /// Its series as /metrics serves them, encoded at the first scrape of
     /// this view (a view is never changed once published).
     pub series: SeriesCache,
+}
+
+/// Room for what the /metrics encoder makes of a view at its first scrape.
+/// Held with the view, so it lives exactly as long as the figures it was
+/// made from (a changed job gets a new view) and goes with the view when
+/// the job leaves /metrics. A copy of a view starts without it: a copy may
+/// be changed. Opaque here (the encoder's type is its own business), so the
+/// snapshot need not know the encoders above it.
+#[derive(Default)]
+pub struct SeriesCache(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl SeriesCache {
+    /// What the cache holds, if it is a `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.get()?.downcast_ref()
+    }
+
+    /// What the cache holds, made by `make` if it holds nothing yet; None
+    /// if it holds something other than a `T`.
+    pub fn get_or_init<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Option<&T> {
+        self.0.get_or_init(|| Box::new(make())).downcast_ref()
+    }
+}
+
+impl Clone for SeriesCache {
+    fn clone(&self) -> Self {
+        SeriesCache::default()
+    }
+}
+
+impl fmt::Debug for SeriesCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.get() {
+            Some(_) => f.write_str("SeriesCache(filled)"),
+            None => f.write_str("SeriesCache(empty)"),
+        }
+    }
 }
 
 /// The kernel's own per-cgroup accounting files, summed over a job's live
