@@ -1,0 +1,154 @@
+//! One sample, step by step: the task walk credits the kernel's per-task
+//! counters, the maps and files are read, the job table rolls the cgroups
+//! up, ended jobs go to the store and empty cgroups are removed; then the
+//! snapshot is published.
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context as _;
+use monitor_common::DropReason;
+
+use super::{CROSS_CHECK_EVERY, Sampler};
+use crate::{
+    jobs::{JobTable, table::EmptyCgroups},
+    kernel::{probes::Walk, task_iter::IterRun},
+    system::cgroupfs::RootControllers,
+};
+
+/// Freed memory is returned to the kernel every this many samples.
+const TRIM_EVERY: u64 = 10;
+
+impl Sampler {
+    pub(super) fn sample(&mut self) {
+        let started = Instant::now();
+        let result = self.sample_once();
+        self.health.samples += 1;
+        self.health.sample_success = result.is_ok();
+        if let Err(e) = result {
+            self.health.sample_errors += 1;
+            log::warn!("sample failed: {e:#}");
+        }
+        self.health.sample_duration = started.elapsed();
+        self.publish();
+        // The previous snapshots and the scrapes of them are freed by now.
+        // Not every sample: trimming gives the pages back and the next
+        // sample faults them in again (a few ms a sample at 1,000 jobs).
+        if self.health.samples.is_multiple_of(TRIM_EVERY) {
+            crate::system::memory::release_free_memory();
+        }
+    }
+
+    fn sample_once(&mut self) -> anyhow::Result<()> {
+        self.drain_events();
+        // The sample's own walk below credits them from now.
+        if self.claim_adopted() {
+            self.walk_every_task = true;
+        }
+        let drops = self.read_drops()?;
+        let more = |reason: DropReason| drops[reason as usize] > self.health.drops[reason as usize];
+        if more(DropReason::ThreadWalkTruncated) || more(DropReason::TaskMapFull) {
+            // Threads of a moved process the move did not reach, or tasks
+            // with no room in TASK_STATE then: taken in by a walk of all.
+            self.walk_every_task = true;
+        }
+        if more(DropReason::RingBufferFull) {
+            self.walk_every_task = true;
+            // Events were lost: the directories and the slot index are the truth.
+            self.probes
+                .counters
+                .resync()
+                .context("rereading the cgroup slot index")?;
+            self.reconcile()?;
+        }
+        self.health.drops = drops;
+
+        // The kernel's per-task counters into the cgroup counters first.
+        let walk = if self.walk_every_task {
+            Walk::EveryTask
+        } else {
+            Walk::JobTasks
+        };
+        // Read once: it decides the walk and is shown as the map's fill.
+        let tracked = self.probes.tracked_task_count();
+        let walks_tracked = walk == Walk::JobTasks && self.probes.walks_tracked_tasks();
+        let run = if walks_tracked && tracked == Some(0) {
+            // No job task anywhere (an idle node): nothing to credit, and
+            // the walk would still visit each of the map's 16,384 empty
+            // buckets. A task tracked just after the read is credited at
+            // its exit or by the next sample.
+            IterRun::default()
+        } else {
+            self.probes
+                .credit_tasks(walk)
+                .context("crediting the jobs' tasks")?
+        };
+        self.walk_every_task = false;
+        self.health.task_iter_duration = run.duration;
+        let job_tasks = run.job_tasks;
+        let mut readings = std::mem::take(&mut self.readings);
+        let unknown = self.read_counters(&mut readings)?;
+        if !unknown.is_empty() {
+            self.drain_events();
+            self.reconcile()?;
+            for (id, counters) in unknown {
+                if self.table().knows(id) {
+                    readings.push((id, counters));
+                } else {
+                    // Outside the root, or made and removed unseen: nothing to credit.
+                    self.health.orphaned_cgroups += 1;
+                    if let Err(e) = self.probes.counters.release(id) {
+                        log::debug!("freeing counters of orphaned cgroup {id}: {e}");
+                    }
+                }
+            }
+        }
+
+        if self.health.samples.is_multiple_of(CROSS_CHECK_EVERY) {
+            // Once for both below (a site may enable one while we run).
+            self.controllers = RootControllers::read(&self.config.mount);
+        }
+        self.read_cgroup_files();
+        self.read_allocations();
+        self.resolve_identities();
+        let now = Instant::now();
+        let wall_now = SystemTime::now();
+        let (freed, empty, ended) = {
+            let table = self.table.clone();
+            let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
+            // Threads per cgroup as the sample's walk saw them (no cgroup
+            // file read: at 1,000 jobs that was 1,000 opens a sample).
+            let freed = table.apply_sample(&readings, &job_tasks, now, wall_now);
+            table.expire(self.config.retention, wall_now);
+            self.finished_cap.apply(&mut table, &mut self.restored);
+            self.health.jobs_evicted = self.finished_cap.evicted();
+            (freed, table.empty_cgroups(&job_tasks), table.take_ended())
+        };
+        self.readings = readings;
+        self.save(freed, &ended);
+        self.end_empty(empty);
+        self.read_kernel_health(tracked);
+        Ok(())
+    }
+
+    /// Removes the empty cgroups the daemon made for registered jobs (their
+    /// final values are read after the grace) and stops counting empty
+    /// adopted ones, which stay where their manager put them. A job whose
+    /// last cgroup goes is finished.
+    fn end_empty(&mut self, empty: EmptyCgroups) {
+        let mut removed = Vec::new();
+        for (id, path) in &empty.owned {
+            let dir = JobTable::dir(&self.config.mount, path);
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => removed.push(*id),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => removed.push(*id),
+                // A task arrived since the count: it lives on.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => log::warn!("removing {}: {e}", dir.display()),
+            }
+        }
+        let now = Instant::now();
+        let mut table = self.table();
+        for id in removed.iter().chain(&empty.adopted) {
+            table.remove_cgroup(*id, now);
+        }
+    }
+}
