@@ -102,10 +102,6 @@ pub struct Sampler {
     pending_release: HashMap<u64, Instant>,
     /// The job table's generation when the registry was last handed to the store.
     saved_generation: Option<u64>,
-    /// Jobs that finished within the retention before a restart, from the
-    /// store, shown until their retention ends (or a job of the same id
-    /// and user replaces them).
-    restored: Vec<Arc<JobView>>,
     /// The next sample walks every task of the node, not only the tracked
     /// ones: some job task may not be tracked (see [`Walk::EveryTask`]).
     walk_every_task: bool,
@@ -152,7 +148,6 @@ impl Sampler {
             store: None,
             pending_release: HashMap::new(),
             saved_generation: None,
-            restored: Vec::new(),
             // Tasks may have entered jobs before the programs were attached.
             walk_every_task: true,
             allocations: HashMap::new(),
@@ -162,8 +157,8 @@ impl Sampler {
     }
 
     /// Serves `jobs` (finished before a restart) for the rest of their retention.
-    pub fn with_recently_finished(mut self, jobs: Vec<JobView>) -> Self {
-        self.restored = jobs.into_iter().map(Arc::new).collect();
+    pub fn with_recently_finished(self, jobs: Vec<Job>) -> Self {
+        self.table().restore_finished(jobs);
         self
     }
 
@@ -557,7 +552,7 @@ impl Sampler {
             // file read: at 1,000 jobs that was 1,000 opens a sample).
             let freed = table.apply_sample(&readings, &job_tasks, now, wall_now);
             table.expire(self.config.retention, wall_now);
-            self.finished_cap.apply(&mut table, &mut self.restored);
+            self.finished_cap.apply(&mut table);
             self.health.jobs_evicted = self.finished_cap.evicted();
             (freed, table.empty_cgroups(&job_tasks), table.take_ended())
         };
@@ -875,20 +870,6 @@ impl Sampler {
             after = last.cloned();
         }
         self.views.retain(|_, (_, published)| *published == sample);
-        if !self.restored.is_empty() {
-            let now = SystemTime::now();
-            let retention = self.config.retention;
-            let shown: HashSet<(u32, &str)> =
-                jobs.iter().map(|j| (j.uid, j.jobid.as_str())).collect();
-            self.restored.retain(|job| {
-                let expired = job
-                    .end
-                    .and_then(|end| now.duration_since(end).ok())
-                    .is_some_and(|age| age > retention);
-                !expired && !shown.contains(&(job.uid, job.jobid.as_str()))
-            });
-            jobs.extend(self.restored.iter().cloned());
-        }
         if let Some(store) = &self.store {
             self.health.store = Some(store.stats().figures());
         }
