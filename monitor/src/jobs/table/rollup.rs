@@ -22,20 +22,12 @@ impl JobTable {
     /// Adds what cgroup `id` counted before its counters restarted from zero
     /// (programs reloaded) to its job. False when the cgroup is unknown.
     pub fn credit(&mut self, id: u64, counters: &CgroupCounters) -> bool {
-        let Some(entry) = self.state.cgroups.get(&id) else {
+        let State { cgroups, live, .. } = self.state.edit();
+        let Some(job) = cgroups.get(&id).and_then(|entry| live.get_mut(&entry.job)) else {
             return false;
         };
-        if !self.state.live.contains_key(&entry.job) {
-            return false;
-        }
-        let job = entry.job.clone();
-        match self.state.edit().live.get_mut(&job) {
-            Some(job) => {
-                job.retired.add(counters);
-                true
-            }
-            None => false,
-        }
+        job.retired.add(counters);
+        true
     }
 
     /// Applies one sample: `readings` has the summed counters of every
