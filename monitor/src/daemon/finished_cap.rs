@@ -4,16 +4,11 @@
 //! store when they ended, so the store and the job API keep every one.
 //! Root is exempt: its jobs are the resource manager's and the site's.
 use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
+    collections::HashMap,
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::{
-    jobs::{JobKey, JobTable},
-    snapshot::JobView,
-    system::log_every::LogEvery,
-};
+use crate::{jobs::JobTable, system::log_every::LogEvery};
 
 /// How often evictions are logged (with their count).
 const LOG_EVERY: Duration = Duration::from_secs(60);
@@ -22,13 +17,6 @@ pub struct FinishedCap {
     per_user: usize,
     evicted: u64,
     log: LogEvery,
-}
-
-/// Where a finished job is held.
-enum Held {
-    Table(JobKey),
-    /// Index in the jobs restored from the store after a restart.
-    Restored(usize),
 }
 
 impl FinishedCap {
@@ -46,14 +34,11 @@ impl FinishedCap {
     }
 
     /// Takes each non-root uid's oldest finished jobs beyond the limit out
-    /// of `table` and `restored` (jobs finished before a restart).
-    pub fn apply(&mut self, table: &mut JobTable, restored: &mut Vec<Arc<JobView>>) {
+    /// of `table` (which holds those finished before a restart too).
+    pub fn apply(&mut self, table: &mut JobTable) {
         // Counted first, so the usual case (nobody over) clones no key.
         let mut counts: HashMap<u32, usize> = HashMap::new();
-        let uids = table
-            .finished_jobs()
-            .map(|job| job.key.uid)
-            .chain(restored.iter().map(|job| job.uid));
+        let uids = table.finished_jobs().map(|job| job.key.uid);
         for uid in uids.filter(|uid| *uid != 0) {
             *counts.entry(uid).or_default() += 1;
         }
@@ -61,36 +46,14 @@ impl FinishedCap {
         if counts.is_empty() {
             return;
         }
-        let over = |uid: &u32| counts.contains_key(uid);
-        let in_table = table
+        let over = table
             .finished_jobs()
-            .filter(|job| over(&job.key.uid))
-            .map(|job| {
-                let end = job.end.unwrap_or(job.start);
-                (job.key.uid, end, Held::Table(job.key.clone()))
-            });
-        let in_restored = restored
-            .iter()
-            .enumerate()
-            .filter(|(_, job)| over(&job.uid))
-            .map(|(index, job)| (job.uid, job.end.unwrap_or(job.start), Held::Restored(index)));
-        let gone = oldest_beyond(in_table.chain(in_restored), self.per_user);
+            .filter(|job| counts.contains_key(&job.key.uid))
+            .map(|job| (job.key.uid, job.end.unwrap_or(job.start), job.key.clone()));
+        let gone = oldest_beyond(over, self.per_user);
         let count = gone.len() as u64;
-        let mut gone_restored = HashSet::new();
-        for held in gone {
-            match held {
-                Held::Table(key) => table.forget_finished(&key),
-                Held::Restored(index) => {
-                    gone_restored.insert(index);
-                }
-            }
-        }
-        if !gone_restored.is_empty() {
-            let mut index = 0;
-            restored.retain(|_| {
-                index += 1;
-                !gone_restored.contains(&(index - 1))
-            });
+        for key in &gone {
+            table.forget_finished(key);
         }
         self.evicted += count;
         if let Some(since) = self.log.note(count, Instant::now()) {
@@ -126,6 +89,7 @@ fn oldest_beyond<T>(jobs: impl IntoIterator<Item = (u32, SystemTime, T)>, limit:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::{JobKey, table::Job};
 
     fn at(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
@@ -162,22 +126,13 @@ mod tests {
         );
     }
 
-    fn view(uid: u32, jobid: &str, end: u64) -> Arc<JobView> {
-        Arc::new(JobView {
-            jobid: jobid.into(),
-            user: String::new(),
+    fn restored(uid: u32, jobid: &str, end: u64) -> Job {
+        let key = JobKey {
             uid,
-            name: String::new(),
-            launcher: String::new(),
-            labels: Default::default(),
-            cgroup: String::new(),
-            counters: Default::default(),
-            files: Default::default(),
-            tasks: 0,
-            start: at(0),
-            end: Some(at(end)),
-            series: Default::default(),
-        })
+            jobid: jobid.into(),
+        };
+        let meta = Default::default();
+        Job::restored(key, meta, "", at(0), Some(at(end)), Default::default())
     }
 
     #[test]
@@ -189,21 +144,19 @@ mod tests {
         for (id, name) in [(13, "r1"), (14, "r2"), (15, "r3"), (16, "r4")] {
             finished(&mut table, id, 0, name);
         }
-        let mut restored = vec![
-            view(1000, "old1", 1),
-            view(1000, "old2", 2),
-            view(7, "x", 1),
-        ];
+        table.restore_finished([
+            restored(1000, "old1", 1),
+            restored(1000, "old2", 2),
+            restored(7, "x", 1),
+        ]);
         let mut cap = FinishedCap::new(2);
-        cap.apply(&mut table, &mut restored);
+        cap.apply(&mut table);
         let mut left: Vec<&str> = table
             .finished_jobs()
             .map(|job| job.key.jobid.as_str())
             .collect();
         left.sort_unstable();
-        assert_eq!(left, ["new2", "new3", "r1", "r2", "r3", "r4"]);
-        let restored: Vec<&str> = restored.iter().map(|job| job.jobid.as_str()).collect();
-        assert_eq!(restored, ["x"]);
+        assert_eq!(left, ["new2", "new3", "r1", "r2", "r3", "r4", "x"]);
         assert_eq!(cap.evicted(), 3);
     }
 }

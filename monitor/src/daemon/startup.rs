@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use super::sampler::{Sampler, SamplerConfig};
 use crate::{
     cli::DaemonArgs,
-    jobs::{JobTable, discovery::Discovery, registry::Registry},
+    jobs::{JobKey, JobMeta, JobTable, discovery::Discovery, registry::Registry, table::Job},
     kernel::{probes::Probes, program_stats},
     launcher::{adopt::AdoptRules, stats::RegistrationStats, trust::TrustList},
     snapshot::{JobView, SharedSnapshot},
@@ -155,7 +155,7 @@ pub struct StateStore {
     /// For the job API; None (logged) when the store cannot be read.
     pub reader: Option<Arc<StoreReader>>,
     /// Jobs that finished within `--job.retention` before the restart.
-    pub recently_finished: Vec<JobView>,
+    pub recently_finished: Vec<Job>,
 }
 
 /// Opens the state store (`--state.dir`), reads what the last run left in
@@ -291,7 +291,7 @@ fn saved_registry(store: &Store) -> Option<Registry> {
 
 /// Jobs that finished within `retention` (before a restart), from the
 /// store, so /metrics keeps them as if the daemon had never stopped.
-fn recently_finished(reader: &StoreReader, retention: std::time::Duration) -> Vec<JobView> {
+fn recently_finished(reader: &StoreReader, retention: std::time::Duration) -> Vec<Job> {
     let since = std::time::SystemTime::now()
         .checked_sub(retention)
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -301,12 +301,32 @@ fn recently_finished(reader: &StoreReader, retention: std::time::Duration) -> Ve
         ..Default::default()
     };
     match reader.profiles(&query) {
-        Ok(texts) => crate::profile::restore_stored(&texts),
+        Ok(texts) => crate::profile::restore_stored(&texts)
+            .into_iter()
+            .map(finished_job)
+            .collect(),
         Err(e) => {
             log::error!("reading recently finished jobs from the state store: {e}");
             Vec::new()
         }
     }
+}
+
+/// A stored profile's job as the job table holds a finished one.
+fn finished_job(view: JobView) -> Job {
+    let key = JobKey {
+        uid: view.uid,
+        jobid: view.jobid,
+    };
+    let meta = JobMeta {
+        name: view.name,
+        user: Some(view.user),
+        labels: view.labels,
+        launcher: view.launcher,
+    };
+    let mut job = Job::restored(key, meta, &view.cgroup, view.start, view.end, view.counters);
+    job.tasks = view.tasks;
+    job
 }
 
 /// Every held launcher connection (a silent Apptainer starter keeps its

@@ -35,10 +35,10 @@ use super::finished_cap::FinishedCap;
 use crate::{
     jobs::{
         JobKey, JobTable, allocation::AllocationReader, discovery::Discovery, registry::Registry,
-        task_cgroup,
+        table::Job, task_cgroup,
     },
     kernel::probes::Probes,
-    snapshot::{Health, JobView, SharedSnapshot},
+    snapshot::{Health, SharedSnapshot},
     store::StoreHandle,
     system::{cgroupfs, cgroupfs::RootControllers, wake::Wake},
 };
@@ -74,10 +74,6 @@ pub struct Sampler {
     views: JobViews,
     /// The state store's writer, and the slots waiting for it.
     persistence: Persistence,
-    /// Jobs that finished within the retention before a restart, from the
-    /// store, shown until their retention ends (or a job of the same id
-    /// and user replaces them).
-    restored: Vec<Arc<JobView>>,
     /// The next sample walks every task of the node, not only the tracked
     /// ones: some job task may not be tracked (see
     /// [`crate::kernel::probes::Walk::EveryTask`]).
@@ -115,7 +111,6 @@ impl Sampler {
             health: Health::default(),
             views: JobViews::default(),
             persistence: Persistence::default(),
-            restored: Vec::new(),
             // Tasks may have entered jobs before the programs were attached.
             walk_every_task: true,
             readings: Vec::new(),
@@ -123,8 +118,8 @@ impl Sampler {
     }
 
     /// Serves `jobs` (finished before a restart) for the rest of their retention.
-    pub fn with_recently_finished(mut self, jobs: Vec<JobView>) -> Self {
-        self.restored = jobs.into_iter().map(Arc::new).collect();
+    pub fn with_recently_finished(self, jobs: Vec<Job>) -> Self {
+        self.table().restore_finished(jobs);
         self
     }
 

@@ -1,10 +1,6 @@
 //! The sample's snapshot: each shown job's view (kept while its figures do
-//! not change), the restored finished jobs, and the daemon's health.
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::SystemTime,
-};
+//! not change, the restored finished jobs among them), and the daemon's health.
+use std::{collections::HashMap, sync::Arc};
 
 use monitor_common::CgroupCounters;
 
@@ -69,20 +65,6 @@ impl Sampler {
             after = last.cloned();
         }
         self.views.forget_unpublished(sample);
-        if !self.restored.is_empty() {
-            let now = SystemTime::now();
-            let retention = self.config.retention;
-            let shown: HashSet<(u32, &str)> =
-                jobs.iter().map(|j| (j.uid, j.jobid.as_str())).collect();
-            self.restored.retain(|job| {
-                let expired = job
-                    .end
-                    .and_then(|end| now.duration_since(end).ok())
-                    .is_some_and(|age| age > retention);
-                !expired && !shown.contains(&(job.uid, job.jobid.as_str()))
-            });
-            jobs.extend(self.restored.iter().cloned());
-        }
         if let Some(figures) = self.persistence.figures() {
             self.health.store = Some(figures);
         }
@@ -207,6 +189,8 @@ impl JobViews {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use monitor_common::CgroupCounters;
 
     use super::*;

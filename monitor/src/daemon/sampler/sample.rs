@@ -118,7 +118,7 @@ impl Sampler {
             // file read: at 1,000 jobs that was 1,000 opens a sample).
             let freed = table.apply_sample(&readings, &job_tasks, now, wall_now);
             table.expire(self.config.retention, wall_now);
-            self.finished_cap.apply(&mut table, &mut self.restored);
+            self.finished_cap.apply(&mut table);
             self.health.jobs_evicted = self.finished_cap.evicted();
             (freed, table.empty_cgroups(&job_tasks), table.take_ended())
         };

@@ -1,0 +1,320 @@
+//! One sample rolled up into the jobs: each job's live figures summed over
+//! its cgroups, removed cgroups folded in for good (a job whose last one
+//! goes has ended), and the empty cgroups of registered jobs found.
+use std::{
+    collections::HashMap,
+    time::{Instant, SystemTime},
+};
+
+use monitor_common::CgroupCounters;
+
+use super::{EmptyCgroups, JobKey, JobTable, Origin, State};
+use crate::system::ids::{IdMap, IdSet};
+
+/// One sample's figures of a job, summed over its live cgroups.
+#[derive(Default)]
+struct JobSample {
+    live: CgroupCounters,
+    tasks: u64,
+}
+
+impl JobTable {
+    /// Adds what cgroup `id` counted before its counters restarted from zero
+    /// (programs reloaded) to its job. False when the cgroup is unknown.
+    pub fn credit(&mut self, id: u64, counters: &CgroupCounters) -> bool {
+        let State { cgroups, live, .. } = self.state.edit();
+        let Some(job) = cgroups.get(&id).and_then(|entry| live.get_mut(&entry.job)) else {
+            return false;
+        };
+        job.retired.add(counters);
+        true
+    }
+
+    /// Applies one sample: `readings` has the summed counters of every
+    /// known cgroup read this round; `tasks` the thread count per cgroup id.
+    /// Cgroups that are finalizable get folded into their job for good and
+    /// are returned, so the caller can free their map entries.
+    pub fn apply_sample(
+        &mut self,
+        readings: &[(u64, CgroupCounters)],
+        tasks: &IdMap<u64, u64>,
+        now: Instant,
+        wall_now: SystemTime,
+    ) -> Vec<u64> {
+        // The live figures are not saved (the registry holds the retired
+        // ones, changed below through `retire`).
+        let finalized = update_live(self.state.edit_unsaved(), readings, tasks, now);
+        for (id, counters) in &finalized {
+            self.retire(*id, Some(counters), wall_now);
+        }
+        // Removed cgroups whose map entry was never there (map full, or a
+        // cgroup the walk raced): drop them too.
+        let read: IdSet<u64> = readings.iter().map(|(id, _)| *id).collect();
+        let stale: Vec<u64> = self
+            .state
+            .cgroups
+            .iter()
+            .filter(|(id, entry)| entry.finalizable(now) && !read.contains(*id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.retire(id, None, wall_now);
+        }
+        finalized.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Folds cgroup `id`'s final values (if read) into its job for good;
+    /// the job ends with its last cgroup.
+    fn retire(&mut self, id: u64, last_values: Option<&CgroupCounters>, wall_now: SystemTime) {
+        let state = self.state.edit();
+        let Some(entry) = state.cgroups.remove(&id) else {
+            return;
+        };
+        if state.paths.get(&entry.path) == Some(&id) {
+            state.paths.remove(&entry.path);
+        }
+        if let Some(counters) = last_values
+            && let Some(job) = state.live.get_mut(&entry.job)
+        {
+            job.retired.add(counters);
+        }
+        let last =
+            !state.has_cgroups(&entry.job) && !self.expected.values().any(|k| *k == entry.job);
+        if last && let Some(mut job) = state.live.remove(&entry.job) {
+            job.end = Some(wall_now);
+            job.tasks = 0;
+            job.live = CgroupCounters::default();
+            if job.owner_pending || job.jobid_pending {
+                // Never seen with a task of a user: shown as its
+                // directory's owner's, under its directory's id, rather
+                // than lost.
+                job.owner_pending = false;
+                job.jobid_pending = false;
+                job.visible = true;
+            }
+            if job.visible {
+                self.ended.push(job.clone());
+                self.finished.ended(job);
+            }
+        }
+    }
+
+    /// Cgroups of registered jobs with no task left (per `tasks`, threads by
+    /// cgroup id): the caller removes the ones the daemon made and stops
+    /// counting adopted ones. A job ends when its last cgroup is gone, so
+    /// "no task in any of its cgroups" ends it; a task that re-registers
+    /// elsewhere leaves no empty cgroup behind. Cgroups still being filled
+    /// (unarmed) and jobs whose id is not settled yet are left alone.
+    pub fn empty_cgroups(&self, tasks: &IdMap<u64, u64>) -> EmptyCgroups {
+        let mut empty = EmptyCgroups::default();
+        for (id, entry) in &self.state.cgroups {
+            // The job is looked up last: most cgroups have tasks.
+            if !entry.armed || entry.removed_at.is_some() || tasks.get(id).copied().unwrap_or(0) > 0
+            {
+                continue;
+            }
+            let registered = self
+                .state
+                .live
+                .get(&entry.job)
+                .is_some_and(|job| job.origin == Origin::Registered && job.visible);
+            if !registered {
+                continue;
+            }
+            if entry.owned {
+                empty.owned.push((*id, entry.path.clone()));
+            } else {
+                empty.adopted.push(*id);
+            }
+        }
+        // Children before parents.
+        empty
+            .owned
+            .sort_by_key(|(_, p)| std::cmp::Reverse(p.matches('/').count()));
+        empty
+    }
+}
+
+/// Sets each live job's figures to the sum over its live cgroups; returns
+/// the readings of removed cgroups due for their final read (whose job is
+/// live), left for the caller to fold in.
+fn update_live<'r>(
+    state: &mut State,
+    readings: &'r [(u64, CgroupCounters)],
+    tasks: &IdMap<u64, u64>,
+    now: Instant,
+) -> Vec<(u64, &'r CgroupCounters)> {
+    let State { cgroups, live, .. } = state;
+    // Summed per job through a hash of each cgroup's job key, then handed
+    // to the jobs in one pass: searching the ordered job map by key for
+    // each of 1,000 cgroups was a string comparison ten times over, every
+    // sample.
+    let mut sums: HashMap<&JobKey, JobSample> = HashMap::with_capacity(live.len());
+    for (id, entry) in cgroups.iter() {
+        let threads = tasks.get(id).copied().unwrap_or(0);
+        if threads > 0 && entry.removed_at.is_none() {
+            sums.entry(&entry.job).or_default().tasks += threads;
+        }
+    }
+    let mut finalized = Vec::new();
+    for (id, counters) in readings {
+        let Some(entry) = cgroups.get(id) else {
+            continue;
+        };
+        if entry.finalizable(now) {
+            if live.contains_key(&entry.job) {
+                finalized.push((*id, counters));
+            }
+        } else {
+            sums.entry(&entry.job).or_default().live.add(counters);
+        }
+    }
+    for job in live.values_mut() {
+        let sum = sums.remove(&job.key).unwrap_or_default();
+        job.live = sum.live;
+        job.tasks = sum.tasks;
+    }
+    finalized
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{
+        super::{FINAL_READ_GRACE, JobMeta, test_util::*},
+        *,
+    };
+
+    #[test]
+    fn removed_cgroups_keep_their_final_values() {
+        let mut table = JobTable::new("/monitor.slice");
+        table.add_cgroup(10, "/monitor.slice/a", 0, T);
+        table.add_cgroup(11, "/monitor.slice/a/step0", 0, T);
+        let start = Instant::now();
+        table.remove_cgroup(11, start);
+        // Within the grace the removed cgroup still counts as live.
+        let freed = table.apply_sample(
+            &[(10, counters(1, 0)), (11, counters(9, 1))],
+            &IdMap::default(),
+            start,
+            T,
+        );
+        assert!(freed.is_empty());
+        let later = start + FINAL_READ_GRACE;
+        let freed = table.apply_sample(
+            &[(10, counters(2, 0)), (11, counters(10, 1))],
+            &IdMap::default(),
+            later,
+            T,
+        );
+        assert_eq!(freed, vec![11]);
+        table.apply_sample(&[(10, counters(3, 0))], &IdMap::default(), later, T);
+        let a = table.live_jobs().next().unwrap();
+        assert_eq!(a.totals(), counters(13, 1));
+    }
+
+    #[test]
+    fn a_job_ends_with_its_last_cgroup_and_expires_after_retention() {
+        let mut table = JobTable::new("/monitor.slice");
+        let t0 = T + Duration::from_secs(1000);
+        table.add_cgroup(10, "/monitor.slice/a", 0, t0);
+        let now = Instant::now();
+        table.remove_cgroup(10, now);
+        table.apply_sample(
+            &[(10, counters(4, 1))],
+            &IdMap::default(),
+            now + FINAL_READ_GRACE,
+            t0,
+        );
+        assert_eq!(table.live_jobs().count(), 0);
+        let done = table.finished_jobs().next().unwrap();
+        assert_eq!((done.totals(), done.end), (counters(4, 1), Some(t0)));
+        table.expire(Duration::from_secs(60), t0 + Duration::from_secs(60));
+        assert_eq!(table.finished_jobs().count(), 1);
+        table.expire(Duration::from_secs(60), t0 + Duration::from_secs(61));
+        assert_eq!(table.finished_jobs().count(), 0);
+    }
+
+    /// The registry is saved when it changed: live figures are not in it,
+    /// a removed cgroup's final values are.
+    #[test]
+    fn only_final_values_make_a_new_generation() {
+        let mut table = JobTable::new("/monitor.slice");
+        table.add_cgroup(10, "/monitor.slice/a", 0, T);
+        table.add_cgroup(11, "/monitor.slice/a/step", 0, T);
+        let generation = table.generation();
+        let now = Instant::now();
+        let busy = IdMap::from_iter([(10, 1)]);
+        table.apply_sample(&[(10, counters(1, 0))], &busy, now, T);
+        table.remove_cgroup(11, now);
+        table.apply_sample(&[(11, counters(2, 0))], &busy, now, T);
+        assert_eq!(table.generation(), generation);
+        let freed = table.apply_sample(&[(11, counters(3, 0))], &busy, now + FINAL_READ_GRACE, T);
+        assert_eq!(freed, [11]);
+        assert_ne!(table.generation(), generation);
+        assert_eq!(table.export().jobs[0].retired, counters(3, 0));
+    }
+
+    #[test]
+    fn empty_cgroups_of_registered_jobs_go_but_not_while_moving_tasks() {
+        let mut table = JobTable::new("/monitor.slice");
+        let job = key(1000, "42");
+        assert!(table.register_job(&job, JobMeta::default(), "/monitor.slice/task-1", T));
+        table.expect_cgroup("/monitor.slice/task-1", &job);
+        assert_eq!(table.task_cgroups_of(1000), 1);
+        table.made_cgroup("/monitor.slice/task-1", Some(1));
+        table.settle(1, &job, JobMeta::default());
+        table.adopt_cgroup(7, "/system.slice/slurmstepd.scope/job_42/step_0", &job);
+        assert_eq!(
+            table.task_cgroups_of(1000),
+            1,
+            "adopted cgroups are not the daemon's"
+        );
+        let now = Instant::now();
+        assert_eq!(
+            table.empty_cgroups(&IdMap::default()),
+            EmptyCgroups {
+                owned: vec![],
+                adopted: vec![7]
+            },
+            "task-1 is not armed yet"
+        );
+        table.arm(1);
+        let busy = IdMap::from_iter([(1, 2), (7, 1)]);
+        assert_eq!(
+            table.empty_cgroups(&busy),
+            EmptyCgroups::default(),
+            "tasks are running"
+        );
+        assert_eq!(
+            table.empty_cgroups(&IdMap::from_iter([(7, 1)])),
+            EmptyCgroups {
+                owned: vec![(1, "/monitor.slice/task-1".into())],
+                adopted: vec![]
+            },
+            "one empty cgroup goes while the job lives on"
+        );
+        table.remove_cgroup(1, now);
+        table.remove_cgroup(7, now);
+        table.apply_sample(
+            &[(1, counters(5, 1)), (7, counters(6, 0))],
+            &IdMap::default(),
+            now + FINAL_READ_GRACE,
+            T,
+        );
+        let done = table.finished_jobs().next().unwrap();
+        assert_eq!(done.totals(), counters(11, 1));
+    }
+
+    #[test]
+    fn directory_jobs_are_not_ended_by_the_daemon() {
+        let mut table = JobTable::new("/monitor.slice");
+        table.add_cgroup(10, "/monitor.slice/a", 0, T);
+        table.apply_sample(&[], &IdMap::default(), Instant::now(), T);
+        assert_eq!(
+            table.empty_cgroups(&IdMap::default()),
+            EmptyCgroups::default()
+        );
+    }
+}
