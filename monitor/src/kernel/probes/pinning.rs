@@ -9,7 +9,8 @@ use crate::kernel::pins::PinSet;
 /// Where this run's programs, links and maps are pinned, if anywhere.
 #[derive(Default)]
 pub(super) struct Pinning {
-    /// The set being pinned by a fresh load, until [`Probes::commit_pins`](super::Probes::commit_pins).
+    /// The set being pinned by a fresh load, until
+    /// [`Probes::commit_pins`](super::Probes::commit_pins).
     pub(super) staging: Option<PinSet>,
     /// The committed set (reattached to, or committed by this run).
     pub(super) dir: Option<PathBuf>,
