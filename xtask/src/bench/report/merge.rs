@@ -1,7 +1,10 @@
 //! A `--only` run merged into the last report: the benchmarks that ran
 //! replace their marked sections and their rows of the goals table; every
 //! other part stays as it was, found by its marker, never by its title.
-use super::{Benchmark, GOALS, MACHINE, Report, markdown::block};
+use super::{
+    Benchmark, GOALS, MACHINE, Report,
+    markdown::{block, marked},
+};
 
 /// `existing` (the last RESULTS.md) with the sections and goals of the
 /// benchmarks in `report` put in place of theirs, and the method brought
@@ -22,7 +25,7 @@ pub fn merge(existing: &str, report: &Report) -> String {
         if let Some((_, outcome)) = outcomes.iter().find(|(b, _)| *b == bench) {
             sections += &report.section_block(bench, *outcome, &stamp);
         } else if let Some(text) = block(existing, &bench.key()) {
-            sections += &super::marked(&bench.key(), text);
+            sections += &marked(&bench.key(), text);
         }
     }
     // The earlier rows of the benchmarks that did not run, then the new
