@@ -1,11 +1,12 @@
 //! Job cgroups on the v2 hierarchy: make them, run commands inside them,
-//! read their own accounting, and tear a whole test root down.
+//! read their own accounting, and tear a whole test root down. The
+//! benchmarks (`cargo xtask bench`) use these too.
 use std::{
     ffi::CString,
     fs, io,
     os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, Command},
     thread,
     time::{Duration, Instant},
 };
@@ -17,16 +18,19 @@ use anyhow::{Context as _, anyhow, bail};
 pub fn v2_mount() -> anyhow::Result<PathBuf> {
     let text =
         fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    text.lines()
-        .find_map(|line| {
-            // `id parent dev root mount-point options [optional...] - fstype source super-options`
-            let (before, after) = line.split_once(" - ")?;
-            if after.split_whitespace().next()? != "cgroup2" {
-                return None;
-            }
-            before.split_whitespace().nth(4).map(unescape_mountinfo)
-        })
-        .ok_or_else(|| anyhow!("no cgroup2 entry in /proc/self/mountinfo"))
+    v2_mount_in(&text).ok_or_else(|| anyhow!("no cgroup2 entry in /proc/self/mountinfo"))
+}
+
+/// Where mountinfo text has the cgroup v2 hierarchy mounted.
+pub fn v2_mount_in(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // `id parent dev root mount-point options [optional...] - fstype source super-options`
+        let (before, after) = line.split_once(" - ")?;
+        if after.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        before.split_whitespace().nth(4).map(unescape_mountinfo)
+    })
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\ooo` octal.
@@ -95,18 +99,7 @@ impl JobCgroup {
     /// The kernel's own CPU time of the cgroup (and its descendants):
     /// cpu.stat usage_usec, in seconds.
     pub fn cpu_usage_seconds(&self) -> anyhow::Result<f64> {
-        let path = self.dir.join("cpu.stat");
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let usec = text
-            .lines()
-            .find_map(|line| line.strip_prefix("usage_usec "))
-            .with_context(|| format!("no usage_usec in {}:\n{text}", path.display()))?;
-        let usec: u64 = usec
-            .trim()
-            .parse()
-            .with_context(|| format!("bad usage_usec {usec:?}"))?;
-        Ok(usec as f64 / 1e6)
+        cpu_usage_seconds(&self.dir)
     }
 
     /// Waits until the cgroup has used `seconds` of CPU by its own account,
@@ -134,40 +127,84 @@ impl JobCgroup {
     }
 }
 
+/// CPU time of every task that ran in the v2 cgroup `dir` and its
+/// descendants, in seconds: its `cpu.stat` `usage_usec`, which the kernel
+/// keeps from each task's exact run time (microseconds, threads that exited
+/// included), where /proc/PID/stat's utime + stime come in 10 ms ticks.
+pub fn cpu_usage_seconds(dir: &Path) -> anyhow::Result<f64> {
+    let path = dir.join("cpu.stat");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let usec = text
+        .lines()
+        .find_map(|line| line.strip_prefix("usage_usec "))
+        .with_context(|| format!("no usage_usec in {}:\n{text}", path.display()))?;
+    let usec: u64 = usec
+        .trim()
+        .parse()
+        .with_context(|| format!("bad usage_usec {usec:?}"))?;
+    Ok(usec as f64 / 1e6)
+}
+
 /// Makes `command`'s process join the cgroup directory `dir` (v1 or v2)
 /// between fork and exec.
 pub fn join_before_exec(command: &mut Command, dir: &Path) -> anyhow::Result<()> {
-    let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
-        .context("cgroup path with a NUL byte")?;
+    let procs = ProcsFile::of(dir)?;
     // SAFETY: the hook only makes raw syscalls on memory prepared before
     // the fork: no allocation, no locks (other test threads may hold them).
     unsafe {
-        command.pre_exec(move || join_cgroup(&procs));
+        command.pre_exec(move || procs.enter());
     }
     Ok(())
 }
 
-/// In the child, after fork: write "0" (this process) to cgroup.procs.
-fn join_cgroup(procs: &CString) -> io::Result<()> {
-    // SAFETY: plain syscalls on a valid NUL-terminated path and a static buffer.
-    unsafe {
-        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-        let error = io::Error::last_os_error();
-        libc::close(fd);
-        if written != 1 {
-            return Err(error);
-        }
-    }
-    Ok(())
+/// Spawns `command` inside the cgroup `dir` (it moves itself in before
+/// exec, so it never runs anywhere else).
+pub fn spawn_in(command: &mut Command, dir: &Path) -> anyhow::Result<Child> {
+    join_before_exec(command, dir)?;
+    command
+        .spawn()
+        .with_context(|| format!("starting {command:?} in {}", dir.display()))
 }
+
+/// A cgroup's `cgroup.procs`, prepared so that a freshly forked child can
+/// move itself in without allocating.
+pub struct ProcsFile(CString);
+
+impl ProcsFile {
+    pub fn of(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join("cgroup.procs");
+        CString::new(path.as_os_str().as_bytes())
+            .map(Self)
+            .with_context(|| format!("cgroup path with a NUL byte: {}", path.display()))
+    }
+
+    /// Moves the calling process in (writing "0" means "me"). Raw syscalls
+    /// only, so it is safe between fork and exec.
+    pub fn enter(&self) -> io::Result<()> {
+        // SAFETY: plain syscalls on a valid NUL-terminated path and a static buffer.
+        unsafe {
+            let fd = libc::open(self.0.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let error = io::Error::last_os_error();
+            libc::close(fd);
+            if written != 1 {
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How long killed processes may take to leave a cgroup: a benchmark's
+/// root may hold thousands of threads.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// rmdir, retrying while the last tasks are still on their way out (EBUSY).
 pub fn rmdir_when_empty(dir: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
     loop {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
@@ -245,7 +282,7 @@ fn pids(dir: &Path) -> anyhow::Result<Vec<i32>> {
 /// Waits for cgroup.events to say `populated 0` (the kill takes a moment).
 fn wait_until_unpopulated(root: &Path) -> anyhow::Result<()> {
     let events = root.join("cgroup.events");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
     loop {
         let text =
             fs::read_to_string(&events).with_context(|| format!("reading {}", events.display()))?;
@@ -253,8 +290,50 @@ fn wait_until_unpopulated(root: &Path) -> anyhow::Result<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("{} still has processes 5 s after SIGKILL", root.display());
+            bail!(
+                "{} still has processes {DRAIN_TIMEOUT:?} after SIGKILL",
+                root.display()
+            );
         }
         thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_v2_mount_of_a_hybrid_host() {
+        let mountinfo = "\
+35 24 0:30 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+42 35 0:39 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory";
+        assert_eq!(
+            v2_mount_in(mountinfo),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(v2_mount_in("35 24 0:30 / /x rw - tmpfs tmpfs rw"), None);
+        assert_eq!(
+            v2_mount_in("41 31 0:38 / /sys/fs/my\\040cgroup rw - cgroup2 cgroup2 rw"),
+            Some(PathBuf::from("/sys/fs/my cgroup"))
+        );
+    }
+
+    #[test]
+    fn cpu_usage_from_cpu_stat() -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("cpu-stat-test-{}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        fs::write(
+            dir.join("cpu.stat"),
+            "usage_usec 1234567\nuser_usec 1000000\nsystem_usec 234567\n",
+        )?;
+        let usage = cpu_usage_seconds(&dir);
+        fs::write(dir.join("cpu.stat"), "user_usec 5\n")?;
+        let missing = cpu_usage_seconds(&dir);
+        fs::remove_dir_all(&dir)?;
+        assert_eq!(usage?, 1.234567);
+        assert!(missing.is_err());
+        Ok(())
     }
 }

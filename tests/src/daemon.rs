@@ -1,10 +1,11 @@
 //! The daemon under test: started on a free loopback port with its own
-//! cgroup root, stopped and cleaned up on drop.
+//! cgroup root, stopped and cleaned up on drop. The free port, the stop and
+//! the unload are the benchmarks' too (their daemons are set up otherwise).
 use std::{
     io::Read as _,
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -44,7 +45,8 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A free port on loopback, picked by the kernel.
+/// A free port on loopback, picked by the kernel (the daemon binds it
+/// right after).
 pub fn free_port() -> anyhow::Result<u16> {
     let listener =
         TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
@@ -569,48 +571,53 @@ impl Drop for Daemon {
 
 /// `monitor daemon --cleanup` for a pin path.
 pub fn unload(pin_path: &Path) -> anyhow::Result<()> {
-    let output = Command::new(binary()?)
+    unload_with(&binary()?, pin_path)
+}
+
+/// `monitor daemon --cleanup` for a pin path, by the daemon binary
+/// `binary` (nothing pinned there is fine).
+pub fn unload_with(binary: &Path, pin_path: &Path) -> anyhow::Result<()> {
+    let output = Command::new(binary)
         .args(["daemon", "--cleanup", "--bpf.pin-path"])
         .arg(pin_path)
+        .stdin(Stdio::null())
         .output()
         .context("running monitor daemon --cleanup")?;
     if !output.status.success() {
         bail!(
-            "monitor daemon --cleanup failed ({}): {}",
+            "monitor daemon --cleanup --bpf.pin-path {} failed ({}): {}",
+            pin_path.display(),
             output.status,
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stderr).trim()
         );
     }
     Ok(())
 }
 
+/// Stops a daemon process as systemd does: SIGTERM, then a wait; SIGKILL
+/// (an error) if it does not go within STOP_TIMEOUT. Its exit status, or
+/// the one it had already exited with.
+pub fn stop_process(child: &mut Child) -> anyhow::Result<ExitStatus> {
+    if let Some(status) = child.try_wait().context("checking the daemon")? {
+        return Ok(status);
+    }
+    let pid = Pid::from_raw(i32::try_from(child.id()).context("pid out of range")?);
+    kill(pid, Signal::SIGTERM).context("sending SIGTERM to the daemon")?;
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().context("waiting for the daemon")? {
+            return Ok(status);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().context("killing the daemon")?;
+    child.wait().context("reaping the daemon")?;
+    bail!("the daemon ignored SIGTERM for {STOP_TIMEOUT:?} and was killed")
+}
+
 impl Daemon {
     /// SIGTERM, then wait; SIGKILL if it does not go within STOP_TIMEOUT.
     fn stop(&mut self) -> anyhow::Result<()> {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).context("pid out of range")?);
-        if self
-            .child
-            .try_wait()
-            .context("checking the daemon")?
-            .is_some()
-        {
-            return Ok(());
-        }
-        kill(pid, Signal::SIGTERM).context("sending SIGTERM to the daemon")?;
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if self
-                .child
-                .try_wait()
-                .context("waiting for the daemon")?
-                .is_some()
-            {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        self.child.kill().context("killing the daemon")?;
-        self.child.wait().context("reaping the daemon")?;
-        bail!("the daemon ignored SIGTERM for {STOP_TIMEOUT:?} and was killed")
+        stop_process(&mut self.child).map(drop)
     }
 }

@@ -76,6 +76,40 @@ pub fn encode_query_value(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A loopback server that answers one request with each of `answers`.
+    fn serve(answers: &'static [&'static str]) -> SocketAddr {
+        use std::{io::BufRead as _, net::TcpListener};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for answer in answers {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while request.read_line(&mut line).unwrap() > 2 {
+                    line.clear();
+                }
+                stream.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        address
+    }
+
+    #[test]
+    fn bodies_of_good_answers_only() {
+        let address = serve(&[
+            "HTTP/1.0 200 OK\r\ncontent-length: 3\r\nLink: </next?page=2>; rel=\"next\"\r\n\r\nabc",
+            "HTTP/1.0 404 Not Found\r\n\r\n",
+            "garbage",
+        ]);
+        assert_eq!(
+            get_page(address, "/metrics").unwrap(),
+            ("abc".to_string(), Some("/next?page=2".to_string()))
+        );
+        assert!(get(address, "/nothing").is_err());
+        assert!(get(address, "/metrics").is_err());
+    }
+
     #[test]
     fn encodes_query_values() {
         assert_eq!(

@@ -5,15 +5,13 @@
 //! and without the monitor are interleaved, and every goal compares figures
 //! taken in the same run. Timings are reported here, never asserted in tests.
 mod bpf_stats;
-pub(crate) mod cgroup;
+mod cgroup;
 mod daemon;
 mod daemon_cost;
 mod floor;
-pub(crate) mod http;
 mod job_slowdown;
 mod job_workloads;
 mod lifecycle;
-mod metrics;
 mod page_faults;
 mod pingpong;
 mod pinned;
@@ -292,7 +290,7 @@ fn prepare() -> anyhow::Result<Setup> {
     let object = build::build_ebpf()?;
     system::ensure_tracefs()?;
     daemon::remove_stale_pins(&daemon)?;
-    let cgroup_mount = cgroup::v2_mount()?;
+    let cgroup_mount = monitor_tests::cgroup::v2_mount()?;
     cgroup::remove_stale_roots(&cgroup_mount)?;
     let logs = workspace_root().join("target/bench");
     fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
@@ -302,4 +300,45 @@ fn prepare() -> anyhow::Result<Setup> {
         cgroup_mount,
         logs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    /// One benchmark by hand, outside `cargo xtask bench`: no build, no
+    /// clean-up of other runs' leftovers, nothing written to
+    /// bench/RESULTS.md. One round of the ping-pong with and without the
+    /// daemon goes through the harness the benchmarks share with the
+    /// end-to-end tests (daemon, cgroups, /metrics):
+    /// `MONITOR_BIN=target/release/monitor cargo test --release -p xtask -- --ignored`
+    #[test]
+    #[ignore = "as root, with a built daemon: starts it and makes cgroups"]
+    fn one_round_of_the_ping_pong_by_hand() -> anyhow::Result<()> {
+        let logs = workspace_root().join("target/bench");
+        fs::create_dir_all(&logs)?;
+        let setup = Setup {
+            daemon: monitor_tests::daemon::binary()?,
+            object: PathBuf::new(),
+            cgroup_mount: monitor_tests::cgroup::v2_mount()?,
+            logs,
+        };
+        let args = Cli::parse_from(["bench", "--rounds", "1", "--round-trips", "1000"]).args;
+        let result = slowdown::run(&setup, &args)?;
+        assert_eq!((result.with_us.len(), result.without_us.len()), (1, 1));
+        assert!(result.with_us[0] > 0.0 && result.without_us[0] > 0.0);
+        eprintln!(
+            "ping-pong: without {:.2} µs, with {:.2} µs per round trip",
+            result.without_us[0], result.with_us[0]
+        );
+        Ok(())
+    }
 }

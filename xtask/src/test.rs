@@ -80,7 +80,9 @@ fn formatted_and_lint_free() -> anyhow::Result<()> {
 fn the_package_installs_serves_and_removes_cleanly() -> anyhow::Result<()> {
     use std::time::{Duration, Instant};
 
-    use crate::bench::{http, system::foreign_programs};
+    use monitor_tests::http;
+
+    use crate::bench::system::foreign_programs;
 
     eprintln!("xtask: the Debian package");
     let deb = crate::package::package()?;
@@ -149,16 +151,16 @@ fn the_package_installs_serves_and_removes_cleanly() -> anyhow::Result<()> {
 fn the_try_out_leaves_nothing_loaded() -> anyhow::Result<()> {
     use std::{net::SocketAddr, os::unix::process::CommandExt as _, time::Duration};
 
-    use crate::bench::{http, system::foreign_programs};
+    use monitor_tests::http;
+
+    use crate::bench::system::foreign_programs;
 
     eprintln!("xtask: the try-out (`cargo xtask run`) stopped with SIGINT");
     let dir = std::env::temp_dir().join(format!("xtask-try-out-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = monitor_tests::daemon::free_port()?;
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
-    let v2 = crate::bench::cgroup::v2_mount()?;
+    let v2 = monitor_tests::cgroup::v2_mount()?;
     let root = v2.join(format!("xtask-try-out-{}.slice", std::process::id()));
     let before = programs_settled();
     let mut child = Command::new(std::env::current_exe()?)

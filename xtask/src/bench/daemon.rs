@@ -3,9 +3,12 @@
 //! SIGKILL) when dropped. Its programs stay pinned after a stop, so stopping
 //! also unloads them (`monitor daemon --cleanup`): runs "without the daemon"
 //! must have nothing attached, and no bench daemon may take up another's.
+//! The port, the stop, the unload, HTTP and the parsing of /metrics are the
+//! end-to-end tests' harness; what is the bench's own is the set-up (a log
+//! file, its label, bpf_stats, a sample a second).
 use std::{
     fs::{self, File},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -13,11 +16,15 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use monitor_tests::{
+    Metrics,
+    daemon::{free_port, stop_process, unload_with},
+    http,
+};
 
-use super::{Setup, cgroup, http, metrics, pinned::PinnedPrograms};
+use super::{Setup, cgroup, pinned::PinnedPrograms};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(10);
 /// Fixed for every benchmark: the sample period sets how fresh /metrics is.
 const SAMPLE_INTERVAL: &str = "1s";
@@ -33,6 +40,15 @@ pub struct Daemon {
     /// Its `--bpf.pin-path` and `--state.dir`, emptied when it stops.
     pin_path: PathBuf,
     state_dir: PathBuf,
+}
+
+/// The daemon's jobs by state, the series most waits watch.
+pub const JOBS: &str = "monitor_jobs";
+
+/// The daemon's count of jobs in `state` (`running`, `finished`), from a
+/// scrape with [`JOBS`] parsed.
+pub fn jobs_in_state(metrics: &Metrics, state: &str) -> Option<f64> {
+    metrics.find(JOBS, &[("state", state)]).ok().flatten()
 }
 
 impl Daemon {
@@ -55,7 +71,7 @@ impl Daemon {
         label: &str,
         extra_args: &[&str],
     ) -> anyhow::Result<Self> {
-        let addr = free_loopback_port()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         // Its own launcher socket, never the system's /run/monitor one.
         let socket = Self::socket_path(setup, label);
         let log = setup.logs.join(format!("daemon-{label}.log"));
@@ -71,7 +87,7 @@ impl Daemon {
         ));
         let state_dir = setup.logs.join(format!("daemon-{label}.state"));
         // Leftovers of an earlier daemon with this label: not ours to take up.
-        unload(&setup.daemon, &pin_path)?;
+        unload_with(&setup.daemon, &pin_path)?;
         remove_state(&state_dir)?;
         let mut cmd = Command::new(&setup.daemon);
         cmd.arg("daemon")
@@ -132,27 +148,41 @@ impl Daemon {
         PinnedPrograms::find(&self.pin_path)
     }
 
-    pub fn metrics(&self) -> anyhow::Result<String> {
+    /// The /metrics text, as a scraper gets it.
+    pub fn scrape(&self) -> anyhow::Result<String> {
         http::get(self.addr, "/metrics")
     }
 
+    /// A scrape with the series named `names` parsed (and the samples
+    /// taken); the rest is skipped, as a scrape of thousands of jobs is long.
+    pub fn metrics(&self, names: &[&str]) -> anyhow::Result<Metrics> {
+        let text = self.scrape()?;
+        let names: Vec<&str> = names.iter().copied().chain([SAMPLES]).collect();
+        Metrics::parse_only(&text, &names).context("parsing /metrics")
+    }
+
     /// Waits for `count` more samples of the kernel maps and returns the
-    /// /metrics text right after the last one.
-    pub fn next_samples(&mut self, count: u32) -> anyhow::Result<String> {
-        self.next_samples_every(count, POLL)
+    /// series `names` of the /metrics right after the last one.
+    pub fn next_samples(&mut self, count: u32, names: &[&str]) -> anyhow::Result<Metrics> {
+        self.next_samples_every(count, POLL, names)
     }
 
     /// [`Daemon::next_samples`], reading /metrics every `poll`: with many
     /// jobs a scrape is work for the daemon, so a measurement of its own
     /// cost polls gently.
-    pub fn next_samples_every(&mut self, count: u32, poll: Duration) -> anyhow::Result<String> {
-        let start = self.samples_taken(&self.metrics()?)?;
+    pub fn next_samples_every(
+        &mut self,
+        count: u32,
+        poll: Duration,
+        names: &[&str],
+    ) -> anyhow::Result<Metrics> {
+        let start = self.samples_taken(&self.metrics(&[])?)?;
         let deadline = Instant::now() + Duration::from_secs(5 + 2 * u64::from(count));
         loop {
             self.check_alive()?;
-            let text = self.metrics()?;
-            if self.samples_taken(&text)? >= start + f64::from(count) {
-                return Ok(text);
+            let metrics = self.metrics(names)?;
+            if self.samples_taken(&metrics)? >= start + f64::from(count) {
+                return Ok(metrics);
             }
             if Instant::now() > deadline {
                 bail!(
@@ -164,19 +194,21 @@ impl Daemon {
         }
     }
 
-    /// Waits until `ready(text)` holds for the daemon's /metrics.
+    /// Waits until `ready` holds for the series `names` of the daemon's
+    /// /metrics.
     pub fn wait_for(
         &mut self,
         what: &str,
         timeout: Duration,
-        ready: impl Fn(&str) -> bool,
-    ) -> anyhow::Result<String> {
+        names: &[&str],
+        ready: impl Fn(&Metrics) -> bool,
+    ) -> anyhow::Result<Metrics> {
         let deadline = Instant::now() + timeout;
         loop {
             self.check_alive()?;
-            let text = self.metrics()?;
-            if ready(&text) {
-                return Ok(text);
+            let metrics = self.metrics(names)?;
+            if ready(&metrics) {
+                return Ok(metrics);
             }
             if Instant::now() > deadline {
                 bail!(
@@ -195,8 +227,9 @@ impl Daemon {
         self.tidy()
     }
 
-    fn samples_taken(&self, text: &str) -> anyhow::Result<f64> {
-        metrics::value(text, SAMPLES)
+    fn samples_taken(&self, metrics: &Metrics) -> anyhow::Result<f64> {
+        metrics
+            .find(SAMPLES, &[])?
             .with_context(|| format!("{SAMPLES} missing from /metrics of {}", self.addr))
     }
 
@@ -204,7 +237,7 @@ impl Daemon {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             self.check_alive()?;
-            if self.metrics().is_ok_and(|text| text.contains(SAMPLES)) {
+            if self.scrape().is_ok_and(|text| text.contains(SAMPLES)) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -227,6 +260,7 @@ impl Daemon {
         Ok(())
     }
 
+    /// Stops the daemon if it runs; an error if it does not exit cleanly.
     fn terminate(&mut self) -> anyhow::Result<()> {
         if self
             .child
@@ -236,31 +270,20 @@ impl Daemon {
         {
             return Ok(());
         }
-        let pid = libc::pid_t::try_from(self.child.id()).context("daemon pid out of range")?;
-        // SAFETY: signalling our own child, which has not been reaped yet.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().context("waiting for the daemon")? {
-                if status.success() {
-                    return Ok(());
-                }
-                bail!(
-                    "the daemon exited with {status} on SIGTERM; its log:\n{}",
-                    log_tail(&self.log)
-                );
-            }
-            thread::sleep(POLL);
+        let status = stop_process(&mut self.child)?;
+        if !status.success() {
+            bail!(
+                "the daemon exited with {status} on SIGTERM; its log:\n{}",
+                log_tail(&self.log)
+            );
         }
-        self.child.kill().context("killing the daemon")?;
-        self.child.wait().context("reaping the daemon")?;
-        bail!("the daemon ignored SIGTERM for {STOP_TIMEOUT:?} and was killed")
+        Ok(())
     }
 
     /// Unloads the pinned programs and removes the state directory (after
     /// a stop; again harmless).
     fn tidy(&self) -> anyhow::Result<()> {
-        unload(&self.binary, &self.pin_path)?;
+        unload_with(&self.binary, &self.pin_path)?;
         remove_state(&self.state_dir)
     }
 }
@@ -292,27 +315,8 @@ pub fn remove_stale_pins(binary: &Path) -> anyhow::Result<()> {
                 "xtask: unloading {} left by an earlier run",
                 entry.path().display()
             );
-            unload(binary, &entry.path())?;
+            unload_with(binary, &entry.path())?;
         }
-    }
-    Ok(())
-}
-
-/// `monitor daemon --cleanup` for a pin path (nothing pinned is fine).
-fn unload(binary: &Path, pin_path: &Path) -> anyhow::Result<()> {
-    let output = Command::new(binary)
-        .args(["daemon", "--cleanup", "--bpf.pin-path"])
-        .arg(pin_path)
-        .stdin(Stdio::null())
-        .output()
-        .context("running monitor daemon --cleanup")?;
-    if !output.status.success() {
-        bail!(
-            "monitor daemon --cleanup --bpf.pin-path {} failed ({}): {}",
-            pin_path.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
     }
     Ok(())
 }
@@ -324,12 +328,6 @@ fn remove_state(dir: &Path) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-/// A loopback port nobody listens on now (the daemon binds it right after).
-fn free_loopback_port() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
-    listener.local_addr().context("reading the free port")
 }
 
 fn log_tail(log: &Path) -> String {

@@ -27,10 +27,17 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use monitor_tests::{Metrics, cgroup::cpu_usage_seconds};
 
 use super::{
-    BenchArgs, Setup, bpf_stats::RunStats, cgroup::Root, daemon::Daemon, metrics, pinned, procfs,
-    stats::median, thread_sleepers::ThreadSleepers, walk_floor::WalkFloor,
+    BenchArgs, Setup,
+    bpf_stats::RunStats,
+    cgroup::Root,
+    daemon::{Daemon, JOBS, jobs_in_state},
+    pinned, procfs,
+    stats::median,
+    thread_sleepers::ThreadSleepers,
+    walk_floor::WalkFloor,
 };
 
 const LABEL: &str = "daemon-cost";
@@ -49,7 +56,6 @@ const POLL: Duration = Duration::from_millis(250);
 const SAMPLES: &str = "monitor_samples_total";
 const SAMPLE_DURATION: &str = "monitor_sample_duration_seconds";
 const CREDIT_DURATION: &str = "monitor_task_credit_duration_seconds";
-const RUNNING_JOBS: &str = "monitor_jobs{state=\"running\"}";
 const JOB_TASKS: &str = "monitor_job_tasks";
 
 /// One phase of one round: with the jobs, or with the same tasks outside jobs.
@@ -306,7 +312,7 @@ fn phase(
         if with_jobs {
             place_in_jobs(&mut daemon, &root, sleepers, result.tasks())?;
         }
-        daemon.next_samples_every(SETTLE_SAMPLES, POLL)?;
+        daemon.next_samples_every(SETTLE_SAMPLES, POLL, &[])?;
         measure(&mut daemon, own.path(), jobs, result.window)
     })();
     // Out of the jobs before their root goes (removing it kills what is inside).
@@ -333,14 +339,18 @@ fn place_in_jobs(
         sleepers.move_one(i, &job)?;
     }
     let jobs = sleepers.len() as f64;
-    daemon.wait_for("every job to be running", Duration::from_secs(60), |text| {
-        metrics::value(text, RUNNING_JOBS) == Some(jobs)
-    })?;
+    daemon.wait_for(
+        "every job to be running",
+        Duration::from_secs(60),
+        &[JOBS],
+        |metrics| jobs_in_state(metrics, "running") == Some(jobs),
+    )?;
     // The task count should follow; go on without it, as the report shows it.
     let counted = daemon.wait_for(
         "every job task to be counted",
         Duration::from_secs(10),
-        |text| job_tasks(text) >= f64::from(tasks),
+        &[JOB_TASKS],
+        |metrics| job_tasks(metrics) >= f64::from(tasks),
     );
     if let Err(e) = counted {
         eprintln!("xtask:   {e:#}");
@@ -348,8 +358,8 @@ fn place_in_jobs(
     Ok(())
 }
 
-fn job_tasks(text: &str) -> f64 {
-    metrics::sum(text, JOB_TASKS)
+fn job_tasks(metrics: &Metrics) -> f64 {
+    metrics.sum(JOB_TASKS, &[])
 }
 
 /// The two windows, then the samples after them.
@@ -359,9 +369,9 @@ fn measure(
     jobs: u32,
     window: Duration,
 ) -> anyhow::Result<Phase> {
-    let cpu = || procfs::cgroup_cpu_seconds(own_cgroup);
+    let cpu = || cpu_usage_seconds(own_cgroup);
     let programs = daemon.programs()?;
-    let first = daemon.metrics()?;
+    let first = daemon.metrics(&[])?;
     let stats_on =
         aya::sys::enable_stats(aya::sys::Stats::RunTime).context("enabling bpf_stats")?;
     let (start, cpu_before, stats_before, tasks_before) = (
@@ -379,11 +389,11 @@ fn measure(
     );
     drop(stats_on);
     // Between the windows: the scrape's work falls in neither.
-    let middle = daemon.metrics()?;
+    let middle = daemon.metrics(&[])?;
     let (quiet_start, quiet_before) = (Instant::now(), cpu()?);
     thread::sleep(window);
     let (quiet_after, quiet_window_s) = (cpu()?, quiet_start.elapsed().as_secs_f64());
-    let last = daemon.metrics()?;
+    let last = daemon.metrics(&[JOB_TASKS])?;
     let samples = samples_taken(&middle)? - samples_taken(&first)?;
     if samples < 1.0 {
         bail!("the daemon took no sample in {window:?}");
@@ -420,19 +430,20 @@ fn walk_floor(floor: &mut WalkFloor) -> anyhow::Result<(Vec<f64>, RunStats)> {
 /// reading /metrics every [`POLL`].
 fn observe_samples(daemon: &mut Daemon, count: u32) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let (mut sample_ms, mut credit_ms) = (Vec::new(), Vec::new());
-    let mut seen = samples_taken(&daemon.metrics()?)?;
+    let mut seen = samples_taken(&daemon.metrics(&[])?)?;
     let deadline = Instant::now() + Duration::from_secs(5 + 2 * u64::from(count));
     while sample_ms.len() < count as usize {
         if Instant::now() > deadline {
             bail!("the daemon took too few samples");
         }
         thread::sleep(POLL);
-        let text = daemon.metrics()?;
-        let taken = samples_taken(&text)?;
+        let metrics = daemon.metrics(&[SAMPLE_DURATION, CREDIT_DURATION])?;
+        let taken = samples_taken(&metrics)?;
         if taken > seen {
             seen = taken;
             let value = |series: &str| {
-                metrics::value(&text, series)
+                metrics
+                    .find(series, &[])?
                     .map(|s| s * 1000.0)
                     .with_context(|| format!("{series} missing from /metrics"))
             };
@@ -443,6 +454,8 @@ fn observe_samples(daemon: &mut Daemon, count: u32) -> anyhow::Result<(Vec<f64>,
     Ok((sample_ms, credit_ms))
 }
 
-fn samples_taken(text: &str) -> anyhow::Result<f64> {
-    metrics::value(text, SAMPLES).with_context(|| format!("{SAMPLES} missing from /metrics"))
+fn samples_taken(metrics: &Metrics) -> anyhow::Result<f64> {
+    metrics
+        .find(SAMPLES, &[])?
+        .with_context(|| format!("{SAMPLES} missing from /metrics"))
 }

@@ -8,14 +8,21 @@
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
+use monitor_tests::cgroup::remove_tree;
 
 use super::{
     BenchArgs, Setup,
-    cgroup::{self, Root},
-    daemon::Daemon,
-    job_workloads, metrics, page_faults, pingpong,
+    cgroup::Root,
+    daemon::{Daemon, JOBS, jobs_in_state},
+    job_workloads, page_faults, pingpong,
     stats::{median, median_slowdown},
 };
+
+/// What the daemon credited the job, read after its runs.
+const IO_WRITE: &str = "monitor_job_io_write_bytes_total";
+const NETWORK: &str = "monitor_job_network_bytes_total";
+const RSS_PEAK: &str = "monitor_job_memory_rss_peak_bytes";
+const PAGE_FAULTS: &str = "monitor_job_page_faults_total";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -174,7 +181,7 @@ pub fn run(setup: &Setup, args: &BenchArgs, kind: Kind) -> anyhow::Result<JobSlo
                 without.push(seconds);
             }
             if let Some(job) = job {
-                cgroup::remove_tree(&job)?;
+                remove_tree(&job)?;
             }
         }
         eprintln!(
@@ -201,12 +208,12 @@ fn check_credited(
 ) -> anyhow::Result<()> {
     // Two: the first may have begun before the last run ended, and a run
     // shorter than the sample interval is credited only at its exit.
-    let text = daemon.next_samples(2)?;
-    let label = format!("jobid=\"{name}\"");
+    let metrics = daemon.next_samples(2, &[JOBS, IO_WRITE, NETWORK, RSS_PEAK, PAGE_FAULTS])?;
+    let job = [("jobid", name)];
     let (credited, expected, what) = match result.kind {
         Kind::IoOutside => {
-            let running = metrics::value(&text, "monitor_jobs{state=\"running\"}")
-                .context("monitor_jobs missing from /metrics")?;
+            let running =
+                jobs_in_state(&metrics, "running").context("monitor_jobs missing from /metrics")?;
             if running != 0.0 {
                 bail!("{running} jobs running while dd ran outside any job: expected none");
             }
@@ -214,31 +221,19 @@ fn check_credited(
             return Ok(());
         }
         Kind::Io => (
-            metrics::sum_with_label(&text, "monitor_job_io_write_bytes_total", &label),
+            metrics.sum(IO_WRITE, &job),
             result.bytes() as f64,
             "bytes written",
         ),
         Kind::Network => (
-            metrics::sum_with_label(
-                &text
-                    .lines()
-                    .filter(|l| l.contains("direction=\"tx\""))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                "monitor_job_network_bytes_total",
-                &label,
-            ),
+            metrics.sum(NETWORK, &[("jobid", name), ("direction", "tx")]),
             result.bytes() as f64,
             "bytes sent",
         ),
         Kind::Faults => {
-            result.rss_peak = Some(metrics::sum_with_label(
-                &text,
-                "monitor_job_memory_rss_peak_bytes",
-                &label,
-            ));
+            result.rss_peak = Some(metrics.sum(RSS_PEAK, &job));
             (
-                metrics::sum_with_label(&text, "monitor_job_page_faults_total", &label),
+                metrics.sum(PAGE_FAULTS, &job),
                 result.pages() as f64,
                 "page faults",
             )

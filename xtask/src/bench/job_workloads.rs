@@ -16,11 +16,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use monitor_tests::cgroup::{ProcsFile, spawn_in};
 
-use super::{
-    cgroup::{self, ProcsFile},
-    pingpong::{self, Forked, Pipe, pin_to},
-};
+use super::pingpong::{self, Forked, Pipe, pin_to};
 
 const MIB: usize = 1 << 20;
 pub const PAGE: usize = 4096;
@@ -54,7 +52,7 @@ pub fn dd_small_blocks(
         .stderr(Stdio::piped());
     // SAFETY: one raw syscall between fork and exec.
     unsafe { cmd.pre_exec(move || pin_to(cpu)) };
-    let child = cgroup::spawn_in(&mut cmd, dir_of_cgroup)?;
+    let child = spawn_in(&mut cmd, dir_of_cgroup)?;
     let output = child.wait_with_output().context("waiting for dd")?;
     let _ = fs::remove_file(&file);
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -9,11 +9,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use monitor_tests::cgroup::{remove_tree, spawn_in};
 
-use super::{
-    cgroup,
-    job_workloads::{self, MemoryLimit},
-};
+use super::job_workloads::{self, MemoryLimit};
 
 /// Processes started (fork, exec, exit) per run.
 pub const EXECS: u32 = 200;
@@ -45,7 +43,7 @@ fn fork_exec(job: &Path, count: u32) -> anyhow::Result<()> {
     let script = format!("i=0; while [ $i -lt {count} ]; do /bin/true; i=$((i+1)); done");
     let mut cmd = Command::new("sh");
     cmd.args(["-c", &script]);
-    let status = cgroup::spawn_in(&mut cmd, job)?
+    let status = spawn_in(&mut cmd, job)?
         .wait()
         .context("waiting for the fork/exec loop")?;
     if !status.success() {
@@ -70,7 +68,7 @@ fn moves(job: &Path, count: u32) -> anyhow::Result<()> {
     }
     let mut cmd = Command::new("sleep");
     cmd.arg("3600").stdin(Stdio::null());
-    let mut child = cgroup::spawn_in(&mut cmd, &dirs[0])?;
+    let mut child = spawn_in(&mut cmd, &dirs[0])?;
     let pid = child.id().to_string();
     let moved = (0..count).try_for_each(|i| {
         let procs = dirs[(i as usize + 1) % 2].join("cgroup.procs");
@@ -79,7 +77,7 @@ fn moves(job: &Path, count: u32) -> anyhow::Result<()> {
     let _ = child.kill();
     let _ = child.wait();
     for dir in &dirs {
-        cgroup::remove_tree(dir)?;
+        remove_tree(dir)?;
     }
     moved
 }

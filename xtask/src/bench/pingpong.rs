@@ -13,8 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-
-use super::cgroup::ProcsFile;
+use monitor_tests::cgroup::ProcsFile;
 
 /// Round trips before the clock starts: page faults, caches, first switches.
 pub const WARMUP: u32 = 10_000;

@@ -20,7 +20,7 @@ use super::{
     daemon_cost::ITERATORS,
     floor::{self, Floor},
     job_workloads::{self, MemoryLimit},
-    lifecycle, metrics, page_faults, pingpong,
+    lifecycle, page_faults, pingpong,
     pinned::{self, PinnedPrograms},
     stats::median,
 };
@@ -155,7 +155,7 @@ pub fn run(setup: &Setup, args: &BenchArgs) -> anyhow::Result<CostResult> {
     let scratch = job_workloads::scratch_dir()?;
     let cpu = pingpong::default_cpu();
     let programs = daemon.programs()?;
-    daemon.next_samples(1)?;
+    daemon.next_samples(1, &[])?;
 
     let run_workload = |workload: Workload| -> anyhow::Result<()> {
         match workload {
@@ -200,16 +200,13 @@ pub fn run(setup: &Setup, args: &BenchArgs) -> anyhow::Result<CostResult> {
         );
     }
 
-    let text = daemon.next_samples(1)?;
-    let label = format!("jobid=\"{JOB}\"");
+    let series: Vec<&str> = JOB_COUNTERS.iter().map(|(_, series)| *series).collect();
+    let metrics = daemon.next_samples(1, &series)?;
     let mut job_counters: Vec<(String, f64)> = JOB_COUNTERS
         .iter()
         .map(|(what, series)| {
-            let value = if *what == "OOM kills" {
-                metrics::sum_with_label(&text, series, &format!("jobid=\"{OOM_JOB}\""))
-            } else {
-                metrics::sum_with_label(&text, series, &label)
-            };
+            let job = if *what == "OOM kills" { OOM_JOB } else { JOB };
+            let value = metrics.sum(series, &[("jobid", job)]);
             (what.to_string(), value)
         })
         .collect();

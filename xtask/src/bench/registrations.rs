@@ -27,12 +27,13 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use monitor_tests::http;
 
 use super::{
     BenchArgs, Setup,
     cgroup::Root,
-    daemon::Daemon,
-    http, metrics, retention,
+    daemon::{Daemon, JOBS, jobs_in_state},
+    retention,
     stats::{median, percentile},
 };
 
@@ -323,7 +324,8 @@ fn wait_all_ended(daemon: &mut Daemon) -> anyhow::Result<()> {
     daemon.wait_for(
         "every registered job to end",
         Duration::from_secs(60),
-        |text| metrics::value(text, "monitor_jobs{state=\"running\"}") == Some(0.0),
+        &[JOBS],
+        |metrics| jobs_in_state(metrics, "running") == Some(0.0),
     )?;
     Ok(())
 }

@@ -15,12 +15,12 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use monitor_tests::{Metrics, http};
 
 use super::{
     BenchArgs, Setup,
     cgroup::Root,
-    daemon::Daemon,
-    http, metrics,
+    daemon::{Daemon, JOBS, jobs_in_state},
     scale::{self, SETTLE_SAMPLES},
     stats::{median, percentile},
 };
@@ -42,10 +42,11 @@ const WRITTEN: &str = "monitor_state_profiles_written_total";
 const COMMITS: &str = "monitor_state_commits_total";
 const COMMIT_DURATION: &str = "monitor_state_commit_duration_seconds";
 const SAMPLE_DURATION: &str = "monitor_sample_duration_seconds";
-const RUNNING_JOBS: &str = "monitor_jobs{state=\"running\"}";
-const FINISHED_JOBS: &str = "monitor_jobs{state=\"finished\"}";
-const MAP_FULL: &str = "monitor_bpf_lost_events_total{reason=\"cgroup_map_full\"}";
-const RING_FULL: &str = "monitor_bpf_lost_events_total{reason=\"cgroup_event_ring_full\"}";
+const LOST_EVENTS: &str = "monitor_bpf_lost_events_total";
+const MAP_FULL: [(&str, &str); 1] = [("reason", "cgroup_map_full")];
+const RING_FULL: [(&str, &str); 1] = [("reason", "cgroup_event_ring_full")];
+/// What is read while the profiles are being written.
+const BURST_SERIES: [&str; 5] = [WRITTEN, JOBS, SAMPLE_DURATION, COMMITS, COMMIT_DURATION];
 
 #[derive(Debug)]
 pub struct RetentionRound {
@@ -224,15 +225,15 @@ fn run_round(setup: &Setup, args: &BenchArgs, max_cgroups: u32) -> anyhow::Resul
     let burst = &filled.burst;
 
     // The steady state with every job finished: no burst left to digest.
-    let settled = daemon.next_samples(SETTLE_SAMPLES)?;
-    let sample_ms = metrics::value(&settled, SAMPLE_DURATION).map(|s| s * 1000.0);
+    let settled = daemon.next_samples(SETTLE_SAMPLES, &[SAMPLE_DURATION])?;
+    let sample_ms = settled.find(SAMPLE_DURATION, &[])?.map(|s| s * 1000.0);
     let (scrape_ms, body_bytes) = scale::time_scrapes(&daemon, args.scrapes)?;
     let (rss_kib, hwm_kib) = scale::memory_kib(daemon.pid())?;
     let (api_ms, api_body) = time_api(&daemon)?;
     let db = daemon.state_dir().join("jobs.db");
     let db_bytes = file_size(&db)?;
     let wal_bytes = file_size(&db.with_extension("db-wal"))?;
-    let last = daemon.metrics()?;
+    let last = daemon.metrics(&[LOST_EVENTS])?;
     daemon.stop()?;
     Ok(RetentionRound {
         rmdir_s: filled.rmdir_s,
@@ -251,8 +252,8 @@ fn run_round(setup: &Setup, args: &BenchArgs, max_cgroups: u32) -> anyhow::Resul
         api_jobs: api_body.matches("\"jobid\":").count(),
         sample_ms,
         burst_sample_ms: burst.slowest_sample_ms,
-        map_full: metrics::value(&last, MAP_FULL).unwrap_or(0.0),
-        ring_full: metrics::value(&last, RING_FULL).unwrap_or(0.0) - filled.ring_full_before,
+        map_full: last.find(LOST_EVENTS, &MAP_FULL)?.unwrap_or(0.0),
+        ring_full: last.find(LOST_EVENTS, &RING_FULL)?.unwrap_or(0.0) - filled.ring_full_before,
     })
 }
 
@@ -280,13 +281,13 @@ pub fn fill(daemon: &mut Daemon, root: &Root, jobs: u32) -> anyhow::Result<Fille
     daemon.wait_for(
         "every job to be running",
         Duration::from_secs(120),
-        |text| metrics::value(text, RUNNING_JOBS) == Some(all),
+        &[JOBS],
+        |metrics| jobs_in_state(metrics, "running") == Some(all),
     )?;
     // Counted by a sample of the maps, not only seen as events.
-    let before = daemon.next_samples(1)?;
-    let commits_before =
-        metrics::value(&before, COMMITS).with_context(|| format!("{COMMITS} missing"))?;
-    let ring_full_before = metrics::value(&before, RING_FULL).unwrap_or(0.0);
+    let before = daemon.next_samples(1, &[COMMITS, LOST_EVENTS])?;
+    let commits_before = figure(&before, COMMITS)?;
+    let ring_full_before = before.find(LOST_EVENTS, &RING_FULL)?.unwrap_or(0.0);
 
     let start = Instant::now();
     for dir in &dirs {
@@ -322,21 +323,20 @@ fn wait_written(daemon: &Daemon, start: Instant, jobs: f64) -> anyhow::Result<Bu
     let (mut commits, mut last_commit_ms, mut slowest_sample_ms) = (0.0, 0.0, 0.0_f64);
     loop {
         let text = daemon
-            .metrics()
+            .scrape()
             .context("reading /metrics during the burst")?;
         let now = start.elapsed().as_secs_f64();
-        let written =
-            metrics::value(&text, WRITTEN).with_context(|| format!("{WRITTEN} missing"))?;
-        let finished = metrics::value(&text, FINISHED_JOBS)
-            .with_context(|| format!("{FINISHED_JOBS} missing"))?;
-        if let Some(sample) = metrics::value(&text, SAMPLE_DURATION) {
+        let metrics = Metrics::parse_only(&text, &BURST_SERIES)?;
+        let written = figure(&metrics, WRITTEN)?;
+        let finished = jobs_in_state(&metrics, "finished")
+            .context("monitor_jobs{state=\"finished\"} missing")?;
+        if let Some(sample) = metrics.find(SAMPLE_DURATION, &[])? {
             slowest_sample_ms = slowest_sample_ms.max(sample * 1000.0);
         }
         if written >= jobs && written_s.is_none() {
             written_s = Some(now);
-            commits =
-                metrics::value(&text, COMMITS).with_context(|| format!("{COMMITS} missing"))?;
-            last_commit_ms = metrics::value(&text, COMMIT_DURATION).unwrap_or(f64::NAN) * 1000.0;
+            commits = figure(&metrics, COMMITS)?;
+            last_commit_ms = metrics.find(COMMIT_DURATION, &[])?.unwrap_or(f64::NAN) * 1000.0;
         }
         if finished >= jobs {
             finished_s.get_or_insert(now);
@@ -357,6 +357,13 @@ fn wait_written(daemon: &Daemon, start: Instant, jobs: f64) -> anyhow::Result<Bu
         }
         thread::sleep(POLL);
     }
+}
+
+/// The value of the unlabelled series `name`, which must be there.
+fn figure(metrics: &Metrics, name: &str) -> anyhow::Result<f64> {
+    metrics
+        .find(name, &[])?
+        .with_context(|| format!("{name} missing"))
 }
 
 /// [`API_GETS`] back-to-back GETs of the job list; each one's time and the

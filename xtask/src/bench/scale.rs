@@ -7,19 +7,19 @@ use std::{
 };
 
 use anyhow::Context as _;
+use monitor_tests::cgroup::spawn_in;
 
 use super::{
     BenchArgs, Setup,
-    cgroup::{self, Root},
-    daemon::Daemon,
-    metrics,
+    cgroup::Root,
+    daemon::{Daemon, JOBS, jobs_in_state},
     stats::{median, percentile},
 };
 
 /// Samples to wait for once every job is known, so /metrics is timed in the
 /// steady state rather than right after a burst of new cgroups.
 pub const SETTLE_SAMPLES: u32 = 3;
-const RUNNING_JOBS: &str = "monitor_jobs{state=\"running\"}";
+const SAMPLE_DURATION: &str = "monitor_sample_duration_seconds";
 
 #[derive(Debug)]
 pub struct ScaleResult {
@@ -55,11 +55,14 @@ pub fn run(setup: &Setup, args: &BenchArgs) -> anyhow::Result<ScaleResult> {
     );
 
     let jobs = f64::from(args.jobs);
-    daemon.wait_for("every job to be running", Duration::from_secs(60), |text| {
-        metrics::value(text, RUNNING_JOBS) == Some(jobs)
-    })?;
-    let text = daemon.next_samples(SETTLE_SAMPLES)?;
-    let sample_ms = metrics::value(&text, "monitor_sample_duration_seconds").map(|s| s * 1000.0);
+    daemon.wait_for(
+        "every job to be running",
+        Duration::from_secs(60),
+        &[JOBS],
+        |metrics| jobs_in_state(metrics, "running") == Some(jobs),
+    )?;
+    let metrics = daemon.next_samples(SETTLE_SAMPLES, &[SAMPLE_DURATION])?;
+    let sample_ms = metrics.find(SAMPLE_DURATION, &[])?.map(|s| s * 1000.0);
 
     let (scrape_ms, body_bytes) = time_scrapes(&daemon, args.scrapes)?;
     let (rss_kib, hwm_kib) = memory_kib(daemon.pid())?;
@@ -80,7 +83,7 @@ pub fn time_scrapes(daemon: &Daemon, count: u32) -> anyhow::Result<(Vec<f64>, us
     for _ in 0..count {
         let start = Instant::now();
         let body = daemon
-            .metrics()
+            .scrape()
             .with_context(|| format!("scraping {}", daemon.addr()))?;
         times.push(start.elapsed().as_secs_f64() * 1000.0);
         body_bytes = body.len();
@@ -117,7 +120,7 @@ impl Sleepers {
             let job = root.make_job(&format!("job{i:05}"))?;
             let mut cmd = Command::new("sleep");
             cmd.arg("3600").stdin(Stdio::null());
-            sleepers.0.push(cgroup::spawn_in(&mut cmd, &job)?);
+            sleepers.0.push(spawn_in(&mut cmd, &job)?);
         }
         Ok(sleepers)
     }

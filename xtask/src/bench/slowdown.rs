@@ -4,12 +4,13 @@
 //! alternate, and which goes first flips every round, so a drift in the
 //! machine's load favours neither.
 use anyhow::bail;
+use monitor_tests::cgroup::remove_tree;
 
 use super::{
     BenchArgs, Setup,
-    cgroup::{self, Root},
+    cgroup::Root,
     daemon::Daemon,
-    metrics, pingpong,
+    pingpong,
     stats::{median, median_slowdown},
 };
 
@@ -72,7 +73,7 @@ pub fn run(setup: &Setup, args: &BenchArgs) -> anyhow::Result<SlowdownResult> {
 fn measure_without(root: &Root, round: u32, cpu: usize, round_trips: u32) -> anyhow::Result<f64> {
     let job = root.make_job(&format!("without-{round}"))?;
     let us = pingpong::run(&job, cpu, round_trips)?;
-    cgroup::remove_tree(&job)?;
+    remove_tree(&job)?;
     Ok(us)
 }
 
@@ -89,18 +90,16 @@ fn measure_with(
     let job = root.make_job(&name)?;
     let us = pingpong::run(&job, cpu, round_trips)?;
     // Check the programs took the job path, or the figure means nothing.
-    let text = daemon.next_samples(1)?;
-    let counted = metrics::sum_with_label(
-        &text,
-        "monitor_job_context_switches_total",
-        &format!("jobid=\"{name}\""),
-    );
+    const SWITCHES: &str = "monitor_job_context_switches_total";
+    let counted = daemon
+        .next_samples(1, &[SWITCHES])?
+        .sum(SWITCHES, &[("jobid", &name)]);
     if counted < f64::from(round_trips) {
         bail!(
             "the daemon credited {counted} context switches to {name}, expected at least {round_trips}"
         );
     }
     daemon.stop()?;
-    cgroup::remove_tree(&job)?;
+    remove_tree(&job)?;
     Ok(us)
 }

@@ -10,8 +10,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use monitor_tests::cgroup::ProcsFile;
 
-use super::{cgroup::ProcsFile, pingpong::Forked, procfs};
+use super::{pingpong::Forked, procfs};
 
 /// A sleeping thread needs little stack.
 const STACK: usize = 64 * 1024;

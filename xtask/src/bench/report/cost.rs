@@ -1,8 +1,12 @@
 //! Section 1: every attached program's cost per run and runs per second,
 //! under each workload.
-use super::{Report, heading, opt, row, table};
+use super::{
+    Outcome, Report, Section,
+    goal::Goal,
+    markdown::{opt, row, table},
+};
 use crate::bench::{
-    Benchmark, floor, lifecycle, page_faults, pingpong,
+    floor, lifecycle, page_faults, pingpong,
     program_cost::{Cell, CostResult, IDLE, Workload},
 };
 
@@ -26,18 +30,12 @@ const ORDER: [&str; 15] = [
     "oom_mark_victim",
 ];
 
-impl Report {
-    pub(super) fn cost_section(&self) -> String {
-        let Some(cost) = &self.cost else {
-            return String::new();
-        };
+impl Outcome for CostResult {
+    fn section(&self, _: &Report) -> Section {
+        let cost = self;
         let mut programs: Vec<&str> = cost.attached.iter().map(String::as_str).collect();
         programs.sort_by_key(|name| (ORDER.iter().position(|o| o == name), name.to_string()));
-        let mut out = format!(
-            "{}, by workload (bpf_stats)\n\n{}\n\n",
-            heading(Benchmark::Cost),
-            method(cost)
-        );
+        let mut out = format!("{}\n\n", method(cost));
         if !cost.not_attached.is_empty() {
             out += &format!(
                 "**In the object but not attached by the daemon: {}.** Their rows are empty: \
@@ -93,7 +91,15 @@ impl Report {
         );
         out += "\n";
         out += &counters(cost);
-        out
+        Section {
+            title: "Cost per program run, by workload (bpf_stats)".into(),
+            body: out,
+        }
+    }
+
+    /// Costs are shown, not judged: the daemon's own cost (section 7) is.
+    fn goals(&self) -> Vec<Goal> {
+        Vec::new()
     }
 }
 

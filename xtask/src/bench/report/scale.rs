@@ -1,32 +1,64 @@
 //! Section 8: /metrics and the daemon's memory with many jobs.
-use super::{MAX_RSS_MB, MAX_SCRAPE_MS, Report, heading, mb, row, table};
-use crate::bench::Benchmark;
+use super::{
+    Outcome, Report, Section,
+    goal::{Goal, Unit},
+    markdown::{mb, row, table},
+};
+use crate::bench::scale::ScaleResult;
 
-impl Report {
-    pub(super) fn scale_section(&self) -> String {
-        let Some(s) = &self.scale else {
-            return String::new();
-        };
-        let rss = mb(s.rss_kib);
+const MAX_SCRAPE_MS: f64 = 20.0;
+/// Megabytes of 10^6 bytes.
+const MAX_RSS_MB: f64 = 20.0;
+
+/// The scrape's median and p99, and the daemon's RSS.
+fn goals(s: &ScaleResult) -> [Goal; 3] {
+    let jobs = s.jobs;
+    [
+        Goal::at_most(
+            format!("/metrics median with {jobs} jobs"),
+            s.median_ms(),
+            MAX_SCRAPE_MS,
+            Unit::Milliseconds,
+        ),
+        Goal::at_most(
+            format!("/metrics p99 with {jobs} jobs"),
+            s.p99_ms(),
+            MAX_SCRAPE_MS,
+            Unit::Milliseconds,
+        ),
+        Goal::at_most(
+            format!("daemon RSS with {jobs} jobs"),
+            mb(s.rss_kib),
+            MAX_RSS_MB,
+            Unit::Megabytes,
+        ),
+    ]
+}
+
+impl Outcome for ScaleResult {
+    fn section(&self, report: &Report) -> Section {
+        let s = self;
+        let [median, p99, rss] = goals(s);
+        let trusted = report.trusted;
         let rows = vec![
             row([
                 "/metrics, median",
                 &format!("{:.2} ms", s.median_ms()),
-                &format!("<= {MAX_SCRAPE_MS} ms"),
-                self.verdict(s.median_ms() <= MAX_SCRAPE_MS),
+                &median.target(),
+                median.verdict(trusted),
             ]),
             row([
                 "/metrics, p99",
                 &format!("{:.2} ms", s.p99_ms()),
-                &format!("<= {MAX_SCRAPE_MS} ms"),
-                self.verdict(s.p99_ms() <= MAX_SCRAPE_MS),
+                &p99.target(),
+                p99.verdict(trusted),
             ]),
             row(["/metrics body", &format!("{} bytes", s.body_bytes), "", ""]),
             row([
                 "Daemon VmRSS",
-                &format!("{rss:.1} MB ({} KiB)", s.rss_kib),
-                &format!("<= {MAX_RSS_MB} MB"),
-                self.verdict(rss <= MAX_RSS_MB),
+                &format!("{:.1} MB ({} KiB)", rss.measured, s.rss_kib),
+                &rss.target(),
+                rss.verdict(trusted),
             ]),
             row([
                 "Daemon VmHWM (peak RSS)",
@@ -42,11 +74,16 @@ impl Report {
                 "",
             ]),
         ];
-        format!(
-            "{} {} jobs\n\nMB are 10^6 bytes.\n\n{}\n",
-            heading(Benchmark::Scale),
-            s.jobs,
-            table(&["Measure", "Value", "Goal", "Result"], &rows)
-        )
+        Section {
+            title: format!("/metrics and memory with {} jobs", s.jobs),
+            body: format!(
+                "MB are 10^6 bytes.\n\n{}\n",
+                table(&["Measure", "Value", "Goal", "Result"], &rows)
+            ),
+        }
+    }
+
+    fn goals(&self) -> Vec<Goal> {
+        goals(self).into()
     }
 }

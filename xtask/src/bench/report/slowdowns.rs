@@ -2,71 +2,123 @@
 //! any job, the page-fault-heavy job and the network-heavy job run under
 //! the daemon.
 use super::{
-    MAX_FAULTS_SLOWDOWN, MAX_IO_OUTSIDE_SLOWDOWN, MAX_IO_SLOWDOWN, MAX_NETWORK_SLOWDOWN,
-    MAX_PINGPONG_SLOWDOWN, Report, heading, row, table,
+    Outcome, Report, Section,
+    goal::{Goal, Unit},
+    markdown::{row, table},
 };
 use crate::bench::{
-    Benchmark,
     job_slowdown::{JobSlowdownResult, Kind},
     pingpong,
     program_cost::Workload,
+    slowdown::SlowdownResult,
     stats::{median, median_slowdown},
 };
 
-impl Report {
-    pub(super) fn slowdown_section(&self) -> String {
-        let Some(s) = &self.slowdown else {
-            return String::new();
-        };
-        let pass = s.slowdown() <= MAX_PINGPONG_SLOWDOWN;
-        format!(
-            "{}\n\n\
-             Two processes pinned to CPU {} pass one byte over two pipes (two context switches and \
+/// How much slower the ping-pong may run under the daemon.
+const MAX_PINGPONG_SLOWDOWN: f64 = 0.01;
+/// dd with 512-byte blocks, in a job and outside any job.
+const MAX_IO_SLOWDOWN: f64 = 0.02;
+const MAX_IO_OUTSIDE_SLOWDOWN: f64 = 0.01;
+/// 1 GiB touched in 4 KiB pages in a job.
+const MAX_FAULTS_SLOWDOWN: f64 = 0.03;
+/// Loopback TCP in a job.
+const MAX_NETWORK_SLOWDOWN: f64 = 0.05;
+
+fn pingpong_goal(s: &SlowdownResult) -> Goal {
+    Goal::at_most(
+        "pipe ping-pong slowdown",
+        s.slowdown(),
+        MAX_PINGPONG_SLOWDOWN,
+        Unit::Slowdown,
+    )
+}
+
+/// A job's slowdown, not judged when the daemon's memory program did not
+/// run on the job's faults.
+fn job_goal(s: &JobSlowdownResult) -> Goal {
+    let (name, max) = match s.kind {
+        Kind::Io => (
+            "IO-heavy job slowdown (dd, 512-byte blocks)",
+            MAX_IO_SLOWDOWN,
+        ),
+        Kind::IoOutside => ("dd outside any job, slowdown", MAX_IO_OUTSIDE_SLOWDOWN),
+        Kind::Faults => (
+            "page-fault-heavy job slowdown (1 GiB in 4 KiB pages)",
+            MAX_FAULTS_SLOWDOWN,
+        ),
+        Kind::Network => (
+            "network-heavy job slowdown (loopback TCP)",
+            MAX_NETWORK_SLOWDOWN,
+        ),
+    };
+    Goal::at_most(name, s.slowdown(), max, Unit::Slowdown).invalid_if(
+        s.rss_missed()
+            .then_some("RSS not counted: rss_stat did not run"),
+    )
+}
+
+impl Outcome for SlowdownResult {
+    fn goals(&self) -> Vec<Goal> {
+        vec![pingpong_goal(self)]
+    }
+
+    fn section(&self, report: &Report) -> Section {
+        let s = self;
+        let goal = pingpong_goal(s);
+        let body = format!(
+            "Two processes pinned to CPU {} pass one byte over two pipes (two context switches and \
              two wakeups per round trip), {} round trips timed after {} of warm-up, inside a job \
              cgroup. After each run with the daemon, the job's context switches it counted are checked \
              (at least one per round trip). Microseconds per round trip; slowdown = the median of \
-             the rounds' with / without - 1 = {:+.1}%; goal <= {:.0}%: **{}**.\n\n{}\n{}",
-            heading(Benchmark::Slowdown),
+             the rounds' with / without - 1 = {}; goal {}: **{}**.\n\n{}\n{}",
             s.cpu,
             s.round_trips,
             pingpong::WARMUP,
-            s.slowdown() * 100.0,
-            MAX_PINGPONG_SLOWDOWN * 100.0,
-            self.verdict(pass),
+            goal.figure(),
+            goal.target(),
+            goal.verdict(report.trusted),
             rounds_table(&s.without_us, &s.with_us, "µs/rt", 3),
-            self.programs_per_round_trip(),
-        )
+            programs_per_round_trip(report, s),
+        );
+        Section {
+            title: "Pipe ping-pong slowdown".into(),
+            body,
+        }
     }
+}
 
-    /// A cross-check from benchmark 1: what the daemon's programs ran per
-    /// round trip during its ping-pong window.
-    fn programs_per_round_trip(&self) -> String {
-        let (Some(cost), Some(s)) = (&self.cost, &self.slowdown) else {
-            return String::new();
-        };
-        let (Some(window), Some((round_trips, _))) = (
-            cost.workload(Workload::PingPong),
-            cost.units(Workload::PingPong),
-        ) else {
-            return String::new();
-        };
-        let ns = window.event_ns / round_trips;
-        format!(
-            "Cross-check from benchmark 1: during its ping-pong the daemon's programs (the task \
+/// A cross-check from benchmark 1: what the daemon's programs ran per
+/// round trip during its ping-pong window.
+fn programs_per_round_trip(report: &Report, s: &SlowdownResult) -> String {
+    let Some(cost) = &report.cost else {
+        return String::new();
+    };
+    let (Some(window), Some((round_trips, _))) = (
+        cost.workload(Workload::PingPong),
+        cost.units(Workload::PingPong),
+    ) else {
+        return String::new();
+    };
+    let ns = window.event_ns / round_trips;
+    format!(
+        "Cross-check from benchmark 1: during its ping-pong the daemon's programs (the task \
              iterator's walks aside) ran {ns:.1} ns per round trip in all, {:.2}% of the median round \
              trip without the daemon (bpf_stats' clock reads included).\n\n",
-            ns / 1000.0 / s.median_without() * 100.0
-        )
+        ns / 1000.0 / s.median_without() * 100.0
+    )
+}
+
+impl Outcome for JobSlowdownResult {
+    fn goals(&self) -> Vec<Goal> {
+        vec![job_goal(self)]
     }
 
-    pub(super) fn job_slowdown_section(&self, result: Option<&JobSlowdownResult>) -> String {
-        let Some(s) = result else {
-            return String::new();
-        };
-        let (bench, max, how, check) = match s.kind {
+    fn section(&self, report: &Report) -> Section {
+        let s = self;
+        let goal = job_goal(s);
+        let (title, how, check) = match s.kind {
             Kind::Io => (
-                Benchmark::Io,
-                MAX_IO_SLOWDOWN,
+                "IO-heavy job slowdown",
                 format!(
                     "`dd if=/dev/zero of=<file> bs=512 count={}` ({} bytes in {} read and {} write calls) \
                      inside a job cgroup, pinned to CPU {}, the file on the workspace's disk and removed after \
@@ -83,8 +135,7 @@ impl Report {
                 ),
             ),
             Kind::IoOutside => (
-                Benchmark::IoOutside,
-                MAX_IO_OUTSIDE_SLOWDOWN,
+                "dd outside any job",
                 format!(
                     "The same dd (`bs=512 count={}`, pinned to CPU {}) run by a process outside any job: \
                      in the cgroup v2 root, where every program the daemon has on its path (rss_stat, the \
@@ -95,8 +146,7 @@ impl Report {
                 "the daemon is checked to be sampling with no job running".to_string(),
             ),
             Kind::Faults => (
-                Benchmark::Faults,
-                MAX_FAULTS_SLOWDOWN,
+                "Page-fault-heavy job slowdown",
                 format!(
                     "A new process in a job cgroup, pinned to CPU {}, maps {} MiB of anonymous memory \
                      (MADV_NOHUGEPAGE), writes one byte in each 4 KiB page ({} page faults, each changing \
@@ -116,8 +166,7 @@ impl Report {
                 ),
             ),
             Kind::Network => (
-                Benchmark::Network,
-                MAX_NETWORK_SLOWDOWN,
+                "Network-heavy job slowdown",
                 format!(
                     "{} bytes over loopback TCP in 64 KiB writes, between two threads of one process inside a \
                      job cgroup (the listener made inside the job, so both sockets are the job's), {}. Time: \
@@ -139,64 +188,61 @@ impl Report {
             ),
         };
         let mut out = format!(
-            "{}\n\n\
-             {how} Each round runs it {} times without the daemon and {} times with it, the median of \
+            "{how} Each round runs it {} times without the daemon and {} times with it, the median of \
              each side being the round's figure. After each run with the daemon {check}. Seconds per \
-             run; slowdown = {:+.1}%; goal <= {:.0}%: **{}**.\n\n{}\n",
-            heading(bench),
+             run; slowdown = {}; goal {}: **{}**.\n\n{}\n",
             s.repeats,
             s.repeats,
-            s.slowdown() * 100.0,
-            max * 100.0,
-            if s.rss_missed() {
-                "INVALID"
-            } else {
-                self.verdict(s.slowdown() <= max)
-            },
+            goal.figure(),
+            goal.target(),
+            goal.verdict(report.trusted),
             rounds_table(&s.without_s, &s.with_s, "s", 4),
         );
         if s.kind == Kind::Faults {
-            out += &self.per_fault(s);
+            out += &per_fault(report, s);
         }
-        out
+        Section {
+            title: title.into(),
+            body: out,
+        }
     }
+}
 
-    /// The page-fault job's figures per fault.
-    fn per_fault(&self, s: &JobSlowdownResult) -> String {
-        let pages = s.pages() as f64;
-        let mut out = format!(
-            "Per page fault: {:.0} ns without the daemon, {:.0} ns with it (medians); the daemon \
+/// The page-fault job's figures per fault.
+fn per_fault(report: &Report, s: &JobSlowdownResult) -> String {
+    let pages = s.pages() as f64;
+    let mut out = format!(
+        "Per page fault: {:.0} ns without the daemon, {:.0} ns with it (medians); the daemon \
              adds {:+.1} ns per fault (the slowdown, a median of paired rounds, of the median run \
              without it). The process itself counted {} minor faults per run (getrusage, median).",
-            s.median_without() * 1e9 / pages,
-            s.median_with() * 1e9 / pages,
-            s.extra_ns_per_fault(),
-            s.faults_per_run
-                .map_or_else(|| "an unknown number of".into(), |f| format!("{f:.0}")),
+        s.median_without() * 1e9 / pages,
+        s.median_with() * 1e9 / pages,
+        s.extra_ns_per_fault(),
+        s.faults_per_run
+            .map_or_else(|| "an unknown number of".into(), |f| format!("{f:.0}")),
+    );
+    if let Some(cost) = &report.cost
+        && let Some(window) = cost.workload(Workload::PageFaults)
+        && let Some(rss) = window.cells.get("rss_stat")
+        && let Some(ns) = rss.ns_per_run
+    {
+        out += &format!(
+            " From benchmark 1: rss_stat {ns:.0} ns per run, {:.2} runs per page.",
+            rss.runs_per_s * window.seconds / pages
         );
-        if let Some(cost) = &self.cost
-            && let Some(window) = cost.workload(Workload::PageFaults)
-            && let Some(rss) = window.cells.get("rss_stat")
-            && let Some(ns) = rss.ns_per_run
-        {
-            out += &format!(
-                " From benchmark 1: rss_stat {ns:.0} ns per run, {:.2} runs per page.",
-                rss.runs_per_s * window.seconds / pages
-            );
-        }
-        out += "\n\n";
-        if s.rss_missed() {
-            out += &format!(
-                "**The daemon counted an RSS peak of {} for the job, which touched {} MiB: its memory \
+    }
+    out += "\n\n";
+    if s.rss_missed() {
+        out += &format!(
+            "**The daemon counted an RSS peak of {} for the job, which touched {} MiB: its memory \
                  program (rss_stat) did not run on the job's faults, so this slowdown leaves out the \
                  one program meant to be on the fault path.** The goal is not judged.\n\n",
-                s.rss_peak
-                    .map_or_else(|| "nothing".into(), |b| format!("{b:.0} bytes")),
-                s.size >> 20
-            );
-        }
-        out
+            s.rss_peak
+                .map_or_else(|| "nothing".into(), |b| format!("{b:.0} bytes")),
+            s.size >> 20
+        );
     }
+    out
 }
 
 /// Rounds of a slowdown, then the medians.
