@@ -214,19 +214,24 @@ const _: () = assert!(size_of::<TaskCounters>() == 88);
 pub struct TaskState {
     /// v2 cgroup id the task's usage so far was credited to.
     pub cgroup: u64,
+    /// The task's `start_time`: an entry whose task was freed unseen (its
+    /// free not run, see [`DropReason::TaskFreeMissed`]) is told from the
+    /// later task that got the same address.
+    pub start_ns: u64,
     /// Non-zero once the task is being freed: set before its final credit,
     /// so a walk of this map that read the task's memory and then finds it
     /// still zero knows the memory was the live task's.
     pub freed: u64,
-    /// Non-zero once the task is exiting (set by the exit program): no
-    /// longer one of its job's live tasks.
+    /// When the task exited (boot-clock ns, set by the exit program; 0
+    /// while it lives): no longer one of its job's live tasks. An entry
+    /// exited long ago whose free never came is dropped by the walk.
     pub exited: u64,
     /// The task's counters when it was last credited. The fields a walk
     /// reads for a sleeping task (the three above and `credited.cpu_ns`)
     /// come first: one cache line of the map element.
     pub credited: TaskCounters,
 }
-const _: () = assert!(size_of::<TaskState>() == 112);
+const _: () = assert!(size_of::<TaskState>() == 120);
 
 /// The slot of a value: a multiplicative hash, masked to the
 /// (power-of-two) number of slots.
@@ -335,8 +340,13 @@ pub enum DropReason {
     /// No room left in the map of v1 jobs' sockets: that socket's traffic
     /// is not counted.
     SocketMapFull = 5,
+    /// A job task's entry in the task map outlived the task (its free went
+    /// unseen) and was found when another task took its address: what the
+    /// first task used between its exit and its free is not counted. The
+    /// entry is then the new task's, from its own counters.
+    TaskFreeMissed = 6,
 }
-pub const DROP_REASONS: usize = 6;
+pub const DROP_REASONS: usize = 7;
 
 impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
@@ -346,6 +356,7 @@ impl DropReason {
         DropReason::MmMapFull,
         DropReason::ThreadWalkTruncated,
         DropReason::SocketMapFull,
+        DropReason::TaskFreeMissed,
     ];
 
     pub const fn label(self) -> &'static str {
@@ -356,6 +367,7 @@ impl DropReason {
             DropReason::MmMapFull => "mm_map_full",
             DropReason::ThreadWalkTruncated => "thread_walk_truncated",
             DropReason::SocketMapFull => "socket_map_full",
+            DropReason::TaskFreeMissed => "task_free_missed",
         }
     }
 }
@@ -432,8 +444,9 @@ pub struct KernelLayout {
     /// `cgroup_subsys_state.cgroup`: the task's cgroup in a v1 hierarchy.
     pub css_set_subsys: u32,
     pub css_cgroup: u32,
-    /// Keeps the size a multiple of 8.
-    pub _pad: u32,
+    /// `task_struct.start_time`: with the task's address, who a task is
+    /// (an address is reused by a later task once the first is freed).
+    pub task_start_time: u32,
 }
 const _: () = assert!(size_of::<KernelLayout>() == 104);
 

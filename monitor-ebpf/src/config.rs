@@ -41,7 +41,7 @@ pub(crate) static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     exit_group_dead_arg: 0,
     css_set_subsys: 0,
     css_cgroup: 0,
-    _pad: 0,
+    task_start_time: 0,
 };
 
 #[unsafe(no_mangle)]

@@ -15,11 +15,21 @@
 //! kernel zeroes them at fork); a task that enters a job later starts from
 //! what it had counted when it entered, so nothing it did before is the job's.
 //!
+//! An entry is keyed by the task's address, which a later task gets once
+//! the first is freed. The free program drops the entry first, but on this
+//! kernel about one free in a few hundred goes unseen (the task's memory is
+//! reused with no sched_process_free seen): so each entry also holds the
+//! task's `start_time`, and an entry found with another start is an
+//! earlier task's, dropped (and counted, `task_free_missed`) rather than
+//! taken as the new task's baseline: that made a short job read 0 CPU.
+//!
 //! Two programs may credit one task at once (the iterator on one CPU, the
 //! task's own exit on another). Every remembered counter is advanced with a
 //! compare-and-swap to the larger reading, and only the advance is credited:
 //! each increment of a task's counters is credited exactly once.
-use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+};
 use monitor_common::{CgroupCounters, DropReason, NO_V1, TaskCounters, TaskState, V1_TAG};
 
 use crate::{
@@ -31,7 +41,25 @@ use crate::{
 /// `PF_EXITING` in `task_struct.flags`: the task is past `exit_signals`,
 /// the exit programs credit it from there.
 const PF_EXITING: u32 = 0x0000_0004;
-/// Hash map update flag: only if the key is new.
+/// How long after its exit a task's entry is dropped if its free was not
+/// seen: well past any RCU grace period before a reaped task is freed.
+const UNFREED_AFTER_NS: u64 = 60_000_000_000;
+
+/// The boot clock (the one `exited` is in), in ns.
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// Nanoseconds since boot-clock instant `then`.
+#[inline(always)]
+fn ns_since(then: u64) -> u64 {
+    now_ns().saturating_sub(then)
+}
+
+/// Hash map update flags: new or existing key; only if the key is new.
+const BPF_ANY: u64 = 0;
 const BPF_NOEXIST: u64 = 1;
 /// errno of an insert whose key exists.
 const EEXIST: i32 = 17;
@@ -185,6 +213,13 @@ impl Task for TypedTask {
     }
 }
 
+/// Who `task` is, with its address: its `start_time` (see
+/// [`TaskState::start_ns`]).
+#[inline(always)]
+pub fn start_of(task: impl Task) -> Option<u64> {
+    task.field(layout!(task_start_time))
+}
+
 /// Whether `task` is exiting (or its flags cannot be read).
 #[inline(always)]
 pub fn is_exiting(task: impl Task) -> bool {
@@ -221,11 +256,13 @@ fn state_of(task: u64) -> Option<&'static mut TaskState> {
     TASK_STATE.get_ptr_mut(task).map(|p| unsafe { &mut *p })
 }
 
-/// Starts tracking `task` in job cgroup `cgroup` from `counters`.
+/// Starts tracking `task` (which started at `start`) in job cgroup
+/// `cgroup` from `counters`.
 #[inline(always)]
-pub fn track(task: u64, cgroup: u64, counters: TaskCounters) {
+pub fn track(task: u64, start: u64, cgroup: u64, counters: TaskCounters) {
     let state = TaskState {
         cgroup,
+        start_ns: start,
         freed: 0,
         exited: 0,
         credited: counters,
@@ -236,10 +273,32 @@ pub fn track(task: u64, cgroup: u64, counters: TaskCounters) {
                 atomic_add(count, 1u64);
             }
         }
-        // Already tracked (a race with another program): it has a baseline.
-        Err(e) if e == -EEXIST => {}
+        Err(e) if e == -EEXIST => {
+            // Tracked already: by another program just now (it has a
+            // baseline), or an entry left by an earlier task at this
+            // address, which becomes this task's.
+            if state_of(task).is_some_and(|old| !is_of(old, start)) {
+                count_drop(DropReason::TaskFreeMissed);
+                let _ = TASK_STATE.insert(task, state, BPF_ANY);
+            }
+        }
         Err(_) => count_drop(DropReason::TaskMapFull),
     }
+}
+
+/// Whether `state` is that of the task that started at `start` (not of an
+/// earlier task at the same address whose free went unseen).
+#[inline(always)]
+fn is_of(state: &TaskState, start: u64) -> bool {
+    // SAFETY: an aligned u64 in a map value.
+    unsafe { core::ptr::read_volatile(&state.start_ns) == start }
+}
+
+/// Forgets an entry found to be an earlier task's (see [`is_of`]).
+#[inline(always)]
+fn drop_stale(task: u64) {
+    count_drop(DropReason::TaskFreeMissed);
+    untrack(task);
 }
 
 /// Stops tracking `task` (it was freed, or left every job).
@@ -373,7 +432,17 @@ pub fn sync_in(task: impl Task, cgroup: u64, in_job: bool, moment: Moment) -> Op
 
 #[inline(always)]
 fn sync_live(task: impl Task, cgroup: u64, in_job: bool, moment: Moment) {
+    let Some(start) = start_of(task) else {
+        return;
+    };
     match state_of(task.key()) {
+        Some(state) if !is_of(state, start) => {
+            // An earlier task's: this one starts afresh, as if untracked.
+            drop_stale(task.key());
+            if in_job && let Some(now) = counters_of_task(task) {
+                track(task.key(), start, cgroup, now);
+            }
+        }
         Some(state) => {
             if state.cgroup == cgroup {
                 if moment == Moment::Attach {
@@ -402,7 +471,7 @@ fn sync_live(task: impl Task, cgroup: u64, in_job: bool, moment: Moment) {
             // Entered a job (or was there before the programs were): its
             // counts so far are not this job's.
             if let Some(now) = counters_of_task(task) {
-                track(task.key(), cgroup, now);
+                track(task.key(), start, cgroup, now);
             }
         }
         None => {}
@@ -433,6 +502,13 @@ pub fn sync_tracked(task: TaskAt, state: &mut TaskState) -> Option<u64> {
             core::ptr::read_volatile(&state.exited),
         )
     };
+    if exited != 0 && freed == 0 && ns_since(exited) > UNFREED_AFTER_NS {
+        // Exited long ago and never freed as far as the programs saw:
+        // its free went unseen (or it is a zombie nobody reaps, whose
+        // exit's last few ms are then not counted).
+        drop_stale(task.key());
+        return None;
+    }
     if freed != 0 || exited != 0 {
         // The exit and free programs credit it; it is no longer live.
         return None;
@@ -444,6 +520,12 @@ pub fn sync_tracked(task: TaskAt, state: &mut TaskState) -> Option<u64> {
         // task's waits, switches, faults and IO only as it runs), and it is
         // still live (a task exits by running, and its exit marks it).
         return Some(state.cgroup);
+    }
+    if start_of(task).is_none_or(|start| !is_of(state, start)) {
+        // The task at this address is not the entry's (freed unseen):
+        // nothing of it is the entry's job's.
+        drop_stale(task.key());
+        return None;
     }
     if is_exiting(task) {
         return None;
@@ -469,11 +551,16 @@ fn is_freed(state: &mut TaskState) -> bool {
 /// what it read of the task from here on.
 #[inline(always)]
 pub fn release(task: TaskAt) {
-    if let Some(state) = state_of(task.key()) {
-        compare_exchange(&mut state.freed, 0, 1);
-        if let Some(now) = counters_of_task(task) {
-            credit::<LAST>(state, &now);
-        }
+    let Some(state) = state_of(task.key()) else {
+        return;
+    };
+    if start_of(task).is_none_or(|start| !is_of(state, start)) {
+        drop_stale(task.key());
+        return;
+    }
+    compare_exchange(&mut state.freed, 0, 1);
+    if let Some(now) = counters_of_task(task) {
+        credit::<LAST>(state, &now);
     }
     untrack(task.key());
 }
@@ -484,8 +571,13 @@ pub fn release(task: TaskAt) {
 #[inline(always)]
 pub fn settle(task: impl Task) {
     if let Some(state) = state_of(task.key()) {
+        if start_of(task).is_none_or(|start| !is_of(state, start)) {
+            // An earlier task's entry: this exiting task was never tracked.
+            drop_stale(task.key());
+            return;
+        }
         // SAFETY: an aligned u64 in a map value.
-        unsafe { core::ptr::write_volatile(&mut state.exited, 1) };
+        unsafe { core::ptr::write_volatile(&mut state.exited, now_ns().max(1)) };
         if let Some(now) = counters_of_task(task) {
             credit::<ONCE>(state, &now);
         }

@@ -177,6 +177,10 @@ fn five_hundred_short_jobs_are_all_counted() -> anyhow::Result<()> {
             problems.add("have no end time in /metrics", id.clone());
         }
     }
+    // What the programs dropped meanwhile, to read a failure by.
+    for lost in metrics.matching("monitor_bpf_lost_events_total", &[]) {
+        println!("lost events {:?}: {}", lost.labels.get("reason"), lost.value);
+    }
     println!(
         "/metrics: all {JOBS} ended: {all_ended}; CPU per job {:.4}..{:.4} s",
         cpu.values().copied().fold(f64::INFINITY, f64::min),

@@ -11,7 +11,7 @@ use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use crate::{
     atomics::atomic_add,
     maps::counters_of,
-    tasks::{TaskAt, counters_of_task, current_job_cgroup, job_cgroup, track},
+    tasks::{TaskAt, counters_of_task, current_job_cgroup, job_cgroup, start_of, track},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -44,9 +44,9 @@ pub fn task_newtask(ctx: RawTracePointContext) -> i32 {
             None => return 0,
         }
     };
-    if let Some(now) = counters_of_task(TaskAt(child)) {
+    if let (Some(now), Some(start)) = (counters_of_task(TaskAt(child)), start_of(TaskAt(child))) {
         // The kernel zeroed the child's counters: all it does is the job's.
-        track(child, cgroup, now);
+        track(child, start, cgroup, now);
     }
     0
 }

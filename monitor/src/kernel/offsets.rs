@@ -147,7 +147,7 @@ pub fn layout_from(btf: &Btf) -> Result<KernelLayout, OffsetError> {
         exit_group_dead_arg: u32::from(btf.tracepoint_args("sched_process_exit")? >= 2),
         css_set_subsys: btf.member_offset("css_set", &["subsys"])?,
         css_cgroup: btf.member_offset("cgroup_subsys_state", &["cgroup"])?,
-        _pad: 0,
+        task_start_time: task(&["start_time"])?,
         task_thread_node: task(&["thread_node"])?,
         task_mm: task(&["mm"])?,
         mm_rss_stat: btf.member_offset("mm_struct", &["rss_stat"])?,
