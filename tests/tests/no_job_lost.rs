@@ -179,7 +179,11 @@ fn five_hundred_short_jobs_are_all_counted() -> anyhow::Result<()> {
     }
     // What the programs dropped meanwhile, to read a failure by.
     for lost in metrics.matching("monitor_bpf_lost_events_total", &[]) {
-        println!("lost events {:?}: {}", lost.labels.get("reason"), lost.value);
+        println!(
+            "lost events {:?}: {}",
+            lost.labels.get("reason"),
+            lost.value
+        );
     }
     println!(
         "/metrics: all {JOBS} ended: {all_ended}; CPU per job {:.4}..{:.4} s",
