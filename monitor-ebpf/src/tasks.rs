@@ -58,8 +58,7 @@ fn ns_since(then: u64) -> u64 {
     now_ns().saturating_sub(then)
 }
 
-/// Hash map update flags: new or existing key; only if the key is new.
-const BPF_ANY: u64 = 0;
+/// Hash map update flag: only if the key is new.
 const BPF_NOEXIST: u64 = 1;
 /// errno of an insert whose key exists.
 const EEXIST: i32 = 17;
@@ -273,15 +272,10 @@ pub fn track(task: u64, start: u64, cgroup: u64, counters: TaskCounters) {
                 atomic_add(count, 1u64);
             }
         }
-        Err(e) if e == -EEXIST => {
-            // Tracked already: by another program just now (it has a
-            // baseline), or an entry left by an earlier task at this
-            // address, which becomes this task's.
-            if state_of(task).is_some_and(|old| !is_of(old, start)) {
-                count_drop(DropReason::TaskFreeMissed);
-                let _ = TASK_STATE.insert(task, state, BPF_ANY);
-            }
-        }
+        // Tracked already by another program just now: it has a baseline.
+        // (An earlier task's entry at this address was dropped by the
+        // caller, see [`forget_stale`].)
+        Err(e) if e == -EEXIST => {}
         Err(_) => count_drop(DropReason::TaskMapFull),
     }
 }
@@ -292,6 +286,15 @@ pub fn track(task: u64, start: u64, cgroup: u64, counters: TaskCounters) {
 fn is_of(state: &TaskState, start: u64) -> bool {
     // SAFETY: an aligned u64 in a map value.
     unsafe { core::ptr::read_volatile(&state.start_ns) == start }
+}
+
+/// Drops the entry at `task`'s address if it is an earlier task's (see
+/// [`is_of`]), before `task` is tracked from its birth.
+#[inline(always)]
+pub fn forget_stale(task: u64, start: u64) {
+    if state_of(task).is_some_and(|old| !is_of(old, start)) {
+        drop_stale(task);
+    }
 }
 
 /// Forgets an entry found to be an earlier task's (see [`is_of`]).
@@ -435,14 +438,17 @@ fn sync_live(task: impl Task, cgroup: u64, in_job: bool, moment: Moment) {
     let Some(start) = start_of(task) else {
         return;
     };
-    match state_of(task.key()) {
+    // An earlier task's entry: this one starts afresh, as if untracked
+    // (one path on, not a copy of the untracked one: the move program
+    // syncs up to 128 threads, and the verifier walks each branch).
+    let state = match state_of(task.key()) {
         Some(state) if !is_of(state, start) => {
-            // An earlier task's: this one starts afresh, as if untracked.
             drop_stale(task.key());
-            if in_job && let Some(now) = counters_of_task(task) {
-                track(task.key(), start, cgroup, now);
-            }
+            None
         }
+        found => found,
+    };
+    match state {
         Some(state) => {
             if state.cgroup == cgroup {
                 if moment == Moment::Attach {

@@ -410,7 +410,7 @@ fn cpu_follows_a_multithreaded_process_moved_between_jobs() -> anyhow::Result<()
 }
 
 /// A process of more threads than the move's own thread walk reaches
-/// (128), moved as a whole: the threads past it are found by the next
+/// (64), moved as a whole: the threads past it are found by the next
 /// sample, which then walks every task of the node instead of only the
 /// tracked ones. Every thread counts in the job it moved to, none in the
 /// one it left.

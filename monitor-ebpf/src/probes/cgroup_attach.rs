@@ -20,8 +20,10 @@ use crate::{
     tasks::{Moment, TaskAt, job_cgroup, read, sync_in},
 };
 
-/// Threads of a moved process synced at the move itself.
-const MAX_THREADS: u32 = 128;
+/// Threads of a moved process synced at the move itself. The verifier
+/// walks each iteration's paths: 128 went past its million-instruction
+/// budget once each sync also checked who the task is.
+const MAX_THREADS: u32 = 64;
 
 #[raw_tracepoint(tracepoint = "cgroup_attach_task")]
 pub fn cgroup_attach_task(ctx: RawTracePointContext) -> i32 {

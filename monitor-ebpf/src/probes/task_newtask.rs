@@ -11,7 +11,9 @@ use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use crate::{
     atomics::atomic_add,
     maps::counters_of,
-    tasks::{TaskAt, counters_of_task, current_job_cgroup, job_cgroup, start_of, track},
+    tasks::{
+        TaskAt, counters_of_task, current_job_cgroup, forget_stale, job_cgroup, start_of, track,
+    },
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -46,6 +48,7 @@ pub fn task_newtask(ctx: RawTracePointContext) -> i32 {
     };
     if let (Some(now), Some(start)) = (counters_of_task(TaskAt(child)), start_of(TaskAt(child))) {
         // The kernel zeroed the child's counters: all it does is the job's.
+        forget_stale(child, start);
         track(child, start, cgroup, now);
     }
     0
