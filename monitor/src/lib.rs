@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod launcher;
 mod metrics;
 pub mod profile;
+mod service;
 mod snapshot;
 pub mod store;
 mod system;
@@ -23,7 +24,7 @@ pub fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Daemon(args) => {
             init_logging(args.log_level);
-            daemon::run(*args)
+            service::run(*args)
         }
         cli::Command::Run(args) => {
             init_logging(log::LevelFilter::Warn);

@@ -11,9 +11,9 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::sampler::{Sampler, SamplerConfig};
 use crate::{
     cli::DaemonArgs,
+    daemon::sampler::{Sampler, SamplerConfig},
     jobs::{JobKey, JobMeta, JobTable, discovery::Discovery, registry::Registry, table::Job},
     kernel::{probes::Probes, program_stats},
     launcher::{adopt::AdoptRules, stats::RegistrationStats, trust::TrustList},

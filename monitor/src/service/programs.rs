@@ -6,9 +6,10 @@ use std::path::Path;
 use anyhow::Context as _;
 use monitor_common::{FieldOffsets, KernelLayout};
 
-use super::{sampler::Sampler, startup::CgroupRoot};
+use super::startup::CgroupRoot;
 use crate::{
     cli::DaemonArgs,
+    daemon::sampler::Sampler,
     jobs::discovery::Discovery,
     kernel::{
         self, EBPF_OBJECT,
