@@ -42,7 +42,10 @@ fn counters(base: u64) -> CgroupCounters {
     for (i, value) in map.values_mut().enumerate() {
         *value = serde_json::json!(base * (1_000 + 7 * i as u64));
     }
-    map.insert("rss_delta_bytes".into(), serde_json::json!(base * 1_048_576));
+    map.insert(
+        "rss_delta_bytes".into(),
+        serde_json::json!(base * 1_048_576),
+    );
     map.insert("rss_peak_bytes".into(), serde_json::json!(base * 2_097_152));
     serde_json::from_value(fields).expect("every field set")
 }
