@@ -239,8 +239,11 @@ impl SamplerThread {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
-            crate::system::vital_thread::spawn("sampler", move || sampler.run(&stop))
-                .context("starting the sampler thread")?
+            crate::system::vital_thread::spawn("sampler", move || {
+                crate::system::priority::lower_this_thread("the sampler");
+                sampler.run(&stop)
+            })
+            .context("starting the sampler thread")?
         };
         Ok(Self { stop, thread })
     }

@@ -5,6 +5,7 @@ pub mod duration;
 pub mod ids;
 pub mod log_every;
 pub mod memory;
+pub mod priority;
 pub mod privileges;
 pub mod secure_dir;
 pub mod shares;

@@ -15,8 +15,6 @@ use thiserror::Error;
 
 /// Render threads: two scrapes at once, as Prometheus servers in HA pairs do.
 const THREADS: usize = 2;
-/// Their nice value: CFS gives a nice-0 thread about ten times their share.
-const NICE: libc::c_int = 10;
 /// Scrapes waiting for a thread at most (the web port takes 64 connections).
 const QUEUE: usize = 64;
 
@@ -66,14 +64,7 @@ fn pool() -> &'static RenderPool {
 }
 
 fn serve(queue: &Mutex<mpsc::Receiver<Work>>) {
-    // SAFETY: setpriority on this thread (who = 0 with PRIO_PROCESS is the
-    // calling thread on Linux); lowering one's own priority needs no privilege.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) } != 0 {
-        log::warn!(
-            "render thread keeps the default priority: setpriority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
+    crate::system::priority::lower_this_thread("a render thread");
     loop {
         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(work) = next else {

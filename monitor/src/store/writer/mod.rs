@@ -111,8 +111,11 @@ pub fn spawn(store: Store, config: WriterConfig) -> Result<StoreHandle, StoreErr
         failure_log: LogEvery::new(LOG_EVERY),
         drop_log: LogEvery::new(LOG_EVERY),
     };
-    let thread = crate::system::vital_thread::spawn("store-writer", move || writer.run())
-        .map_err(StoreError::Spawn)?;
+    let thread = crate::system::vital_thread::spawn("store-writer", move || {
+        crate::system::priority::lower_this_thread("the store writer");
+        writer.run()
+    })
+    .map_err(StoreError::Spawn)?;
     Ok(StoreHandle {
         batches: Some(batches),
         released,
