@@ -527,12 +527,9 @@ pub fn sync_tracked(task: TaskAt, state: &mut TaskState) -> Option<u64> {
         // still live (a task exits by running, and its exit marks it).
         return Some(state.cgroup);
     }
-    if start_of(task).is_none_or(|start| !is_of(state, start)) {
-        // The task at this address is not the entry's (freed unseen):
-        // nothing of it is the entry's job's.
-        drop_stale(task.key());
-        return None;
-    }
+    // No check of who the task is here (a helper call per running task
+    // of every sample): an entry whose free went unseen has exited, so it
+    // never gets here, and the moves, births and exits check it.
     if is_exiting(task) {
         return None;
     }
