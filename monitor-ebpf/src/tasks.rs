@@ -288,13 +288,24 @@ fn is_of(state: &TaskState, start: u64) -> bool {
     unsafe { core::ptr::read_volatile(&state.start_ns) == start }
 }
 
-/// Drops the entry at `task`'s address if it is an earlier task's (see
-/// [`is_of`]), before `task` is tracked from its birth.
+/// The entry of `task` (which started at `start`), if it is tracked. An
+/// entry at its address that is an earlier task's (see [`is_of`]) is
+/// dropped, and the task is then untracked.
+#[inline(always)]
+fn own_state(task: u64, start: u64) -> Option<&'static mut TaskState> {
+    let state = state_of(task)?;
+    if is_of(state, start) {
+        return Some(state);
+    }
+    drop_stale(task);
+    None
+}
+
+/// Drops the entry at `task`'s address if it is an earlier task's, before
+/// `task` is tracked from its birth.
 #[inline(always)]
 pub fn forget_stale(task: u64, start: u64) {
-    if state_of(task).is_some_and(|old| !is_of(old, start)) {
-        drop_stale(task);
-    }
+    let _ = own_state(task, start);
 }
 
 /// Forgets an entry found to be an earlier task's (see [`is_of`]).
@@ -438,17 +449,10 @@ fn sync_live(task: impl Task, cgroup: u64, in_job: bool, moment: Moment) {
     let Some(start) = start_of(task) else {
         return;
     };
-    // An earlier task's entry: this one starts afresh, as if untracked
-    // (one path on, not a copy of the untracked one: the move program
-    // syncs up to 128 threads, and the verifier walks each branch).
-    let state = match state_of(task.key()) {
-        Some(state) if !is_of(state, start) => {
-            drop_stale(task.key());
-            None
-        }
-        found => found,
-    };
-    match state {
+    // After an earlier task's entry, this one starts afresh, as if
+    // untracked (one path on, not a copy of the untracked one: the move
+    // program syncs up to 64 threads, and the verifier walks each branch).
+    match own_state(task.key(), start) {
         Some(state) => {
             if state.cgroup == cgroup {
                 if moment == Moment::Attach {
@@ -554,13 +558,9 @@ fn is_freed(state: &mut TaskState) -> bool {
 /// what it read of the task from here on.
 #[inline(always)]
 pub fn release(task: TaskAt) {
-    let Some(state) = state_of(task.key()) else {
+    let Some(state) = start_of(task).and_then(|start| own_state(task.key(), start)) else {
         return;
     };
-    if start_of(task).is_none_or(|start| !is_of(state, start)) {
-        drop_stale(task.key());
-        return;
-    }
     compare_exchange(&mut state.freed, 0, 1);
     if let Some(now) = counters_of_task(task) {
         credit::<LAST>(state, &now);
@@ -573,12 +573,8 @@ pub fn release(task: TaskAt) {
 /// tracked: its baseline is unknown.
 #[inline(always)]
 pub fn settle(task: impl Task) {
-    if let Some(state) = state_of(task.key()) {
-        if start_of(task).is_none_or(|start| !is_of(state, start)) {
-            // An earlier task's entry: this exiting task was never tracked.
-            drop_stale(task.key());
-            return;
-        }
+    // An earlier task's entry is dropped: this exiting task was never tracked.
+    if let Some(state) = start_of(task).and_then(|start| own_state(task.key(), start)) {
         // SAFETY: an aligned u64 in a map value.
         unsafe { core::ptr::write_volatile(&mut state.exited, now_ns().max(1)) };
         if let Some(now) = counters_of_task(task) {
