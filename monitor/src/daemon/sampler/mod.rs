@@ -17,6 +17,7 @@ mod sample;
 mod slots;
 
 use std::{
+    ops::{Deref, DerefMut},
     os::fd::AsFd,
     path::PathBuf,
     sync::{
@@ -40,7 +41,12 @@ use crate::{
     kernel::probes::Probes,
     snapshot::{Health, SharedSnapshot},
     store::StoreHandle,
-    system::{cgroupfs, cgroupfs::RootControllers, wake::Wake},
+    system::{
+        cgroupfs,
+        cgroupfs::RootControllers,
+        priority::{self, Foreground},
+        wake::Wake,
+    },
 };
 
 /// The cgroup-file cross-checks are read every this many samples.
@@ -133,7 +139,7 @@ impl Sampler {
         &mut self.probes
     }
 
-    fn table(&self) -> MutexGuard<'_, JobTable> {
+    fn table(&self) -> Held<'_> {
         lock(&self.table)
     }
 
@@ -258,7 +264,32 @@ impl Sampler {
 }
 
 /// The job table, also after a panic elsewhere while it was held (the
-/// table stays usable).
-fn lock(table: &Mutex<JobTable>) -> MutexGuard<'_, JobTable> {
-    table.lock().unwrap_or_else(|e| e.into_inner())
+/// table stays usable). Held at the default priority: registrations wait
+/// for it (see [`crate::system::priority`]).
+fn lock(table: &Mutex<JobTable>) -> Held<'_> {
+    let foreground = priority::foreground();
+    Held {
+        table: table.lock().unwrap_or_else(|e| e.into_inner()),
+        _foreground: foreground,
+    }
+}
+
+/// The job table locked by the sampler; the lock goes before the priority.
+struct Held<'a> {
+    table: MutexGuard<'a, JobTable>,
+    _foreground: Foreground,
+}
+
+impl Deref for Held<'_> {
+    type Target = JobTable;
+
+    fn deref(&self) -> &JobTable {
+        &self.table
+    }
+}
+
+impl DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut JobTable {
+        &mut self.table
+    }
 }

@@ -37,7 +37,7 @@ impl Sampler {
         let table = self.table.clone();
         let sample = self.health.samples;
         let mut jobs: Vec<Arc<JobView>> = {
-            let table = table.lock().unwrap_or_else(|e| e.into_inner());
+            let table = super::lock(&table);
             let shown = table.live_jobs().filter(|job| job.visible);
             shown.map(|job| self.views.current(job, sample)).collect()
         };
@@ -49,7 +49,7 @@ impl Sampler {
         // or, for this sample, not at all.
         let mut after: Option<JobKey> = None;
         loop {
-            let table = table.lock().unwrap_or_else(|e| e.into_inner());
+            let table = super::lock(&table);
             let mut taken = 0;
             let mut last = None;
             for job in table.finished_after(after.as_ref()).take(FINISHED_PER_LOCK) {

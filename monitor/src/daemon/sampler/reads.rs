@@ -27,7 +27,7 @@ impl Sampler {
         known.clear();
         let mut unknown = Vec::new();
         let table = self.table.clone();
-        let table = table.lock().unwrap_or_else(|e| e.into_inner());
+        let table = super::lock(&table);
         for id in self.probes.counters.ids() {
             // Read for the last time already; freed once their job is stored.
             if self.persistence.holds(id) {
@@ -118,7 +118,7 @@ impl Sampler {
     pub(super) fn read_allocations(&mut self) {
         let refresh = self.health.samples.is_multiple_of(CROSS_CHECK_EVERY);
         let table = self.table.clone();
-        let table = table.lock().unwrap_or_else(|e| e.into_inner());
+        let table = super::lock(&table);
         let allocations = &mut self.views.allocations;
         let due: Vec<(JobKey, String)> = table
             .live_jobs()

@@ -113,7 +113,7 @@ impl Sampler {
         let wall_now = SystemTime::now();
         let (freed, empty, ended) = {
             let table = self.table.clone();
-            let mut table = table.lock().unwrap_or_else(|e| e.into_inner());
+            let mut table = super::lock(&table);
             // Threads per cgroup as the sample's walk saw them (no cgroup
             // file read: at 1,000 jobs that was 1,000 opens a sample).
             let freed = table.apply_sample(&readings, &job_tasks, now, wall_now);
@@ -134,6 +134,9 @@ impl Sampler {
     /// adopted ones, which stay where their manager put them. A job whose
     /// last cgroup goes is finished.
     fn end_empty(&mut self, empty: EmptyCgroups) {
+        // Each rmdir holds the root directory's lock and the kernel's cgroup
+        // mutex, which a registration's mkdir and move wait for.
+        let foreground = crate::system::priority::foreground();
         let mut removed = Vec::new();
         for (id, path) in &empty.owned {
             let dir = JobTable::dir(&self.config.mount, path);
@@ -145,6 +148,7 @@ impl Sampler {
                 Err(e) => log::warn!("removing {}: {e}", dir.display()),
             }
         }
+        drop(foreground);
         let now = Instant::now();
         let mut table = self.table();
         for id in removed.iter().chain(&empty.adopted) {
