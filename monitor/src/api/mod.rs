@@ -54,6 +54,11 @@ use crate::{
     system::log_every::LogEvery,
 };
 
+/// Jobs listed from which an answer's parsed profiles (megabytes, each
+/// job in small blocks, freed once its text is written) go back to the
+/// kernel at once rather than at the sampler's next trim, seconds later.
+const LARGE_PAGE: usize = 1000;
+
 /// What the API handlers read.
 #[derive(Clone)]
 pub struct ApiState {
@@ -169,7 +174,13 @@ async fn list(
         stored,
         &page,
     );
-    answer(listed, &uri)
+    let large = listed.jobs.len() >= LARGE_PAGE;
+    let response = answer(listed, &uri);
+    if large {
+        // Off the async workers; the answer need not wait for it.
+        tokio::task::spawn_blocking(crate::system::memory::release_free_memory);
+    }
+    response
 }
 
 /// The page `asked` names, or the 400 (counted) that refuses it.

@@ -14,7 +14,7 @@ use crate::{
     profile::JobJson,
     snapshot::JobView,
     store::{Batch, Profile, StoreError, StoreFigures, StoreHandle},
-    system::time::unix_seconds,
+    system::{memory::ShrinkSparse, time::unix_seconds},
 };
 
 /// Longest a cgroup read for the last time keeps its counter slot waiting
@@ -85,6 +85,11 @@ impl<S: StoreSink> Persistence<S> {
     /// the store).
     pub fn holds(&self, id: u64) -> bool {
         self.pending_release.contains_key(&id)
+    }
+
+    /// Gives back the room of slots released (see [`ShrinkSparse`]).
+    pub fn shrink_if_sparse(&mut self) {
+        self.pending_release.shrink_if_sparse();
     }
 
     /// The store writer's figures; None without a store.
@@ -194,11 +199,12 @@ impl Sampler {
     /// See [`Persistence::save`].
     pub(super) fn save(&mut self, freed: Vec<u64>, ended: &[Job]) {
         let views = &mut self.views;
+        let mut text = Vec::new();
         self.persistence.save(
             freed,
             ended,
             &self.table,
-            |job| profile_of(views.view(job)),
+            |job| profile_of(views.view(job), &mut text),
             &mut self.probes.counters,
         );
     }
@@ -219,10 +225,18 @@ fn release(slots: &mut impl Slots, ids: Vec<u64>) {
     }
 }
 
-/// A finished job's frozen profile.
-fn profile_of(view: JobView) -> Option<Profile> {
-    let json = match serde_json::to_string(&JobJson::from(&view)) {
-        Ok(json) => json,
+/// A finished job's frozen profile, written in `text` (a buffer reused
+/// from job to job) and copied out at its length. Written straight into
+/// its own string, a profile (about 2.5 KB) took a 4 KB block after five
+/// smaller ones, all freed around the blocks kept: after 10,000 jobs ended
+/// at once the daemon held megabytes more than it used.
+fn profile_of(view: JobView, text: &mut Vec<u8>) -> Option<Profile> {
+    text.clear();
+    let written = serde_json::to_writer(&mut *text, &JobJson::from(&view))
+        .map_err(|e| e.to_string())
+        .and_then(|()| std::str::from_utf8(text).map_err(|e| e.to_string()));
+    let json = match written {
+        Ok(json) => json.to_owned(),
         Err(e) => {
             log::error!("serializing the profile of job {}: {e}", view.jobid);
             return None;

@@ -10,6 +10,7 @@ use crate::{
     jobs::{JobKey, allocation::Allocation, table::Job},
     kernel::program_stats,
     snapshot::{CgroupFileStats, JobView, MapFill, Snapshot},
+    system::memory::ShrinkSparse,
 };
 
 /// Finished jobs whose views are built per hold of the job table's lock
@@ -133,6 +134,13 @@ impl JobViews {
             }
         }
         view
+    }
+
+    /// Gives back the room of jobs gone (see [`ShrinkSparse`]).
+    pub fn shrink_if_sparse(&mut self) {
+        self.files.shrink_if_sparse();
+        self.allocations.shrink_if_sparse();
+        self.published.shrink_if_sparse();
     }
 
     /// Forgets the views of jobs not published at `sample` (gone from

@@ -12,7 +12,7 @@ use monitor_common::{CgroupCounters, DROP_REASONS, DropReason};
 
 use super::{CROSS_CHECK_EVERY, Sampler};
 use crate::{
-    jobs::{JobKey, JobTable, table::PendingIdentity},
+    jobs::{JobKey, JobTable, allocation::Allocation, table::PendingIdentity},
     snapshot::CgroupFileStats,
     system::cgroupfs,
 };
@@ -127,12 +127,14 @@ impl Sampler {
             .map(|job| (job.key.clone(), job.cgroup.clone()))
             .collect();
         if refresh {
-            let known: HashSet<&JobKey> = table
-                .live_jobs()
-                .chain(table.finished_jobs())
-                .map(|job| &job.key)
-                .collect();
-            allocations.retain(|key, _| known.contains(key));
+            let live: HashSet<&JobKey> = table.live_jobs().map(|job| &job.key).collect();
+            let finished: HashSet<&JobKey> = table.finished_jobs().map(|job| &job.key).collect();
+            // A finished job is never read again: one given nothing known
+            // (every directory job on a hybrid host) needs no entry to say so.
+            allocations.retain(|key, allocation| {
+                live.contains(key)
+                    || (finished.contains(key) && *allocation != Allocation::default())
+            });
         }
         drop(table);
         for (key, cgroup) in due {

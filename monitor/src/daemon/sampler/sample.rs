@@ -11,7 +11,7 @@ use super::{CROSS_CHECK_EVERY, Sampler};
 use crate::{
     jobs::{JobTable, table::EmptyCgroups},
     kernel::{probes::Walk, task_iter::IterRun},
-    system::cgroupfs::RootControllers,
+    system::{cgroupfs::RootControllers, memory::ShrinkSparse},
 };
 
 /// Freed memory is returned to the kernel every this many samples.
@@ -29,12 +29,23 @@ impl Sampler {
         }
         self.health.sample_duration = started.elapsed();
         self.publish();
+        self.shrink_if_sparse();
         // The previous snapshots and the scrapes of them are freed by now.
         // Not every sample: trimming gives the pages back and the next
         // sample faults them in again (a few ms a sample at 1,000 jobs).
         if self.health.samples.is_multiple_of(TRIM_EVERY) {
             crate::system::memory::release_free_memory();
         }
+    }
+
+    /// Gives back the room of the tables a burst of cgroups filled and
+    /// emptied (10,000 made and removed at once: about 10 MB held for none).
+    fn shrink_if_sparse(&mut self) {
+        self.readings.shrink_if_sparse();
+        self.probes.counters.shrink_if_sparse();
+        self.table().shrink_if_sparse();
+        self.persistence.shrink_if_sparse();
+        self.views.shrink_if_sparse();
     }
 
     fn sample_once(&mut self) -> anyhow::Result<()> {

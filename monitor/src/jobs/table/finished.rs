@@ -11,13 +11,17 @@ use super::job::{Job, JobKey};
 
 #[derive(Debug, Default)]
 pub struct FinishedJobs {
-    jobs: BTreeMap<JobKey, Job>,
+    /// Boxed: a tree node has room for eleven entries and is rarely full,
+    /// and a job (two sets of counters) is about 600 bytes, so inline the
+    /// empty room was a third of it; a box is one block of exactly a job
+    /// (10,000 finished jobs: 6.2 MB, not 8.8).
+    jobs: BTreeMap<JobKey, Box<Job>>,
 }
 
 impl FinishedJobs {
     /// A job that ended just now; it replaces an older one of its key.
     pub(super) fn ended(&mut self, job: Job) {
-        self.jobs.insert(job.key.clone(), job);
+        self.jobs.insert(job.key.clone(), Box::new(job));
     }
 
     /// A job that ended before a restart: of two of one key, the later
@@ -49,13 +53,13 @@ impl FinishedJobs {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Job> {
-        self.jobs.values()
+        self.jobs.values().map(|job| &**job)
     }
 
     /// The jobs after `key` (all of them for None), in key order.
     pub fn after(&self, key: Option<&JobKey>) -> impl Iterator<Item = &Job> {
         let start = key.map_or(Unbounded, Excluded);
-        self.jobs.range((start, Unbounded)).map(|(_, job)| job)
+        self.jobs.range((start, Unbounded)).map(|(_, job)| &**job)
     }
 }
 

@@ -38,7 +38,7 @@ pub use self::{
     job::{Job, JobKey, JobMeta, Origin},
 };
 use super::discovery::{self, Discovery};
-use crate::system::ids::IdMap;
+use crate::system::{ids::IdMap, memory::ShrinkSparse};
 
 /// How long after a cgroup's removal its counters are read for the last
 /// time: the last task's final switch-out can come just after the rmdir.
@@ -241,6 +241,16 @@ impl JobTable {
                 self.finished.restored(job);
             }
         }
+    }
+
+    /// Gives back the room of tables emptied by cgroups that went (see
+    /// [`ShrinkSparse`]).
+    pub fn shrink_if_sparse(&mut self) {
+        // Room is not what the saved registry holds.
+        let state = self.state.edit_unsaved();
+        state.cgroups.shrink_if_sparse();
+        state.paths.shrink_if_sparse();
+        self.expected.shrink_if_sparse();
     }
 
     /// Forgets finished jobs that ended more than `retention` ago.

@@ -40,7 +40,7 @@ use thiserror::Error;
 
 pub use self::maps::{KernelMaps, SlotMaps};
 use super::changed_flags::ChangedFlags;
-use crate::system::ids::IdMap;
+use crate::system::{ids::IdMap, memory::ShrinkSparse};
 
 #[derive(Debug, Error)]
 pub enum CountersError {
@@ -259,6 +259,14 @@ impl<M: SlotMaps> CounterSlots<M> {
         self.by_slot = found.iter().map(|(&id, &slot)| (slot, id)).collect();
         self.by_id = found;
         Ok(new)
+    }
+
+    /// Gives back the room of tables emptied by cgroups that went (see
+    /// [`ShrinkSparse`]).
+    pub fn shrink_if_sparse(&mut self) {
+        self.by_id.shrink_if_sparse();
+        self.by_slot.shrink_if_sparse();
+        self.latest.shrink_if_sparse();
     }
 
     fn record(&mut self, id: u64, slot: u32) {

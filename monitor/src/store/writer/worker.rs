@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     store::{Batch, Profile, Store, StoreError},
-    system::log_every::LogEvery,
+    system::{log_every::LogEvery, memory::ShrinkSparse},
 };
 
 /// What was received and is not committed yet: the batches merged.
@@ -142,6 +142,8 @@ impl Writer {
                 self.failures = 0;
                 self.retry_at = None;
                 self.pending.profiles.clear();
+                // A burst's room (10,000 profiles: about 1 MB) goes with it.
+                self.pending.profiles.shrink_if_sparse();
                 self.pending.registry = None;
                 self.note_pending();
                 Ok(())
