@@ -5,6 +5,7 @@ pub mod api;
 mod cli;
 mod client;
 mod daemon;
+mod job_counters;
 mod jobs;
 pub mod kernel;
 pub mod launcher;

@@ -1,12 +1,15 @@
 //! A job's profile: every per-job figure, as the JSON API shows it and the
 //! state store keeps it once the job has ended (then frozen).
+mod figures;
+
 use std::collections::BTreeMap;
 
+use monitor_common::CgroupCounters;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     snapshot::JobView,
-    system::time::{from_unix_seconds, seconds, unix_seconds},
+    system::time::{from_unix_seconds, unix_seconds},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -24,20 +27,6 @@ pub fn state_of(job: &JobView) -> JobState {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Switches {
-    pub voluntary: u64,
-    pub involuntary: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Network {
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-}
-
 /// One job as the API shows it; the same figures as /metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobJson {
@@ -52,27 +41,10 @@ pub struct JobJson {
     pub start_time: f64,
     pub end_time: Option<f64>,
     pub tasks: u64,
-    pub cpu_seconds: f64,
-    pub runqueue_wait_seconds: f64,
-    pub context_switches: Switches,
-    pub processes_started: u64,
-    pub threads_started: u64,
-    pub execs: u64,
-    pub processes_exited: u64,
-    pub memory_rss_bytes: u64,
-    pub memory_rss_peak_bytes: u64,
-    pub page_faults: u64,
-    pub oom_kills: u64,
-    pub io_read_bytes: u64,
-    pub io_write_bytes: u64,
-    /// Read- and write-family calls (absent from profiles of older daemons).
-    #[serde(default)]
-    pub io_read_calls: u64,
-    #[serde(default)]
-    pub io_write_calls: u64,
-    pub block_read_bytes: u64,
-    pub block_write_bytes: u64,
-    pub network: Network,
+    /// Shown as the keys of [`crate::job_counters`] (`cpu_seconds`,
+    /// `context_switches`, ..., `network`), see [`figures`].
+    #[serde(flatten, with = "figures")]
+    pub counters: CgroupCounters,
     /// CPUs in the job's cpuset and its memory limit, where its cgroups
     /// set them (absent from profiles of older daemons).
     #[serde(default)]
@@ -83,7 +55,6 @@ pub struct JobJson {
 
 impl From<&JobView> for JobJson {
     fn from(job: &JobView) -> Self {
-        let c = &job.counters;
         JobJson {
             jobid: job.jobid.clone(),
             user: job.user.clone(),
@@ -96,32 +67,7 @@ impl From<&JobView> for JobJson {
             start_time: unix_seconds(job.start),
             end_time: job.end.map(unix_seconds),
             tasks: job.tasks,
-            cpu_seconds: seconds(c.cpu_ns),
-            runqueue_wait_seconds: seconds(c.runqueue_wait_ns),
-            context_switches: Switches {
-                voluntary: c.voluntary_switches,
-                involuntary: c.involuntary_switches,
-            },
-            processes_started: c.processes_started,
-            threads_started: c.threads_started,
-            execs: c.execs,
-            processes_exited: c.process_exits,
-            memory_rss_bytes: c.rss_bytes(),
-            memory_rss_peak_bytes: c.rss_peak(),
-            page_faults: c.page_faults,
-            oom_kills: c.oom_kills,
-            io_read_bytes: c.io_read_bytes,
-            io_write_bytes: c.io_write_bytes,
-            io_read_calls: c.io_read_calls,
-            io_write_calls: c.io_write_calls,
-            block_read_bytes: c.block_read_bytes,
-            block_write_bytes: c.block_write_bytes,
-            network: Network {
-                rx_bytes: c.net_rx_bytes,
-                tx_bytes: c.net_tx_bytes,
-                rx_packets: c.net_rx_packets,
-                tx_packets: c.net_tx_packets,
-            },
+            counters: figures::as_shown(&job.counters),
             cpus_allocated: job.files.cpus_allocated,
             memory_limit_bytes: job.files.memory_limit_bytes,
         }
@@ -153,7 +99,6 @@ pub fn restore_stored(texts: &[String]) -> Vec<JobView> {
 /// the jobs that finished within the retention before it stopped.
 impl From<&JobJson> for JobView {
     fn from(job: &JobJson) -> Self {
-        let nanos = |s: f64| (s * 1e9).round() as u64;
         JobView {
             jobid: job.jobid.clone(),
             user: job.user.clone(),
@@ -162,30 +107,7 @@ impl From<&JobJson> for JobView {
             launcher: job.launcher.clone(),
             labels: job.labels.clone(),
             cgroup: job.cgroup.clone(),
-            counters: monitor_common::CgroupCounters {
-                cpu_ns: nanos(job.cpu_seconds),
-                runqueue_wait_ns: nanos(job.runqueue_wait_seconds),
-                voluntary_switches: job.context_switches.voluntary,
-                involuntary_switches: job.context_switches.involuntary,
-                processes_started: job.processes_started,
-                threads_started: job.threads_started,
-                execs: job.execs,
-                process_exits: job.processes_exited,
-                page_faults: job.page_faults,
-                oom_kills: job.oom_kills,
-                io_read_bytes: job.io_read_bytes,
-                io_write_bytes: job.io_write_bytes,
-                io_read_calls: job.io_read_calls,
-                io_write_calls: job.io_write_calls,
-                block_read_bytes: job.block_read_bytes,
-                block_write_bytes: job.block_write_bytes,
-                net_rx_bytes: job.network.rx_bytes,
-                net_tx_bytes: job.network.tx_bytes,
-                net_rx_packets: job.network.rx_packets,
-                net_tx_packets: job.network.tx_packets,
-                rss_delta_bytes: i64::try_from(job.memory_rss_bytes).unwrap_or(i64::MAX),
-                rss_peak_bytes: job.memory_rss_peak_bytes,
-            },
+            counters: job.counters,
             files: Default::default(),
             tasks: job.tasks,
             start: from_unix_seconds(job.start_time),
@@ -198,8 +120,6 @@ impl From<&JobJson> for JobView {
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
-
-    use monitor_common::CgroupCounters;
 
     use super::*;
 
@@ -241,6 +161,94 @@ mod tests {
             .duration_since(view.start)
             .unwrap_or_else(|e| e.duration());
         assert!(drift < Duration::from_micros(1), "start moved by {drift:?}");
+    }
+
+    /// `text` without the top-level keys `pinned` lacks: those of counters
+    /// added since, which change none of the others.
+    fn without_added_keys(text: &str, pinned: &str) -> String {
+        let pinned: serde_json::Value = serde_json::from_str(pinned).unwrap();
+        let all: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).unwrap();
+        let mut text = text.to_string();
+        for key in all.keys().filter(|key| pinned.get(key).is_none()) {
+            let entry = format!(",\"{key}\":");
+            let start = text.find(&entry).unwrap();
+            let value = start + entry.len();
+            let mut values =
+                serde_json::Deserializer::from_str(&text[value..]).into_iter::<serde_json::Value>();
+            values.next().unwrap().unwrap();
+            let end = value + values.byte_offset();
+            text.replace_range(start..end, "");
+        }
+        text
+    }
+
+    /// The profile's text as the API serves it and the store keeps it:
+    /// these keys, in this order, with these shapes (a stored profile and
+    /// every API client read them). Checked against the code before the
+    /// counter table; a counter added since only adds its key.
+    #[test]
+    // Every field named, and `..Default::default()` for those added later.
+    #[allow(clippy::needless_update)]
+    fn a_profile_reads_as_it_always_did() {
+        let view = JobView {
+            jobid: "42".into(),
+            user: "alice".into(),
+            uid: 1000,
+            name: "lammps".into(),
+            launcher: "monitor".into(),
+            labels: [("partition".to_string(), "gpu".to_string())].into(),
+            cgroup: "/monitor.slice/task-1-2".into(),
+            counters: CgroupCounters {
+                cpu_ns: 1_002,
+                runqueue_wait_ns: 1_019,
+                voluntary_switches: 1_021,
+                involuntary_switches: 1_004,
+                processes_started: 1_016,
+                threads_started: 1_020,
+                execs: 1_003,
+                process_exits: 1_015,
+                page_faults: 1_014,
+                oom_kills: 1_013,
+                io_read_bytes: 1_005,
+                io_write_bytes: 1_007,
+                io_read_calls: 1_006,
+                io_write_calls: 1_008,
+                block_read_bytes: 1_000,
+                block_write_bytes: 1_001,
+                net_rx_bytes: 1_009,
+                net_tx_bytes: 1_011,
+                net_rx_packets: 1_010,
+                net_tx_packets: 1_012,
+                rss_delta_bytes: 1_017,
+                rss_peak_bytes: 1_018,
+                ..Default::default()
+            },
+            files: crate::snapshot::CgroupFileStats {
+                cpus_allocated: Some(4),
+                ..Default::default()
+            },
+            tasks: 3,
+            start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_500),
+            end: None,
+            series: Default::default(),
+        };
+        let text = serde_json::to_string(&JobJson::from(&view)).unwrap();
+        let pinned = concat!(
+            r#"{"jobid":"42","user":"alice","uid":1000,"name":"lammps","launcher":"monitor","#,
+            r#""labels":{"partition":"gpu"},"cgroup":"/monitor.slice/task-1-2","#,
+            r#""state":"running","start_time":1.5,"end_time":null,"tasks":3,"#,
+            r#""cpu_seconds":1.002e-6,"runqueue_wait_seconds":1.019e-6,"#,
+            r#""context_switches":{"voluntary":1021,"involuntary":1004},"#,
+            r#""processes_started":1016,"threads_started":1020,"execs":1003,"#,
+            r#""processes_exited":1015,"memory_rss_bytes":1017,"memory_rss_peak_bytes":1018,"#,
+            r#""page_faults":1014,"oom_kills":1013,"io_read_bytes":1005,"io_write_bytes":1007,"#,
+            r#""io_read_calls":1006,"io_write_calls":1008,"block_read_bytes":1000,"#,
+            r#""block_write_bytes":1001,"network":{"rx_bytes":1009,"tx_bytes":1011,"#,
+            r#""rx_packets":1010,"tx_packets":1012},"cpus_allocated":4,"memory_limit_bytes":null}"#,
+        );
+        assert_eq!(without_added_keys(&text, pinned), pinned);
+        let back: JobJson = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, JobJson::from(&view));
     }
 
     /// A start or end no `SystemTime` holds (1e19 s: past i64::MAX

@@ -50,6 +50,11 @@ pub fn package() -> anyhow::Result<PathBuf> {
         0o644,
     )?;
     put(
+        &root.join("METRICS.md"),
+        "/usr/share/doc/monitor/METRICS.md",
+        0o644,
+    )?;
+    put(
         &packaging.join("apptainer/apptainer.conf.example"),
         "/usr/share/doc/monitor/examples/apptainer.conf",
         0o644,

@@ -11,6 +11,7 @@ use super::{
 use crate::{
     cli::{JobsArgs, api_socket},
     profile::{JobJson, JobState},
+    system::time::seconds,
 };
 
 pub fn run(args: JobsArgs) -> anyhow::Result<()> {
@@ -109,8 +110,8 @@ fn table(jobs: &[JobJson], now: SystemTime) -> String {
                 },
                 utc(job.start_time),
                 elapsed(end - job.start_time),
-                elapsed(job.cpu_seconds),
-                bytes(job.memory_rss_peak_bytes),
+                elapsed(seconds(job.counters.cpu_ns)),
+                bytes(job.counters.rss_peak()),
                 job.tasks.to_string(),
                 printable(&job.name).into_owned(),
             ]

@@ -1,11 +1,15 @@
 //! The golden `/metrics` test: a fixed snapshot rendered in both formats the
-//! web port serves and compared, byte for byte, with checked-in files
-//! (node_exporter's `fixtures/e2e-output.txt` is the model). Every exposed
-//! name is thus greppable in `testdata/`, and a change to any family, help
-//! text, label or number format shows up as a diff in review.
+//! web port serves and compared, byte for byte, with the checked-in metrics
+//! reference, METRICS.md (node_exporter's `fixtures/e2e-output.txt` is the
+//! model; see [`reference`]). Every exposed name is thus greppable there,
+//! and a change to any family, help text, label or number format shows up
+//! as a diff in review. One file for both formats and the reference: a new
+//! counter changes one generated file.
 //!
 //! After an intended change: `UPDATE_GOLDEN=1 cargo test -p monitor golden`
-//! rewrites the files; commit them with the change.
+//! rewrites the file; commit it with the change.
+mod reference;
+
 use std::{
     collections::BTreeMap,
     path::PathBuf,
@@ -158,21 +162,23 @@ fn rendered() -> (String, String) {
     (render(Format::OpenMetrics), render(Format::Prometheus))
 }
 
-fn golden(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("src/metrics/testdata")
-        .join(name)
+/// METRICS.md, at the top of the workspace.
+fn reference_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../METRICS.md")
 }
 
-/// Compares `actual` with the golden file `name`, or rewrites the file
-/// under `UPDATE_GOLDEN=1`.
-fn check(name: &str, actual: &str) {
-    let path = golden(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).expect("writing the golden file");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).expect("reading the golden file");
+fn checked_in() -> String {
+    std::fs::read_to_string(reference_path()).expect("reading METRICS.md")
+}
+
+/// Under `UPDATE_GOLDEN=1` the whole-file test rewrites the file, and the
+/// others do not read it meanwhile.
+fn updating() -> bool {
+    std::env::var_os("UPDATE_GOLDEN").is_some()
+}
+
+/// Panics, saying where `actual` first differs from `expected`.
+fn compare(what: &str, expected: &str, actual: &str) {
     if expected == actual {
         return;
     }
@@ -182,21 +188,42 @@ fn check(name: &str, actual: &str) {
         .position(|(e, a)| e != a)
         .unwrap_or(expected.lines().count().min(actual.lines().count()));
     panic!(
-        "{} differs from the rendered /metrics from line {}:\n  expected: {:?}\n  actual:   {:?}\n\
+        "{what} differs from the rendered /metrics from line {}:\n  expected: {:?}\n  actual:   {:?}\n\
          If the change is intended: UPDATE_GOLDEN=1 cargo test -p monitor golden",
-        path.display(),
         first + 1,
         expected.lines().nth(first),
         actual.lines().nth(first),
     );
 }
 
+/// One format's scrape, against its section of METRICS.md.
+fn check_scrape(heading: &str, actual: &str) {
+    if updating() {
+        return;
+    }
+    let text = checked_in();
+    let expected = reference::scrape(&text, heading).expect("METRICS.md has the section");
+    compare(&format!("METRICS.md, {heading:?},"), expected, actual);
+}
+
 #[test]
 fn golden_openmetrics() {
-    check("metrics.openmetrics.txt", &rendered().0);
+    check_scrape(reference::OPENMETRICS_HEADING, &rendered().0);
 }
 
 #[test]
 fn golden_prometheus_text() {
-    check("metrics.prom", &rendered().1);
+    check_scrape(reference::PROMETHEUS_HEADING, &rendered().1);
+}
+
+/// The whole file: the families' table too.
+#[test]
+fn golden_metrics_reference() {
+    let (openmetrics, prometheus) = rendered();
+    let actual = reference::document(&openmetrics, &prometheus);
+    if updating() {
+        std::fs::write(reference_path(), actual).expect("writing METRICS.md");
+        return;
+    }
+    compare("METRICS.md", &checked_in(), &actual);
 }

@@ -2,32 +2,45 @@
 //! exposition format wants each family's lines together under one
 //! descriptor, so a scrape walks the families and, in each, copies every
 //! job's lines of it.
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use super::{
+    counter_rows,
     exposition::Format,
-    job_resources,
+    job_files,
     job_text::{EncodedJob, JobFamily, SampleWriter},
     jobs,
 };
-use crate::snapshot::JobView;
+use crate::{
+    job_counters::{ACTIVITY, RESOURCES},
+    snapshot::JobView,
+};
 
-/// The per-job families in the order they are served.
+/// The per-job families in the order they are served (and [`encode`]
+/// writes them).
+static FAMILIES: LazyLock<Vec<JobFamily>> = LazyLock::new(|| {
+    let activity = ACTIVITY.iter().map(counter_rows::family);
+    let resources = RESOURCES.iter().map(counter_rows::family);
+    activity
+        .chain(jobs::FAMILIES.iter().cloned())
+        .chain(resources)
+        .chain(job_files::FAMILIES.iter().cloned())
+        .collect()
+});
+
 fn families() -> impl Iterator<Item = &'static JobFamily> {
-    jobs::FAMILIES.iter().chain(job_resources::FAMILIES.iter())
+    FAMILIES.iter()
 }
 
 /// `job`'s samples of every family, encoded afresh.
 pub fn encode(job: &JobView) -> EncodedJob {
-    let mut out = SampleWriter::new(
-        &job.jobid,
-        &job.user,
-        jobs::FAMILIES.len() + job_resources::FAMILIES.len(),
-    );
+    let mut out = SampleWriter::new(&job.jobid, &job.user, FAMILIES.len());
+    counter_rows::write_samples(ACTIVITY, &job.counters, &mut out);
     jobs::write_samples(job, &mut out);
-    job_resources::write_samples(job, &mut out);
+    counter_rows::write_samples(RESOURCES, &job.counters, &mut out);
+    job_files::write_samples(job, &mut out);
     let encoded = out.finish();
-    debug_assert_eq!(encoded.families(), families().count());
+    debug_assert_eq!(encoded.families(), FAMILIES.len());
     encoded
 }
 

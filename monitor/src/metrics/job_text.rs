@@ -9,6 +9,7 @@ use prometheus_client::{metrics::MetricType, registry::Unit};
 use super::exposition::Format;
 
 /// One per-job metric family: what its descriptor says.
+#[derive(Clone)]
 pub struct JobFamily {
     /// Without the unit and without `_total`.
     pub name: &'static str,
@@ -20,16 +21,6 @@ pub struct JobFamily {
 }
 
 impl JobFamily {
-    pub const fn counter(name: &'static str, help: &'static str, unit: Option<Unit>) -> Self {
-        JobFamily {
-            name,
-            help,
-            unit,
-            metric_type: MetricType::Counter,
-            optional: false,
-        }
-    }
-
     pub const fn gauge(name: &'static str, help: &'static str, unit: Option<Unit>) -> Self {
         JobFamily {
             name,

@@ -1,12 +1,13 @@
 //! `/metrics`: collectors that encode the latest snapshot, one per concern
 //! (jobs, kernel programs, the daemon itself), node_exporter style.
 mod api;
+mod counter_rows;
 mod daemon;
 pub mod encode;
 pub mod exposition;
 #[cfg(test)]
 mod golden;
-mod job_resources;
+mod job_files;
 mod job_series;
 pub mod job_text;
 mod jobs;

@@ -5,10 +5,11 @@ use std::{fs, path::Path};
 
 use thiserror::Error;
 
-use super::figures::{Counts, CpusFrom, JobInput, MemoryFrom, NodeInput};
+use super::figures::{Counts, CpusFrom, JobInput, MemoryFrom, Network, NodeInput, Switches};
 use crate::{
     client::http::{self, HttpError, percent_encode},
     profile::JobJson,
+    system::time::seconds,
 };
 
 #[derive(Debug, Error)]
@@ -104,6 +105,7 @@ pub fn input(job: &JobJson, node: &NodeFacts, source: &str) -> JobInput {
         (None, Some(b)) => Some((b, MemoryFrom::NodeMemTotal)),
         (None, None) => None,
     };
+    let c = &job.counters;
     JobInput {
         jobid: job.jobid.clone(),
         user: job.user.clone(),
@@ -116,25 +118,33 @@ pub fn input(job: &JobJson, node: &NodeFacts, source: &str) -> JobInput {
             cpus,
             memory,
             counts: Counts {
-                cpu_seconds: job.cpu_seconds,
-                runqueue_wait_seconds: job.runqueue_wait_seconds,
-                context_switches: job.context_switches.clone(),
-                processes_started: job.processes_started,
-                threads_started: job.threads_started,
-                execs: job.execs,
-                processes_exited: job.processes_exited,
+                cpu_seconds: seconds(c.cpu_ns),
+                runqueue_wait_seconds: seconds(c.runqueue_wait_ns),
+                context_switches: Switches {
+                    voluntary: c.voluntary_switches,
+                    involuntary: c.involuntary_switches,
+                },
+                processes_started: c.processes_started,
+                threads_started: c.threads_started,
+                execs: c.execs,
+                processes_exited: c.process_exits,
                 tasks: job.tasks,
-                memory_rss_bytes: job.memory_rss_bytes,
-                memory_rss_peak_bytes: job.memory_rss_peak_bytes,
-                page_faults: job.page_faults,
-                oom_kills: job.oom_kills,
-                io_read_bytes: job.io_read_bytes,
-                io_write_bytes: job.io_write_bytes,
-                io_read_calls: job.io_read_calls,
-                io_write_calls: job.io_write_calls,
-                block_read_bytes: job.block_read_bytes,
-                block_write_bytes: job.block_write_bytes,
-                network: job.network.clone(),
+                memory_rss_bytes: c.rss_bytes(),
+                memory_rss_peak_bytes: c.rss_peak(),
+                page_faults: c.page_faults,
+                oom_kills: c.oom_kills,
+                io_read_bytes: c.io_read_bytes,
+                io_write_bytes: c.io_write_bytes,
+                io_read_calls: c.io_read_calls,
+                io_write_calls: c.io_write_calls,
+                block_read_bytes: c.block_read_bytes,
+                block_write_bytes: c.block_write_bytes,
+                network: Network {
+                    rx_bytes: c.net_rx_bytes,
+                    tx_bytes: c.net_tx_bytes,
+                    rx_packets: c.net_rx_packets,
+                    tx_packets: c.net_tx_packets,
+                },
             },
         }],
     }

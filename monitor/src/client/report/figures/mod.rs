@@ -10,7 +10,6 @@ mod tests;
 use serde::{Deserialize, Serialize};
 
 pub use self::notes::notes;
-use crate::profile::{Network, Switches};
 
 /// CPU efficiency under this is flagged (Princeton's jobstats flags 20%).
 pub const LOW_EFFICIENCY: f64 = 0.25;
@@ -22,6 +21,20 @@ pub const HIGH_WAIT_SHARE: f64 = 0.20;
 /// exact, but its end is known only to a sample interval (1 s by default),
 /// which is most of a short job's elapsed time.
 pub const SHORT_JOB_SECONDS: f64 = 10.0;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Switches {
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Network {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
 
 /// What the kernel counted for a job on one node (or summed over nodes):
 /// the figures of the job API, under the same names.
