@@ -38,6 +38,16 @@ pub struct Part {
     pub field: Field,
 }
 
+impl Part {
+    pub const fn new(label_value: &'static str, key: &'static str, field: Field) -> Self {
+        Part {
+            label_value,
+            key,
+            field,
+        }
+    }
+}
+
 /// How a row's figure is read and shown.
 #[derive(Clone, Copy)]
 pub enum Figure {
@@ -142,16 +152,8 @@ pub static ACTIVITY: &[JobCounter] = &[
         Figure::Split {
             label: "kind",
             parts: [
-                Part {
-                    label_value: "voluntary",
-                    key: "voluntary",
-                    field: field!(voluntary_switches),
-                },
-                Part {
-                    label_value: "involuntary",
-                    key: "involuntary",
-                    field: field!(involuntary_switches),
-                },
+                Part::new("voluntary", "voluntary", field!(voluntary_switches)),
+                Part::new("involuntary", "involuntary", field!(involuntary_switches)),
             ],
         },
     ),
@@ -257,16 +259,8 @@ pub static RESOURCES: &[JobCounter] = &[
         Figure::Split {
             label: "direction",
             parts: [
-                Part {
-                    label_value: "rx",
-                    key: "rx_bytes",
-                    field: field!(net_rx_bytes),
-                },
-                Part {
-                    label_value: "tx",
-                    key: "tx_bytes",
-                    field: field!(net_tx_bytes),
-                },
+                Part::new("rx", "rx_bytes", field!(net_rx_bytes)),
+                Part::new("tx", "tx_bytes", field!(net_tx_bytes)),
             ],
         },
     ),
@@ -277,16 +271,8 @@ pub static RESOURCES: &[JobCounter] = &[
         Figure::Split {
             label: "direction",
             parts: [
-                Part {
-                    label_value: "rx",
-                    key: "rx_packets",
-                    field: field!(net_rx_packets),
-                },
-                Part {
-                    label_value: "tx",
-                    key: "tx_packets",
-                    field: field!(net_tx_packets),
-                },
+                Part::new("rx", "rx_packets", field!(net_rx_packets)),
+                Part::new("tx", "tx_packets", field!(net_tx_packets)),
             ],
         },
     ),

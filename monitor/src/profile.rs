@@ -123,9 +123,9 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_profile_reads_back_as_the_job_it_was_made_from() {
-        let view = JobView {
+    /// Alice's LAMMPS job: the identity both profile tests use.
+    fn alice_lammps() -> JobView {
+        JobView {
             jobid: "42".into(),
             user: "alice".into(),
             uid: 1000,
@@ -133,6 +133,18 @@ mod tests {
             launcher: "monitor".into(),
             labels: [("partition".to_string(), "gpu".to_string())].into(),
             cgroup: "/monitor.slice/task-1-2".into(),
+            counters: CgroupCounters::default(),
+            files: Default::default(),
+            tasks: 0,
+            start: SystemTime::UNIX_EPOCH,
+            end: None,
+            series: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_profile_reads_back_as_the_job_it_was_made_from() {
+        let view = JobView {
             counters: CgroupCounters {
                 cpu_ns: 2_005_046_123,
                 runqueue_wait_ns: 17,
@@ -148,6 +160,7 @@ mod tests {
             start: SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_270_642_323_372),
             end: Some(SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_270_645_615_119)),
             series: Default::default(),
+            ..alice_lammps()
         };
         let text = serde_json::to_string(&JobJson::from(&view)).unwrap();
         let back = JobView::from(&serde_json::from_str::<JobJson>(&text).unwrap());
@@ -191,13 +204,6 @@ mod tests {
     #[allow(clippy::needless_update)]
     fn a_profile_reads_as_it_always_did() {
         let view = JobView {
-            jobid: "42".into(),
-            user: "alice".into(),
-            uid: 1000,
-            name: "lammps".into(),
-            launcher: "monitor".into(),
-            labels: [("partition".to_string(), "gpu".to_string())].into(),
-            cgroup: "/monitor.slice/task-1-2".into(),
             counters: CgroupCounters {
                 cpu_ns: 1_002,
                 runqueue_wait_ns: 1_019,
@@ -231,6 +237,7 @@ mod tests {
             start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_500),
             end: None,
             series: Default::default(),
+            ..alice_lammps()
         };
         let text = serde_json::to_string(&JobJson::from(&view)).unwrap();
         let pinned = concat!(
