@@ -92,6 +92,17 @@ impl JobCounter {
         }
     }
 
+    /// Two counts told apart by `label` (one object of two keys in profiles).
+    const fn split(
+        family: &'static str,
+        help: &'static str,
+        key: &'static str,
+        label: &'static str,
+        parts: [Part; 2],
+    ) -> Self {
+        Self::counter(family, help, key, Figure::Split { label, parts })
+    }
+
     const fn seconds(
         family: &'static str,
         help: &'static str,
@@ -145,17 +156,15 @@ pub static ACTIVITY: &[JobCounter] = &[
         "runqueue_wait_seconds",
         field!(runqueue_wait_ns),
     ),
-    JobCounter::counter(
+    JobCounter::split(
         "monitor_job_context_switches",
         "Context switches of the job's tasks; kind=voluntary (blocked) or involuntary (preempted).",
         "context_switches",
-        Figure::Split {
-            label: "kind",
-            parts: [
-                Part::new("voluntary", "voluntary", field!(voluntary_switches)),
-                Part::new("involuntary", "involuntary", field!(involuntary_switches)),
-            ],
-        },
+        "kind",
+        [
+            Part::new("voluntary", "voluntary", field!(voluntary_switches)),
+            Part::new("involuntary", "involuntary", field!(involuntary_switches)),
+        ],
     ),
     JobCounter::counter(
         "monitor_job_processes_started",
@@ -252,29 +261,25 @@ pub static RESOURCES: &[JobCounter] = &[
         "block_write_bytes",
         Figure::Count(field!(block_write_bytes)),
     ),
-    JobCounter::counter(
+    JobCounter::split(
         "monitor_job_network_bytes",
         "Bytes the job's sockets sent (tx) and received (rx), IP and transport headers included.",
         "network",
-        Figure::Split {
-            label: "direction",
-            parts: [
-                Part::new("rx", "rx_bytes", field!(net_rx_bytes)),
-                Part::new("tx", "tx_bytes", field!(net_tx_bytes)),
-            ],
-        },
+        "direction",
+        [
+            Part::new("rx", "rx_bytes", field!(net_rx_bytes)),
+            Part::new("tx", "tx_bytes", field!(net_tx_bytes)),
+        ],
     ),
-    JobCounter::counter(
+    JobCounter::split(
         "monitor_job_network_packets",
         "Packets the job's sockets sent (tx) and received (rx).",
         "network",
-        Figure::Split {
-            label: "direction",
-            parts: [
-                Part::new("rx", "rx_packets", field!(net_rx_packets)),
-                Part::new("tx", "tx_packets", field!(net_tx_packets)),
-            ],
-        },
+        "direction",
+        [
+            Part::new("rx", "rx_packets", field!(net_rx_packets)),
+            Part::new("tx", "tx_packets", field!(net_tx_packets)),
+        ],
     ),
 ];
 
