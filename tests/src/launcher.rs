@@ -167,7 +167,9 @@ pub fn has_job(metrics: &Metrics, jobid: &str) -> bool {
         .is_some()
 }
 
-/// The task cgroups the daemon made under `root` (`task-<pid>-<n>`), sorted.
+/// The task cgroups the daemon made for registrations under `root`
+/// (`task-<pid>-<n>`, or a spare `task-<n>` taken by one), sorted: not the
+/// free spares it keeps ready.
 pub fn task_cgroups(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut dirs: Vec<PathBuf> = fs::read_dir(root)
         .with_context(|| format!("listing {}", root.display()))?
@@ -175,9 +177,40 @@ pub fn task_cgroups(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter(|e| e.file_name().to_string_lossy().starts_with("task-"))
         .map(|e| e.path())
+        .filter(|dir| !is_free_spare(dir))
         .collect();
     dirs.sort();
     Ok(dirs)
+}
+
+/// Whether `dir` is a spare task cgroup (`task-<n>`) no registration has
+/// taken: the daemon writes its job's record on it when one does.
+pub fn is_free_spare(dir: &Path) -> bool {
+    let spare_name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("task-"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    spare_name && job_record(dir).is_none()
+}
+
+/// The `trusted.monitor.job` record on a task cgroup, if any.
+pub fn job_record(dir: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut buffer = vec![0u8; 8192];
+    // SAFETY: NUL-terminated strings and a buffer of the length given.
+    let length = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"trusted.monitor.job".as_ptr(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+        )
+    };
+    let length = usize::try_from(length).ok()?;
+    buffer.truncate(length);
+    String::from_utf8(buffer).ok()
 }
 
 /// The cgroup v2 path of a process (`0::` line of /proc/PID/cgroup).

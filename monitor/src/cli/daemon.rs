@@ -169,6 +169,13 @@ pub struct DaemonArgs {
     #[arg(long = "jobs.max-per-user", value_name = "N", default_value_t = 256)]
     pub max_jobs_per_user: usize,
 
+    /// Empty task cgroups kept ready under --cgroup.root, so a registration
+    /// takes one instead of waiting for a mkdir (which queues behind every
+    /// other mkdir and rmdir there: tens of ms at 1,000 registrations a
+    /// second). Each holds a counter slot; 0 makes each on demand.
+    #[arg(long = "socket.spare-cgroups", value_name = "N", default_value_t = 32)]
+    pub spare_cgroups: usize,
+
     /// Launcher connections a non-root user may hold at once (a silent
     /// launcher, Apptainer's starter, holds one while its container runs);
     /// more are refused at once, and counted as

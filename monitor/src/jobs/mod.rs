@@ -2,6 +2,7 @@
 pub mod allocation;
 pub mod discovery;
 pub mod registry;
+pub mod spares;
 pub mod table;
 pub mod task_cgroup;
 

@@ -1,5 +1,6 @@
-//! The daemon's own task cgroups (`<cgroup.root>/task-<pid>-<n>`): how they
-//! are named, and the record of its job each carries.
+//! The daemon's own task cgroups (`<cgroup.root>/task-<n>`, made ahead as
+//! spares, or `task-<pid>-<n>`, made for launcher `pid` when no spare was
+//! ready): how they are named, and the record of its job each carries.
 //!
 //! The registry of running jobs is saved once a sample, so a crash or a
 //! restart can come between making a task cgroup and the next save. The
@@ -32,17 +33,50 @@ pub fn name(pid: i32, sequence: u64) -> String {
     format!("task-{pid}-{sequence}")
 }
 
-/// Whether a directory name is one [`name`] makes (with the `-<n>`
-/// suffixes a taken name gets).
+/// The name of a spare task cgroup (see [`crate::jobs::spares`]),
+/// `sequence` unique.
+pub fn spare_name(sequence: u64) -> String {
+    format!("task-{sequence}")
+}
+
+/// Whether a directory name is one [`name`] or [`spare_name`] makes (with
+/// the `-<n>` suffixes a taken name gets).
 pub fn is_name(name: &str) -> bool {
     let Some(numbers) = name.strip_prefix("task-") else {
         return false;
     };
-    let parts: Vec<&str> = numbers.split('-').collect();
-    parts.len() >= 2
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    numbers
+        .split('-')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether a directory name is one [`spare_name`] makes.
+fn is_spare_name(name: &str) -> bool {
+    name.strip_prefix("task-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the spare task cgroups an earlier run left under `root_dir`
+/// (one that crashed; a stopping daemon removes its own): those with no
+/// job recorded and no process. Returns how many went. Before the first
+/// walk of the root, which would take each for a job.
+pub fn remove_unused_spares(root_dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(root_dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let dir = entry.path();
+        if !is_spare_name(&name) || recorded(&dir).is_some() {
+            continue;
+        }
+        let empty = fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
+        if empty && fs::remove_dir(&dir).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// The task cgroup name of `path` (a hierarchy path) when it is one made
@@ -150,14 +184,10 @@ mod tests {
             None
         );
         assert_eq!(name_under("/monitor.slice", "/other/task-1-2"), None);
-        for other in [
-            "task-42",
-            "task-",
-            "task-a-1",
-            "task-1--2",
-            "slurm",
-            "task-1-2x",
-        ] {
+        assert!(is_name(&spare_name(1_764_000_000)));
+        assert!(is_spare_name(&spare_name(1_764_000_000)));
+        assert!(!is_spare_name(&name(42, 1_764_000_000)));
+        for other in ["task-", "task-a-1", "task-1--2", "slurm", "task-1-2x"] {
             assert!(!is_name(other), "{other}");
         }
     }

@@ -43,10 +43,14 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let mut sampler = startup::take_up_saved_jobs(&args, probes, &jobs, &cgroups, store)?;
     programs::attach(&mut sampler, upgrade, &cgroups.mount)?;
     let sampler = SamplerThread::start(sampler)?;
+    // From the main thread, at the default priority (see SpareMaker::start).
+    let spares = startup::start_spare_maker(&args, &cgroups, &jobs)?;
     // The sockets open only now, the programs attached and the sampler
     // running: a job registered on them is counted from its first task.
     let servers = Servers::new(&args, web_config, jobs, launcher_rules, cgroups, reader)?;
     let served = servers.serve_until_signal(&args);
+    // No registration takes one now: the free spares go.
+    drop(spares);
     sampler.stop();
     startup::say_goodbye(&args);
     served

@@ -71,6 +71,7 @@ impl Servers {
             jobs.table,
             jobs.registrations,
             jobs.wake,
+            jobs.spares,
         ));
         Ok(Self {
             runtime,

@@ -14,7 +14,14 @@ use anyhow::Context as _;
 use crate::{
     cli::DaemonArgs,
     daemon::sampler::{Sampler, SamplerConfig},
-    jobs::{JobKey, JobMeta, JobTable, discovery::Discovery, registry::Registry, table::Job},
+    jobs::{
+        JobKey, JobMeta, JobTable,
+        discovery::Discovery,
+        registry::Registry,
+        spares::{SpareConfig, SpareDemand, SpareMaker},
+        table::Job,
+        task_cgroup,
+    },
     kernel::{probes::Probes, program_stats},
     launcher::{adopt::AdoptRules, stats::RegistrationStats, trust::TrustList},
     snapshot::{JobView, SharedSnapshot},
@@ -60,6 +67,12 @@ pub fn prepare_cgroup_root(args: &DaemonArgs) -> anyhow::Result<CgroupRoot> {
         .clone()
         .unwrap_or_else(|| mount.join("monitor.slice"));
     cgroupfs::ensure_dir(&dir)?;
+    // Before the first walk of the root, which would take them for jobs.
+    match task_cgroup::remove_unused_spares(&dir) {
+        Ok(0) => {}
+        Ok(count) => log::info!("removed {count} spare task cgroups an earlier run left"),
+        Err(e) => log::warn!("looking for spare task cgroups an earlier run left: {e}"),
+    }
     let in_hierarchy = cgroupfs::path_in_hierarchy(&mount, &dir)?;
     log::info!(
         "cgroup v2 at {}; jobs are the child cgroups of {}",
@@ -131,6 +144,8 @@ pub struct JobState {
     /// Wakes the sampler early (a registration, a release).
     pub wake: Arc<Wake>,
     pub registrations: Arc<RegistrationStats>,
+    /// Tells the spare task cgroup maker a spare was taken.
+    pub spares: Arc<SpareDemand>,
 }
 
 impl JobState {
@@ -143,6 +158,7 @@ impl JobState {
             table: Arc::new(Mutex::new(table)),
             wake: Arc::new(Wake::new().context("making the sampler's wake-up pipe")?),
             registrations: Arc::new(RegistrationStats::default()),
+            spares: Arc::new(SpareDemand::default()),
         })
     }
 }
@@ -226,6 +242,27 @@ pub fn take_up_saved_jobs(
             .context("taking up the saved running jobs")?;
     }
     Ok(sampler)
+}
+
+/// The maker of spare task cgroups, until it is dropped (which removes
+/// the free ones).
+pub fn start_spare_maker(
+    args: &DaemonArgs,
+    cgroups: &CgroupRoot,
+    jobs: &JobState,
+) -> anyhow::Result<SpareMaker> {
+    let config = SpareConfig {
+        root_dir: cgroups.dir.clone(),
+        root_in_hierarchy: cgroups.in_hierarchy.clone(),
+        count: args.spare_cgroups,
+    };
+    SpareMaker::start(
+        config,
+        cgroups.mount.clone(),
+        jobs.table.clone(),
+        jobs.spares.clone(),
+    )
+    .context("starting the spare task cgroup maker")
 }
 
 /// The sampler on its own thread, until [`Self::stop`].

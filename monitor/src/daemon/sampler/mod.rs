@@ -13,6 +13,7 @@ mod events;
 mod persistence;
 mod publish;
 mod reads;
+mod removal;
 mod sample;
 mod slots;
 
@@ -31,7 +32,7 @@ use anyhow::Context as _;
 use monitor_common::CgroupCounters;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use self::{persistence::Persistence, publish::JobViews};
+use self::{persistence::Persistence, publish::JobViews, removal::Remover};
 use super::finished_cap::FinishedCap;
 use crate::{
     jobs::{
@@ -92,6 +93,8 @@ pub struct Sampler {
     /// at 1,000 cgroups, over glibc's mmap threshold).
     readings: Vec<(u64, CgroupCounters)>,
     finished_cap: FinishedCap,
+    /// Removes the empty task cgroups found, spread over the interval.
+    remover: Remover,
 }
 
 impl Sampler {
@@ -105,7 +108,10 @@ impl Sampler {
         let allocation = AllocationReader::new(&config.mount);
         let controllers = RootControllers::read(&config.mount);
         let finished_cap = FinishedCap::new(config.max_finished_per_user);
+        // Started here, at the caller's default priority (see Remover::start).
+        let remover = Remover::start(table.clone(), config.interval);
         Self {
+            remover,
             finished_cap,
             allocation,
             controllers,

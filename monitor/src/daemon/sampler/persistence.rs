@@ -121,7 +121,9 @@ impl<S: StoreSink> Persistence<S> {
             return;
         }
         let registry = if changed {
-            match serde_json::to_string(&lock(table).export()) {
+            // Serialized with the table let go: registrations wait for it.
+            let registry = lock(table).export();
+            match serde_json::to_string(&registry) {
                 Ok(text) => Some(text),
                 Err(e) => {
                     log::error!("serializing the job registry: {e}");

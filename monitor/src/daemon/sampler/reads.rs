@@ -25,28 +25,33 @@ impl Sampler {
         known: &mut Vec<(u64, CgroupCounters)>,
     ) -> anyhow::Result<Vec<(u64, CgroupCounters)>> {
         known.clear();
-        let mut unknown = Vec::new();
-        let table = self.table.clone();
-        let table = super::lock(&table);
+        // Read with the job table let go (a map lookup per changed cgroup:
+        // ms at thousands of them, which registrations would wait out),
+        // then sorted under one short hold.
         for id in self.probes.counters.ids() {
             // Read for the last time already; freed once their job is stored.
             if self.persistence.holds(id) {
                 continue;
             }
-            let Some(sum) = self
+            if let Some(sum) = self
                 .probes
                 .counters
                 .read_latest(id)
                 .context("reading cgroup counters")?
-            else {
-                continue;
-            };
-            if table.knows(id) {
+            {
                 known.push((id, sum));
-            } else {
-                unknown.push((id, sum));
             }
         }
+        let mut unknown = Vec::new();
+        let table = self.table.clone();
+        let table = super::lock(&table);
+        known.retain(|(id, sum)| {
+            let knows = table.knows(*id);
+            if !knows {
+                unknown.push((*id, *sum));
+            }
+            knows
+        });
         Ok(unknown)
     }
 

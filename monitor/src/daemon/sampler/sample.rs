@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context as _;
 use monitor_common::DropReason;
 
-use super::{CROSS_CHECK_EVERY, Sampler};
+use super::{CROSS_CHECK_EVERY, Sampler, removal::Removal};
 use crate::{
     jobs::{JobTable, table::EmptyCgroups},
     kernel::{probes::Walk, task_iter::IterRun},
@@ -140,30 +140,29 @@ impl Sampler {
         Ok(())
     }
 
-    /// Removes the empty cgroups the daemon made for registered jobs (their
-    /// final values are read after the grace) and stops counting empty
-    /// adopted ones, which stay where their manager put them. A job whose
-    /// last cgroup goes is finished.
+    /// Hands the empty cgroups the daemon made for registered jobs to the
+    /// remover (their final values are read after the grace) and stops
+    /// counting empty adopted ones, which stay where their manager put
+    /// them. A job whose last cgroup goes is finished.
     fn end_empty(&mut self, empty: EmptyCgroups) {
-        // Each rmdir holds the root directory's lock and the kernel's cgroup
-        // mutex, which a registration's mkdir and move wait for.
-        let foreground = crate::system::priority::foreground();
-        let mut removed = Vec::new();
-        for (id, path) in &empty.owned {
-            let dir = JobTable::dir(&self.config.mount, path);
-            match std::fs::remove_dir(&dir) {
-                Ok(()) => removed.push(*id),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => removed.push(*id),
-                // A task arrived since the count: it lives on.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
-                Err(e) => log::warn!("removing {}: {e}", dir.display()),
+        let batch = {
+            let mut table = self.table();
+            let now = Instant::now();
+            for id in &empty.adopted {
+                table.remove_cgroup(*id, now);
             }
-        }
-        drop(foreground);
-        let now = Instant::now();
-        let mut table = self.table();
-        for id in removed.iter().chain(&empty.adopted) {
-            table.remove_cgroup(*id, now);
-        }
+            empty
+                .owned
+                .into_iter()
+                .map(|(id, path)| {
+                    table.removing(id);
+                    Removal {
+                        id,
+                        dir: JobTable::dir(&self.config.mount, &path),
+                    }
+                })
+                .collect()
+        };
+        self.remover.hand_over(batch, &self.table);
     }
 }

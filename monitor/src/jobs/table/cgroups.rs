@@ -10,7 +10,7 @@ use crate::system::cgroupfs::job_of;
 impl JobTable {
     /// Records a cgroup seen under the root (event or walk).
     pub fn add_cgroup(&mut self, id: u64, path: &str, uid: u32, created: SystemTime) -> Added {
-        if self.knows(id) {
+        if self.knows(id) || self.spares.seen(id, path) {
             return Added::AlreadyKnown;
         }
         if let Some(key) = self.expected.remove(path) {
@@ -91,7 +91,7 @@ impl JobTable {
         key: JobKey,
         created: SystemTime,
     ) -> Added {
-        if self.knows(id) || self.expected.contains_key(path) {
+        if self.knows(id) || self.expected.contains_key(path) || self.spares.seen(id, path) {
             return self.add_cgroup(id, path, key.uid, created);
         }
         let state = self.state.edit();
@@ -108,8 +108,24 @@ impl JobTable {
         added
     }
 
+    /// Empty cgroup `id` is being removed (see [`JobTable::empty_cgroups`]).
+    pub fn removing(&mut self, id: u64) {
+        if let Some(entry) = self.state.edit_unsaved().cgroups.get_mut(&id) {
+            entry.removing = true;
+        }
+    }
+
+    /// Removing cgroup `id` failed (a task arrived since it was found
+    /// empty, say): the next sample looks at it again.
+    pub fn kept(&mut self, id: u64) {
+        if let Some(entry) = self.state.edit_unsaved().cgroups.get_mut(&id) {
+            entry.removing = false;
+        }
+    }
+
     /// Marks a cgroup removed; its final values are read after the grace.
     pub fn remove_cgroup(&mut self, id: u64, now: Instant) {
+        self.spares.removed(id);
         // The removal time is not saved: a restart finds the directory gone.
         if let Some(entry) = self.state.edit_unsaved().cgroups.get_mut(&id) {
             entry.removed_at.get_or_insert(now);

@@ -12,15 +12,16 @@
 //! [`JobTable::finalizable`]); a job is finished when its last cgroup is.
 //!
 //! Here the table and its queries; cgroups seen in the tree
-//! ([`cgroups`]), the registration handshake ([`handshake`]), samples
-//! rolled up into jobs ([`rollup`]) and the saved registry ([`registry`])
-//! each in their own module.
+//! ([`cgroups`]), the registration handshake ([`handshake`]), spare task
+//! cgroups ([`spares`]), samples rolled up into jobs ([`rollup`]) and the
+//! saved registry ([`registry`]) each in their own module.
 mod cgroups;
 mod finished;
 mod handshake;
 mod job;
 mod registry;
 mod rollup;
+mod spares;
 #[cfg(test)]
 mod test_util;
 mod versioned;
@@ -55,6 +56,9 @@ struct CgroupEntry {
     armed: bool,
     /// Made by the daemon, so removed by it when the job ends.
     owned: bool,
+    /// Found empty and handed to be removed: not found empty again
+    /// meanwhile. Not saved: a restart finds it empty again.
+    removing: bool,
 }
 
 impl CgroupEntry {
@@ -118,6 +122,7 @@ impl State {
                 removed_at: None,
                 armed,
                 owned,
+                removing: false,
             },
         );
     }
@@ -136,6 +141,8 @@ pub struct JobTable {
     state: Versioned<State>,
     /// Paths the registrar is about to make, and the job each is for.
     expected: HashMap<String, JobKey>,
+    /// Spare task cgroups being made or made and free.
+    spares: spares::Spares,
     finished: FinishedJobs,
     /// Adopted cgroups the kernel side does not count yet (the sampler,
     /// which owns the maps, starts counting them).
@@ -154,6 +161,7 @@ impl JobTable {
             root: root.trim_end_matches('/').to_string(),
             state: Versioned::default(),
             expected: HashMap::new(),
+            spares: spares::Spares::default(),
             finished: FinishedJobs::default(),
             untracked: Vec::new(),
             ended: Vec::new(),
@@ -188,8 +196,9 @@ impl JobTable {
         std::mem::take(&mut self.untracked)
     }
 
+    /// Whether cgroup `id` is a job's or a spare one.
     pub fn knows(&self, id: u64) -> bool {
-        self.state.cgroups.contains_key(&id)
+        self.state.cgroups.contains_key(&id) || self.spares.knows(id)
     }
 
     /// Ids of live cgroups, with their paths and jobs, for task counting.

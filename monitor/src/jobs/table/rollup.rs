@@ -130,12 +130,16 @@ impl JobTable {
     /// counting adopted ones. A job ends when its last cgroup is gone, so
     /// "no task in any of its cgroups" ends it; a task that re-registers
     /// elsewhere leaves no empty cgroup behind. Cgroups still being filled
-    /// (unarmed) and jobs whose id is not settled yet are left alone.
+    /// (unarmed) or being removed, and jobs whose id is not settled yet,
+    /// are left alone.
     pub fn empty_cgroups(&self, tasks: &IdMap<u64, u64>) -> EmptyCgroups {
         let mut empty = EmptyCgroups::default();
         for (id, entry) in &self.state.cgroups {
             // The job is looked up last: most cgroups have tasks.
-            if !entry.armed || entry.removed_at.is_some() || tasks.get(id).copied().unwrap_or(0) > 0
+            if !entry.armed
+                || entry.removing
+                || entry.removed_at.is_some()
+                || tasks.get(id).copied().unwrap_or(0) > 0
             {
                 continue;
             }

@@ -39,6 +39,13 @@ pub(super) enum PlaceError {
     },
 }
 
+/// The task cgroup a registration gets: a spare made ahead (see
+/// [`crate::jobs::spares`]) or a name to make now.
+enum Reserved {
+    Spare { id: u64, path: String },
+    Name(String),
+}
+
 /// Where a peer was put.
 pub(super) struct Placed {
     pub(super) cgroup_id: u64,
@@ -102,18 +109,31 @@ impl Registrar {
                 });
             }
             table.register_job(provisional, meta, "", SystemTime::now());
-            // Reserved under the lock of the check: concurrent registrations
-            // of one uid cannot all pass it before any counts.
-            let reserved = self.task_cgroup_name(peer);
-            table.expect_cgroup(&self.task_cgroup_path(&reserved), provisional);
-            reserved
-        };
-        let (id, path, dir) = match self.make_task_cgroup(provisional, reserved) {
-            Ok(made) => made,
-            Err(e) => {
-                self.table().abandon(provisional);
-                return Err(e);
+            // Taken or reserved under the lock of the check: concurrent
+            // registrations of one uid cannot all pass it before any counts.
+            match table.take_spare(provisional) {
+                Some((id, path)) => Reserved::Spare { id, path },
+                None => {
+                    let name = self.task_cgroup_name(peer);
+                    table.expect_cgroup(&self.task_cgroup_path(&name), provisional);
+                    Reserved::Name(name)
+                }
             }
+        };
+        let (id, path, dir) = match reserved {
+            Reserved::Spare { id, path } => {
+                self.spares.taken();
+                let dir = JobTable::dir(&self.config.mount, &path);
+                task_cgroup::record(&dir, provisional);
+                (id, path, dir)
+            }
+            Reserved::Name(name) => match self.make_task_cgroup(provisional, name) {
+                Ok(made) => made,
+                Err(e) => {
+                    self.table().abandon(provisional);
+                    return Err(e);
+                }
+            },
         };
         let source = JobTable::dir(&self.config.mount, &current);
         let moved = placement::move_tree(peer.pid, peer.pidfd(), (&current, &source), &dir);
@@ -156,6 +176,13 @@ impl Registrar {
     /// Refuses a move that would take the peer out of a limit (see
     /// [`limits`]): a process never leaves a limit by registering.
     fn check_limits(&self, peer: &Peer, current: &str) -> Result<(), PlaceError> {
+        if task_cgroup::name_under(&self.config.root_in_hierarchy, current).is_some() {
+            // From one of the daemon's task cgroups (a launcher run inside
+            // a registered job) to another: the daemon sets no limit on
+            // them, so none is left, and the cgroup files are not read
+            // (ms while other cgroups are made and removed).
+            return Ok(());
+        }
         let Some(limit) =
             limits::left_by_move(&self.config.mount, current, &self.config.root_in_hierarchy)?
         else {

@@ -9,7 +9,7 @@ use std::{
 
 use super::place::Placed;
 use crate::{
-    jobs::{JobKey, JobMeta, JobTable, discovery::Discovery, task_cgroup},
+    jobs::{JobKey, JobMeta, JobTable, discovery::Discovery, spares::SpareDemand, task_cgroup},
     launcher::{
         adopt::AdoptRules,
         hello::{Hello, HelloLimits},
@@ -45,6 +45,8 @@ pub struct Registrar {
     pub(super) sequence: AtomicU64,
     /// Registrations refused for the limits they would leave.
     pub(super) limit_refusals: Mutex<LogEvery>,
+    /// Told when a spare task cgroup is taken.
+    pub(super) spares: Arc<SpareDemand>,
 }
 
 impl Registrar {
@@ -53,6 +55,7 @@ impl Registrar {
         table: Arc<Mutex<JobTable>>,
         stats: Arc<RegistrationStats>,
         wake: Arc<Wake>,
+        spares: Arc<SpareDemand>,
     ) -> Self {
         let start = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -66,6 +69,7 @@ impl Registrar {
             // Unique task directory names across daemon restarts.
             sequence: AtomicU64::new(start),
             limit_refusals: Mutex::new(LogEvery::new(REFUSALS_LOG_EVERY)),
+            spares,
         }
     }
 
