@@ -172,7 +172,8 @@ pub struct DaemonArgs {
     /// Empty task cgroups kept ready under --cgroup.root, so a registration
     /// takes one instead of waiting for a mkdir (which queues behind every
     /// other mkdir and rmdir there: tens of ms at 1,000 registrations a
-    /// second). Each holds a counter slot; 0 makes each on demand.
+    /// second). Each holds a counter slot: at most one per 16 slots of
+    /// --bpf.max-cgroups. 0 makes each on demand.
     #[arg(long = "socket.spare-cgroups", value_name = "N", default_value_t = 32)]
     pub spare_cgroups: usize,
 

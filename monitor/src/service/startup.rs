@@ -244,6 +244,9 @@ pub fn take_up_saved_jobs(
     Ok(sampler)
 }
 
+/// Counter slots per spare task cgroup at most.
+const SLOTS_PER_SPARE: u32 = 16;
+
 /// The maker of spare task cgroups, until it is dropped (which removes
 /// the free ones).
 pub fn start_spare_maker(
@@ -251,10 +254,21 @@ pub fn start_spare_maker(
     cgroups: &CgroupRoot,
     jobs: &JobState,
 ) -> anyhow::Result<SpareMaker> {
+    // Each spare holds a counter slot: a small map keeps most for jobs.
+    let count = args
+        .spare_cgroups
+        .min(usize::try_from(args.max_cgroups / SLOTS_PER_SPARE).unwrap_or(usize::MAX));
+    if count < args.spare_cgroups {
+        log::info!(
+            "{count} spare task cgroups, not {}: at most one per {SLOTS_PER_SPARE} counter \
+             slots (--bpf.max-cgroups)",
+            args.spare_cgroups
+        );
+    }
     let config = SpareConfig {
         root_dir: cgroups.dir.clone(),
         root_in_hierarchy: cgroups.in_hierarchy.clone(),
-        count: args.spare_cgroups,
+        count,
     };
     SpareMaker::start(
         config,

@@ -122,17 +122,19 @@ impl Sampler {
         self.resolve_identities();
         let now = Instant::now();
         let wall_now = SystemTime::now();
+        let table = self.table.clone();
         let (freed, empty, ended) = {
-            let table = self.table.clone();
             let mut table = super::lock(&table);
             // Threads per cgroup as the sample's walk saw them (no cgroup
             // file read: at 1,000 jobs that was 1,000 opens a sample).
             let freed = table.apply_sample(&readings, &job_tasks, now, wall_now);
-            table.expire(self.config.retention, wall_now);
-            self.finished_cap.apply(&mut table);
-            self.health.jobs_evicted = self.finished_cap.evicted();
             (freed, table.empty_cgroups(&job_tasks), table.take_ended())
         };
+        // Each a pass over every finished job (10,000 and more): in holds
+        // of their own, so a registration waits for one at most.
+        super::lock(&table).expire(self.config.retention, wall_now);
+        self.finished_cap.apply(&mut super::lock(&table));
+        self.health.jobs_evicted = self.finished_cap.evicted();
         self.readings = readings;
         self.save(freed, &ended);
         self.end_empty(empty);

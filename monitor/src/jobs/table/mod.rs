@@ -28,6 +28,7 @@ mod versioned;
 
 use std::{
     collections::{BTreeMap, HashMap},
+    ops::Bound::{Excluded, Unbounded},
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -232,13 +233,30 @@ impl JobTable {
         self.state.live.values()
     }
 
+    /// The live jobs after `key` (all of them for None), in key order.
+    pub fn live_after<'a>(
+        &'a self,
+        key: Option<&'a JobKey>,
+    ) -> Box<dyn Iterator<Item = &'a Job> + 'a> {
+        let start = key.map_or(Unbounded, Excluded);
+        Box::new(
+            self.state
+                .live
+                .range((start, Unbounded))
+                .map(|(_, job)| job),
+        )
+    }
+
     pub fn finished_jobs(&self) -> impl Iterator<Item = &Job> {
         self.finished.iter()
     }
 
     /// The finished jobs after `key` (all of them for None), in key order.
-    pub fn finished_after(&self, key: Option<&JobKey>) -> impl Iterator<Item = &Job> {
-        self.finished.after(key)
+    pub fn finished_after<'a>(
+        &'a self,
+        key: Option<&'a JobKey>,
+    ) -> Box<dyn Iterator<Item = &'a Job> + 'a> {
+        Box::new(self.finished.after(key))
     }
 
     /// Serves `jobs`, finished before a restart (their profiles are in the
