@@ -1,7 +1,11 @@
 //! One launcher connection: identify and check the peer, place it, read
 //! its hello (if any) and answer it; a silent peer's connection is held
 //! until it closes or the peer exits.
-use std::{os::fd::AsFd, sync::Arc, time::Duration};
+use std::{
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -87,17 +91,26 @@ async fn register(
         launcher: peer.exe_name(),
         ..Default::default()
     };
-    let (peer, placed) = {
+    // A duplicate of the socket for the blocking task: it reads a hello
+    // already sent there (see `early_hello`), and owns what it reads from.
+    let early_reader = stream.as_fd().try_clone_to_owned().ok();
+    let (peer, placed, early) = {
         let registrar = registrar.clone();
         match tokio::task::spawn_blocking(move || {
             let placed = registrar.place(&peer, &provisional, meta);
-            (peer, placed)
+            let early = match (&placed, &early_reader) {
+                (Ok(placed), Some(reader)) => {
+                    early_hello(reader).map(|line| registrar.take_hello(&peer, placed, &line))
+                }
+                _ => None,
+            };
+            (peer, placed, early)
         })
         .await
         {
-            Ok((peer, Ok(placed))) => (peer, placed),
-            Ok((_, Err(PlaceError::Peer(PeerError::Gone)))) => return Outcome::Exited,
-            Ok((_, Err(e))) => {
+            Ok((peer, Ok(placed), early)) => (peer, placed, early),
+            Ok((_, Err(PlaceError::Peer(PeerError::Gone)), _)) => return Outcome::Exited,
+            Ok((_, Err(e), _)) => {
                 let outcome = match e {
                     PlaceError::OverLimit { .. } => Outcome::OverLimit,
                     PlaceError::WouldLeaveLimit { .. } => Outcome::CgroupLimits,
@@ -117,22 +130,30 @@ async fn register(
         }
     };
 
-    // A hello that cannot be taken still leaves the job measured, under
-    // its silent id: nothing is lost.
-    let (hello, refusal) = match read_hello(stream, registrar.config.hello_timeout).await {
-        HelloRead::Line(line) => {
-            match Hello::parse_within(&line, peer.uid == 0, &registrar.config.hello_limits) {
-                Ok(hello) => (Some(hello), None),
-                Err(e) => (None, Some(e.to_string())),
-            }
+    let (peer, placed, said, refusal, settled) = match early {
+        Some(taken) => (peer, placed, taken.said, taken.refusal, taken.settled),
+        None => {
+            // A hello that cannot be taken still leaves the job measured,
+            // under its silent id: nothing is lost.
+            let (hello, refusal) = match read_hello(stream, registrar.config.hello_timeout).await {
+                HelloRead::Line(line) => {
+                    match Hello::parse_within(&line, peer.uid == 0, &registrar.config.hello_limits)
+                    {
+                        Ok(hello) => (Some(hello), None),
+                        Err(e) => (None, Some(e.to_string())),
+                    }
+                }
+                HelloRead::TooLong => (None, Some(format!("hello longer than {MAX_HELLO} bytes"))),
+                HelloRead::Silent | HelloRead::Closed => (None, None),
+            };
+            let said = hello.is_some();
+            let Some((peer, placed, settled)) =
+                settle_off_workers(registrar, peer, placed, hello).await
+            else {
+                return Outcome::Error;
+            };
+            (peer, placed, said, refusal, settled)
         }
-        HelloRead::TooLong => (None, Some(format!("hello longer than {MAX_HELLO} bytes"))),
-        HelloRead::Silent | HelloRead::Closed => (None, None),
-    };
-    let said = hello.is_some();
-    let Some((peer, placed, settled)) = settle_off_workers(registrar, peer, placed, hello).await
-    else {
-        return Outcome::Error;
     };
     match (said, refusal, settled) {
         (_, Some(refusal), _) => {
@@ -153,6 +174,38 @@ async fn register(
             Outcome::Silent
         }
     }
+}
+
+/// A hello line the launcher has sent already (most send it as they
+/// connect), read without waiting: the blocking task that placed the peer
+/// then settles it too, one hand-over between threads fewer for each
+/// registration (each one a wait for a CPU on a busy node). Nothing is
+/// read unless a whole line is there; otherwise the async side reads it.
+fn early_hello(socket: &OwnedFd) -> Option<Vec<u8>> {
+    let mut buffer = vec![0u8; MAX_HELLO];
+    let peeked = recv(socket, &mut buffer, libc::MSG_PEEK)?;
+    let end = buffer.get(..peeked)?.iter().position(|&b| b == b'\n')?;
+    // The line and its newline, no more: what follows is the peer's.
+    let mut line = vec![0u8; end + 1];
+    let read = recv(socket, &mut line, 0)?;
+    (read == end + 1).then(|| {
+        line.truncate(end);
+        line
+    })
+}
+
+/// recv(2) without waiting; None on an error or nothing there.
+fn recv(socket: &OwnedFd, buffer: &mut [u8], flags: libc::c_int) -> Option<usize> {
+    // SAFETY: a buffer of the length given, and a socket this owns.
+    let read = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            flags | libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(read).ok().filter(|n| *n > 0)
 }
 
 /// [`Registrar::settle`] on the blocking pool: it takes the job table's
@@ -224,4 +277,44 @@ async fn wait_for_close(stream: &mut UnixStream) {
 async fn reply(stream: &mut UnixStream, reply: &Reply) {
     // The peer may be gone already: nothing to do about it.
     let _ = stream.write_all(reply.line().as_bytes()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Write as _, os::unix::net::UnixStream as StdStream};
+
+    use super::*;
+
+    fn reader(stream: &StdStream) -> OwnedFd {
+        stream.as_fd().try_clone_to_owned().unwrap()
+    }
+
+    #[test]
+    fn a_whole_hello_line_is_read_and_what_follows_left() {
+        let (mut launcher, daemon) = StdStream::pair().unwrap();
+        launcher.write_all(b"{\"job_id\":\"42\"}\nmore").unwrap();
+        assert_eq!(
+            early_hello(&reader(&daemon)).as_deref(),
+            Some(&b"{\"job_id\":\"42\"}"[..])
+        );
+        let mut rest = [0u8; 16];
+        let read = recv(&reader(&daemon), &mut rest, 0);
+        assert_eq!(read.map(|n| &rest[..n]), Some(&b"more"[..]));
+    }
+
+    #[test]
+    fn nothing_is_read_without_a_whole_line() {
+        let (mut launcher, daemon) = StdStream::pair().unwrap();
+        assert_eq!(early_hello(&reader(&daemon)), None);
+        launcher.write_all(b"{\"job_id\":").unwrap();
+        assert_eq!(early_hello(&reader(&daemon)), None);
+        // Left for the async side to read.
+        let mut rest = [0u8; 16];
+        let read = recv(&reader(&daemon), &mut rest, 0);
+        assert_eq!(read.map(|n| &rest[..n]), Some(&b"{\"job_id\":"[..]));
+        // A line longer than a hello may be is not taken here either.
+        launcher.write_all(&vec![b'x'; MAX_HELLO]).unwrap();
+        launcher.write_all(b"\n").unwrap();
+        assert_eq!(early_hello(&reader(&daemon)), None);
+    }
 }

@@ -130,6 +130,24 @@ impl Registrar {
         Ok(key)
     }
 
+    /// Takes a hello `line` read as the peer was placed (see
+    /// `connection::early_hello`): parsed, and the job settled by it, or
+    /// under the silent id when it is refused. Blocking, as [`Self::settle`].
+    pub(super) fn take_hello(&self, peer: &Peer, placed: &Placed, line: &[u8]) -> HelloTaken {
+        match Hello::parse_within(line, peer.uid == 0, &self.config.hello_limits) {
+            Ok(hello) => HelloTaken {
+                said: true,
+                refusal: None,
+                settled: self.settle(peer, placed, Some(&hello)),
+            },
+            Err(e) => HelloTaken {
+                said: false,
+                refusal: Some(e.to_string()),
+                settled: self.settle(peer, placed, None),
+            },
+        }
+    }
+
     /// The settled id goes on the task cgroup too, for a restart that
     /// comes before the next save of the registry.
     fn record_settled(&self, placed: &Placed, key: &JobKey) {
@@ -137,6 +155,14 @@ impl Registrar {
             task_cgroup::record(dir, key);
         }
     }
+}
+
+/// What [`Registrar::take_hello`] made of a hello.
+pub(super) struct HelloTaken {
+    /// A hello was taken (not refused).
+    pub(super) said: bool,
+    pub(super) refusal: Option<String>,
+    pub(super) settled: Result<JobKey, String>,
 }
 
 fn uid_of(user: &str) -> Option<u32> {
