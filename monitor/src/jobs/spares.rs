@@ -16,7 +16,7 @@ use std::{
     path::PathBuf,
     sync::{Arc, Condvar, Mutex},
     thread::JoinHandle,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use super::{JobTable, task_cgroup};
@@ -57,24 +57,20 @@ impl SpareDemand {
     /// Waits until a spare is taken or the maker is to stop (returned),
     /// at most `timeout` when given.
     fn wait(&self, timeout: Option<Duration>) -> bool {
-        let mut wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
-        let deadline = timeout.map(|t| Instant::now() + t);
-        while !wanted.taken && !wanted.stop {
-            match deadline {
-                None => wanted = self.changed.wait(wanted).unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    wanted = self
-                        .changed
-                        .wait_timeout(wanted, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
+        let wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = |wanted: &mut Wanted| !wanted.taken && !wanted.stop;
+        let mut wanted = match timeout {
+            None => self
+                .changed
+                .wait_while(wanted, idle)
+                .unwrap_or_else(|e| e.into_inner()),
+            Some(timeout) => {
+                self.changed
+                    .wait_timeout_while(wanted, timeout, idle)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
             }
-        }
+        };
         wanted.taken = false;
         wanted.stop
     }
@@ -147,11 +143,7 @@ impl Drop for SpareMaker {
 
 fn make_spares(config: &SpareConfig, table: &Mutex<JobTable>, demand: &SpareDemand) {
     let lock = || table.lock().unwrap_or_else(|e| e.into_inner());
-    // Unique across restarts, as the registrar's names are.
-    let mut sequence = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let mut sequence = task_cgroup::first_sequence();
     let mut failures = LogEvery::new(Duration::from_secs(60));
     loop {
         if lock().spares_ready() >= config.count {

@@ -28,6 +28,15 @@ const RECORD_ATTRIBUTE: &str = "trusted.monitor.job";
 /// Largest record read back (a job id is bounded well below this).
 const MAX_RECORD: usize = 8192;
 
+/// Where a run's name sequence starts: the time in seconds, so names stay
+/// unique across restarts (a name taken anyway gets the next number).
+pub fn first_sequence() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// The name of a task cgroup for the launcher `pid`, `sequence` unique.
 pub fn name(pid: i32, sequence: u64) -> String {
     format!("task-{pid}-{sequence}")

@@ -14,7 +14,7 @@ use tokio::{
 
 use super::{
     place::{PlaceError, Placed},
-    registrar::Registrar,
+    registrar::{HelloTaken, Registrar},
 };
 use crate::{
     jobs::{JobKey, JobMeta},
@@ -130,31 +130,21 @@ async fn register(
         }
     };
 
-    let (peer, placed, said, refusal, settled) = match early {
-        Some(taken) => (peer, placed, taken.said, taken.refusal, taken.settled),
+    let (peer, placed, taken) = match early {
+        Some(taken) => (peer, placed, taken),
         None => {
-            // A hello that cannot be taken still leaves the job measured,
-            // under its silent id: nothing is lost.
-            let (hello, refusal) = match read_hello(stream, registrar.config.hello_timeout).await {
-                HelloRead::Line(line) => {
-                    match Hello::parse_within(&line, peer.uid == 0, &registrar.config.hello_limits)
-                    {
-                        Ok(hello) => (Some(hello), None),
-                        Err(e) => (None, Some(e.to_string())),
-                    }
-                }
-                HelloRead::TooLong => (None, Some(format!("hello longer than {MAX_HELLO} bytes"))),
-                HelloRead::Silent | HelloRead::Closed => (None, None),
-            };
-            let said = hello.is_some();
-            let Some((peer, placed, settled)) =
-                settle_off_workers(registrar, peer, placed, hello).await
-            else {
+            let read = read_hello(stream, registrar.config.hello_timeout).await;
+            let Some(taken) = take_off_workers(registrar, peer, placed, read).await else {
                 return Outcome::Error;
             };
-            (peer, placed, said, refusal, settled)
+            taken
         }
     };
+    let HelloTaken {
+        said,
+        refusal,
+        settled,
+    } = taken;
     match (said, refusal, settled) {
         (_, Some(refusal), _) => {
             reply(stream, &Reply::error(refusal)).await;
@@ -206,6 +196,35 @@ fn recv(socket: &OwnedFd, buffer: &mut [u8], flags: libc::c_int) -> Option<usize
         )
     };
     usize::try_from(read).ok().filter(|n| *n > 0)
+}
+
+/// What the async side read of the hello, taken on the blocking pool (see
+/// [`settle_off_workers`]). A hello that cannot be taken still leaves the
+/// job measured, under its silent id: nothing is lost.
+async fn take_off_workers(
+    registrar: &Arc<Registrar>,
+    peer: Peer,
+    placed: Placed,
+    read: HelloRead,
+) -> Option<(Peer, Placed, HelloTaken)> {
+    let registrar = registrar.clone();
+    let taken = tokio::task::spawn_blocking(move || {
+        let silent = |refusal| HelloTaken {
+            said: false,
+            refusal,
+            settled: registrar.settle(&peer, &placed, None),
+        };
+        let taken = match read {
+            HelloRead::Line(line) => registrar.take_hello(&peer, &placed, &line),
+            HelloRead::TooLong => silent(Some(format!("hello longer than {MAX_HELLO} bytes"))),
+            HelloRead::Silent | HelloRead::Closed => silent(None),
+        };
+        (peer, placed, taken)
+    })
+    .await;
+    taken
+        .inspect_err(|e| log::error!("settling a registration failed: {e}"))
+        .ok()
 }
 
 /// [`Registrar::settle`] on the blocking pool: it takes the job table's

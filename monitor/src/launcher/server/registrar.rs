@@ -4,7 +4,7 @@
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex, atomic::AtomicU64},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use super::place::Placed;
@@ -57,17 +57,13 @@ impl Registrar {
         wake: Arc<Wake>,
         spares: Arc<SpareDemand>,
     ) -> Self {
-        let start = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         Self {
             config,
             table,
             stats,
             wake,
             // Unique task directory names across daemon restarts.
-            sequence: AtomicU64::new(start),
+            sequence: AtomicU64::new(task_cgroup::first_sequence()),
             limit_refusals: Mutex::new(LogEvery::new(REFUSALS_LOG_EVERY)),
             spares,
         }
