@@ -1,6 +1,6 @@
 //! The sample's snapshot: each shown job's view (kept while its figures do
 //! not change, the restored finished jobs among them), and the daemon's health.
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use monitor_common::CgroupCounters;
 
@@ -10,7 +10,7 @@ use crate::{
     jobs::{JobKey, allocation::Allocation, table::Job},
     kernel::program_stats,
     snapshot::{CgroupFileStats, JobView, MapFill, Snapshot},
-    system::memory::ShrinkSparse,
+    system::{ids::KeyMap, memory::ShrinkSparse},
 };
 
 /// Jobs whose views are built per hold of the job table's lock (see
@@ -23,14 +23,17 @@ const JOBS_PER_LOCK: usize = 250;
 pub(super) struct JobViews {
     users: UserNames,
     /// Cgroup-file cross-checks per job, from the last sample.
-    pub files: HashMap<JobKey, CgroupFileStats>,
+    pub files: KeyMap<JobKey, CgroupFileStats>,
     /// What each job was given (read when it is first seen, then with the
     /// cross-checks); kept for its finished jobs' profiles.
-    pub allocations: HashMap<JobKey, Allocation>,
+    pub allocations: KeyMap<JobKey, Allocation>,
+    /// The job table's generation when the live jobs were last looked at
+    /// for ones with no allocation read (see `Sampler::read_allocations`).
+    pub allocations_looked_at: Option<u64>,
     /// Each shown job's view as last published, and the sample that last
     /// published it: a job whose figures did not change (a finished job,
     /// a sleeping one) keeps its view instead of being copied anew.
-    published: HashMap<JobKey, (Arc<JobView>, u64)>,
+    published: KeyMap<JobKey, (Arc<JobView>, u64)>,
 }
 
 impl Sampler {

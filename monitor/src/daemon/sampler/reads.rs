@@ -2,10 +2,7 @@
 //! programs' drop counts from the maps, the cgroup files that cross-check
 //! them, what each job was given, and the owners of jobs whose layout
 //! names none.
-use std::{
-    collections::{HashMap, HashSet},
-    path::Path,
-};
+use std::path::Path;
 
 use anyhow::Context as _;
 use monitor_common::{CgroupCounters, DROP_REASONS, DropReason};
@@ -14,7 +11,10 @@ use super::{CROSS_CHECK_EVERY, Sampler};
 use crate::{
     jobs::{JobKey, JobTable, allocation::Allocation, table::PendingIdentity},
     snapshot::CgroupFileStats,
-    system::cgroupfs,
+    system::{
+        cgroupfs,
+        ids::{KeyMap, KeySet},
+    },
 };
 
 impl Sampler {
@@ -89,7 +89,7 @@ impl Sampler {
             .live_cgroups()
             .map(|(_, path, job)| (path.to_string(), job.clone()))
             .collect();
-        let mut files: HashMap<JobKey, CgroupFileStats> = HashMap::new();
+        let mut files: KeyMap<JobKey, CgroupFileStats> = KeyMap::default();
         for (path, job) in cgroups {
             let dir = JobTable::dir(&self.config.mount, &path);
             add_cgroup_files(files.entry(job).or_default(), &dir);
@@ -124,6 +124,14 @@ impl Sampler {
         let refresh = self.health.samples.is_multiple_of(CROSS_CHECK_EVERY);
         let table = self.table.clone();
         let table = super::lock(&table);
+        // A job is new to this or its cgroup known only through a change
+        // to the table: with none since the last look, no job is due
+        // (no pass hashing every job's key, every sample).
+        let generation = table.generation();
+        if !refresh && self.views.allocations_looked_at == Some(generation) {
+            return;
+        }
+        self.views.allocations_looked_at = Some(generation);
         let allocations = &mut self.views.allocations;
         let due: Vec<(JobKey, String)> = table
             .live_jobs()
@@ -132,8 +140,8 @@ impl Sampler {
             .map(|job| (job.key.clone(), job.cgroup.clone()))
             .collect();
         if refresh {
-            let live: HashSet<&JobKey> = table.live_jobs().map(|job| &job.key).collect();
-            let finished: HashSet<&JobKey> = table.finished_jobs().map(|job| &job.key).collect();
+            let live: KeySet<&JobKey> = table.live_jobs().map(|job| &job.key).collect();
+            let finished: KeySet<&JobKey> = table.finished_jobs().map(|job| &job.key).collect();
             // A finished job is never read again: one given nothing known
             // (every directory job on a hybrid host) needs no entry to say so.
             allocations.retain(|key, allocation| {
@@ -144,6 +152,11 @@ impl Sampler {
         drop(table);
         for (key, cgroup) in due {
             let allocation = self.allocation.read(&cgroup, &self.controllers);
+            if allocations.get(&key) == Some(&allocation) {
+                // The usual cross-check: nothing changed, and no stat of
+                // the directory (1,000 path walks every tenth sample).
+                continue;
+            }
             // A job ending as it is reread (its cgroup removed meanwhile)
             // read nothing: it keeps what it was given, its profile and
             // its last series say that.

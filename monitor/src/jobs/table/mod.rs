@@ -153,6 +153,9 @@ pub struct JobTable {
     ended: Vec<Job>,
     /// Resource managers' job layouts.
     discovery: Arc<Discovery>,
+    /// The sample's per-job sums, kept for their room (see
+    /// [`JobTable::apply_sample`]).
+    sample_sums: Vec<rollup::JobSample>,
 }
 
 impl JobTable {
@@ -167,6 +170,7 @@ impl JobTable {
             untracked: Vec::new(),
             ended: Vec::new(),
             discovery: Arc::default(),
+            sample_sums: Vec::new(),
         }
     }
 

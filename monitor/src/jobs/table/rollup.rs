@@ -1,19 +1,16 @@
 //! One sample rolled up into the jobs: each job's live figures summed over
 //! its cgroups, removed cgroups folded in for good (a job whose last one
 //! goes has ended), and the empty cgroups of registered jobs found.
-use std::{
-    collections::{HashMap, HashSet},
-    time::{Instant, SystemTime},
-};
+use std::time::{Instant, SystemTime};
 
 use monitor_common::CgroupCounters;
 
 use super::{EmptyCgroups, JobKey, JobTable, Origin, State};
-use crate::system::ids::{IdMap, IdSet};
+use crate::system::ids::{IdMap, IdSet, KeyMap, KeySet};
 
 /// One sample's figures of a job, summed over its live cgroups.
-#[derive(Default)]
-struct JobSample {
+#[derive(Debug, Default)]
+pub(super) struct JobSample {
     live: CgroupCounters,
     tasks: u64,
 }
@@ -43,7 +40,13 @@ impl JobTable {
     ) -> Vec<u64> {
         // The live figures are not saved (the registry holds the retired
         // ones, changed below through `retire`).
-        let finalized = update_live(self.state.edit_unsaved(), readings, tasks, now);
+        let finalized = update_live(
+            self.state.edit_unsaved(),
+            &mut self.sample_sums,
+            readings,
+            tasks,
+            now,
+        );
         // Removed cgroups whose map entry was never there (map full, or a
         // cgroup the walk raced): drop them too.
         let read: IdSet<u64> = readings.iter().map(|(id, _)| *id).collect();
@@ -74,7 +77,7 @@ impl JobTable {
         let state = self.state.edit();
         // The jobs that lost a cgroup, in the order they did.
         let mut touched: Vec<JobKey> = Vec::new();
-        let mut seen: HashSet<JobKey> = HashSet::new();
+        let mut seen: KeySet<JobKey> = KeySet::default();
         for (id, last_values) in retiring {
             let Some(entry) = state.cgroups.remove(id) else {
                 continue;
@@ -92,7 +95,7 @@ impl JobTable {
             }
         }
         // Of those, the jobs with a cgroup left or still expected.
-        let kept: HashSet<&JobKey> = state
+        let kept: KeySet<&JobKey> = state
             .cgroups
             .values()
             .map(|e| &e.job)
@@ -170,25 +173,37 @@ impl JobTable {
 /// live), left for the caller to fold in.
 fn update_live<'r>(
     state: &mut State,
+    sums: &mut Vec<JobSample>,
     readings: &'r [(u64, CgroupCounters)],
     tasks: &IdMap<u64, u64>,
     now: Instant,
 ) -> Vec<(u64, &'r CgroupCounters)> {
     let State { cgroups, live, .. } = state;
-    // Summed per job through a hash of each cgroup's job key, then handed
-    // to the jobs in one pass: searching the ordered job map by key for
-    // each of 1,000 cgroups was a string comparison ten times over, every
-    // sample.
-    let mut sums: HashMap<&JobKey, JobSample> = HashMap::with_capacity(live.len());
+    // Summed per job into `sums` (kept between samples: at 1,000 jobs a
+    // fresh one was a fresh mapping, page faults every sample). A job's
+    // place there is found by one hash of its key per cgroup (a string
+    // out of cache: the costly part), the readings then by cgroup id.
+    // Searching the ordered job map by key instead was a string
+    // comparison ten times over per cgroup.
+    sums.clear();
+    let mut job_index: KeyMap<&JobKey, usize> =
+        KeyMap::with_capacity_and_hasher(live.len(), Default::default());
+    let mut cgroup_index: IdMap<u64, usize> =
+        IdMap::with_capacity_and_hasher(cgroups.len(), Default::default());
     for (id, entry) in cgroups.iter() {
+        let index = *job_index.entry(&entry.job).or_insert_with(|| {
+            sums.push(JobSample::default());
+            sums.len() - 1
+        });
+        cgroup_index.insert(*id, index);
         let threads = tasks.get(id).copied().unwrap_or(0);
         if threads > 0 && entry.removed_at.is_none() {
-            sums.entry(&entry.job).or_default().tasks += threads;
+            sums[index].tasks += threads;
         }
     }
     let mut finalized = Vec::new();
     for (id, counters) in readings {
-        let Some(entry) = cgroups.get(id) else {
+        let (Some(entry), Some(&index)) = (cgroups.get(id), cgroup_index.get(id)) else {
             continue;
         };
         if entry.finalizable(now) {
@@ -196,13 +211,20 @@ fn update_live<'r>(
                 finalized.push((*id, counters));
             }
         } else {
-            sums.entry(&entry.job).or_default().live.add(counters);
+            sums[index].live.add(counters);
         }
     }
     for job in live.values_mut() {
-        let sum = sums.remove(&job.key).unwrap_or_default();
-        job.live = sum.live;
-        job.tasks = sum.tasks;
+        match job_index.get(&job.key) {
+            Some(&index) => {
+                job.live = sums[index].live;
+                job.tasks = sums[index].tasks;
+            }
+            None => {
+                job.live = CgroupCounters::default();
+                job.tasks = 0;
+            }
+        }
     }
     finalized
 }
