@@ -147,6 +147,9 @@ pub enum CgroupEventKind {
 
 /// A cgroup created or removed under the monitored root, sent through the
 /// ring buffer. `path` is relative to the cgroup v2 mount, NUL-terminated.
+/// A record ends with the path's NUL (at least [`CGROUP_EVENT_HEADER`]
+/// bytes; the whole struct only for a path that fills `path`): a typical
+/// record is a third of the struct, so the ring holds three times as many.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct CgroupEvent {
@@ -163,6 +166,10 @@ pub struct CgroupEvent {
     pub path: [u8; CGROUP_PATH_MAX],
 }
 const _: () = assert!(size_of::<CgroupEvent>() == 24 + CGROUP_PATH_MAX);
+
+/// The bytes of a [`CgroupEvent`] before its path: the least a record holds.
+pub const CGROUP_EVENT_HEADER: usize = 24;
+const _: () = assert!(core::mem::offset_of!(CgroupEvent, path) == CGROUP_EVENT_HEADER);
 
 /// The resident memory of one mm (address space) of a job's process as
 /// the rss_stat tracepoint last reported it, and the cgroup it is counted

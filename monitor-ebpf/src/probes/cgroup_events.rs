@@ -15,8 +15,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    CGROUP_PATH_MAX, CgroupEvent, CgroupEventKind, Claim, DISCOVERY_PREFIX_MAX, DISCOVERY_PREFIXES,
-    DropReason, NO_SLOT, ROOT_PREFIX_MAX, V1_TAG, claimable_cgroup_slot,
+    CGROUP_EVENT_HEADER, CGROUP_PATH_MAX, CgroupEvent, CgroupEventKind, Claim,
+    DISCOVERY_PREFIX_MAX, DISCOVERY_PREFIXES, DropReason, NO_SLOT, ROOT_PREFIX_MAX, V1_TAG,
+    claimable_cgroup_slot,
 };
 
 use crate::{
@@ -78,9 +79,11 @@ fn on_cgroup_event(ctx: &TracePointContext, kind: CgroupEventKind) {
     let path_offset = (data_loc & 0xffff) as usize;
     // SAFETY: the kernel put the string at that offset of this record.
     let src = unsafe { (ctx.as_ptr() as *const u8).add(path_offset) };
-    if unsafe { bpf_probe_read_kernel_str_bytes(src, &mut event.path) }.is_err() {
+    let Ok(path_len) =
+        (unsafe { bpf_probe_read_kernel_str_bytes(src, &mut event.path) }).map(|path| path.len())
+    else {
         return;
-    }
+    };
     let wanted = if v1 {
         under_discovery_prefix(&event.path, 1)
     } else {
@@ -95,7 +98,12 @@ fn on_cgroup_event(ctx: &TracePointContext, kind: CgroupEventKind) {
             None => count_drop(DropReason::CgroupMapFull),
         }
     }
-    if CGROUP_EVENTS.output::<CgroupEvent>(event, 0).is_err() {
+    // Up to the path's NUL: the rest of the struct is never read.
+    let size = (CGROUP_EVENT_HEADER + path_len + 1).min(size_of::<CgroupEvent>());
+    // SAFETY: `size` bytes of this CPU's scratch event, plain integers.
+    let record =
+        unsafe { core::slice::from_raw_parts((event as *const CgroupEvent).cast::<u8>(), size) };
+    if CGROUP_EVENTS.output::<[u8]>(record, 0).is_err() {
         count_drop(DropReason::RingBufferFull);
     }
 }

@@ -1,7 +1,7 @@
 //! Decoding cgroup events from the ring buffer.
 use std::mem::size_of;
 
-use monitor_common::{CgroupEvent, CgroupEventKind, NO_SLOT};
+use monitor_common::{CGROUP_EVENT_HEADER, CgroupEvent, CgroupEventKind, NO_SLOT};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupChange {
@@ -14,13 +14,18 @@ pub struct CgroupChange {
     pub path: String,
 }
 
-/// Decodes one ring buffer record; None for a record of the wrong size or kind.
+/// Decodes one ring buffer record; None for a record too short or of an
+/// unknown kind. A record ends after its path (see [`CgroupEvent`]); the
+/// path ends at its NUL or at the record's end.
 pub fn decode(bytes: &[u8]) -> Option<CgroupChange> {
-    if bytes.len() < size_of::<CgroupEvent>() {
+    if bytes.len() < CGROUP_EVENT_HEADER {
         return None;
     }
-    // SAFETY: length checked; CgroupEvent is plain integers and bytes.
-    let event: CgroupEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let mut whole = [0u8; size_of::<CgroupEvent>()];
+    let taken = bytes.len().min(whole.len());
+    whole[..taken].copy_from_slice(&bytes[..taken]);
+    // SAFETY: a CgroupEvent's size; it is plain integers and bytes.
+    let event: CgroupEvent = unsafe { std::ptr::read_unaligned(whole.as_ptr().cast()) };
     let kind = match event.kind {
         k if k == CgroupEventKind::Mkdir as u32 => CgroupEventKind::Mkdir,
         k if k == CgroupEventKind::Rmdir as u32 => CgroupEventKind::Rmdir,
@@ -107,6 +112,20 @@ mod tests {
     fn rejects_short_records_and_unknown_kinds() {
         assert_eq!(decode(&[0u8; 8]), None);
         assert_eq!(decode(&encode(9, 1, "/x")), None);
+    }
+
+    #[test]
+    fn a_record_cut_after_its_path_decodes_whole() {
+        let path = "/monitor.slice/task-7";
+        let full = encode(1, 42, path);
+        // As the programs send it: up to and with the path's NUL.
+        let sent = &full[..CGROUP_EVENT_HEADER + path.len() + 1];
+        assert_eq!(decode(sent), decode(&full));
+        // Without the NUL, the path ends with the record.
+        let unterminated = &full[..CGROUP_EVENT_HEADER + path.len()];
+        assert_eq!(decode(unterminated).unwrap().path, path);
+        // The header alone: an empty path.
+        assert_eq!(decode(&full[..CGROUP_EVENT_HEADER]).unwrap().path, "");
     }
 
     #[test]
