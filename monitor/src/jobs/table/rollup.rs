@@ -6,7 +6,10 @@ use std::time::{Instant, SystemTime};
 use monitor_common::CgroupCounters;
 
 use super::{EmptyCgroups, JobKey, JobTable, Origin, State};
-use crate::system::ids::{IdMap, IdSet, KeyMap, KeySet};
+use crate::system::{
+    ids::{IdMap, IdSet, KeyMap, KeySet},
+    memory::ShrinkSparse,
+};
 
 /// One sample's figures of a job, summed over its live cgroups.
 #[derive(Debug, Default)]
@@ -47,6 +50,9 @@ impl JobTable {
             tasks,
             now,
         );
+        // Room for a burst's jobs is not kept after it (the resident
+        // memory goal holds with 10,000 finished jobs).
+        self.sample_sums.shrink_if_sparse();
         // Removed cgroups whose map entry was never there (map full, or a
         // cgroup the walk raced): drop them too.
         let read: IdSet<u64> = readings.iter().map(|(id, _)| *id).collect();
