@@ -20,16 +20,7 @@ pub fn get(address: SocketAddr, path: &str) -> anyhow::Result<String> {
 /// Like [`get`], with the target of the answer's `Link: <...>; rel="next"`
 /// header, if any (the job API's next page).
 pub fn get_page(address: SocketAddr, path: &str) -> anyhow::Result<(String, Option<String>)> {
-    let mut stream = TcpStream::connect_timeout(&address, TIMEOUT)
-        .with_context(|| format!("connecting to {address}"))?;
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .context("setting a read timeout")?;
-    stream
-        .set_write_timeout(Some(TIMEOUT))
-        .context("setting a write timeout")?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")
-        .with_context(|| format!("sending GET {path}"))?;
+    let mut stream = send_get(address, path)?;
     let mut response = Vec::new();
     stream
         .read_to_end(&mut response)
@@ -39,7 +30,7 @@ pub fn get_page(address: SocketAddr, path: &str) -> anyhow::Result<(String, Opti
         .split_once("\r\n\r\n")
         .context("no end of headers in the answer")?;
     let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
+    if !is_ok(status) {
         bail!("GET http://{address}{path}: {status}\n{body}");
     }
     Ok((body.to_string(), next_link(head)))
@@ -50,13 +41,7 @@ pub fn get_page(address: SocketAddr, path: &str) -> anyhow::Result<(String, Opti
 /// (scrapes run back to back against the daemon): the client's own CPU
 /// per answer is a read into one buffer, nothing copied or validated.
 pub fn get_discarding(address: SocketAddr, path: &str) -> anyhow::Result<u64> {
-    let mut stream = TcpStream::connect_timeout(&address, TIMEOUT)
-        .with_context(|| format!("connecting to {address}"))?;
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .context("setting a read timeout")?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")
-        .with_context(|| format!("sending GET {path}"))?;
+    let mut stream = send_get(address, path)?;
     let mut buffer = vec![0u8; DISCARD_BUFFER];
     let mut head = Vec::new();
     let mut body: Option<u64> = None;
@@ -75,7 +60,7 @@ pub fn get_discarding(address: SocketAddr, path: &str) -> anyhow::Result<u64> {
         if let Some(end) = head_end(&head) {
             let status = String::from_utf8_lossy(&head[..end]);
             let status = status.lines().next().unwrap_or_default();
-            if status.split_whitespace().nth(1) != Some("200") {
+            if !is_ok(status) {
                 bail!("GET http://{address}{path}: {status}");
             }
             body = Some((head.len() - end) as u64);
@@ -83,6 +68,27 @@ pub fn get_discarding(address: SocketAddr, path: &str) -> anyhow::Result<u64> {
     }
     let body = body.with_context(|| format!("no end of headers in the answer to GET {path}"))?;
     Ok(body)
+}
+
+/// A connection to `address` with `GET path` sent on it (HTTP/1.0: the
+/// server closes it after one answer), reads and writes timed out.
+fn send_get(address: SocketAddr, path: &str) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect_timeout(&address, TIMEOUT)
+        .with_context(|| format!("connecting to {address}"))?;
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .context("setting a read timeout")?;
+    stream
+        .set_write_timeout(Some(TIMEOUT))
+        .context("setting a write timeout")?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")
+        .with_context(|| format!("sending GET {path}"))?;
+    Ok(stream)
+}
+
+/// Whether an answer's status line says 200.
+fn is_ok(status: &str) -> bool {
+    status.split_whitespace().nth(1) == Some("200")
 }
 
 /// Reads per call in [`get_discarding`].

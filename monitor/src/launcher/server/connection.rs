@@ -19,7 +19,7 @@ use super::{
 use crate::{
     jobs::{JobKey, JobMeta},
     launcher::{
-        hello::{Hello, MAX_HELLO, Reply},
+        hello::{MAX_HELLO, Reply},
         peer::{Peer, PeerError},
         stats::Outcome,
     },
@@ -155,7 +155,8 @@ async fn register(
             Outcome::Ok
         }
         (true, None, Err(message)) => {
-            let _ = settle_off_workers(registrar, peer, placed, None).await;
+            let registrar = registrar.clone();
+            let _ = off_workers(move || registrar.settle(&peer, &placed, None)).await;
             reply(stream, &Reply::error(message)).await;
             Outcome::Invalid
         }
@@ -172,7 +173,7 @@ async fn register(
 /// registration (each one a wait for a CPU on a busy node). Nothing is
 /// read unless a whole line is there; otherwise the async side reads it.
 fn early_hello(socket: &OwnedFd) -> Option<Vec<u8>> {
-    let mut buffer = vec![0u8; MAX_HELLO];
+    let mut buffer = [0u8; MAX_HELLO];
     let peeked = recv(socket, &mut buffer, libc::MSG_PEEK)?;
     let end = buffer.get(..peeked)?.iter().position(|&b| b == b'\n')?;
     // The line and its newline, no more: what follows is the peer's.
@@ -199,8 +200,8 @@ fn recv(socket: &OwnedFd, buffer: &mut [u8], flags: libc::c_int) -> Option<usize
 }
 
 /// What the async side read of the hello, taken on the blocking pool (see
-/// [`settle_off_workers`]). A hello that cannot be taken still leaves the
-/// job measured, under its silent id: nothing is lost.
+/// [`off_workers`]). A hello that cannot be taken still leaves the job
+/// measured, under its silent id: nothing is lost.
 async fn take_off_workers(
     registrar: &Arc<Registrar>,
     peer: Peer,
@@ -208,41 +209,28 @@ async fn take_off_workers(
     read: HelloRead,
 ) -> Option<(Peer, Placed, HelloTaken)> {
     let registrar = registrar.clone();
-    let taken = tokio::task::spawn_blocking(move || {
-        let silent = |refusal| HelloTaken {
-            said: false,
-            refusal,
-            settled: registrar.settle(&peer, &placed, None),
-        };
+    off_workers(move || {
         let taken = match read {
             HelloRead::Line(line) => registrar.take_hello(&peer, &placed, &line),
-            HelloRead::TooLong => silent(Some(format!("hello longer than {MAX_HELLO} bytes"))),
-            HelloRead::Silent | HelloRead::Closed => silent(None),
+            HelloRead::TooLong => registrar.take_silence(
+                &peer,
+                &placed,
+                Some(format!("hello longer than {MAX_HELLO} bytes")),
+            ),
+            HelloRead::Silent | HelloRead::Closed => registrar.take_silence(&peer, &placed, None),
         };
         (peer, placed, taken)
     })
-    .await;
-    taken
-        .inspect_err(|e| log::error!("settling a registration failed: {e}"))
-        .ok()
+    .await
 }
 
-/// [`Registrar::settle`] on the blocking pool: it takes the job table's
-/// lock, which a sample holds for milliseconds, and may ask NSS for a
-/// user; neither may stall the async workers that serve the sockets.
-async fn settle_off_workers(
-    registrar: &Arc<Registrar>,
-    peer: Peer,
-    placed: Placed,
-    hello: Option<Hello>,
-) -> Option<(Peer, Placed, Result<JobKey, String>)> {
-    let registrar = registrar.clone();
-    let settled = tokio::task::spawn_blocking(move || {
-        let settled = registrar.settle(&peer, &placed, hello.as_ref());
-        (peer, placed, settled)
-    })
-    .await;
-    settled
+/// `work` on the blocking pool: settling takes the job table's lock,
+/// which a sample holds for milliseconds, and may ask NSS for a user;
+/// neither may stall the async workers that serve the sockets. None if
+/// it panicked (logged).
+async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(work)
+        .await
         .inspect_err(|e| log::error!("settling a registration failed: {e}"))
         .ok()
 }

@@ -136,11 +136,22 @@ impl Registrar {
                 refusal: None,
                 settled: self.settle(peer, placed, Some(&hello)),
             },
-            Err(e) => HelloTaken {
-                said: false,
-                refusal: Some(e.to_string()),
-                settled: self.settle(peer, placed, None),
-            },
+            Err(e) => self.take_silence(peer, placed, Some(e.to_string())),
+        }
+    }
+
+    /// No hello taken (none came, or `refusal` says why one was refused):
+    /// the job is settled under its silent id, still measured.
+    pub(super) fn take_silence(
+        &self,
+        peer: &Peer,
+        placed: &Placed,
+        refusal: Option<String>,
+    ) -> HelloTaken {
+        HelloTaken {
+            said: false,
+            refusal,
+            settled: self.settle(peer, placed, None),
         }
     }
 
