@@ -78,6 +78,20 @@ pub struct DaemonArgs {
     #[arg(long = "cgroup.root", value_name = "DIR")]
     pub cgroup_root: Option<PathBuf>,
 
+    /// Remount the cgroup v2 hierarchy with its options plus favordynmods
+    /// at start if it lacks it: without it, each move of a registering
+    /// process into its task cgroup may wait for an RCU grace period
+    /// (4-16 ms) holding the kernel's cgroup mutex, stalling every other
+    /// registration behind it. Costs fork, exit and exec a memory barrier
+    /// (see the README). false leaves the mount as it is.
+    #[arg(
+        long = "cgroup.favordynmods",
+        value_name = "BOOL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub favordynmods: bool,
+
     /// How long finished jobs keep their final values in /metrics.
     #[arg(
         long = "job.retention",

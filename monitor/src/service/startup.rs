@@ -30,10 +30,11 @@ use crate::{
     web::WebConfigSource,
 };
 
-/// Lifts the open-file limit and caps malloc's arenas before any thread
-/// starts.
+/// Lifts the open-file limit, grows the descriptor table and caps
+/// malloc's arenas before any thread starts.
 pub fn prepare_process() {
     raise_fd_limit();
+    grow_fd_table();
     crate::system::memory::limit_arenas();
 }
 
@@ -74,6 +75,9 @@ pub fn prepare_cgroup_root(args: &DaemonArgs) -> anyhow::Result<CgroupRoot> {
         Err(e) => log::warn!("looking for spare task cgroups an earlier run left: {e}"),
     }
     let in_hierarchy = cgroupfs::path_in_hierarchy(&mount, &dir)?;
+    if args.favordynmods {
+        favor_dynamic_moves();
+    }
     log::info!(
         "cgroup v2 at {}; jobs are the child cgroups of {}",
         mount.display(),
@@ -84,6 +88,25 @@ pub fn prepare_cgroup_root(args: &DaemonArgs) -> anyhow::Result<CgroupRoot> {
         dir,
         in_hierarchy,
     })
+}
+
+/// `--cgroup.favordynmods`: a failure is logged, not fatal (registrations
+/// work without it, only with a longer tail).
+fn favor_dynamic_moves() {
+    use crate::system::favordynmods::{self, Outcome};
+    match favordynmods::ensure() {
+        Ok(Outcome::AlreadySet) => log::debug!("the cgroup v2 hierarchy has favordynmods already"),
+        Ok(Outcome::Set { mount }) => log::info!(
+            "remounted the cgroup v2 hierarchy ({}) with favordynmods, its other options kept: \
+             moving a registering process no longer waits for an RCU grace period \
+             (--cgroup.favordynmods=false leaves the mount alone)",
+            mount.display()
+        ),
+        Err(e) => log::warn!(
+            "cgroup v2 without favordynmods, so registrations may wait for RCU grace periods \
+             at high rates: {e}"
+        ),
+    }
 }
 
 /// The resource managers' job layouts (`--discover.layout`) the daemon
@@ -396,5 +419,36 @@ fn raise_fd_limit() {
         }
         Ok(_) => {}
         Err(e) => log::warn!("reading the open-file limit: {e}"),
+    }
+}
+
+/// Descriptors the table has room for from the start (32 KiB of kernel
+/// memory): the daemon's own, the web port's 64 connections and a burst
+/// of launcher connections.
+const FD_TABLE: libc::c_int = 4096;
+
+/// Grows the descriptor table now, while the process has one thread: in a
+/// threaded process each doubling of the table waits for an RCU grace
+/// period (4-16 ms traced here), and every thread that opens a descriptor
+/// meanwhile (a launcher's accept, a cgroup file) waits with it. A fresh
+/// daemon met three such waits in its first burst of registrations.
+fn grow_fd_table() {
+    let Ok(null) = std::fs::File::open("/dev/null") else {
+        return;
+    };
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(0, |(soft, _)| soft);
+    let highest = FD_TABLE.min(libc::c_int::try_from(soft).unwrap_or(FD_TABLE)) - 1;
+    if highest <= 0 {
+        return;
+    }
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: duplicates a descriptor this function owns to the lowest
+    // free one at or above `highest`, then closes the duplicate.
+    unsafe {
+        let copy = libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, highest);
+        if copy >= 0 {
+            libc::close(copy);
+        }
     }
 }

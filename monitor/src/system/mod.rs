@@ -2,6 +2,7 @@
 pub mod bpffs;
 pub mod cgroupfs;
 pub mod duration;
+pub mod favordynmods;
 pub mod ids;
 pub mod log_every;
 pub mod memory;

@@ -9,10 +9,17 @@ use monitor_common::DropReason;
 
 use super::{CROSS_CHECK_EVERY, Sampler, removal::Removal};
 use crate::{
-    jobs::{JobTable, table::EmptyCgroups},
+    jobs::{
+        JobTable,
+        table::{EmptyCgroups, Retiring},
+    },
     kernel::{probes::Walk, task_iter::IterRun},
     system::{cgroupfs::RootControllers, memory::ShrinkSparse},
 };
+
+/// Removed cgroups folded into their jobs per hold of the job table (about
+/// 7 µs each: a hold of 2 ms).
+const RETIRE_BATCH: usize = 256;
 
 /// Freed memory is returned to the kernel every this many samples.
 const TRIM_EVERY: u64 = 10;
@@ -123,12 +130,19 @@ impl Sampler {
         let now = Instant::now();
         let wall_now = SystemTime::now();
         let table = self.table.clone();
-        let (freed, empty, ended) = {
+        // Threads per cgroup as the sample's walk saw them (no cgroup
+        // file read: at 1,000 jobs that was 1,000 opens a sample).
+        let Retiring { cgroups, freed } =
+            super::lock(&table).update_sample(&readings, &job_tasks, now);
+        // Ending jobs in batches, each in a hold of its own, so a
+        // registration waits for one batch at most.
+        for batch in cgroups.chunks(RETIRE_BATCH) {
+            super::lock(&table).retire(batch, wall_now);
+        }
+        drop(cgroups);
+        let (empty, ended) = {
             let mut table = super::lock(&table);
-            // Threads per cgroup as the sample's walk saw them (no cgroup
-            // file read: at 1,000 jobs that was 1,000 opens a sample).
-            let freed = table.apply_sample(&readings, &job_tasks, now, wall_now);
-            (freed, table.empty_cgroups(&job_tasks), table.take_ended())
+            (table.empty_cgroups(&job_tasks), table.take_ended())
         };
         // Each a pass over every finished job (10,000 and more): in holds
         // of their own, so a registration waits for one at most.

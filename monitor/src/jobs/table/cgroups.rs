@@ -254,6 +254,42 @@ mod tests {
     }
 
     #[test]
+    fn a_job_retired_in_batches_ends_with_its_last_cgroup_and_not_before() {
+        let mut table = JobTable::new("/monitor.slice");
+        table.add_cgroup(10, "/monitor.slice/a", 0, T);
+        table.add_cgroup(11, "/monitor.slice/a/step0", 0, T);
+        table.add_cgroup(20, "/monitor.slice/b", 0, T);
+        let now = Instant::now();
+        for id in [10, 11, 20] {
+            table.remove_cgroup(id, now);
+        }
+        let readings = [
+            (10, counters(5, 1)),
+            (11, counters(7, 2)),
+            (20, counters(1, 0)),
+        ];
+        let later = now + super::super::FINAL_READ_GRACE;
+        let retiring = table.update_sample(&readings, &IdMap::default(), later);
+        assert_eq!(retiring.freed.len(), 3);
+        let (first, rest): (Vec<_>, Vec<_>) =
+            retiring.cgroups.iter().partition(|(id, _)| *id == 10);
+        table.retire(&first, T);
+        assert!(
+            table.live_jobs().any(|j| j.key.jobid == "a"),
+            "a ended with a cgroup left"
+        );
+        // A registration between two batches: b gets a new cgroup.
+        table.add_cgroup(21, "/monitor.slice/b", 0, T);
+        table.retire(&rest, T);
+        let a = table.finished_jobs().find(|j| j.key.jobid == "a").unwrap();
+        assert_eq!(a.totals(), counters(12, 3), "both cgroups' final values");
+        assert!(
+            table.live_jobs().any(|j| j.key.jobid == "b"),
+            "b ended though it has a cgroup again"
+        );
+    }
+
+    #[test]
     fn a_new_job_replaces_a_finished_one_of_the_same_key() {
         let mut table = JobTable::new("/monitor.slice");
         table.add_cgroup(10, "/monitor.slice/a", 0, T);

@@ -38,6 +38,7 @@ use self::versioned::Versioned;
 pub use self::{
     finished::FinishedJobs,
     job::{Job, JobKey, JobMeta, Origin},
+    rollup::Retiring,
 };
 use super::discovery::{self, Discovery};
 use crate::system::{ids::IdMap, memory::ShrinkSparse};

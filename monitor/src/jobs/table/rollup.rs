@@ -11,6 +11,16 @@ use crate::system::{
     memory::ShrinkSparse,
 };
 
+/// What [`JobTable::update_sample`] leaves to [`JobTable::retire`].
+#[derive(Debug)]
+pub struct Retiring<'r> {
+    /// Removed cgroups due to be folded into their jobs, with their final
+    /// values if read.
+    pub cgroups: Vec<(u64, Option<&'r CgroupCounters>)>,
+    /// Of those, the ones read: their map entries can be freed.
+    pub freed: Vec<u64>,
+}
+
 /// One sample's figures of a job, summed over its live cgroups.
 #[derive(Debug, Default)]
 pub(super) struct JobSample {
@@ -41,6 +51,22 @@ impl JobTable {
         now: Instant,
         wall_now: SystemTime,
     ) -> Vec<u64> {
+        let Retiring { cgroups, freed } = self.update_sample(readings, tasks, now);
+        self.retire(&cgroups, wall_now);
+        freed
+    }
+
+    /// The first half of [`Self::apply_sample`]: each live job's figures.
+    /// The cgroups due to be folded into their jobs for good are returned
+    /// for [`Self::retire`], which the sampler calls in batches (each in a
+    /// hold of the table of its own: a sample that ended 1,000 jobs held
+    /// it, and every registration waiting on it, for 7-15 ms in one).
+    pub fn update_sample<'r>(
+        &mut self,
+        readings: &'r [(u64, CgroupCounters)],
+        tasks: &IdMap<u64, u64>,
+        now: Instant,
+    ) -> Retiring<'r> {
         // The live figures are not saved (the registry holds the retired
         // ones, changed below through `retire`).
         let finalized = update_live(
@@ -62,13 +88,15 @@ impl JobTable {
             .iter()
             .filter(|(id, entry)| entry.finalizable(now) && !read.contains(*id))
             .map(|(id, _)| (*id, None));
-        let retiring: Vec<(u64, Option<&CgroupCounters>)> = finalized
+        let cgroups = finalized
             .iter()
             .map(|(id, counters)| (*id, Some(*counters)))
             .chain(stale)
             .collect();
-        self.retire(&retiring, wall_now);
-        finalized.into_iter().map(|(id, _)| id).collect()
+        Retiring {
+            cgroups,
+            freed: finalized.into_iter().map(|(id, _)| id).collect(),
+        }
     }
 
     /// Folds each cgroup's final values (if read) into its job for good;
@@ -76,7 +104,10 @@ impl JobTable {
     /// cgroup left is one pass over the table for all of them, where one
     /// pass per cgroup made a sample that ended 1,000 jobs hold the table
     /// (and every registration waiting on it) for tens of milliseconds.
-    fn retire(&mut self, retiring: &[(u64, Option<&CgroupCounters>)], wall_now: SystemTime) {
+    /// Between two batches the table may change (a registration adds a
+    /// cgroup to a job): a job ends only if no cgroup of it is left when
+    /// its last one in a batch is folded in.
+    pub fn retire(&mut self, retiring: &[(u64, Option<&CgroupCounters>)], wall_now: SystemTime) {
         if retiring.is_empty() {
             return;
         }
