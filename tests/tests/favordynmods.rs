@@ -12,6 +12,17 @@ use nix::mount::{MsFlags, mount};
 
 const OPTION: &str = "favordynmods";
 
+/// The cgroup v2 mount's own flags (mountinfo's sixth field).
+fn mount_flags() -> anyhow::Result<String> {
+    let text = fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+    text.lines()
+        .filter_map(|line| line.split_once(" - "))
+        .find(|(_, after)| after.split_whitespace().next() == Some("cgroup2"))
+        .and_then(|(before, _)| before.split_whitespace().nth(5))
+        .map(str::to_string)
+        .context("no cgroup v2 mount")
+}
+
 /// The cgroup v2 mount point and the hierarchy's options (mountinfo's
 /// super options, `rw` and `ro` left out: they are the mount's).
 fn hierarchy_options() -> anyhow::Result<(PathBuf, Vec<String>)> {
@@ -30,28 +41,41 @@ fn hierarchy_options() -> anyhow::Result<(PathBuf, Vec<String>)> {
     Ok((mount_point, options))
 }
 
-/// Sets the hierarchy's options to exactly `options`.
-fn remount_with(mount_point: &PathBuf, options: &[String]) -> anyhow::Result<()> {
+/// Sets the hierarchy's options to exactly `options`, and the mount's
+/// flags to `flags` (a remount sets both).
+fn remount(mount_point: &PathBuf, flags: MsFlags, options: &[String]) -> anyhow::Result<()> {
     let data = options.join(",");
     mount(
         None::<&str>,
         mount_point,
         None::<&str>,
-        MsFlags::MS_REMOUNT,
+        MsFlags::MS_REMOUNT | flags,
         Some(data.as_str()),
     )
     .map_err(|e| anyhow!("remounting {} with {data:?}: {e}", mount_point.display()))
 }
 
-/// Puts the hierarchy's options back when dropped, whatever the test did.
+/// The flags a systemd host mounts cgroup v2 with, set for the test.
+const TEST_FLAGS: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC)
+    .union(MsFlags::MS_RELATIME);
+
+fn remount_with(mount_point: &PathBuf, options: &[String]) -> anyhow::Result<()> {
+    remount(mount_point, TEST_FLAGS, options)
+}
+
+/// Puts the mount's flags and the hierarchy's options back when dropped,
+/// whatever the test did.
 struct Restore {
     mount_point: PathBuf,
+    flags: MsFlags,
     options: Vec<String>,
 }
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        if let Err(e) = remount_with(&self.mount_point, &self.options) {
+        if let Err(e) = remount(&self.mount_point, self.flags, &self.options) {
             eprintln!("could not put the cgroup v2 options back: {e:#}");
         }
     }
@@ -64,8 +88,20 @@ fn the_daemon_adds_favordynmods_and_keeps_the_hierarchys_other_options() -> anyh
     }
     let _machine = cpu_shared();
     let (mount_point, found) = hierarchy_options()?;
+    let flags = mount_flags()?
+        .split(',')
+        .filter_map(|flag| match flag {
+            "nosuid" => Some(MsFlags::MS_NOSUID),
+            "nodev" => Some(MsFlags::MS_NODEV),
+            "noexec" => Some(MsFlags::MS_NOEXEC),
+            "noatime" => Some(MsFlags::MS_NOATIME),
+            "relatime" => Some(MsFlags::MS_RELATIME),
+            _ => None,
+        })
+        .fold(MsFlags::empty(), |all, flag| all | flag);
     let _restore = Restore {
         mount_point: mount_point.clone(),
+        flags,
         options: found.clone(),
     };
     let mut others: Vec<String> = found.iter().filter(|o| *o != OPTION).cloned().collect();
@@ -99,6 +135,7 @@ fn the_daemon_adds_favordynmods_and_keeps_the_hierarchys_other_options() -> anyh
         return Ok(());
     }
     remount_with(&mount_point, &others)?;
+    let test_flags = mount_flags()?;
 
     // Told to leave the mount alone, it does.
     let daemon = Daemon::start_with(&["--cgroup.favordynmods=false"])?;
@@ -113,6 +150,11 @@ fn the_daemon_adds_favordynmods_and_keeps_the_hierarchys_other_options() -> anyh
     let daemon = Daemon::start()?;
     let (_, options) = hierarchy_options()?;
     println!("before: {others:?}; with the daemon: {options:?}");
+    assert_eq!(
+        mount_flags()?,
+        test_flags,
+        "the remount changed the mount's own flags"
+    );
     assert!(
         options.iter().any(|o| o == OPTION),
         "the daemon did not remount with {OPTION}: {options:?}; stderr:\n{}",

@@ -46,6 +46,12 @@ pub enum DynmodsError {
          in a cgroup namespace of its own, where the hierarchy's options cannot be changed)"
     )]
     NotApplied { mount: PathBuf },
+    #[error("remounting {mount} changed its mount flags from {before:?} to {after:?}")]
+    MountFlags {
+        mount: PathBuf,
+        before: MsFlags,
+        after: MsFlags,
+    },
     #[error("remounting {mount} lost its options {lost:?}: remount it with them")]
     Lost { mount: PathBuf, lost: Vec<String> },
 }
@@ -63,16 +69,22 @@ pub enum Outcome {
 /// Makes sure the cgroup v2 hierarchy has `favordynmods`, remounting it
 /// with its own options plus this one if not.
 pub fn ensure() -> Result<Outcome, DynmodsError> {
-    let (mount_point, options) = current()?;
+    let V2Mount {
+        mount_point,
+        mount_flags,
+        options,
+    } = current()?;
     if options.iter().any(|o| o == OPTION) {
         return Ok(Outcome::AlreadySet);
     }
     let data = remount_data(&options);
+    // A remount sets the mount's own flags too: the ones it has are given
+    // again (nosuid, nodev, noexec as systemd mounts it).
     mount(
         None::<&str>,
         &mount_point,
         None::<&str>,
-        MsFlags::MS_REMOUNT,
+        MsFlags::MS_REMOUNT | mount_flags,
         Some(data.as_str()),
     )
     .map_err(|source| DynmodsError::Remount {
@@ -80,7 +92,15 @@ pub fn ensure() -> Result<Outcome, DynmodsError> {
         data: data.clone(),
         source,
     })?;
-    let (_, after) = current()?;
+    let after = current()?;
+    if after.mount_flags != mount_flags {
+        return Err(DynmodsError::MountFlags {
+            mount: mount_point,
+            before: mount_flags,
+            after: after.mount_flags,
+        });
+    }
+    let after = after.options;
     if !after.iter().any(|o| o == OPTION) {
         return Err(DynmodsError::NotApplied { mount: mount_point });
     }
@@ -94,31 +114,61 @@ pub fn ensure() -> Result<Outcome, DynmodsError> {
     Ok(Outcome::Set { mount: mount_point })
 }
 
-/// The cgroup v2 mount point and the hierarchy's options, as mountinfo
-/// shows them now.
-fn current() -> Result<(PathBuf, Vec<String>), DynmodsError> {
-    let text = fs::read_to_string("/proc/self/mountinfo").map_err(DynmodsError::MountInfo)?;
-    v2_super_options(&text).ok_or(DynmodsError::NoV2Mount)
+/// The cgroup v2 mount as mountinfo shows it.
+#[derive(Debug, PartialEq)]
+pub struct V2Mount {
+    pub mount_point: PathBuf,
+    /// The mount's own flags (mountinfo's sixth field).
+    pub mount_flags: MsFlags,
+    /// The hierarchy's options (the super options, the last field, e.g.
+    /// `rw,nsdelegate,memory_recursiveprot`).
+    pub options: Vec<String>,
 }
 
-/// The first `cgroup2` mount of mountinfo `text` and its super options
-/// (the last field, e.g. `rw,nsdelegate,memory_recursiveprot`).
-pub fn v2_super_options(text: &str) -> Option<(PathBuf, Vec<String>)> {
+fn current() -> Result<V2Mount, DynmodsError> {
+    let text = fs::read_to_string("/proc/self/mountinfo").map_err(DynmodsError::MountInfo)?;
+    v2_mount(&text).ok_or(DynmodsError::NoV2Mount)
+}
+
+/// The first `cgroup2` mount of mountinfo `text`.
+pub fn v2_mount(text: &str) -> Option<V2Mount> {
     let mount_point = cgroupfs::v2_mount_from_mountinfo(text)?;
-    let line = text.lines().find(|line| {
-        line.split_once(" - ")
-            .is_some_and(|(_, after)| after.split_whitespace().next() == Some("cgroup2"))
+    let (before, after) = text.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        (after.split_whitespace().next() == Some("cgroup2")).then_some((before, after))
     })?;
-    let (_, after) = line.split_once(" - ")?;
+    let mount_flags = before
+        .split_whitespace()
+        .nth(5)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(mount_flag)
+        .fold(MsFlags::empty(), |flags, flag| flags | flag);
     let options = after.split_whitespace().nth(2).unwrap_or_default();
-    Some((
+    Some(V2Mount {
         mount_point,
-        options
+        mount_flags,
+        options: options
             .split(',')
             .filter(|o| !o.is_empty())
             .map(str::to_string)
             .collect(),
-    ))
+    })
+}
+
+/// The mount(2) flag of a per-mount option mountinfo shows.
+fn mount_flag(option: &str) -> Option<MsFlags> {
+    Some(match option {
+        "ro" => MsFlags::MS_RDONLY,
+        "nosuid" => MsFlags::MS_NOSUID,
+        "nodev" => MsFlags::MS_NODEV,
+        "noexec" => MsFlags::MS_NOEXEC,
+        "noatime" => MsFlags::MS_NOATIME,
+        "nodiratime" => MsFlags::MS_NODIRATIME,
+        "relatime" => MsFlags::MS_RELATIME,
+        "strictatime" => MsFlags::MS_STRICTATIME,
+        _ => return None,
+    })
 }
 
 /// The data of the remount: the hierarchy's options (`rw` and `ro` are the
@@ -162,17 +212,21 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_hierarchys_options_not_the_mounts() {
-        let (mount, options) = v2_super_options(SYSTEMD).unwrap();
-        assert_eq!(mount, PathBuf::from("/sys/fs/cgroup"));
+    fn reads_the_mounts_flags_and_the_hierarchys_options() {
+        let systemd = v2_mount(SYSTEMD).unwrap();
+        assert_eq!(systemd.mount_point, PathBuf::from("/sys/fs/cgroup"));
         assert_eq!(
-            options,
+            systemd.mount_flags,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME
+        );
+        assert_eq!(
+            systemd.options,
             strings(&["rw", "nsdelegate", "memory_recursiveprot"])
         );
-        let (mount, options) = v2_super_options(HYBRID_WITH_OPTION).unwrap();
-        assert_eq!(mount, PathBuf::from("/sys/fs/cgroup/unified"));
-        assert_eq!(options, strings(&["rw", "favordynmods"]));
-        assert!(v2_super_options("27 25 0:25 / /sys/fs/bpf rw - bpf bpf rw\n").is_none());
+        let hybrid = v2_mount(HYBRID_WITH_OPTION).unwrap();
+        assert_eq!(hybrid.mount_point, PathBuf::from("/sys/fs/cgroup/unified"));
+        assert_eq!(hybrid.options, strings(&["rw", "favordynmods"]));
+        assert!(v2_mount("27 25 0:25 / /sys/fs/bpf rw - bpf bpf rw\n").is_none());
     }
 
     #[test]
