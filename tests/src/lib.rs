@@ -7,6 +7,7 @@
 //! themselves.
 pub mod accuracy;
 pub mod cgroup;
+pub mod cgroup_options;
 pub mod counter_map;
 pub mod daemon;
 pub mod grafana;

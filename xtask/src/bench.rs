@@ -85,6 +85,10 @@ pub struct BenchArgs {
     #[arg(long = "io-blocks", value_name = "N", default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1000..))]
     pub io_blocks: u32,
 
+    /// Processes forked and reaped per run of the process-churn job.
+    #[arg(long, value_name = "N", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(100..))]
+    pub forks: u32,
+
     /// Bytes sent per run of the network-heavy job (loopback TCP, 64 KiB writes).
     #[arg(long = "net-bytes", value_name = "N", default_value_t = 200_000_000, value_parser = clap::value_parser!(u64).range(1_000_000..))]
     pub net_bytes: u64,
@@ -142,10 +146,13 @@ pub enum Benchmark {
     /// Profiles written per second, and /metrics, the job API and RSS with
     /// many finished jobs in retention.
     Retention,
+    /// A job forking and reaping processes, with and without the daemon
+    /// (and the favordynmods mount option it sets).
+    Processes,
 }
 
 impl Benchmark {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Cost,
         Self::Slowdown,
         Self::Io,
@@ -156,6 +163,7 @@ impl Benchmark {
         Self::Scale,
         Self::Registrations,
         Self::Retention,
+        Self::Processes,
     ];
 }
 
@@ -254,6 +262,10 @@ fn describe(bench: Benchmark, args: &BenchArgs) -> String {
             "{} finished jobs: profiles written per second, /metrics, the job API and RSS",
             args.finished_jobs
         ),
+        Benchmark::Processes => format!(
+            "a job forking and reaping {} processes, with and without the daemon",
+            args.forks
+        ),
     }
 }
 
@@ -280,6 +292,9 @@ fn run_one(
         Benchmark::Scale => report.scale = Some(scale::run(setup, args)?),
         Benchmark::Registrations => report.registrations = Some(registrations::run(setup, args)?),
         Benchmark::Retention => report.retention = Some(retention::run(setup, args)?),
+        Benchmark::Processes => {
+            report.processes = Some(job_slowdown::run(setup, args, Kind::Processes)?);
+        }
     }
     Ok(())
 }

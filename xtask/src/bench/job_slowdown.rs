@@ -1,6 +1,7 @@
-//! Benchmarks 3 to 6: how much slower a workload runs under the daemon:
-//! small-block dd in a job, the same dd outside any job (in the v2 root),
-//! a page-fault-heavy job and a network-heavy one. As for the ping-pong:
+//! Benchmarks 3 to 6 and 11: how much slower a workload runs under the
+//! daemon: small-block dd in a job, the same dd outside any job (in the v2
+//! root), a page-fault-heavy job, a network-heavy one and one that forks
+//! and reaps processes. As for the ping-pong:
 //! runs without (daemon stopped, nothing attached) and with (daemon
 //! running, no bpf_stats) alternate, which goes first flips every round,
 //! and after each run with the daemon what it counted is checked, so its
@@ -8,7 +9,10 @@
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use monitor_tests::cgroup::remove_tree;
+use monitor_tests::{
+    cgroup::remove_tree,
+    cgroup_options::{FAVORDYNMODS, V2Options},
+};
 
 use super::{
     BenchArgs, Setup,
@@ -23,6 +27,7 @@ const IO_WRITE: &str = "monitor_job_io_write_bytes_total";
 const NETWORK: &str = "monitor_job_network_bytes_total";
 const RSS_PEAK: &str = "monitor_job_memory_rss_peak_bytes";
 const PAGE_FAULTS: &str = "monitor_job_page_faults_total";
+const PROCESSES: &str = "monitor_job_processes_started_total";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -34,6 +39,8 @@ pub enum Kind {
     Faults,
     /// Loopback TCP in a job.
     Network,
+    /// Processes forked and reaped one after another in a job.
+    Processes,
 }
 
 impl Kind {
@@ -43,6 +50,7 @@ impl Kind {
             Self::IoOutside => "io-outside",
             Self::Faults => "faults",
             Self::Network => "network",
+            Self::Processes => "processes",
         }
     }
 
@@ -59,7 +67,8 @@ pub struct JobSlowdownResult {
     pub without_s: Vec<f64>,
     pub with_s: Vec<f64>,
     pub repeats: u32,
-    /// dd blocks of 512 bytes (io), bytes sent (network), bytes touched (faults).
+    /// dd blocks of 512 bytes (io), bytes sent (network), bytes touched
+    /// (faults), processes forked (processes).
     pub size: u64,
     /// The CPU the workload was pinned to; the sender's and the receiver's (network).
     pub cpus: (usize, usize),
@@ -90,7 +99,7 @@ impl JobSlowdownResult {
     pub fn bytes(&self) -> u64 {
         match self.kind {
             Kind::Io | Kind::IoOutside => self.size * 512,
-            Kind::Network | Kind::Faults => self.size,
+            Kind::Network | Kind::Faults | Kind::Processes => self.size,
         }
     }
 
@@ -125,6 +134,7 @@ pub fn run(setup: &Setup, args: &BenchArgs, kind: Kind) -> anyhow::Result<JobSlo
             Kind::Io | Kind::IoOutside => u64::from(args.io_blocks),
             Kind::Faults => page_faults::BYTES as u64,
             Kind::Network => args.net_bytes,
+            Kind::Processes => u64::from(args.forks),
         },
         cpus: match kind {
             Kind::Network => job_workloads::tcp_cpus(),
@@ -148,7 +158,16 @@ pub fn run(setup: &Setup, args: &BenchArgs, kind: Kind) -> anyhow::Result<JobSlo
             Kind::Network => {
                 job_workloads::loopback_tcp(place, args.net_bytes, job_workloads::tcp_cpus())
             }
+            Kind::Processes => job_workloads::fork_exit(place, cpu, args.forks),
         }
+    };
+    // The node without the daemon has the hierarchy's options without the
+    // one the daemon adds, whatever an earlier daemon left: its cost is
+    // part of what "with" measures. Put back as found at the end.
+    let options = if kind == Kind::Processes {
+        Some(OptionsBack(V2Options::read()?))
+    } else {
+        None
     };
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
@@ -160,6 +179,9 @@ pub fn run(setup: &Setup, args: &BenchArgs, kind: Kind) -> anyhow::Result<JobSlo
             } else {
                 None
             };
+            if let Some(OptionsBack(found)) = &options {
+                without_favordynmods(found, daemon_on)?;
+            }
             // Made after the daemon is up: counting starts when the job dir appears.
             let job = if kind.in_job() {
                 Some(root.make_job(&name)?)
@@ -193,7 +215,32 @@ pub fn run(setup: &Setup, args: &BenchArgs, kind: Kind) -> anyhow::Result<JobSlo
     result.without_s = without;
     result.with_s = with;
     result.faults_per_run = median(&faults);
+    drop(options);
     Ok(result)
+}
+
+/// The hierarchy's options as found, put back when dropped.
+struct OptionsBack(V2Options);
+
+impl Drop for OptionsBack {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.restore() {
+            eprintln!("xtask: could not put the cgroup v2 options back: {e:#}");
+        }
+    }
+}
+
+/// Before a run without the daemon, takes `favordynmods` away; with it,
+/// checks the daemon set it (else the run would not measure its cost).
+fn without_favordynmods(found: &V2Options, daemon_on: bool) -> anyhow::Result<()> {
+    if daemon_on {
+        let now = V2Options::read()?;
+        if !now.has(FAVORDYNMODS) {
+            bail!("the daemon did not set {FAVORDYNMODS}: {now:?}");
+        }
+        return Ok(());
+    }
+    found.remount(&found.without(FAVORDYNMODS))
 }
 
 /// What the daemon counted for the job `name` in the last run with it:
@@ -208,7 +255,10 @@ fn check_credited(
 ) -> anyhow::Result<()> {
     // Two: the first may have begun before the last run ended, and a run
     // shorter than the sample interval is credited only at its exit.
-    let metrics = daemon.next_samples(2, &[JOBS, IO_WRITE, NETWORK, RSS_PEAK, PAGE_FAULTS])?;
+    let metrics = daemon.next_samples(
+        2,
+        &[JOBS, IO_WRITE, NETWORK, RSS_PEAK, PAGE_FAULTS, PROCESSES],
+    )?;
     let job = [("jobid", name)];
     let (credited, expected, what) = match result.kind {
         Kind::IoOutside => {
@@ -229,6 +279,11 @@ fn check_credited(
             metrics.sum(NETWORK, &[("jobid", name), ("direction", "tx")]),
             result.bytes() as f64,
             "bytes sent",
+        ),
+        Kind::Processes => (
+            metrics.sum(PROCESSES, &job),
+            result.bytes() as f64,
+            "processes started",
         ),
         Kind::Faults => {
             result.rss_peak = Some(metrics.sum(RSS_PEAK, &job));

@@ -1,5 +1,6 @@
-//! Workloads of the IO, network and memory benchmarks, each run inside a
-//! cgroup: small-block dd, loopback TCP, an OOM kill, and the helpers
+//! Workloads of the IO, network, memory and process benchmarks, each run
+//! inside a cgroup: small-block dd, loopback TCP, fork and exit, an OOM
+//! kill, and the helpers
 //! (a measuring process in a job, an anonymous mapping).
 //!
 //! The Rust ones are forked from xtask (single-threaded, so the child may
@@ -108,6 +109,36 @@ pub fn measure_in_job<const N: usize>(
         *figure = f64::from_le_bytes(chunk.try_into().unwrap_or_default());
     }
     Ok(figures)
+}
+
+/// `count` processes forked and reaped one after another by a new process
+/// in `job`, pinned to `cpu`, each child exiting at once: a job's process
+/// churn (the daemon's task lifecycle programs run on each fork and exit,
+/// and `favordynmods` puts a memory barrier on both). Returns seconds from
+/// the first fork to the last reap.
+pub fn fork_exit(job: &Path, cpu: usize, count: u32) -> anyhow::Result<f64> {
+    let [seconds] = measure_in_job(job, || {
+        pin_to(cpu)?;
+        let start = Instant::now();
+        for _ in 0..count {
+            // SAFETY: the child calls nothing but _exit.
+            match unsafe { libc::fork() } {
+                -1 => return Err(io::Error::last_os_error()),
+                // SAFETY: the child leaves at once, running nothing of ours.
+                0 => unsafe { libc::_exit(0) },
+                child => {
+                    let mut status = 0;
+                    // SAFETY: waits for the child just forked.
+                    if unsafe { libc::waitpid(child, &mut status, 0) } < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+            }
+        }
+        Ok([start.elapsed().as_secs_f64()])
+    })
+    .context("the forking process")?;
+    Ok(seconds)
 }
 
 /// The CPUs of the loopback transfer's sender and receiver: both on the

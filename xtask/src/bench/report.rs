@@ -66,6 +66,7 @@ pub struct Report {
     pub scale: Option<ScaleResult>,
     pub registrations: Option<RegistrationResult>,
     pub retention: Option<RetentionResult>,
+    pub processes: Option<JobSlowdownResult>,
 }
 
 impl Benchmark {
@@ -107,6 +108,7 @@ impl Report {
             scale: None,
             registrations: None,
             retention: None,
+            processes: None,
         }
     }
 
@@ -151,6 +153,7 @@ impl Report {
             (Benchmark::Scale, ran(self.scale.as_ref())),
             (Benchmark::Registrations, ran(self.registrations.as_ref())),
             (Benchmark::Retention, ran(self.retention.as_ref())),
+            (Benchmark::Processes, ran(self.processes.as_ref())),
         ]
         .into_iter()
         .filter_map(|(bench, outcome)| Some((bench, outcome?)))

@@ -1,6 +1,6 @@
-//! Sections 2 to 6: how much slower the ping-pong, dd in a job, dd outside
-//! any job, the page-fault-heavy job and the network-heavy job run under
-//! the daemon.
+//! Sections 2 to 6 and 11: how much slower the ping-pong, dd in a job, dd
+//! outside any job, the page-fault-heavy job, the network-heavy job and the
+//! process-churn job run under the daemon.
 use super::{
     Outcome, Report, Section,
     goal::{Goal, Unit},
@@ -23,6 +23,9 @@ const MAX_IO_OUTSIDE_SLOWDOWN: f64 = 0.01;
 const MAX_FAULTS_SLOWDOWN: f64 = 0.03;
 /// Loopback TCP in a job.
 const MAX_NETWORK_SLOWDOWN: f64 = 0.05;
+/// Processes forked and reaped in a job, as dd's calls: a program runs on
+/// each fork and exit, so a little more than none.
+const MAX_PROCESSES_SLOWDOWN: f64 = 0.02;
 
 fn pingpong_goal(s: &SlowdownResult) -> Goal {
     Goal::at_most(
@@ -49,6 +52,10 @@ fn job_goal(s: &JobSlowdownResult) -> Goal {
         Kind::Network => (
             "network-heavy job slowdown (loopback TCP)",
             MAX_NETWORK_SLOWDOWN,
+        ),
+        Kind::Processes => (
+            "process-churn job slowdown (fork, exit, wait)",
+            MAX_PROCESSES_SLOWDOWN,
         ),
     };
     Goal::at_most(name, s.slowdown(), max, Unit::Slowdown).invalid_if(
@@ -183,6 +190,22 @@ impl Outcome for JobSlowdownResult {
                 ),
                 format!(
                     "the job's bytes sent are checked (last check: {:.0} for {} runs)",
+                    s.credited, s.repeats
+                ),
+            ),
+            Kind::Processes => (
+                "Process-churn job slowdown",
+                format!(
+                    "A new process in a job cgroup, pinned to CPU {}, forks {} children one after \
+                     another, each exiting at once, and reaps each before the next (the daemon's task \
+                     lifecycle programs run on every fork and exit). Without the daemon the cgroup v2 \
+                     hierarchy is remounted without `favordynmods`; with it, the daemon's remount is \
+                     checked, so its memory barrier on each fork and exit is in the figure. Time: from \
+                     the first fork to the last reap.",
+                    s.cpus.0, s.size
+                ),
+                format!(
+                    "the job's processes started are checked (last check: {:.0} for {} runs)",
                     s.credited, s.repeats
                 ),
             ),

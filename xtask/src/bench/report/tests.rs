@@ -174,6 +174,7 @@ fn full_report() -> Report {
     report.io_outside = Some(slowdown(Kind::IoOutside, 1.02));
     report.faults = Some(slowdown(Kind::Faults, 1.01));
     report.network = Some(slowdown(Kind::Network, 0.99));
+    report.processes = Some(slowdown(Kind::Processes, 1.01));
     report.daemon_cost = Some(daemon_cost_result());
     report.retention = Some(retention_result());
     report.scale = Some(scale_result(30.0));
@@ -542,6 +543,6 @@ fn the_checked_in_results_are_kept_whole_by_a_run_of_nothing() {
     }
     assert_eq!(
         merge::goal_rows(markdown::block(RESULTS, GOALS).unwrap()).count(),
-        16
+        17
     );
 }
