@@ -232,9 +232,10 @@ fn every_part_of_a_full_report_is_in_its_marked_block() {
         .iter()
         .map(|row| row.split(" | ").next().unwrap())
         .collect();
-    assert_eq!(keys.len(), 16);
+    assert_eq!(keys.len(), 17);
     assert_eq!(keys[0], "| `slowdown`");
     assert_eq!(keys[15], "| `retention`");
+    assert_eq!(keys[16], "| `processes`");
 }
 
 #[test]
@@ -313,11 +314,11 @@ fn parts_of_benchmarks_that_exist_no_more_are_dropped() {
     let existing = full_report().markdown().replace(
         "<!-- /bench:goals -->",
         "| `sched-switch` | sched_switch cost per run | 3.30x | <= 3x | MISS |\n<!-- /bench:goals -->",
-    ) + "<!-- bench:sched-switch -->\n## 11. Gone\n\ngone\n\n<!-- /bench:sched-switch -->\n";
+    ) + "<!-- bench:sched-switch -->\n## 12. Gone\n\ngone\n\n<!-- /bench:sched-switch -->\n";
     let merged = merge(&existing, &only_registrations());
     assert!(!merged.contains("sched_switch cost per run"));
     assert!(!merged.contains("gone"));
-    assert_eq!(goal_rows_of(&merged).len(), 16);
+    assert_eq!(goal_rows_of(&merged).len(), 17);
 }
 
 #[test]
