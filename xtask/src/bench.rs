@@ -108,6 +108,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SOCKET", hide = true)]
     pub registration_launcher: Option<PathBuf>,
 
+    /// (Internal) Be the forking process of the process-churn benchmark:
+    /// fork and reap this many children, print the seconds.
+    #[arg(long, value_name = "N", hide = true)]
+    pub fork_children: Option<u32>,
+
     /// (Internal) The launcher's number, for its job ids.
     #[arg(long, value_name = "N", hide = true, default_value_t = 0)]
     pub launcher_index: u32,
@@ -176,6 +181,9 @@ pub struct Setup {
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(count) = args.fork_children {
+        return job_workloads::fork_children_main(count);
+    }
     if let Some(socket) = &args.registration_launcher {
         return registrations::launcher_main(
             socket,

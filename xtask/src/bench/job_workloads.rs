@@ -114,31 +114,53 @@ pub fn measure_in_job<const N: usize>(
 /// `count` processes forked and reaped one after another by a new process
 /// in `job`, pinned to `cpu`, each child exiting at once: a job's process
 /// churn (the daemon's task lifecycle programs run on each fork and exit,
-/// and `favordynmods` puts a memory barrier on both). Returns seconds from
+/// and `favordynmods` puts a memory barrier on both). The forking process
+/// is this binary exec'd afresh (`bench --fork-children N`): a fork copies
+/// its parent's page tables, so a child of xtask itself would fork slower
+/// the more memory the benchmarks before had left it. Returns seconds from
 /// the first fork to the last reap.
 pub fn fork_exit(job: &Path, cpu: usize, count: u32) -> anyhow::Result<f64> {
-    let [seconds] = measure_in_job(job, || {
-        pin_to(cpu)?;
-        let start = Instant::now();
-        for _ in 0..count {
-            // SAFETY: the child calls nothing but _exit.
-            match unsafe { libc::fork() } {
-                -1 => return Err(io::Error::last_os_error()),
-                // SAFETY: the child leaves at once, running nothing of ours.
-                0 => unsafe { libc::_exit(0) },
-                child => {
-                    let mut status = 0;
-                    // SAFETY: waits for the child just forked.
-                    if unsafe { libc::waitpid(child, &mut status, 0) } < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
+    let me = std::env::current_exe().context("finding the xtask binary")?;
+    let mut cmd = Command::new(me);
+    cmd.args(["bench", "--fork-children", &count.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // SAFETY: one raw syscall between fork and exec.
+    unsafe { cmd.pre_exec(move || pin_to(cpu)) };
+    let output = spawn_in(&mut cmd, job)?
+        .wait_with_output()
+        .context("waiting for the forking process")?;
+    if !output.status.success() {
+        bail!("the forking process failed: {}", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("the forking process said {text:?}"))
+}
+
+/// The hidden worker of [`fork_exit`]: forks and reaps `count` children
+/// that exit at once, and prints the seconds it took.
+pub fn fork_children_main(count: u32) -> anyhow::Result<()> {
+    let start = Instant::now();
+    for _ in 0..count {
+        // SAFETY: the child calls nothing but _exit.
+        match unsafe { libc::fork() } {
+            -1 => return Err(io::Error::last_os_error()).context("fork"),
+            // SAFETY: the child leaves at once, running nothing of ours.
+            0 => unsafe { libc::_exit(0) },
+            child => {
+                let mut status = 0;
+                // SAFETY: waits for the child just forked.
+                if unsafe { libc::waitpid(child, &mut status, 0) } < 0 {
+                    return Err(io::Error::last_os_error()).context("waitpid");
                 }
             }
         }
-        Ok([start.elapsed().as_secs_f64()])
-    })
-    .context("the forking process")?;
-    Ok(seconds)
+    }
+    println!("{}", start.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// The CPUs of the loopback transfer's sender and receiver: both on the
