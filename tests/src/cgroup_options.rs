@@ -1,25 +1,25 @@
-//! The cgroup v2 hierarchy's mount options (`favordynmods` and the like),
-//! read from mountinfo and set by a remount: for the test of
+//! The cgroup v2 hierarchy's options (`favordynmods` and the like), read
+//! from mountinfo and set by a remount: for the test of
 //! `--cgroup.favordynmods` and for the benchmark that runs without the
-//! daemon's options. They are the whole machine's: whoever changes them
+//! daemon's option. They are the whole machine's: whoever changes them
 //! puts them back.
-use std::{fs, path::PathBuf};
+use std::{fs, path::PathBuf, process::Command};
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use nix::mount::{MsFlags, mount};
 
-/// The option the daemon adds (see `monitor::system::favordynmods`).
+/// The option the daemon adds.
 pub const FAVORDYNMODS: &str = "favordynmods";
 
 /// The cgroup v2 mount as mountinfo shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct V2Options {
     pub mount_point: PathBuf,
-    /// The mount's own flags (mountinfo's sixth field): a remount sets
-    /// them too, so [`V2Options::remount`] gives them again.
-    pub flags: MsFlags,
+    /// The mount's own flags, as mountinfo's sixth field writes them
+    /// (`rw,nosuid,nodev,noexec,relatime`).
+    pub mount_flags: String,
     /// The hierarchy's options (the super options; `rw` and `ro` left out:
-    /// they are the mount's).
+    /// they are the superblock's).
     pub options: Vec<String>,
 }
 
@@ -32,25 +32,16 @@ impl V2Options {
             .filter_map(|line| line.split_once(" - "))
             .find(|(_, after)| after.split_whitespace().next() == Some("cgroup2"))
             .context("no cgroup v2 mount")?;
-        let flags = before
-            .split_whitespace()
-            .nth(5)
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(mount_flag)
-            .fold(MsFlags::empty(), |all, flag| all | flag);
-        let options = after
-            .split_whitespace()
-            .nth(2)
-            .unwrap_or_default()
-            .split(',')
-            .filter(|o| !o.is_empty() && !matches!(*o, "rw" | "ro"))
-            .map(str::to_string)
-            .collect();
+        let mount_flags = before.split_whitespace().nth(5).unwrap_or_default();
+        let options = after.split_whitespace().nth(2).unwrap_or_default();
         Ok(Self {
             mount_point,
-            flags,
-            options,
+            mount_flags: mount_flags.to_string(),
+            options: options
+                .split(',')
+                .filter(|o| !o.is_empty() && !matches!(*o, "rw" | "ro"))
+                .map(str::to_string)
+                .collect(),
         })
     }
 
@@ -67,15 +58,16 @@ impl V2Options {
             .collect()
     }
 
-    /// Sets the hierarchy's options to exactly `options`, the mount's flags
-    /// staying `self.flags`.
-    pub fn remount(&self, options: &[String]) -> anyhow::Result<()> {
+    /// Sets the hierarchy's options to exactly `options`, the mount's own
+    /// flags staying `self.mount_flags`. (A classic remount sets both; the
+    /// flags are given back by a bind remount, as mount(8) writes them.)
+    pub fn set_options(&self, options: &[String]) -> anyhow::Result<()> {
         let data = options.join(",");
         mount(
             None::<&str>,
             &self.mount_point,
             None::<&str>,
-            MsFlags::MS_REMOUNT | self.flags,
+            MsFlags::MS_REMOUNT,
             Some(data.as_str()),
         )
         .map_err(|e| {
@@ -83,26 +75,30 @@ impl V2Options {
                 "remounting {} with {data:?}: {e}",
                 self.mount_point.display()
             )
-        })
+        })?;
+        self.set_mount_flags(&self.mount_flags)
     }
 
-    /// Puts these flags and options back (what [`V2Options::read`] found).
+    /// Sets the mount's own flags (e.g. `rw,nosuid,nodev,noexec,relatime`),
+    /// leaving the hierarchy's options alone.
+    pub fn set_mount_flags(&self, flags: &str) -> anyhow::Result<()> {
+        let status = Command::new("mount")
+            .arg("-o")
+            .arg(format!("remount,bind,{flags}"))
+            .arg(&self.mount_point)
+            .status()
+            .context("running mount")?;
+        if !status.success() {
+            bail!(
+                "mount -o remount,bind,{flags} {}: {status}",
+                self.mount_point.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Puts these options and flags back (what [`V2Options::read`] found).
     pub fn restore(&self) -> anyhow::Result<()> {
-        self.remount(&self.options)
+        self.set_options(&self.options)
     }
-}
-
-/// The mount(2) flag of a per-mount option mountinfo shows.
-fn mount_flag(option: &str) -> Option<MsFlags> {
-    Some(match option {
-        "ro" => MsFlags::MS_RDONLY,
-        "nosuid" => MsFlags::MS_NOSUID,
-        "nodev" => MsFlags::MS_NODEV,
-        "noexec" => MsFlags::MS_NOEXEC,
-        "noatime" => MsFlags::MS_NOATIME,
-        "nodiratime" => MsFlags::MS_NODIRATIME,
-        "relatime" => MsFlags::MS_RELATIME,
-        "strictatime" => MsFlags::MS_STRICTATIME,
-        _ => return None,
-    })
 }

@@ -78,12 +78,13 @@ pub struct DaemonArgs {
     #[arg(long = "cgroup.root", value_name = "DIR")]
     pub cgroup_root: Option<PathBuf>,
 
-    /// Remount the cgroup v2 hierarchy with its options plus favordynmods
-    /// at start if it lacks it: without it, each move of a registering
-    /// process into its task cgroup may wait for an RCU grace period
-    /// (4-16 ms) holding the kernel's cgroup mutex, stalling every other
-    /// registration behind it. Costs fork, exit and exec a memory barrier
-    /// (see the README). false leaves the mount as it is.
+    /// Set the cgroup v2 hierarchy's option favordynmods at start if it
+    /// lacks it (its other options and the mount's flags kept): without
+    /// it, each move of a registering process into its task cgroup may
+    /// wait for an RCU grace period (4-16 ms) holding the kernel's cgroup
+    /// mutex, stalling every other registration behind it. Costs fork,
+    /// exit and exec a memory barrier (see the README). false leaves the
+    /// hierarchy as it is.
     #[arg(
         long = "cgroup.favordynmods",
         value_name = "BOOL",

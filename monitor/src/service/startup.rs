@@ -97,9 +97,9 @@ fn favor_dynamic_moves() {
     match favordynmods::ensure() {
         Ok(Outcome::AlreadySet) => log::debug!("the cgroup v2 hierarchy has favordynmods already"),
         Ok(Outcome::Set { mount }) => log::info!(
-            "remounted the cgroup v2 hierarchy ({}) with favordynmods, its other options kept: \
-             moving a registering process no longer waits for an RCU grace period \
-             (--cgroup.favordynmods=false leaves the mount alone)",
+            "set favordynmods on the cgroup v2 hierarchy ({}), its other options and the \
+             mount's flags kept: moving a registering process no longer waits for an RCU grace \
+             period (--cgroup.favordynmods=false leaves it alone)",
             mount.display()
         ),
         Err(e) => log::warn!(

@@ -14,19 +14,34 @@
 //! (tens of nanoseconds against their 30-120 µs; see the README's
 //! benchmarks).
 //!
-//! The option belongs to the hierarchy, not to one mount, and a remount
-//! sets the hierarchy's options to exactly those given: so the remount
+//! The option belongs to the hierarchy, not to one mount, and changing it
+//! sets the hierarchy's options to exactly those given: so the daemon
 //! passes every option the hierarchy has, plus this one, and checks that
-//! they are all still there afterwards.
-use std::{fs, io, path::PathBuf};
+//! they are all still there afterwards. It reconfigures the hierarchy
+//! alone (fspick and fsconfig), not the way `mount -o remount` does, which
+//! would set the mount's own flags (nosuid, nodev, noexec) too.
+use std::{
+    ffi::CString,
+    fs, io,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::{Path, PathBuf},
+    ptr,
+};
 
-use nix::mount::{MsFlags, mount};
 use thiserror::Error;
 
 use super::cgroupfs;
 
-/// The option's name, as mount(2) takes it and mountinfo shows it.
+/// The option's name, as the kernel takes it and mountinfo shows it.
 pub const OPTION: &str = "favordynmods";
+
+// <linux/mount.h>
+const FSPICK_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_CMD_RECONFIGURE: libc::c_uint = 7;
 
 #[derive(Debug, Error)]
 pub enum DynmodsError {
@@ -34,25 +49,19 @@ pub enum DynmodsError {
     MountInfo(#[source] io::Error),
     #[error("no cgroup v2 hierarchy in /proc/self/mountinfo")]
     NoV2Mount,
-    #[error("remounting {mount} with {data:?}: {source}")]
-    Remount {
+    #[error("reconfiguring the cgroup v2 hierarchy at {mount} with {options}: {source}")]
+    Reconfigure {
         mount: PathBuf,
-        data: String,
+        options: String,
         #[source]
-        source: nix::Error,
+        source: io::Error,
     },
     #[error(
-        "{mount} was remounted with {OPTION} but mountinfo does not show it (the daemon may be \
-         in a cgroup namespace of its own, where the hierarchy's options cannot be changed)"
+        "{mount} was reconfigured with {OPTION} but mountinfo does not show it (the daemon may \
+         be in a cgroup namespace of its own, where the hierarchy's options cannot be changed)"
     )]
     NotApplied { mount: PathBuf },
-    #[error("remounting {mount} changed its mount flags from {before:?} to {after:?}")]
-    MountFlags {
-        mount: PathBuf,
-        before: MsFlags,
-        after: MsFlags,
-    },
-    #[error("remounting {mount} lost its options {lost:?}: remount it with them")]
+    #[error("reconfiguring {mount} lost its options {lost:?}: remount it with them")]
     Lost { mount: PathBuf, lost: Vec<String> },
 }
 
@@ -62,45 +71,24 @@ pub enum Outcome {
     /// The hierarchy had the option already (by the site's mount, or an
     /// earlier run of the daemon).
     AlreadySet,
-    /// The daemon remounted the hierarchy with it.
+    /// The daemon reconfigured the hierarchy with it.
     Set { mount: PathBuf },
 }
 
-/// Makes sure the cgroup v2 hierarchy has `favordynmods`, remounting it
+/// Makes sure the cgroup v2 hierarchy has `favordynmods`, reconfiguring it
 /// with its own options plus this one if not.
 pub fn ensure() -> Result<Outcome, DynmodsError> {
-    let V2Mount {
-        mount_point,
-        mount_flags,
-        options,
-    } = current()?;
+    let (mount_point, options) = current()?;
     if options.iter().any(|o| o == OPTION) {
         return Ok(Outcome::AlreadySet);
     }
-    let data = remount_data(&options);
-    // A remount sets the mount's own flags too: the ones it has are given
-    // again (nosuid, nodev, noexec as systemd mounts it).
-    mount(
-        None::<&str>,
-        &mount_point,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | mount_flags,
-        Some(data.as_str()),
-    )
-    .map_err(|source| DynmodsError::Remount {
+    let wanted = with_option(&options);
+    reconfigure(&mount_point, &wanted).map_err(|source| DynmodsError::Reconfigure {
         mount: mount_point.clone(),
-        data: data.clone(),
+        options: wanted.join(","),
         source,
     })?;
-    let after = current()?;
-    if after.mount_flags != mount_flags {
-        return Err(DynmodsError::MountFlags {
-            mount: mount_point,
-            before: mount_flags,
-            after: after.mount_flags,
-        });
-    }
-    let after = after.options;
+    let (_, after) = current()?;
     if !after.iter().any(|o| o == OPTION) {
         return Err(DynmodsError::NotApplied { mount: mount_point });
     }
@@ -114,74 +102,41 @@ pub fn ensure() -> Result<Outcome, DynmodsError> {
     Ok(Outcome::Set { mount: mount_point })
 }
 
-/// The cgroup v2 mount as mountinfo shows it.
-#[derive(Debug, PartialEq)]
-pub struct V2Mount {
-    pub mount_point: PathBuf,
-    /// The mount's own flags (mountinfo's sixth field).
-    pub mount_flags: MsFlags,
-    /// The hierarchy's options (the super options, the last field, e.g.
-    /// `rw,nsdelegate,memory_recursiveprot`).
-    pub options: Vec<String>,
-}
-
-fn current() -> Result<V2Mount, DynmodsError> {
+/// The cgroup v2 mount point and the hierarchy's options, as mountinfo
+/// shows them now.
+fn current() -> Result<(PathBuf, Vec<String>), DynmodsError> {
     let text = fs::read_to_string("/proc/self/mountinfo").map_err(DynmodsError::MountInfo)?;
-    v2_mount(&text).ok_or(DynmodsError::NoV2Mount)
+    v2_super_options(&text).ok_or(DynmodsError::NoV2Mount)
 }
 
-/// The first `cgroup2` mount of mountinfo `text`.
-pub fn v2_mount(text: &str) -> Option<V2Mount> {
+/// The first `cgroup2` mount of mountinfo `text` and its super options
+/// (the last field, e.g. `rw,nsdelegate,memory_recursiveprot`).
+pub fn v2_super_options(text: &str) -> Option<(PathBuf, Vec<String>)> {
     let mount_point = cgroupfs::v2_mount_from_mountinfo(text)?;
-    let (before, after) = text.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        (after.split_whitespace().next() == Some("cgroup2")).then_some((before, after))
+    let options = text.lines().find_map(|line| {
+        let (_, after) = line.split_once(" - ")?;
+        let mut fields = after.split_whitespace();
+        (fields.next() == Some("cgroup2")).then(|| fields.nth(1).unwrap_or_default())
     })?;
-    let mount_flags = before
-        .split_whitespace()
-        .nth(5)
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(mount_flag)
-        .fold(MsFlags::empty(), |flags, flag| flags | flag);
-    let options = after.split_whitespace().nth(2).unwrap_or_default();
-    Some(V2Mount {
+    Some((
         mount_point,
-        mount_flags,
-        options: options
+        options
             .split(',')
             .filter(|o| !o.is_empty())
             .map(str::to_string)
             .collect(),
-    })
+    ))
 }
 
-/// The mount(2) flag of a per-mount option mountinfo shows.
-fn mount_flag(option: &str) -> Option<MsFlags> {
-    Some(match option {
-        "ro" => MsFlags::MS_RDONLY,
-        "nosuid" => MsFlags::MS_NOSUID,
-        "nodev" => MsFlags::MS_NODEV,
-        "noexec" => MsFlags::MS_NOEXEC,
-        "noatime" => MsFlags::MS_NOATIME,
-        "nodiratime" => MsFlags::MS_NODIRATIME,
-        "relatime" => MsFlags::MS_RELATIME,
-        "strictatime" => MsFlags::MS_STRICTATIME,
-        _ => return None,
-    })
-}
-
-/// The data of the remount: the hierarchy's options (`rw` and `ro` are the
-/// mount's, not the hierarchy's: MS_REMOUNT without MS_RDONLY keeps it
-/// writable) and `favordynmods`.
-pub fn remount_data(options: &[String]) -> String {
+/// The hierarchy's options (`rw` and `ro` are the superblock's, not the
+/// hierarchy's: a reconfiguration leaves them) and `favordynmods`.
+pub fn with_option(options: &[String]) -> Vec<String> {
     options
         .iter()
-        .map(String::as_str)
-        .filter(|o| !matches!(*o, "rw" | "ro") && *o != OPTION)
-        .chain([OPTION])
-        .collect::<Vec<_>>()
-        .join(",")
+        .filter(|o| !matches!(o.as_str(), "rw" | "ro" | OPTION))
+        .cloned()
+        .chain([OPTION.to_string()])
+        .collect()
 }
 
 /// The options of `before` that `after` lacks.
@@ -191,6 +146,52 @@ fn lost_options(before: &[String], after: &[String]) -> Vec<String> {
         .filter(|o| !after.contains(o))
         .cloned()
         .collect()
+}
+
+/// Sets the options of the filesystem mounted at `mount_point` to exactly
+/// `options` (flags without values), leaving the mount's own flags alone.
+fn reconfigure(mount_point: &Path, options: &[String]) -> io::Result<()> {
+    let path = CString::new(mount_point.as_os_str().as_bytes())?;
+    // SAFETY: fspick with a NUL-terminated path; a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_fspick,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            FSPICK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let raw = libc::c_int::try_from(fd).map_err(io::Error::other)?;
+    // SAFETY: the descriptor fspick just returned, owned here alone.
+    let context = unsafe { OwnedFd::from_raw_fd(raw) };
+    for option in options {
+        let key = CString::new(option.as_str())?;
+        fsconfig(&context, FSCONFIG_SET_FLAG, Some(&key))?;
+    }
+    fsconfig(&context, FSCONFIG_CMD_RECONFIGURE, None)
+}
+
+fn fsconfig(context: &OwnedFd, command: libc::c_uint, key: Option<&CString>) -> io::Result<()> {
+    let key = key.map_or(ptr::null(), |k| k.as_ptr());
+    // SAFETY: a filesystem context descriptor, a NUL-terminated key or
+    // null, no value.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            command,
+            key,
+            ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if done < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -212,36 +213,35 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_mounts_flags_and_the_hierarchys_options() {
-        let systemd = v2_mount(SYSTEMD).unwrap();
-        assert_eq!(systemd.mount_point, PathBuf::from("/sys/fs/cgroup"));
+    fn reads_the_hierarchys_options_not_the_mounts() {
+        let (mount, options) = v2_super_options(SYSTEMD).unwrap();
+        assert_eq!(mount, PathBuf::from("/sys/fs/cgroup"));
         assert_eq!(
-            systemd.mount_flags,
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME
-        );
-        assert_eq!(
-            systemd.options,
+            options,
             strings(&["rw", "nsdelegate", "memory_recursiveprot"])
         );
-        let hybrid = v2_mount(HYBRID_WITH_OPTION).unwrap();
-        assert_eq!(hybrid.mount_point, PathBuf::from("/sys/fs/cgroup/unified"));
-        assert_eq!(hybrid.options, strings(&["rw", "favordynmods"]));
-        assert!(v2_mount("27 25 0:25 / /sys/fs/bpf rw - bpf bpf rw\n").is_none());
+        let (mount, options) = v2_super_options(HYBRID_WITH_OPTION).unwrap();
+        assert_eq!(mount, PathBuf::from("/sys/fs/cgroup/unified"));
+        assert_eq!(options, strings(&["rw", "favordynmods"]));
+        assert!(v2_super_options("27 25 0:25 / /sys/fs/bpf rw - bpf bpf rw\n").is_none());
     }
 
     #[test]
-    fn the_remount_keeps_every_option_the_hierarchy_has() {
+    fn the_hierarchy_keeps_every_option_it_has() {
         let options = strings(&["rw", "nsdelegate", "memory_recursiveprot"]);
         assert_eq!(
-            remount_data(&options),
-            "nsdelegate,memory_recursiveprot,favordynmods"
+            with_option(&options),
+            strings(&["nsdelegate", "memory_recursiveprot", "favordynmods"])
         );
-        assert_eq!(remount_data(&strings(&["rw"])), "favordynmods");
-        assert_eq!(remount_data(&strings(&["rw", OPTION])), "favordynmods");
+        assert_eq!(with_option(&strings(&["rw"])), strings(&["favordynmods"]));
+        assert_eq!(
+            with_option(&strings(&["rw", OPTION])),
+            strings(&["favordynmods"])
+        );
     }
 
     #[test]
-    fn an_option_missing_after_the_remount_is_named() {
+    fn an_option_missing_after_the_change_is_named() {
         let before = strings(&["rw", "nsdelegate"]);
         let after = strings(&["rw", "favordynmods"]);
         assert_eq!(lost_options(&before, &after), strings(&["nsdelegate"]));

@@ -240,7 +240,7 @@ fn without_favordynmods(found: &V2Options, daemon_on: bool) -> anyhow::Result<()
         }
         return Ok(());
     }
-    found.remount(&found.without(FAVORDYNMODS))
+    found.set_options(&found.without(FAVORDYNMODS))
 }
 
 /// What the daemon counted for the job `name` in the last run with it:
