@@ -431,7 +431,7 @@ const FD_TABLE: libc::c_int = 4096;
 /// threaded process each doubling of the table waits for an RCU grace
 /// period (4-16 ms traced here), and every thread that opens a descriptor
 /// meanwhile (a launcher's accept, a cgroup file) waits with it. A fresh
-/// daemon met three such waits in its first burst of registrations.
+/// daemon met such waits in its first burst of registrations.
 fn grow_fd_table() {
     let Ok(null) = std::fs::File::open("/dev/null") else {
         return;
