@@ -23,13 +23,23 @@ pub fn v2_mount() -> anyhow::Result<PathBuf> {
 
 /// Where mountinfo text has the cgroup v2 hierarchy mounted.
 pub fn v2_mount_in(mountinfo: &str) -> Option<PathBuf> {
+    v2_mount_fields(mountinfo).map(|(mount_point, _, _)| mount_point)
+}
+
+/// mountinfo's cgroup v2 line: the mount point, the mount's own flags
+/// (`rw,nosuid,...`) and the hierarchy's super options.
+pub fn v2_mount_fields(mountinfo: &str) -> Option<(PathBuf, &str, &str)> {
     mountinfo.lines().find_map(|line| {
         // `id parent dev root mount-point options [optional...] - fstype source super-options`
         let (before, after) = line.split_once(" - ")?;
-        if after.split_whitespace().next()? != "cgroup2" {
+        let mut after = after.split_whitespace();
+        if after.next()? != "cgroup2" {
             return None;
         }
-        before.split_whitespace().nth(4).map(unescape_mountinfo)
+        let mut before = before.split_whitespace();
+        let mount_point = before.nth(4).map(unescape_mountinfo)?;
+        let mount_flags = before.next().unwrap_or_default();
+        Some((mount_point, mount_flags, after.nth(1).unwrap_or_default()))
     })
 }
 

@@ -26,14 +26,8 @@ pub struct V2Options {
 impl V2Options {
     pub fn read() -> anyhow::Result<Self> {
         let text = fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
-        let mount_point = crate::cgroup::v2_mount_in(&text).context("no cgroup v2 mount")?;
-        let (before, after) = text
-            .lines()
-            .filter_map(|line| line.split_once(" - "))
-            .find(|(_, after)| after.split_whitespace().next() == Some("cgroup2"))
-            .context("no cgroup v2 mount")?;
-        let mount_flags = before.split_whitespace().nth(5).unwrap_or_default();
-        let options = after.split_whitespace().nth(2).unwrap_or_default();
+        let (mount_point, mount_flags, options) =
+            crate::cgroup::v2_mount_fields(&text).context("no cgroup v2 mount")?;
         Ok(Self {
             mount_point,
             mount_flags: mount_flags.to_string(),
@@ -100,5 +94,30 @@ impl V2Options {
     /// Puts these options and flags back (what [`V2Options::read`] found).
     pub fn restore(&self) -> anyhow::Result<()> {
         self.set_options(&self.options)
+    }
+
+    /// These options and flags, put back when the guard is dropped,
+    /// whatever happened meanwhile.
+    pub fn put_back_on_drop(self) -> PutBack {
+        PutBack(self)
+    }
+}
+
+/// See [`V2Options::put_back_on_drop`].
+pub struct PutBack(V2Options);
+
+impl std::ops::Deref for PutBack {
+    type Target = V2Options;
+
+    fn deref(&self) -> &V2Options {
+        &self.0
+    }
+}
+
+impl Drop for PutBack {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.restore() {
+            eprintln!("could not put the cgroup v2 options back: {e:#}");
+        }
     }
 }

@@ -11,26 +11,13 @@ use monitor_tests::{
     require_root_or_skip, skip_or_fail,
 };
 
-/// Puts the mount's flags and the hierarchy's options back when dropped,
-/// whatever the test did.
-struct Restore(V2Options);
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.restore() {
-            eprintln!("could not put the cgroup v2 options back: {e:#}");
-        }
-    }
-}
-
 #[test]
 fn the_daemon_adds_favordynmods_and_keeps_the_hierarchys_other_options() -> anyhow::Result<()> {
     if !require_root_or_skip() {
         return Ok(());
     }
     let _machine = cpu_shared();
-    let found = V2Options::read()?;
-    let _restore = Restore(found.clone());
+    let found = V2Options::read()?.put_back_on_drop();
     // The flags a systemd host mounts cgroup v2 with, whatever this one has.
     let test = V2Options {
         mount_flags: "rw,nosuid,nodev,noexec,relatime".into(),

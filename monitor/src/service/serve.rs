@@ -41,18 +41,8 @@ impl Servers {
         cgroups: CgroupRoot,
         store: Option<Arc<StoreReader>>,
     ) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("web")
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
-        let launcher_runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("launchers")
-            .enable_all()
-            .build()
-            .context("starting the launcher socket's async runtime")?;
+        let runtime = async_runtime("web")?;
+        let launcher_runtime = async_runtime("launchers")?;
         let api_stats = Arc::new(crate::api::ApiStats::default());
         let exposition = crate::metrics::Exposition::new(
             jobs.snapshot.clone(),
@@ -148,6 +138,16 @@ impl Servers {
         launcher_runtime.shutdown_timeout(LAUNCHERS_SHUTDOWN);
         served
     }
+}
+
+/// Two async workers (and their blocking pool) named `name`.
+fn async_runtime(name: &str) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .with_context(|| format!("starting the {name} async runtime"))
 }
 
 /// How long a stopping daemon waits for registrations being placed.

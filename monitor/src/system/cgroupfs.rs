@@ -44,17 +44,27 @@ pub fn find_v2_mount() -> Result<PathBuf, CgroupError> {
     v2_mount_from_mountinfo(&text).ok_or(CgroupError::NoV2Mount)
 }
 
-/// Finds the first `cgroup2` mount in mountinfo text. Each line is
-/// `id parent major:minor root mount-point options [optional...] - fstype source super-options`.
+/// Finds the first `cgroup2` mount in mountinfo text.
 pub fn v2_mount_from_mountinfo(text: &str) -> Option<PathBuf> {
+    v2_mount_entry(text).map(|(mount_point, _)| mount_point)
+}
+
+/// The first `cgroup2` mount in mountinfo text: its mount point and its
+/// super options (the hierarchy's, e.g. `rw,nsdelegate`). Each line is
+/// `id parent major:minor root mount-point options [optional...] - fstype source super-options`.
+pub fn v2_mount_entry(text: &str) -> Option<(PathBuf, &str)> {
     text.lines().find_map(|line| {
         let (before, after) = line.split_once(" - ")?;
-        let fstype = after.split_whitespace().next()?;
-        if fstype != "cgroup2" {
+        let mut after = after.split_whitespace();
+        if after.next()? != "cgroup2" {
             return None;
         }
         let mount_point = before.split_whitespace().nth(4)?;
-        Some(PathBuf::from(unescape_mountinfo(mount_point)))
+        let super_options = after.nth(1).unwrap_or_default();
+        Some((
+            PathBuf::from(unescape_mountinfo(mount_point)),
+            super_options,
+        ))
     })
 }
 

@@ -112,12 +112,7 @@ fn current() -> Result<(PathBuf, Vec<String>), DynmodsError> {
 /// The first `cgroup2` mount of mountinfo `text` and its super options
 /// (the last field, e.g. `rw,nsdelegate,memory_recursiveprot`).
 pub fn v2_super_options(text: &str) -> Option<(PathBuf, Vec<String>)> {
-    let mount_point = cgroupfs::v2_mount_from_mountinfo(text)?;
-    let options = text.lines().find_map(|line| {
-        let (_, after) = line.split_once(" - ")?;
-        let mut fields = after.split_whitespace();
-        (fields.next() == Some("cgroup2")).then(|| fields.nth(1).unwrap_or_default())
-    })?;
+    let (mount_point, options) = cgroupfs::v2_mount_entry(text)?;
     Some((
         mount_point,
         options

@@ -165,7 +165,7 @@ pub fn run(setup: &Setup, args: &BenchArgs, kind: Kind) -> anyhow::Result<JobSlo
     // one the daemon adds, whatever an earlier daemon left: its cost is
     // part of what "with" measures. Put back as found at the end.
     let options = if kind == Kind::Processes {
-        Some(OptionsBack(V2Options::read()?))
+        Some(V2Options::read()?.put_back_on_drop())
     } else {
         None
     };
@@ -179,8 +179,8 @@ pub fn run(setup: &Setup, args: &BenchArgs, kind: Kind) -> anyhow::Result<JobSlo
             } else {
                 None
             };
-            if let Some(OptionsBack(found)) = &options {
-                without_favordynmods(found, daemon_on)?;
+            if let Some(found) = &options {
+                favordynmods_as_the_node_has_it(found, daemon_on)?;
             }
             // Made after the daemon is up: counting starts when the job dir appears.
             let job = if kind.in_job() {
@@ -215,24 +215,12 @@ pub fn run(setup: &Setup, args: &BenchArgs, kind: Kind) -> anyhow::Result<JobSlo
     result.without_s = without;
     result.with_s = with;
     result.faults_per_run = median(&faults);
-    drop(options);
     Ok(result)
-}
-
-/// The hierarchy's options as found, put back when dropped.
-struct OptionsBack(V2Options);
-
-impl Drop for OptionsBack {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.restore() {
-            eprintln!("xtask: could not put the cgroup v2 options back: {e:#}");
-        }
-    }
 }
 
 /// Before a run without the daemon, takes `favordynmods` away; with it,
 /// checks the daemon set it (else the run would not measure its cost).
-fn without_favordynmods(found: &V2Options, daemon_on: bool) -> anyhow::Result<()> {
+fn favordynmods_as_the_node_has_it(found: &V2Options, daemon_on: bool) -> anyhow::Result<()> {
     if daemon_on {
         let now = V2Options::read()?;
         if !now.has(FAVORDYNMODS) {

@@ -155,7 +155,7 @@ pub struct JobTable {
     /// Resource managers' job layouts.
     discovery: Arc<Discovery>,
     /// The sample's per-job sums, kept for their room (see
-    /// [`JobTable::apply_sample`]).
+    /// [`JobTable::update_sample`]).
     sample_sums: Vec<rollup::JobSample>,
 }
 

@@ -40,10 +40,9 @@ impl JobTable {
         true
     }
 
-    /// Applies one sample: `readings` has the summed counters of every
-    /// known cgroup read this round; `tasks` the thread count per cgroup id.
-    /// Cgroups that are finalizable get folded into their job for good and
-    /// are returned, so the caller can free their map entries.
+    /// [`Self::update_sample`] and [`Self::retire`] in one: the tests' form
+    /// of what the sampler does in several holds of the table.
+    #[cfg(test)]
     pub fn apply_sample(
         &mut self,
         readings: &[(u64, CgroupCounters)],
@@ -56,11 +55,14 @@ impl JobTable {
         freed
     }
 
-    /// The first half of [`Self::apply_sample`]: each live job's figures.
-    /// The cgroups due to be folded into their jobs for good are returned
-    /// for [`Self::retire`], which the sampler calls in batches (each in a
-    /// hold of the table of its own: a sample that ended 1,000 jobs held
-    /// it, and every registration waiting on it, for 7-15 ms in one).
+    /// Applies one sample: `readings` has the summed counters of every
+    /// known cgroup read this round; `tasks` the thread count per cgroup id.
+    /// Sets each live job's figures; the finalizable cgroups, due to be
+    /// folded into their jobs for good, are returned for [`Self::retire`],
+    /// which the sampler calls in batches (each in a hold of the table of
+    /// its own: a sample that ended 1,000 jobs held it, and every
+    /// registration waiting on it, for 7-15 ms in one), with the ones whose
+    /// map entries can be freed.
     pub fn update_sample<'r>(
         &mut self,
         readings: &'r [(u64, CgroupCounters)],
